@@ -1,0 +1,232 @@
+//! Administrative operations behind the `deskbridge backend …` commands:
+//! users with profiles, OAuth clients, API keys, key rotation, tracing an
+//! identifier back to its user, and the demo data set.
+
+use std::sync::Arc;
+
+use contract::{Account, Money};
+use serde::Serialize;
+
+use crate::crypto::{Purpose, random_token};
+use crate::store::NewProfile;
+use crate::{BackendError, State, keys};
+
+pub struct Admin {
+    state: Arc<State>,
+}
+
+/// A created OAuth client; the secret is shown once and stored only as a digest.
+#[derive(Debug, Serialize)]
+pub struct NewClient {
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NewApiKey {
+    pub key: String,
+    pub apis: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoUser {
+    pub username: String,
+    pub password: String,
+    pub customer_id: String,
+}
+
+/// What `seed-demo` prints: everything a tester needs to call the APIs.
+#[derive(Debug, Serialize)]
+pub struct DemoSeed {
+    pub users: Vec<DemoUser>,
+    pub clients: Vec<NewClient>,
+    pub api_keys: Vec<NewApiKey>,
+}
+
+pub const DEMO_CLIENT_ID: &str = "deskbridge-demo";
+pub const DEFAULT_SCOPES: &str = "profile:read";
+
+impl Admin {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    fn now(&self) -> i64 {
+        self.state.now() as i64
+    }
+
+    /// Adds a customer with a profile; returns the opaque customer id.
+    pub async fn add_user(&self, username: &str, password: &str, profile: &NewProfile) -> Result<String, BackendError> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let hash = self.state.passwords.hash(password.to_string()).await?;
+        let secrets = &self.state.secrets;
+        let (_, customer_id) = self
+            .state
+            .store
+            .insert_user(username, &hash, self.now(), |id| secrets.customer_id(id), profile)
+            .await?;
+        Ok(customer_id)
+    }
+
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), BackendError> {
+        validate_password(password)?;
+        let hash = self.state.passwords.hash(password.to_string()).await?;
+        if self.state.store.set_password(username, &hash).await? {
+            Ok(())
+        } else {
+            Err(BackendError::NotFound(format!("user {username:?}")))
+        }
+    }
+
+    /// Creates a client, or gives an existing one a new secret and scopes.
+    pub async fn add_client(&self, client_id: &str, scopes: &str) -> Result<NewClient, BackendError> {
+        if client_id.is_empty() || client_id.len() > 128 || client_id.contains(':') || client_id.chars().any(char::is_control) {
+            return Err(BackendError::Config("a client id is 1-128 printable characters without ':'".into()));
+        }
+        let scopes = scopes.split([' ', ',']).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+        if scopes.is_empty() {
+            return Err(BackendError::Config("a client needs at least one scope".into()));
+        }
+        let secret = random_token("")?;
+        let digest = self.state.secrets.digest(Purpose::ClientSecret, secret.as_bytes());
+        self.state.store.upsert_client(client_id, &digest, &scopes, self.now()).await?;
+        Ok(NewClient {
+            client_id: client_id.to_string(),
+            client_secret: secret,
+            scopes,
+        })
+    }
+
+    pub async fn add_api_key(&self, apis: &[String]) -> Result<NewApiKey, BackendError> {
+        if apis.is_empty() || apis.iter().any(|a| a.is_empty() || a.contains(',')) {
+            return Err(BackendError::Config("name at least one API, e.g. --api getprofile".into()));
+        }
+        let key = random_token("dbk_")?;
+        let digest = self.state.secrets.digest(Purpose::ApiKey, key.as_bytes());
+        let label: String = key.chars().take(10).collect();
+        self.state.store.insert_api_key(&digest, &label, &apis.join(","), self.now()).await?;
+        Ok(NewApiKey {
+            key,
+            apis: apis.to_vec(),
+        })
+    }
+
+    /// The username behind a customer identifier: only the company, holding
+    /// the database, can answer this.
+    pub async fn trace(&self, customer_id: &str) -> Result<Option<String>, BackendError> {
+        Ok(self.state.store.user_by_customer_id(customer_id).await?.map(|(_, username)| username))
+    }
+
+    /// Generates a new signing key with the configured algorithm; it signs
+    /// from the next reload, and the previous keys stay published.
+    pub async fn rotate_signing_key(&self) -> Result<String, BackendError> {
+        let key = keys::new_stored_key(self.state.config.signing_alg)?;
+        self.state.store.add_signing_key(&key, self.now(), keys::KEYS_KEPT).await?;
+        Ok(key.kid)
+    }
+
+    /// Creates (or refreshes) the demo customers, client and API key, with
+    /// fresh random passwords and secrets each time, and returns them.
+    pub async fn seed_demo(&self) -> Result<DemoSeed, BackendError> {
+        let mut users = Vec::new();
+        for (username, profile) in demo_profiles() {
+            let password = random_token("")?.chars().take(16).collect::<String>();
+            let customer_id = match self.add_user(username, &password, &profile).await {
+                Ok(id) => id,
+                Err(BackendError::Conflict(_)) => {
+                    self.set_password(username, &password).await?;
+                    self.state
+                        .store
+                        .user_credentials(username)
+                        .await?
+                        .map(|u| u.customer_id)
+                        .ok_or_else(|| BackendError::NotFound(username.to_string()))?
+                }
+                Err(e) => return Err(e),
+            };
+            users.push(DemoUser {
+                username: username.to_string(),
+                password,
+                customer_id,
+            });
+        }
+        Ok(DemoSeed {
+            users,
+            clients: vec![self.add_client(DEMO_CLIENT_ID, DEFAULT_SCOPES).await?],
+            api_keys: vec![self.add_api_key(&["getprofile".to_string()]).await?],
+        })
+    }
+}
+
+fn validate_username(username: &str) -> Result<(), BackendError> {
+    if username.is_empty() || username.len() > 128 || username.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(BackendError::Config("a username is 1-128 characters without spaces".into()));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), BackendError> {
+    if password.chars().count() < 8 || password.len() > 256 {
+        return Err(BackendError::Config("a password is 8 to 256 characters".into()));
+    }
+    Ok(())
+}
+
+fn account(id: &str, kind: &str, amount: &str, currency: &str) -> Account {
+    Account {
+        id: id.into(),
+        kind: kind.into(),
+        status: "active".into(),
+        balance: Money {
+            amount: amount.into(),
+            currency: currency.into(),
+        },
+    }
+}
+
+fn demo_profiles() -> Vec<(&'static str, NewProfile)> {
+    vec![
+        (
+            "alice",
+            NewProfile {
+                name: "Alice Martin".into(),
+                email: "alice.martin@example.com".into(),
+                phone: "+1 415 555 0134".into(),
+                tier: "gold".into(),
+                member_since: "2019-04-12".into(),
+                accounts: vec![
+                    account("acc-1001", "checking", "2450.75", "USD"),
+                    account("acc-1002", "savings", "18300.00", "USD"),
+                ],
+            },
+        ),
+        (
+            "bruno",
+            NewProfile {
+                name: "Bruno Keller".into(),
+                email: "bruno.keller@example.com".into(),
+                phone: "+49 30 5550 1822".into(),
+                tier: "silver".into(),
+                member_since: "2021-11-03".into(),
+                accounts: vec![account("acc-2001", "checking", "912.40", "EUR")],
+            },
+        ),
+        (
+            "chen",
+            NewProfile {
+                name: "Chen Wei".into(),
+                email: "chen.wei@example.com".into(),
+                phone: "+65 5550 7781".into(),
+                tier: "platinum".into(),
+                member_since: "2016-02-29".into(),
+                accounts: vec![
+                    account("acc-3001", "checking", "15020.10", "SGD"),
+                    account("acc-3002", "brokerage", "250000.00", "USD"),
+                    account("acc-3003", "credit_card", "-1234.56", "SGD"),
+                ],
+            },
+        ),
+    ]
+}

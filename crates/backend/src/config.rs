@@ -1,0 +1,184 @@
+//! The backend's configuration: one TOML file, every key optional.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::BackendError;
+
+/// How `/customer_authenticate` hands the customer their identifier.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// A signed JWT in the response body (stateless; the default).
+    #[default]
+    Token,
+    /// A server-side session behind an HttpOnly cookie (revocable).
+    Cookie,
+}
+
+/// Signature algorithm of customer JWTs. All are asymmetric, so a platform can
+/// verify tokens from the published JWKS without sharing a secret.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum SigningAlg {
+    #[default]
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the database, the server secret and the signing keys live.
+    pub data_dir: PathBuf,
+    /// Base URL the backend is reached at, for metadata documents. Defaults
+    /// to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `iss` of customer JWTs. Defaults to `public_url`.
+    pub issuer: Option<String>,
+    /// `aud` of customer JWTs: the platform they are meant for.
+    pub audience: String,
+    /// Lifetime of a customer JWT or session, in seconds.
+    pub customer_token_ttl_secs: u64,
+    /// Lifetime of a system access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    pub session_mode: SessionMode,
+    pub cookie_name: String,
+    /// Drop the `Secure` cookie attribute, for plain-HTTP local demos only.
+    pub insecure_cookies: bool,
+    pub signing_alg: SigningAlg,
+    /// A PKCS#8 PEM private key to sign customer JWTs with, instead of the
+    /// keys the backend generates and rotates in its data dir.
+    pub signing_key_file: Option<PathBuf>,
+    /// File holding the server secret (keyed hashes, access-token MACs).
+    /// Defaults to `<data_dir>/server.secret`, created on first start.
+    pub server_secret_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Password hashes computed at once; defaults to the number of CPUs.
+    pub password_hash_concurrency: Option<usize>,
+    pub throttle: ThrottleConfig,
+}
+
+/// Throttling of *failed* logins. Successful logins never count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    pub max_failures_per_user: u32,
+    pub max_failures_per_address: u32,
+    pub window_secs: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            max_failures_per_user: 5,
+            max_failures_per_address: 20,
+            window_secs: 900,
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            data_dir: PathBuf::from("./deskbridge-data"),
+            public_url: None,
+            issuer: None,
+            audience: "deskbridge".into(),
+            customer_token_ttl_secs: 8 * 3600,
+            access_token_ttl_secs: 3600,
+            session_mode: SessionMode::Token,
+            cookie_name: "deskbridge_session".into(),
+            insecure_cookies: false,
+            signing_alg: SigningAlg::ES256,
+            signing_key_file: None,
+            server_secret_file: None,
+            max_body_bytes: 16 * 1024,
+            password_hash_concurrency: None,
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// Reads a TOML file; unknown keys are errors, so a typo is not silently ignored.
+    pub fn from_file(path: &Path) -> Result<Self, BackendError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, BackendError> {
+        let config: Self = toml::from_str(text).map_err(|e| BackendError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), BackendError> {
+        let bad = |m: &str| Err(BackendError::Config(m.to_string()));
+        if self.customer_token_ttl_secs == 0 || self.access_token_ttl_secs == 0 {
+            return bad("token lifetimes must be at least one second");
+        }
+        if self.max_body_bytes < 256 {
+            return bad("max_body_bytes must be at least 256");
+        }
+        if self.audience.is_empty() {
+            return bad("audience must not be empty");
+        }
+        if self.cookie_name.is_empty()
+            || !self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return bad("cookie_name must be letters, digits, '_' or '-'");
+        }
+        Ok(())
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(|| self.public_url())
+    }
+
+    pub fn server_secret_path(&self) -> PathBuf {
+        self.server_secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server.secret"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(BackendConfig::from_toml("listn = \"127.0.0.1:1\"").is_err());
+        assert!(BackendConfig::from_toml("access_token_ttl_secs = 0").is_err());
+        assert!(BackendConfig::from_toml("cookie_name = \"a b\"").is_err());
+        assert!(BackendConfig::from_toml("session_mode = \"cookie\"\nsigning_alg = \"EdDSA\"").is_ok());
+    }
+
+    #[test]
+    fn issuer_defaults_to_public_url() -> Result<(), BackendError> {
+        let c = BackendConfig::from_toml("listen = \"127.0.0.1:9000\"")?;
+        assert_eq!(c.issuer(), "http://127.0.0.1:9000");
+        let c = BackendConfig::from_toml("public_url = \"https://api.example.com/\"")?;
+        assert_eq!(c.issuer(), "https://api.example.com");
+        Ok(())
+    }
+}

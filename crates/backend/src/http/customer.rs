@@ -1,0 +1,145 @@
+//! `POST /customer_authenticate` and `POST /customer_logout`: the end
+//! customer's login, answering with a JWT (token mode) or a session cookie.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use contract::{ApiErrorCode, CustomerClaims, CustomerSession, CustomerToken};
+
+use super::{Body, ClientAddress, FORM, Params, cookie, has_content_type};
+use crate::State;
+use crate::config::SessionMode;
+use crate::crypto::{Purpose, random_bytes, random_token};
+use crate::error::HttpError;
+use crate::metrics::Outcome;
+
+/// Longest username or password looked at; longer ones are refused before
+/// any hashing, so a huge password cannot buy extra CPU.
+const MAX_CREDENTIAL_LEN: usize = 256;
+
+pub(crate) async fn authenticate(
+    Extract(state): Extract<Arc<State>>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, HttpError> {
+    if !has_content_type(&headers, FORM) {
+        return Err(HttpError::api(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiErrorCode::UnsupportedMediaType,
+            "send username and password as application/x-www-form-urlencoded",
+        ));
+    }
+    let params = Params::parse(&body).map_err(HttpError::bad_request)?;
+    let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
+        return Err(HttpError::bad_request("username and password are required"));
+    };
+    if username.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
+        return Err(HttpError::bad_request("username or password is too long"));
+    }
+    let count = |outcome| state.metrics.customer_logins.get_or_create(&Outcome { outcome }).inc();
+
+    let now = state.now();
+    if let Err(wait) = state.throttle.check(username, address, now) {
+        count("throttled");
+        return Err(HttpError::api(
+            StatusCode::TOO_MANY_REQUESTS,
+            ApiErrorCode::TooManyAttempts,
+            "too many failed logins; try again later",
+        )
+        .retry_after(wait));
+    }
+    let user = state.store.user_credentials(username).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let valid = state.passwords.verify(password.to_string(), hash).await?;
+    let Some(user) = user.filter(|_| valid) else {
+        state.throttle.record_failure(username, address, now);
+        count("invalid_credentials");
+        return Err(HttpError::api(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::InvalidCredentials,
+            "the username or password is not correct",
+        ));
+    };
+    state.throttle.record_success(username);
+    count("ok");
+
+    let ttl = state.config.customer_token_ttl_secs;
+    let issued_at = state.clock.unix_millis().to_string();
+    let mut response = match state.config.session_mode {
+        SessionMode::Token => {
+            let claims = CustomerClaims {
+                iss: state.issuer.clone(),
+                aud: state.config.audience.clone(),
+                sub: user.customer_id,
+                iat: now,
+                exp: now + ttl,
+                jti: base64_id()?,
+            };
+            let jwt = state.keyring().sign(&claims)?;
+            Json(CustomerToken {
+                issued_at,
+                jwt,
+                expires_in: ttl.to_string(),
+            })
+            .into_response()
+        }
+        SessionMode::Cookie => {
+            let session = random_token("")?;
+            let digest = state.secrets.digest(Purpose::Session, session.as_bytes());
+            state
+                .store
+                .insert_session(&digest, user.user_id, now as i64, (now + ttl) as i64)
+                .await?;
+            let mut response = Json(CustomerSession {
+                issued_at,
+                expires_in: ttl.to_string(),
+                cookie: state.config.cookie_name.clone(),
+            })
+            .into_response();
+            let cookie = session_cookie(&state, &session, ttl);
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn base64_id() -> Result<String, HttpError> {
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>()?))
+}
+
+fn session_cookie(state: &State, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if state.config.insecure_cookies { "" } else { "; Secure" };
+    let cookie = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        state.config.cookie_name
+    );
+    // The name is validated at start-up and the value is base64url.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Revokes the session named by the cookie and clears the cookie.
+pub(crate) async fn logout(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let Some(session) = cookie(&headers, &state.config.cookie_name) else {
+        return Err(HttpError::api(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::InvalidCustomerToken,
+            "no session cookie to log out",
+        ));
+    };
+    let digest = state.secrets.digest(Purpose::Session, session.as_bytes());
+    state.store.delete_session(&digest).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    Ok(response)
+}

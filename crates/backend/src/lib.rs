@@ -1,0 +1,184 @@
+//! The reference company backend ("Your APIs" in `shared/CONTRACT.md`):
+//! customer login (`/customer_authenticate`, JWT or cookie), the OAuth 2.0
+//! client-credentials token endpoint (`/access_token`), and a customer-data
+//! API guarded by all three credentials (`/getprofile`).
+
+pub mod admin;
+mod access_tokens;
+pub mod clock;
+pub mod config;
+mod crypto;
+mod customer_auth;
+mod error;
+mod http;
+mod keys;
+mod metrics;
+mod passwords;
+mod store;
+mod throttle;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::{BackendConfig, SessionMode, SigningAlg};
+pub use crate::error::BackendError;
+pub use crate::store::NewProfile;
+
+use crate::access_tokens::AccessTokens;
+use crate::crypto::Secrets;
+use crate::customer_auth::VerifiedTokens;
+use crate::keys::Keyring;
+use crate::metrics::Metrics;
+use crate::passwords::PasswordHasher;
+use crate::store::Store;
+use crate::throttle::LoginThrottle;
+
+/// How often the keyring is re-read from the store, so a key rotated by the
+/// admin command is picked up by a running server.
+const KEYRING_RELOAD: Duration = Duration::from_secs(30);
+
+pub(crate) struct State {
+    config: BackendConfig,
+    issuer: String,
+    public_url: String,
+    store: Store,
+    secrets: Secrets,
+    keyring: RwLock<Arc<Keyring>>,
+    access_tokens: AccessTokens,
+    passwords: PasswordHasher,
+    throttle: LoginThrottle,
+    api_keys: http::ApiKeyCache,
+    verified: VerifiedTokens,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+}
+
+impl State {
+    fn now(&self) -> u64 {
+        self.clock.unix_secs()
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// An opened backend: its store, keys and secrets, ready to serve or administer.
+#[derive(Clone)]
+pub struct Backend {
+    state: Arc<State>,
+}
+
+impl Backend {
+    /// Opens (creating when needed) the data dir, database, server secret and
+    /// signing keys. `config.listen` should already be the bound address, so
+    /// the default issuer names the real port.
+    pub async fn open(config: BackendConfig, clock: Arc<dyn Clock>) -> Result<Self, BackendError> {
+        config.validate()?;
+        create_private_dir(&config.data_dir)?;
+        let store = Store::open(&config.data_dir).await?;
+        let secrets = Secrets::load_or_create(&config.server_secret_path())?;
+        let keyring = load_keyring(&store, &config, clock.unix_secs()).await?;
+        let revoked = store.revoked_access_tokens(clock.unix_secs() as i64).await?;
+        let concurrency = config
+            .password_hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let state = State {
+            issuer: config.issuer(),
+            public_url: config.public_url(),
+            throttle: LoginThrottle::new(config.throttle.clone()),
+            passwords: PasswordHasher::new(concurrency).await?,
+            access_tokens: AccessTokens::with_revoked(revoked.into_iter().map(|(j, e)| (j, e.max(0) as u64))),
+            keyring: RwLock::new(Arc::new(keyring)),
+            api_keys: http::ApiKeyCache::default(),
+            verified: VerifiedTokens::default(),
+            metrics: Metrics::new(),
+            config,
+            store,
+            secrets,
+            clock,
+        };
+        Ok(Self { state: Arc::new(state) })
+    }
+
+    /// The HTTP routes, for a real socket or an in-process test.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Administrative operations (users, clients, keys) on this backend's store.
+    pub fn admin(&self) -> admin::Admin {
+        admin::Admin::new(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Background upkeep (key reload, expiry sweeps) runs while it serves.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BackendError> {
+        let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| BackendError::Io(e.to_string()));
+        upkeep.abort();
+        self.state.store.close().await;
+        served
+    }
+}
+
+/// Periodic work of a serving backend: reload rotated keys, drop expired
+/// sessions and revocations.
+async fn upkeep(state: Arc<State>) {
+    let mut tick = tokio::time::interval(KEYRING_RELOAD);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match load_keyring(&state.store, &state.config, state.now()).await {
+            Ok(ring) => {
+                *state.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                state.verified.clear();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not reload signing keys"),
+        }
+        if let Err(e) = state.store.delete_expired(state.now() as i64).await {
+            tracing::warn!(error = %e, "could not sweep expired sessions");
+        }
+    }
+}
+
+/// The keyring from the store; generates the first key, or a new one when
+/// the configured algorithm changed.
+async fn load_keyring(store: &Store, config: &BackendConfig, now: u64) -> Result<Keyring, BackendError> {
+    let file_pem = match &config.signing_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let mut stored = store.signing_keys().await?;
+    let newest_matches = stored
+        .last()
+        .is_some_and(|k| k.alg == config.signing_alg.name());
+    if file_pem.is_none() && !newest_matches {
+        let key = keys::new_stored_key(config.signing_alg)?;
+        store.add_signing_key(&key, now as i64, keys::KEYS_KEPT).await?;
+        stored = store.signing_keys().await?;
+    }
+    Keyring::build(&stored, file_pem.as_deref().map(|pem| (config.signing_alg, pem)))
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), BackendError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .map_err(|e| BackendError::Io(format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,330 @@
+//! Persistence: SQLite through sqlx, WAL mode, migrations embedded in the binary.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::BackendError;
+
+#[derive(Clone)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+}
+
+pub(crate) struct UserCredentials {
+    pub user_id: i64,
+    pub password_hash: String,
+    pub customer_id: String,
+}
+
+pub(crate) struct ClientRecord {
+    pub secret_digest: Vec<u8>,
+    pub scopes: String,
+}
+
+pub(crate) struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub private_pem: String,
+}
+
+pub struct NewProfile {
+    pub name: String,
+    pub email: String,
+    pub phone: String,
+    pub tier: String,
+    pub member_since: String,
+    pub accounts: Vec<contract::Account>,
+}
+
+impl Store {
+    pub(crate) async fn open(data_dir: &Path) -> Result<Self, BackendError> {
+        let path = data_dir.join("backend.db");
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>, BackendError> {
+        let row = sqlx::query("SELECT id, password_hash, customer_id FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UserCredentials {
+            user_id: r.get(0),
+            password_hash: r.get(1),
+            customer_id: r.get(2),
+        }))
+    }
+
+    pub(crate) async fn user_by_customer_id(&self, customer_id: &str) -> Result<Option<(i64, String)>, BackendError> {
+        let row = sqlx::query("SELECT id, username FROM users WHERE customer_id = ?")
+            .bind(customer_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Inserts a user; the customer id is derived from the new row id, so it
+    /// is computed inside the same transaction.
+    pub(crate) async fn insert_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+        customer_id: impl Fn(i64) -> String,
+        profile: &NewProfile,
+    ) -> Result<(i64, String), BackendError> {
+        let mut tx = self.pool.begin().await?;
+        // A placeholder keeps the UNIQUE column filled until the id is known.
+        let placeholder = format!("pending:{username}");
+        let user_id: i64 = sqlx::query(
+            "INSERT INTO users (username, password_hash, customer_id, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(&placeholder)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                BackendError::Conflict(format!("user {username:?} already exists"))
+            }
+            other => other.into(),
+        })?
+        .get(0);
+        let customer_id = customer_id(user_id);
+        sqlx::query("UPDATE users SET customer_id = ? WHERE id = ?")
+            .bind(&customer_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO profiles (user_id, name, email, phone, tier, member_since) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(user_id)
+        .bind(&profile.name)
+        .bind(&profile.email)
+        .bind(&profile.phone)
+        .bind(&profile.tier)
+        .bind(&profile.member_since)
+        .execute(&mut *tx)
+        .await?;
+        for account in &profile.accounts {
+            sqlx::query(
+                "INSERT INTO accounts (id, user_id, kind, status, amount, currency) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&account.id)
+            .bind(user_id)
+            .bind(&account.kind)
+            .bind(&account.status)
+            .bind(&account.balance.amount)
+            .bind(&account.balance.currency)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((user_id, customer_id))
+    }
+
+    pub(crate) async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, BackendError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The profile with its accounts, in one query (the hot path of `/getprofile`).
+    pub(crate) async fn profile(&self, customer_id: &str) -> Result<Option<contract::Profile>, BackendError> {
+        let row = sqlx::query(
+            "SELECT p.name, p.email, p.phone, p.tier, p.member_since,
+                    (SELECT json_group_array(json_object(
+                        'id', a.id, 'type', a.kind, 'status', a.status,
+                        'balance', json_object('amount', a.amount, 'currency', a.currency)))
+                     FROM (SELECT * FROM accounts WHERE user_id = u.id ORDER BY id) a)
+             FROM users u JOIN profiles p ON p.user_id = u.id
+             WHERE u.customer_id = ?",
+        )
+        .bind(customer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let accounts: String = row.get(5);
+        Ok(Some(contract::Profile {
+            customer_id: customer_id.to_string(),
+            name: row.get(0),
+            email: row.get(1),
+            phone: row.get(2),
+            tier: row.get(3),
+            member_since: row.get(4),
+            accounts: serde_json::from_str(&accounts).map_err(|e| BackendError::Internal(e.to_string()))?,
+        }))
+    }
+
+    pub(crate) async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, BackendError> {
+        let row = sqlx::query("SELECT secret_digest, scopes FROM clients WHERE client_id = ?")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| ClientRecord {
+            secret_digest: r.get(0),
+            scopes: r.get(1),
+        }))
+    }
+
+    /// Creates a client, or replaces its secret and scopes when it exists.
+    pub(crate) async fn upsert_client(
+        &self,
+        client_id: &str,
+        secret_digest: &[u8],
+        scopes: &str,
+        now: i64,
+    ) -> Result<(), BackendError> {
+        sqlx::query(
+            "INSERT INTO clients (client_id, secret_digest, scopes, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(client_id) DO UPDATE SET secret_digest = excluded.secret_digest, scopes = excluded.scopes",
+        )
+        .bind(client_id)
+        .bind(secret_digest)
+        .bind(scopes)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn api_key_apis(&self, key_digest: &[u8]) -> Result<Option<String>, BackendError> {
+        let row = sqlx::query("SELECT apis FROM api_keys WHERE key_digest = ?")
+            .bind(key_digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(crate) async fn insert_api_key(&self, key_digest: &[u8], label: &str, apis: &str, now: i64) -> Result<(), BackendError> {
+        sqlx::query("INSERT INTO api_keys (key_digest, label, apis, created_at) VALUES (?, ?, ?, ?)")
+            .bind(key_digest)
+            .bind(label)
+            .bind(apis)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_session(&self, digest: &[u8], user_id: i64, now: i64, expires_at: i64) -> Result<(), BackendError> {
+        sqlx::query("INSERT INTO sessions (session_digest, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(digest)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The customer id and expiry of a session.
+    pub(crate) async fn session(&self, digest: &[u8]) -> Result<Option<(String, i64)>, BackendError> {
+        let row = sqlx::query(
+            "SELECT u.customer_id, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.session_digest = ?",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub(crate) async fn delete_session(&self, digest: &[u8]) -> Result<bool, BackendError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE session_digest = ?")
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn delete_expired(&self, now: i64) -> Result<(), BackendError> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Signing keys, oldest first.
+    pub(crate) async fn signing_keys(&self) -> Result<Vec<StoredKey>, BackendError> {
+        let rows = sqlx::query("SELECT kid, alg, private_pem FROM signing_keys ORDER BY created_at, rowid")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredKey {
+                kid: r.get(0),
+                alg: r.get(1),
+                private_pem: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Adds a signing key and keeps only the `keep` newest.
+    pub(crate) async fn add_signing_key(&self, key: &StoredKey, now: i64, keep: i64) -> Result<(), BackendError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO signing_keys (kid, alg, private_pem, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_pem)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM signing_keys WHERE kid NOT IN
+             (SELECT kid FROM signing_keys ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+        )
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn revoked_access_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, BackendError> {
+        let rows = sqlx::query("SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > ?")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub(crate) async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<(), BackendError> {
+        sqlx::query("INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)")
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

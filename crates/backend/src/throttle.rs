@@ -1,0 +1,124 @@
+//! Throttling of failed logins, per username and per client address, in a
+//! fixed window. Only failures count; a success clears its username.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use crate::config::ThrottleConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    User(String),
+    Address(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: u64,
+    failures: u32,
+}
+
+/// Above this many tracked subjects, expired windows are swept on insert,
+/// which bounds memory under a spray of random usernames.
+const SWEEP_ABOVE: usize = 10_000;
+
+pub(crate) struct LoginThrottle {
+    config: ThrottleConfig,
+    windows: Mutex<HashMap<Subject, Window>>,
+}
+
+impl LoginThrottle {
+    pub(crate) fn new(config: ThrottleConfig) -> Self {
+        Self {
+            config,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn limit(&self, subject: &Subject) -> u32 {
+        match subject {
+            Subject::User(_) => self.config.max_failures_per_user,
+            Subject::Address(_) => self.config.max_failures_per_address,
+        }
+    }
+
+    fn subjects(username: &str, address: IpAddr) -> [Subject; 2] {
+        [Subject::User(username.to_lowercase()), Subject::Address(address)]
+    }
+
+    /// `Err(seconds)` to wait when either the username or the address has
+    /// used up its failures in the current window.
+    pub(crate) fn check(&self, username: &str, address: IpAddr, now: u64) -> Result<(), u64> {
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait = 0;
+        for subject in Self::subjects(username, address) {
+            if let Some(w) = windows.get(&subject) {
+                let ends = w.started + self.config.window_secs;
+                if now < ends && w.failures >= self.limit(&subject) {
+                    wait = wait.max(ends - now);
+                }
+            }
+        }
+        if wait > 0 { Err(wait) } else { Ok(()) }
+    }
+
+    pub(crate) fn record_failure(&self, username: &str, address: IpAddr, now: u64) {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window_secs = self.config.window_secs;
+        if windows.len() > SWEEP_ABOVE {
+            windows.retain(|_, w| now < w.started + window_secs);
+        }
+        for subject in Self::subjects(username, address) {
+            let w = windows.entry(subject).or_insert(Window { started: now, failures: 0 });
+            if now >= w.started + window_secs {
+                *w = Window { started: now, failures: 0 };
+            }
+            w.failures += 1;
+        }
+    }
+
+    pub(crate) fn record_success(&self, username: &str) {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.remove(&Subject::User(username.to_lowercase()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle() -> LoginThrottle {
+        LoginThrottle::new(ThrottleConfig {
+            max_failures_per_user: 3,
+            max_failures_per_address: 5,
+            window_secs: 60,
+        })
+    }
+
+    #[test]
+    fn locks_a_username_after_its_failures_until_the_window_ends() {
+        let t = throttle();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for _ in 0..3 {
+            assert!(t.check("Alice", ip, 100).is_ok());
+            t.record_failure("Alice", ip, 100);
+        }
+        assert_eq!(t.check("alice", [10, 0, 0, 2].into(), 110), Err(50));
+        assert!(t.check("bob", ip, 110).is_ok());
+        assert!(t.check("alice", ip, 160).is_ok());
+    }
+
+    #[test]
+    fn locks_an_address_across_usernames_and_success_clears_the_user() {
+        let t = throttle();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for n in 0..5 {
+            t.record_failure(&format!("user{n}"), ip, 0);
+        }
+        assert!(t.check("someone", ip, 1).is_err());
+        t.record_failure("carol", [10, 0, 0, 9].into(), 0);
+        t.record_success("carol");
+        assert!(t.windows.lock().map(|w| !w.contains_key(&Subject::User("carol".into()))).unwrap_or(false));
+    }
+}

@@ -1,0 +1,251 @@
+//! Wire types of the customer-API contract (`shared/CONTRACT.md`).
+//!
+//! The backend serves these shapes, the gateway sends and reads them, and the
+//! conformance checker judges them; keeping them in one crate means the three
+//! cannot drift apart.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Paths of the company endpoints the contract names.
+pub mod paths {
+    pub const CUSTOMER_AUTHENTICATE: &str = "/customer_authenticate";
+    pub const CUSTOMER_LOGOUT: &str = "/customer_logout";
+    pub const ACCESS_TOKEN: &str = "/access_token";
+    pub const REVOKE: &str = "/revoke";
+    pub const GET_PROFILE: &str = "/getprofile";
+    pub const JWKS: &str = "/.well-known/jwks.json";
+    pub const AUTHORIZATION_SERVER_METADATA: &str = "/.well-known/oauth-authorization-server";
+}
+
+/// Header names of the three credentials on a backend call.
+pub mod headers {
+    /// Carries the end customer's token, `JWT <jwt>`.
+    pub const CUSTOMER_AUTH: &str = "customer-auth";
+    /// Carries the API key that authorizes the caller for specific APIs.
+    pub const API_KEY: &str = "api-key";
+    /// The scheme prefix of a JWT in the `customer-auth` header.
+    pub const CUSTOMER_AUTH_JWT_SCHEME: &str = "JWT";
+}
+
+/// `POST /customer_authenticate` in token mode. Every value is a string, as in
+/// the vendor's example.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerToken {
+    /// Epoch milliseconds.
+    pub issued_at: String,
+    #[serde(rename = "JWT")]
+    pub jwt: String,
+    /// Seconds.
+    pub expires_in: String,
+}
+
+/// `POST /customer_authenticate` in cookie mode: the session itself travels in
+/// `Set-Cookie`, never in the body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerSession {
+    pub issued_at: String,
+    pub expires_in: String,
+    /// Name of the cookie that carries the session.
+    pub cookie: String,
+}
+
+/// Claims of a customer JWT. `sub` is the opaque customer identifier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+/// `POST /access_token` success (RFC 6749 §5.1 plus the vendor's fields).
+///
+/// `expires_in` is a number per the RFC; the vendor's example sends a numeric
+/// string, so deserialising accepts both.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessTokenResponse {
+    pub token_type: String,
+    pub access_token: String,
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
+    pub expires_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Number(n)) => Ok(Some(n)),
+        Some(Raw::Text(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("expires_in is not a number")),
+    }
+}
+
+/// RFC 6749 §5.2 error codes of the token endpoint.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+}
+
+/// Error codes of the customer-facing and data APIs. Each says *whose*
+/// credential failed, so a caller can tell "refresh my system token" from
+/// "ask the customer's channel for a fresh login".
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiErrorCode {
+    /// Login refused; the same answer for an unknown user and a wrong password.
+    InvalidCredentials,
+    /// Too many failed logins; see `Retry-After`.
+    TooManyAttempts,
+    /// The system access token is missing, unknown, revoked or expired.
+    InvalidToken,
+    /// The system access token lacks the scope this API needs.
+    InsufficientScope,
+    /// The API key is missing or unknown.
+    InvalidApiKey,
+    /// The API key is valid but not for this API.
+    ApiNotAllowed,
+    /// The customer's token or session is missing or invalid.
+    InvalidCustomerToken,
+    /// The customer's token or session has expired.
+    CustomerTokenExpired,
+    /// The customer identified by a valid token no longer exists.
+    CustomerNotFound,
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl ApiErrorCode {
+    /// True for the failures that mean the *customer's* credential must be
+    /// refreshed by the channel, not the platform's own.
+    pub fn is_customer_auth_failure(self) -> bool {
+        matches!(self, Self::InvalidCustomerToken | Self::CustomerTokenExpired)
+    }
+}
+
+/// The JSON body of every error from the backend.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody<C> {
+    pub error: C,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// Body form of the customer's token on a data call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomerAuthBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_auth: Option<String>,
+}
+
+/// `POST /getprofile` success.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    pub customer_id: String,
+    pub name: String,
+    pub email: String,
+    pub phone: String,
+    pub tier: String,
+    /// ISO 8601 date.
+    pub member_since: String,
+    pub accounts: Vec<Account>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub balance: Money,
+}
+
+/// An amount as a decimal string (never a float) with its ISO 4217 currency.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Money {
+    pub amount: String,
+    pub currency: String,
+}
+
+/// RFC 8414 authorization server metadata (the fields the contract uses).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizationServerMetadata {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub grant_types_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_accepts_number_and_numeric_string() -> Result<(), serde_json::Error> {
+        let rfc: AccessTokenResponse = serde_json::from_str(
+            r#"{"token_type":"Bearer","access_token":"t","expires_in":28799}"#,
+        )?;
+        let vendor: AccessTokenResponse = serde_json::from_str(
+            r#"{"token_type":"Bearer","access_token":"t","expires_in":"28799","scope":"client_credentials"}"#,
+        )?;
+        assert_eq!(rfc.expires_in, Some(28799));
+        assert_eq!(vendor.expires_in, Some(28799));
+        let bad = serde_json::from_str::<AccessTokenResponse>(
+            r#"{"token_type":"Bearer","access_token":"t","expires_in":"soon"}"#,
+        );
+        assert!(bad.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn customer_token_uses_vendor_field_names() -> Result<(), serde_json::Error> {
+        let body = serde_json::to_value(CustomerToken {
+            issued_at: "1570733606449".into(),
+            jwt: "a.b.c".into(),
+            expires_in: "28799".into(),
+        })?;
+        assert_eq!(
+            body,
+            serde_json::json!({"issued_at":"1570733606449","JWT":"a.b.c","expires_in":"28799"})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn customer_failures_are_told_apart_from_system_failures() {
+        assert!(ApiErrorCode::CustomerTokenExpired.is_customer_auth_failure());
+        assert!(ApiErrorCode::InvalidCustomerToken.is_customer_auth_failure());
+        assert!(!ApiErrorCode::InvalidToken.is_customer_auth_failure());
+        assert!(!ApiErrorCode::InvalidApiKey.is_customer_auth_failure());
+    }
+}
