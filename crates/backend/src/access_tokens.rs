@@ -108,7 +108,12 @@ impl AccessTokens {
         if grant.expires_at <= now {
             return Err(TokenRejection::Expired);
         }
-        if self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(&grant.jti) {
+        if self
+            .revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&grant.jti)
+        {
             return Err(TokenRejection::Revoked);
         }
         Ok(grant)

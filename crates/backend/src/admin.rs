@@ -82,16 +82,29 @@ impl Admin {
 
     /// Creates a client, or gives an existing one a new secret and scopes.
     pub async fn add_client(&self, client_id: &str, scopes: &str) -> Result<NewClient, BackendError> {
-        if client_id.is_empty() || client_id.len() > 128 || client_id.contains(':') || client_id.chars().any(char::is_control) {
-            return Err(BackendError::Config("a client id is 1-128 printable characters without ':'".into()));
+        if client_id.is_empty()
+            || client_id.len() > 128
+            || client_id.contains(':')
+            || client_id.chars().any(char::is_control)
+        {
+            return Err(BackendError::Config(
+                "a client id is 1-128 printable characters without ':'".into(),
+            ));
         }
-        let scopes = scopes.split([' ', ',']).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+        let scopes = scopes
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         if scopes.is_empty() {
             return Err(BackendError::Config("a client needs at least one scope".into()));
         }
         let secret = random_token("")?;
         let digest = self.state.secrets.digest(Purpose::ClientSecret, secret.as_bytes());
-        self.state.store.upsert_client(client_id, &digest, &scopes, self.now()).await?;
+        self.state
+            .store
+            .upsert_client(client_id, &digest, &scopes, self.now())
+            .await?;
         Ok(NewClient {
             client_id: client_id.to_string(),
             client_secret: secret,
@@ -101,12 +114,17 @@ impl Admin {
 
     pub async fn add_api_key(&self, apis: &[String]) -> Result<NewApiKey, BackendError> {
         if apis.is_empty() || apis.iter().any(|a| a.is_empty() || a.contains(',')) {
-            return Err(BackendError::Config("name at least one API, e.g. --api getprofile".into()));
+            return Err(BackendError::Config(
+                "name at least one API, e.g. --api getprofile".into(),
+            ));
         }
         let key = random_token("dbk_")?;
         let digest = self.state.secrets.digest(Purpose::ApiKey, key.as_bytes());
         let label: String = key.chars().take(10).collect();
-        self.state.store.insert_api_key(&digest, &label, &apis.join(","), self.now()).await?;
+        self.state
+            .store
+            .insert_api_key(&digest, &label, &apis.join(","), self.now())
+            .await?;
         Ok(NewApiKey {
             key,
             apis: apis.to_vec(),
@@ -116,14 +134,22 @@ impl Admin {
     /// The username behind a customer identifier: only the company, holding
     /// the database, can answer this.
     pub async fn trace(&self, customer_id: &str) -> Result<Option<String>, BackendError> {
-        Ok(self.state.store.user_by_customer_id(customer_id).await?.map(|(_, username)| username))
+        Ok(self
+            .state
+            .store
+            .user_by_customer_id(customer_id)
+            .await?
+            .map(|(_, username)| username))
     }
 
     /// Generates a new signing key with the configured algorithm; it signs
     /// from the next reload, and the previous keys stay published.
     pub async fn rotate_signing_key(&self) -> Result<String, BackendError> {
         let key = keys::new_stored_key(self.state.config.signing_alg)?;
-        self.state.store.add_signing_key(&key, self.now(), keys::KEYS_KEPT).await?;
+        self.state
+            .store
+            .add_signing_key(&key, self.now(), keys::KEYS_KEPT)
+            .await?;
         Ok(key.kid)
     }
 
@@ -162,7 +188,9 @@ impl Admin {
 
 fn validate_username(username: &str) -> Result<(), BackendError> {
     if username.is_empty() || username.len() > 128 || username.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(BackendError::Config("a username is 1-128 characters without spaces".into()));
+        return Err(BackendError::Config(
+            "a username is 1-128 characters without spaces".into(),
+        ));
     }
     Ok(())
 }

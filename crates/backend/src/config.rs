@@ -109,8 +109,8 @@ impl Default for BackendConfig {
 impl BackendConfig {
     /// Reads a TOML file; unknown keys are errors, so a typo is not silently ignored.
     pub fn from_file(path: &Path) -> Result<Self, BackendError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?;
         Self::from_toml(&text).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))
     }
 

@@ -34,7 +34,11 @@ pub(crate) struct VerifiedTokens {
 
 impl VerifiedTokens {
     fn get(&self, key: &[u8; 32]) -> Option<(String, u64)> {
-        self.by_digest.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.by_digest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 
     fn put(&self, key: [u8; 32], customer_id: String, exp: u64) {
@@ -62,7 +66,11 @@ impl State {
         let now = self.now();
         let cache_key = token_key(token);
         if let Some((customer_id, exp)) = self.verified.get(&cache_key) {
-            return if exp > now { Ok(customer_id) } else { Err(CustomerAuthError::Expired) };
+            return if exp > now {
+                Ok(customer_id)
+            } else {
+                Err(CustomerAuthError::Expired)
+            };
         }
         if token.len() > MAX_JWT_LEN {
             return Err(CustomerAuthError::Invalid("the customer token is too long"));
@@ -73,11 +81,13 @@ impl State {
             .kid
             .ok_or(CustomerAuthError::Invalid("the customer token names no signing key"))?;
         let keyring = self.keyring();
-        let (alg, key) = keyring
-            .verifier(&kid)
-            .ok_or(CustomerAuthError::Invalid("the customer token is signed by an unknown key"))?;
+        let (alg, key) = keyring.verifier(&kid).ok_or(CustomerAuthError::Invalid(
+            "the customer token is signed by an unknown key",
+        ))?;
         if header.alg != *alg {
-            return Err(CustomerAuthError::Invalid("the customer token uses the wrong algorithm"));
+            return Err(CustomerAuthError::Invalid(
+                "the customer token uses the wrong algorithm",
+            ));
         }
         let mut validation = Validation::new(*alg);
         // Expiry is checked below against the injected clock, after the
@@ -91,7 +101,9 @@ impl State {
             .map_err(|_| CustomerAuthError::Invalid("the customer token failed verification"))?
             .claims;
         if claims.iat > now + IAT_SKEW_SECS {
-            return Err(CustomerAuthError::Invalid("the customer token was issued in the future"));
+            return Err(CustomerAuthError::Invalid(
+                "the customer token was issued in the future",
+            ));
         }
         self.verified.put(cache_key, claims.sub.clone(), claims.exp);
         if claims.exp <= now {

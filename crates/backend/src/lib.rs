@@ -3,8 +3,8 @@
 //! client-credentials token endpoint (`/access_token`), and a customer-data
 //! API guarded by all three credentials (`/getprofile`).
 
-pub mod admin;
 mod access_tokens;
+pub mod admin;
 pub mod clock;
 pub mod config;
 mod crypto;
@@ -117,7 +117,11 @@ impl Backend {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     /// Background upkeep (key reload, expiry sweeps) runs while it serves.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BackendError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BackendError> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
         let app = self
             .router()
@@ -156,15 +160,13 @@ async fn upkeep(state: Arc<State>) {
 /// the configured algorithm changed.
 async fn load_keyring(store: &Store, config: &BackendConfig, now: u64) -> Result<Keyring, BackendError> {
     let file_pem = match &config.signing_key_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?,
-        ),
+        Some(path) => {
+            Some(std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?)
+        }
         None => None,
     };
     let mut stored = store.signing_keys().await?;
-    let newest_matches = stored
-        .last()
-        .is_some_and(|k| k.alg == config.signing_alg.name());
+    let newest_matches = stored.last().is_some_and(|k| k.alg == config.signing_alg.name());
     if file_pem.is_none() && !newest_matches {
         let key = keys::new_stored_key(config.signing_alg)?;
         store.add_signing_key(&key, now as i64, keys::KEYS_KEPT).await?;

@@ -27,11 +27,7 @@ impl Metrics {
             access_tokens_issued.clone(),
         );
         let customer_logins = Family::<Outcome, Counter>::default();
-        registry.register(
-            "customer_logins",
-            "Customer logins by outcome",
-            customer_logins.clone(),
-        );
+        registry.register("customer_logins", "Customer logins by outcome", customer_logins.clone());
         let profile_requests = Family::<Outcome, Counter>::default();
         registry.register(
             "profile_requests",

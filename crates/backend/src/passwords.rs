@@ -32,7 +32,9 @@ pub(crate) fn hash_blocking(password: &str) -> Result<String, BackendError> {
 }
 
 fn verify_blocking(password: &str, hash: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
     argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
@@ -48,7 +50,11 @@ impl PasswordHasher {
     }
 
     pub(crate) async fn hash(&self, password: String) -> Result<String, BackendError> {
-        let _permit = self.permits.acquire().await.map_err(|e| BackendError::Internal(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| BackendError::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
             .map_err(|e| BackendError::Internal(e.to_string()))?
@@ -57,7 +63,11 @@ impl PasswordHasher {
     /// Verifies `password` against `hash`, or against a dummy hash when there
     /// is no user, so both failures take the same time.
     pub(crate) async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, BackendError> {
-        let _permit = self.permits.acquire().await.map_err(|e| BackendError::Internal(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| BackendError::Internal(e.to_string()))?;
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
         let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))

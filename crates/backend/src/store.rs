@@ -117,29 +117,25 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO profiles (user_id, name, email, phone, tier, member_since) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(user_id)
-        .bind(&profile.name)
-        .bind(&profile.email)
-        .bind(&profile.phone)
-        .bind(&profile.tier)
-        .bind(&profile.member_since)
-        .execute(&mut *tx)
-        .await?;
-        for account in &profile.accounts {
-            sqlx::query(
-                "INSERT INTO accounts (id, user_id, kind, status, amount, currency) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&account.id)
+        sqlx::query("INSERT INTO profiles (user_id, name, email, phone, tier, member_since) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(user_id)
-            .bind(&account.kind)
-            .bind(&account.status)
-            .bind(&account.balance.amount)
-            .bind(&account.balance.currency)
+            .bind(&profile.name)
+            .bind(&profile.email)
+            .bind(&profile.phone)
+            .bind(&profile.tier)
+            .bind(&profile.member_since)
             .execute(&mut *tx)
             .await?;
+        for account in &profile.accounts {
+            sqlx::query("INSERT INTO accounts (id, user_id, kind, status, amount, currency) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&account.id)
+                .bind(user_id)
+                .bind(&account.kind)
+                .bind(&account.status)
+                .bind(&account.balance.amount)
+                .bind(&account.balance.currency)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok((user_id, customer_id))
@@ -221,7 +217,13 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
-    pub(crate) async fn insert_api_key(&self, key_digest: &[u8], label: &str, apis: &str, now: i64) -> Result<(), BackendError> {
+    pub(crate) async fn insert_api_key(
+        &self,
+        key_digest: &[u8],
+        label: &str,
+        apis: &str,
+        now: i64,
+    ) -> Result<(), BackendError> {
         sqlx::query("INSERT INTO api_keys (key_digest, label, apis, created_at) VALUES (?, ?, ?, ?)")
             .bind(key_digest)
             .bind(label)
@@ -232,7 +234,13 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn insert_session(&self, digest: &[u8], user_id: i64, now: i64, expires_at: i64) -> Result<(), BackendError> {
+    pub(crate) async fn insert_session(
+        &self,
+        digest: &[u8],
+        user_id: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), BackendError> {
         sqlx::query("INSERT INTO sessions (session_digest, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(digest)
             .bind(user_id)

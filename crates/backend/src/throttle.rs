@@ -70,9 +70,15 @@ impl LoginThrottle {
             windows.retain(|_, w| now < w.started + window_secs);
         }
         for subject in Self::subjects(username, address) {
-            let w = windows.entry(subject).or_insert(Window { started: now, failures: 0 });
+            let w = windows.entry(subject).or_insert(Window {
+                started: now,
+                failures: 0,
+            });
             if now >= w.started + window_secs {
-                *w = Window { started: now, failures: 0 };
+                *w = Window {
+                    started: now,
+                    failures: 0,
+                };
             }
             w.failures += 1;
         }
@@ -119,6 +125,11 @@ mod tests {
         assert!(t.check("someone", ip, 1).is_err());
         t.record_failure("carol", [10, 0, 0, 9].into(), 0);
         t.record_success("carol");
-        assert!(t.windows.lock().map(|w| !w.contains_key(&Subject::User("carol".into()))).unwrap_or(false));
+        assert!(
+            t.windows
+                .lock()
+                .map(|w| !w.contains_key(&Subject::User("carol".into())))
+                .unwrap_or(false)
+        );
     }
 }

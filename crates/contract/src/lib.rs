@@ -212,9 +212,8 @@ mod tests {
 
     #[test]
     fn expires_in_accepts_number_and_numeric_string() -> Result<(), serde_json::Error> {
-        let rfc: AccessTokenResponse = serde_json::from_str(
-            r#"{"token_type":"Bearer","access_token":"t","expires_in":28799}"#,
-        )?;
+        let rfc: AccessTokenResponse =
+            serde_json::from_str(r#"{"token_type":"Bearer","access_token":"t","expires_in":28799}"#)?;
         let vendor: AccessTokenResponse = serde_json::from_str(
             r#"{"token_type":"Bearer","access_token":"t","expires_in":"28799","scope":"client_credentials"}"#,
         )?;

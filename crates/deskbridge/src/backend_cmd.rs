@@ -154,7 +154,10 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
                 phone,
                 tier,
                 member_since: member_since.unwrap_or_else(today),
-                accounts: accounts.iter().map(|a| parse_account(a)).collect::<anyhow::Result<_>>()?,
+                accounts: accounts
+                    .iter()
+                    .map(|a| parse_account(a))
+                    .collect::<anyhow::Result<_>>()?,
             };
             let customer_id = admin.add_user(&username, &password, &profile).await?;
             writeln!(out, "{customer_id}")?;
@@ -164,7 +167,10 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             writeln!(out, "client_id:     {}", client.client_id)?;
             writeln!(out, "client_secret: {}", client.client_secret)?;
             writeln!(out, "scopes:        {}", client.scopes)?;
-            writeln!(out, "The secret is shown only now; store it in the platform's secret store.")?;
+            writeln!(
+                out,
+                "The secret is shown only now; store it in the platform's secret store."
+            )?;
         }
         BackendCommand::Key(KeyCommand::Add { apis }) => {
             let key = admin.add_api_key(&apis).await?;
@@ -172,7 +178,10 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
         }
         BackendCommand::SigningKey(SigningKeyCommand::Rotate) => {
             let kid = admin.rotate_signing_key().await?;
-            writeln!(out, "new signing key {kid}; a running backend signs with it within 30 s")?;
+            writeln!(
+                out,
+                "new signing key {kid}; a running backend signs with it within 30 s"
+            )?;
         }
         BackendCommand::SeedDemo { json } => {
             let seed = admin.seed_demo().await?;
@@ -240,10 +249,18 @@ fn today() -> String {
 fn print_seed(out: &mut impl Write, seed: &DemoSeed) -> std::io::Result<()> {
     writeln!(out, "Demo customers (log in at POST /customer_authenticate):")?;
     for u in &seed.users {
-        writeln!(out, "  {:<8} password {:<18} customer_id {}", u.username, u.password, u.customer_id)?;
+        writeln!(
+            out,
+            "  {:<8} password {:<18} customer_id {}",
+            u.username, u.password, u.customer_id
+        )?;
     }
     for c in &seed.clients {
-        writeln!(out, "OAuth client:  {}  secret {}  scopes {}", c.client_id, c.client_secret, c.scopes)?;
+        writeln!(
+            out,
+            "OAuth client:  {}  secret {}  scopes {}",
+            c.client_id, c.client_secret, c.scopes
+        )?;
     }
     for k in &seed.api_keys {
         writeln!(out, "API key:       {}  apis {}", k.key, k.apis.join(","))?;

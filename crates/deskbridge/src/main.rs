@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "deskbridge", version, about = "Connects an agent desk to a company's backend APIs")]
+#[command(
+    name = "deskbridge",
+    version,
+    about = "Connects an agent desk to a company's backend APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -86,9 +86,13 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Self(bytes)),
-            Err(BytesRejection::FailedToBufferBody(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
-                HttpError::api(StatusCode::PAYLOAD_TOO_LARGE, ApiErrorCode::PayloadTooLarge, "the request body is too large"),
-            ),
+            Err(BytesRejection::FailedToBufferBody(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(HttpError::api(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ApiErrorCode::PayloadTooLarge,
+                    "the request body is too large",
+                ))
+            }
             Err(_) => Err(HttpError::bad_request("the request body could not be read")),
         }
     }
@@ -172,10 +176,16 @@ impl ApiKeyCache {
     pub(crate) async fn apis(&self, state: &State, key: &str) -> Result<Option<String>, HttpError> {
         let digest = state.secrets.digest(crate::crypto::Purpose::ApiKey, key.as_bytes());
         let now = state.now();
-        if let Some((apis, fetched)) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(&digest) {
-            if now < fetched + API_KEY_CACHE_SECS {
-                return Ok(Some(apis.clone()));
-            }
+        let cached = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        if let Some((apis, fetched)) = cached
+            && now < fetched + API_KEY_CACHE_SECS
+        {
+            return Ok(Some(apis));
         }
         let apis = state.store.api_key_apis(&digest).await?;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
@@ -210,7 +220,12 @@ mod tests {
     #[test]
     fn content_type_ignores_parameters_and_case() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, "Application/X-WWW-Form-Urlencoded; charset=UTF-8".parse().unwrap_or_else(|_| header::HeaderValue::from_static("x")));
+        h.insert(
+            header::CONTENT_TYPE,
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8"
+                .parse()
+                .unwrap_or_else(|_| header::HeaderValue::from_static("x")),
+        );
         assert!(has_content_type(&h, FORM));
         assert!(!has_content_type(&h, "application/json"));
     }
@@ -218,7 +233,10 @@ mod tests {
     #[test]
     fn cookie_finds_its_value_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, header::HeaderValue::from_static("a=1; deskbridge_session=xyz; b=2"));
+        h.insert(
+            header::COOKIE,
+            header::HeaderValue::from_static("a=1; deskbridge_session=xyz; b=2"),
+        );
         assert_eq!(cookie(&h, "deskbridge_session"), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
     }

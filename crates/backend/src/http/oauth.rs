@@ -54,10 +54,14 @@ fn form_decode(component: &str) -> Option<String> {
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, HttpError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let malformed = || invalid_client(Some(ClientAuthMethod::Basic), "the Basic credentials are malformed");
     let value = value.to_str().map_err(|_| malformed())?;
-    let Some((scheme, encoded)) = value.split_once(' ') else { return Err(malformed()) };
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(HttpError::oauth(
             OAuthErrorCode::InvalidRequest,
@@ -67,11 +71,18 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ht
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    Ok(Some((form_decode(id).ok_or_else(malformed)?, form_decode(secret).ok_or_else(malformed)?)))
+    Ok(Some((
+        form_decode(id).ok_or_else(malformed)?,
+        form_decode(secret).ok_or_else(malformed)?,
+    )))
 }
 
 /// Authenticates the client by exactly one method.
-async fn authenticate_client(state: &State, headers: &HeaderMap, form: &Params) -> Result<AuthenticatedClient, HttpError> {
+async fn authenticate_client(
+    state: &State,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Result<AuthenticatedClient, HttpError> {
     let basic = basic_credentials(headers)?;
     let posted = form.get("client_secret");
     let (method, client_id, secret) = match (basic, posted) {
@@ -92,7 +103,10 @@ async fn authenticate_client(state: &State, headers: &HeaderMap, form: &Params) 
         }
         (None, Some(secret)) => {
             let Some(id) = form.get("client_id") else {
-                return Err(HttpError::oauth(OAuthErrorCode::InvalidRequest, "client_id is required"));
+                return Err(HttpError::oauth(
+                    OAuthErrorCode::InvalidRequest,
+                    "client_id is required",
+                ));
             };
             (ClientAuthMethod::Post, id.to_string(), secret.to_string())
         }
@@ -116,7 +130,9 @@ async fn authenticate_client(state: &State, headers: &HeaderMap, form: &Params) 
 /// otherwise all of the client's.
 fn granted_scope(requested: Option<&str>, allowed: &str) -> Result<String, HttpError> {
     let allowed: Vec<&str> = allowed.split_whitespace().collect();
-    let Some(requested) = requested else { return Ok(allowed.join(" ")) };
+    let Some(requested) = requested else {
+        return Ok(allowed.join(" "));
+    };
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split_whitespace() {
         if !allowed.contains(&scope) {
@@ -151,7 +167,9 @@ pub(crate) async fn access_token(
     }
     // The vendor's example sends grant_type in the query string; RFC 6749 in the body.
     let grant_type = match (form.get("grant_type"), query.get("grant_type")) {
-        (Some(a), Some(b)) if a != b => return Err(invalid_request("grant_type differs between query and body".into())),
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid_request("grant_type differs between query and body".into()));
+        }
         (Some(g), _) | (None, Some(g)) => g.to_string(),
         (None, None) => return Err(invalid_request("grant_type is required".into())),
     };
@@ -192,7 +210,10 @@ pub(crate) async fn revoke(
     Body(body): Body,
 ) -> Result<Response, HttpError> {
     if !has_content_type(&headers, FORM) {
-        return Err(HttpError::oauth(OAuthErrorCode::InvalidRequest, format!("the revocation request must be {FORM}")));
+        return Err(HttpError::oauth(
+            OAuthErrorCode::InvalidRequest,
+            format!("the revocation request must be {FORM}"),
+        ));
     }
     let form = Params::parse(&body).map_err(|d| HttpError::oauth(OAuthErrorCode::InvalidRequest, d))?;
     let client = authenticate_client(&state, &headers, &form).await?;
@@ -200,11 +221,14 @@ pub(crate) async fn revoke(
         return Err(HttpError::oauth(OAuthErrorCode::InvalidRequest, "token is required"));
     };
     let now = state.now();
-    if let Ok(grant) = state.access_tokens.verify(&state.secrets, token, now) {
-        if grant.client_id == client.client_id {
-            state.store.revoke_access_token(&grant.jti, grant.expires_at as i64).await?;
-            state.access_tokens.revoke(&grant, now);
-        }
+    if let Ok(grant) = state.access_tokens.verify(&state.secrets, token, now)
+        && grant.client_id == client.client_id
+    {
+        state
+            .store
+            .revoke_access_token(&grant.jti, grant.expires_at as i64)
+            .await?;
+        state.access_tokens.revoke(&grant, now);
     }
     Ok(StatusCode::OK.into_response())
 }
@@ -215,8 +239,14 @@ mod tests {
 
     #[test]
     fn scope_must_be_a_subset_and_defaults_to_all() {
-        assert_eq!(granted_scope(None, "profile:read accounts:read").ok(), Some("profile:read accounts:read".into()));
-        assert_eq!(granted_scope(Some("profile:read profile:read"), "profile:read").ok(), Some("profile:read".into()));
+        assert_eq!(
+            granted_scope(None, "profile:read accounts:read").ok(),
+            Some("profile:read accounts:read".into())
+        );
+        assert_eq!(
+            granted_scope(Some("profile:read profile:read"), "profile:read").ok(),
+            Some("profile:read".into())
+        );
         assert!(granted_scope(Some("admin"), "profile:read").is_err());
     }
 

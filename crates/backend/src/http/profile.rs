@@ -46,7 +46,11 @@ async fn authorize_and_load(state: &State, headers: &HeaderMap, body: &[u8]) -> 
         Ok(Some(profile)) => Ok(profile),
         Ok(None) => Err((
             "customer_not_found",
-            HttpError::api(StatusCode::NOT_FOUND, ApiErrorCode::CustomerNotFound, "no customer has this identifier"),
+            HttpError::api(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::CustomerNotFound,
+                "no customer has this identifier",
+            ),
         )),
         Err(e) => Err(("internal", e.into())),
     }
@@ -66,7 +70,10 @@ fn bearer_error(error: Option<&str>, description: &str) -> Failure {
 fn check_system_token(state: &State, headers: &HeaderMap) -> Result<(), Failure> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         // RFC 6750 §3.1: no error code when the request has no credentials.
-        return Err(bearer_error(None, "a system access token is required: Authorization: Bearer <token>"));
+        return Err(bearer_error(
+            None,
+            "a system access token is required: Authorization: Bearer <token>",
+        ));
     };
     let token = value
         .to_str()
@@ -74,7 +81,12 @@ fn check_system_token(state: &State, headers: &HeaderMap) -> Result<(), Failure>
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-        .ok_or_else(|| bearer_error(Some("invalid_request"), "the Authorization header is not a Bearer token"))?;
+        .ok_or_else(|| {
+            bearer_error(
+                Some("invalid_request"),
+                "the Authorization header is not a Bearer token",
+            )
+        })?;
     let grant = state
         .access_tokens
         .verify(&state.secrets, token, state.now())
@@ -87,7 +99,9 @@ fn check_system_token(state: &State, headers: &HeaderMap) -> Result<(), Failure>
                 ApiErrorCode::InsufficientScope,
                 format!("the access token lacks the scope {SCOPE}"),
             )
-            .www_authenticate(format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{SCOPE}\"")),
+            .www_authenticate(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{SCOPE}\""
+            )),
         ));
     }
     Ok(())
@@ -134,8 +148,14 @@ fn customer_failure(error: CustomerAuthError) -> Failure {
         ),
     };
     // A challenge of its own scheme, so it is never mistaken for a bad system token.
-    let challenge = format!("{} realm=\"customer\", error=\"{outcome}\"", h::CUSTOMER_AUTH_JWT_SCHEME);
-    (outcome, HttpError::api(StatusCode::UNAUTHORIZED, code, description).www_authenticate(challenge))
+    let challenge = format!(
+        "{} realm=\"customer\", error=\"{outcome}\"",
+        h::CUSTOMER_AUTH_JWT_SCHEME
+    );
+    (
+        outcome,
+        HttpError::api(StatusCode::UNAUTHORIZED, code, description).www_authenticate(challenge),
+    )
 }
 
 /// The customer id, from the `customer-auth` header, the session cookie, or
@@ -148,7 +168,11 @@ async fn customer_identity(state: &State, headers: &HeaderMap, body: &[u8]) -> R
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(h::CUSTOMER_AUTH_JWT_SCHEME))
             .map(|(_, t)| t.trim())
-            .ok_or_else(|| customer_failure(CustomerAuthError::Invalid("the customer-auth header must be JWT <token>")))?;
+            .ok_or_else(|| {
+                customer_failure(CustomerAuthError::Invalid(
+                    "the customer-auth header must be JWT <token>",
+                ))
+            })?;
         return state.verify_customer_jwt(token).map_err(customer_failure);
     }
     if let Some(session) = cookie(headers, &state.config.cookie_name) {
@@ -165,8 +189,12 @@ async fn customer_identity(state: &State, headers: &HeaderMap, body: &[u8]) -> R
                 ),
             ));
         }
-        let parsed: CustomerAuthBody = serde_json::from_slice(body)
-            .map_err(|_| ("invalid_request", HttpError::bad_request("the body is not the expected JSON object")))?;
+        let parsed: CustomerAuthBody = serde_json::from_slice(body).map_err(|_| {
+            (
+                "invalid_request",
+                HttpError::bad_request("the body is not the expected JSON object"),
+            )
+        })?;
         if let Some(token) = parsed.customer_auth {
             return state.verify_customer_jwt(&token).map_err(customer_failure);
         }

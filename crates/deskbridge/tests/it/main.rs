@@ -1,0 +1,7 @@
+//! All integration tests, in one binary (link time dominates on small machines).
+//! Every test talks HTTP to real servers on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod backend_cli;
+mod backend_http;
+mod support;

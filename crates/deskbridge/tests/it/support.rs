@@ -1,0 +1,155 @@
+//! Test harness: the real backend on a free loopback port, in process, with
+//! a clock the test controls.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backend::admin::DemoSeed;
+use backend::{Backend, BackendConfig, ManualClock};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestBackend {
+    pub url: String,
+    pub clock: Arc<ManualClock>,
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The issuer every test backend uses, so tokens survive a restart on a new port.
+pub const ISSUER: &str = "https://backend.test";
+
+pub fn config(data_dir: &Path) -> BackendConfig {
+    BackendConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        issuer: Some(ISSUER.into()),
+        password_hash_concurrency: Some(2),
+        ..BackendConfig::default()
+    }
+}
+
+impl TestBackend {
+    pub async fn start(config: BackendConfig) -> Self {
+        Self::start_at(config, Arc::new(ManualClock::new(SystemTime::now()))).await
+    }
+
+    pub async fn start_at(mut config: BackendConfig, clock: Arc<ManualClock>) -> Self {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        config.listen = listener.local_addr().unwrap();
+        let data_dir = config.data_dir.clone();
+        let backend = Backend::open(config.clone(), clock.clone()).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = backend.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            url: config.public_url(),
+            clock,
+            backend,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving and waits until the server and its store are closed.
+    pub async fn stop(mut self) -> (PathBuf, Arc<ManualClock>) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        (self.data_dir.clone(), self.clock.clone())
+    }
+
+    pub async fn seed(&self) -> DemoSeed {
+        self.backend.admin().seed_demo().await.unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub async fn json(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A customer JWT for `user`.
+pub async fn login(b: &TestBackend, username: &str, password: &str) -> String {
+    let response = client()
+        .post(b.url("/customer_authenticate"))
+        .form(&[("username", username), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    json(response).await["JWT"].as_str().unwrap().to_string()
+}
+
+/// A system access token for the seeded demo client.
+pub async fn access_token(b: &TestBackend, seed: &DemoSeed) -> String {
+    let c = &seed.clients[0];
+    let response = client()
+        .post(b.url("/access_token"))
+        .basic_auth(&c.client_id, Some(&c.client_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    json(response).await["access_token"].as_str().unwrap().to_string()
+}
+
+/// `/getprofile` with the given credentials (None leaves one out).
+pub async fn get_profile(
+    b: &TestBackend,
+    bearer: Option<&str>,
+    api_key: Option<&str>,
+    customer_jwt: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client().post(b.url("/getprofile"));
+    if let Some(t) = bearer {
+        request = request.bearer_auth(t);
+    }
+    if let Some(k) = api_key {
+        request = request.header("api-key", k);
+    }
+    if let Some(j) = customer_jwt {
+        request = request.header("customer-auth", format!("JWT {j}"));
+    }
+    request.send().await.unwrap()
+}
+
+/// Asserts status and JSON `error` code, and returns the response headers.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> reqwest::header::HeaderMap {
+    let headers = response.headers().clone();
+    let got = response.status().as_u16();
+    let body = json(response).await;
+    assert_eq!((got, body["error"].as_str()), (status, Some(code)), "body: {body}");
+    assert!(
+        body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+        "no description: {body}"
+    );
+    headers
+}
