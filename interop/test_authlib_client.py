@@ -78,11 +78,6 @@ def test_invalid_client_by_basic_is_401_with_a_basic_challenge(backend):
     assert response.headers["WWW-Authenticate"].split()[0] == "Basic"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend bug: invalid_client for client_secret_post is a 401 without WWW-Authenticate "
-    "(RFC 9110 §15.5.2 requires a challenge on every 401)",
-)
 def test_invalid_client_by_post_is_400_or_a_401_with_a_challenge(backend):
     response = failed_token_request(backend, "client_secret_post")
     assert "Authorization" not in response.request.headers

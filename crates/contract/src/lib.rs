@@ -198,6 +198,9 @@ pub struct AuthorizationServerMetadata {
     pub issuer: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    /// Required by RFC 8414 §2. Empty: there is no authorization endpoint,
+    /// so no response type is supported (client credentials needs none).
+    pub response_types_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

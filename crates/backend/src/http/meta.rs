@@ -27,6 +27,7 @@ pub(crate) async fn metadata(Extract(state): Extract<Arc<State>>) -> Json<Author
         issuer: state.issuer.clone(),
         token_endpoint: url(paths::ACCESS_TOKEN),
         jwks_uri: url(paths::JWKS),
+        response_types_supported: Vec::new(),
         grant_types_supported: vec![GRANT_CLIENT_CREDENTIALS.into()],
         token_endpoint_auth_methods_supported: vec!["client_secret_basic".into(), "client_secret_post".into()],
         revocation_endpoint: Some(url(paths::REVOKE)),

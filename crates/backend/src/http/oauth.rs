@@ -21,26 +21,15 @@ use crate::error::HttpError;
 pub(crate) const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub(crate) const REALM: &str = "deskbridge";
 
-/// How the client presented its credentials; decides the shape of an
-/// `invalid_client` answer.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ClientAuthMethod {
-    Basic,
-    Post,
-}
-
 struct AuthenticatedClient {
     client_id: String,
     scopes: String,
 }
 
-fn invalid_client(method: Option<ClientAuthMethod>, description: &str) -> HttpError {
-    let error = HttpError::oauth(OAuthErrorCode::InvalidClient, description);
-    if method == Some(ClientAuthMethod::Basic) {
-        error.www_authenticate(format!("Basic realm=\"{REALM}\""))
-    } else {
-        error
-    }
+/// `invalid_client` is a 401, and every 401 carries a challenge (RFC 9110
+/// §15.5.2); Basic is the scheme a client can retry with.
+fn invalid_client(description: &str) -> HttpError {
+    HttpError::oauth(OAuthErrorCode::InvalidClient, description).www_authenticate(format!("Basic realm=\"{REALM}\""))
 }
 
 /// Decodes one `client_id` or `client_secret` of a Basic header, which RFC
@@ -57,7 +46,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ht
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let malformed = || invalid_client(Some(ClientAuthMethod::Basic), "the Basic credentials are malformed");
+    let malformed = || invalid_client("the Basic credentials are malformed");
     let value = value.to_str().map_err(|_| malformed())?;
     let Some((scheme, encoded)) = value.split_once(' ') else {
         return Err(malformed());
@@ -85,7 +74,7 @@ async fn authenticate_client(
 ) -> Result<AuthenticatedClient, HttpError> {
     let basic = basic_credentials(headers)?;
     let posted = form.get("client_secret");
-    let (method, client_id, secret) = match (basic, posted) {
+    let (client_id, secret) = match (basic, posted) {
         (Some(_), Some(_)) => {
             return Err(HttpError::oauth(
                 OAuthErrorCode::InvalidRequest,
@@ -99,7 +88,7 @@ async fn authenticate_client(
                     "client_id in the body differs from the Basic credentials",
                 ));
             }
-            (ClientAuthMethod::Basic, id, secret)
+            (id, secret)
         }
         (None, Some(secret)) => {
             let Some(id) = form.get("client_id") else {
@@ -108,9 +97,9 @@ async fn authenticate_client(
                     "client_id is required",
                 ));
             };
-            (ClientAuthMethod::Post, id.to_string(), secret.to_string())
+            (id.to_string(), secret.to_string())
         }
-        (None, None) => return Err(invalid_client(None, "client authentication is required")),
+        (None, None) => return Err(invalid_client("client authentication is required")),
     };
     let presented = state.secrets.digest(Purpose::ClientSecret, secret.as_bytes());
     let client = state.store.client(&client_id).await?;
@@ -122,7 +111,7 @@ async fn authenticate_client(
             client_id,
             scopes: c.scopes,
         }),
-        _ => Err(invalid_client(Some(method), "client authentication failed")),
+        _ => Err(invalid_client("client authentication failed")),
     }
 }
 

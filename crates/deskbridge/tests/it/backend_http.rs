@@ -309,8 +309,8 @@ async fn access_token_errors_follow_rfc_6749() {
         .unwrap();
     let h = expect_error(r, 401, "invalid_client").await;
     assert!(
-        h.get("www-authenticate").is_none(),
-        "no Basic challenge when Basic was not used"
+        h["www-authenticate"].to_str().unwrap().starts_with("Basic "),
+        "every 401 has a challenge"
     );
 
     let r = c
@@ -838,6 +838,11 @@ async fn discovery_documents_describe_the_server() {
     assert_eq!(meta["token_endpoint"], b.url("/access_token"));
     assert_eq!(meta["jwks_uri"], b.url("/.well-known/jwks.json"));
     assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        meta["response_types_supported"],
+        json!([]),
+        "required by RFC 8414, empty: no authorization endpoint"
+    );
     assert_eq!(
         meta["token_endpoint_auth_methods_supported"],
         json!(["client_secret_basic", "client_secret_post"])
