@@ -4,6 +4,7 @@
 #
 #   bench/backend.sh                       # defaults: -t2 -c64 -d10s, 3 runs
 #   DURATION=30s RUNS=5 bench/backend.sh
+#   REV=HEAD bench/backend.sh              # build a commit, not the working tree
 #   DESKBRIDGE_BIN=/path/to/deskbridge bench/backend.sh   # skip the build
 #
 # Environment:
@@ -11,7 +12,11 @@
 #   RUNS                             runs per endpoint        (3)
 #   WARMUP                           untimed run per endpoint (3s; 0 for none)
 #   RESULTS_DIR                      where raw wrk output and summary.md go
-#                                    (default: a new temp dir, printed)
+#                                    (default: bench/results/backend-<UTC time>)
+#   REV                              build this commit (git archive into
+#                                    target/bench-src, own target dir), so the
+#                                    numbers belong to a commit even while
+#                                    crates/ has uncommitted edits
 #   DESKBRIDGE_BIN                   use this binary instead of building
 #
 # wrk runs on the same machine as the server and competes with it for the
@@ -60,17 +65,33 @@ fi
 
 if [[ -n ${DESKBRIDGE_BIN:-} ]]; then
   BIN=$DESKBRIDGE_BIN
+  BUILT_FROM="binary $BIN"
+elif [[ -n ${REV:-} ]]; then
+  commit=$(git -C "$REPO" rev-parse --verify "$REV^{commit}")
+  src="$REPO/target/bench-src/$commit"
+  if [[ ! -f $src/Cargo.toml ]]; then
+    mkdir -p "$src"
+    git -C "$REPO" archive "$commit" | tar -x -C "$src"
+  fi
+  log "building commit ${commit:0:7} (cargo build --release -p deskbridge in $src)"
+  (cd "$src" && CARGO_TARGET_DIR="$REPO/target/bench" cargo build --release -p deskbridge)
+  BIN="$REPO/target/bench/release/deskbridge"
+  BUILT_FROM="commit ${commit:0:7}"
 else
   log "building the release binary (cargo build --release -p deskbridge)"
   (cd "$REPO" && cargo build --release -p deskbridge)
   BIN="$REPO/target/release/deskbridge"
+  BUILT_FROM="working tree at commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if ! git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null; then
+    BUILT_FROM+=" with uncommitted changes in crates/"
+  fi
 fi
 [[ -x $BIN ]] || die "no executable at $BIN"
 
 # --- scratch space and cleanup ------------------------------------------------
 
 WORK=$(mktemp -d -t deskbridge-bench.XXXXXX)
-RESULTS_DIR=${RESULTS_DIR:-$WORK/results}
+RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results/backend-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$RESULTS_DIR"
 SERVER_PID=""
 
@@ -79,12 +100,7 @@ cleanup() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
   fi
-  # Keep the raw results when they live inside the scratch dir.
-  if [[ $RESULTS_DIR == "$WORK"/* ]]; then
-    find "$WORK" -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +
-  else
-    rm -rf "$WORK"
-  fi
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -153,11 +169,16 @@ export BENCH_ACCESS_TOKEN=$ACCESS_TOKEN BENCH_API_KEY=$API_KEY BENCH_JWT=$JWT BE
 server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
 
-run_wrk() { # script, duration, output file
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -s "$LUA_DIR/$1" "$BASE" >"$3" 2>&1 \
-    || { cat "$3" >&2; die "wrk failed (see above)"; }
+# Whole-machine CPU ticks: "busy idle" (idle includes iowait).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+
+run_wrk() { # script, duration, output file; wrk's own CPU seconds go to $3.cpu
+  local TIMEFORMAT='%U %S' status=0
+  { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -s "$LUA_DIR/$1" "$BASE" >"$3" 2>&1; } 2>"$3.cpu" || status=$?
+  ((status == 0)) || { cat "$3" >&2; die "wrk failed (see above)"; }
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 if [[ $WARMUP != 0 ]]; then
   for entry in "${ENDPOINTS[@]}"; do
     read -r path script _ <<<"$entry"
@@ -174,12 +195,20 @@ for round in $(seq 1 "$RUNS"); do
     read -r path script _ <<<"$entry"
     out="$RESULTS_DIR/${script%.lua}-run$round.txt"
     log "round $round/$RUNS: $path (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
-    before=$(server_ticks)
+    server_before=$(server_ticks)
+    read -r busy_before idle_before < <(machine_ticks)
     run_wrk "$script" "$DURATION" "$out"
-    after=$(server_ticks)
+    read -r busy_after idle_after < <(machine_ticks)
+    server_after=$(server_ticks)
     line=$(grep '^BENCH requests=' "$out") || die "no BENCH line in $out"
-    echo "$line server_cpu_s=$(awk -v t=$((after - before)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')" >>"$out.bench"
-    log "  ${line#BENCH }"
+    # CPU seconds during the run: the server, wrk, everything else, and idle.
+    awk -v line="$line" -v h="$CLK_TCK" -v server=$((server_after - server_before)) \
+        -v busy=$((busy_after - busy_before)) -v idle=$((idle_after - idle_before)) \
+        '{ wrk = $1 + $2 } END {
+           other = busy / h - server / h - wrk; if (other < 0) other = 0
+           printf "%s server_cpu_s=%.2f wrk_cpu_s=%.2f other_cpu_s=%.2f idle_cpu_s=%.2f\n",
+             line, server / h, wrk, other, idle / h }' "$out.cpu" >"$out.bench"
+    log "  $(sed 's/^BENCH //' "$out.bench")"
     if grep -q '^BENCH non-200\|^BENCH first\|^BENCH socket' "$out"; then
       grep '^BENCH non-200\|^BENCH first\|^BENCH socket' "$out" >&2
       FAILED=1
@@ -198,13 +227,21 @@ values() { # script, field: one value per run
   local script=$1 name=$2 round
   for round in $(seq 1 "$RUNS"); do field "$name" <"$RESULTS_DIR/${script%.lua}-run$round.txt.bench"; done
 }
+per_request() { # script, field: CPU µs per request, one value per run
+  local script=$1 name=$2 round
+  for round in $(seq 1 "$RUNS"); do
+    awk -v f="$name" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+         END { printf "%.1f\n", v[f] * 1e6 / v["requests"] }' "$RESULTS_DIR/${script%.lua}-run$round.txt.bench"
+  done
+}
+total() { awk '{ s += $1 } END { printf "%.1f", s }'; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 
 BASE_RPS=$(values healthz.lua rps | median)
 
 {
-  echo "| endpoint | req/s (median) | req/s per run | p50 | p99 | vs /healthz | server CPU µs/req | non-200 | socket errors | target |"
-  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+  echo "| endpoint | req/s (median) | req/s per run | p50 | p99 | req/s vs /healthz | server CPU µs/req | wrk CPU µs/req | non-200 | socket errors | target |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
   for entry in "${ENDPOINTS[@]}"; do
     read -r path script target <<<"$entry"
     rps=$(values "$script" rps | median)
@@ -213,11 +250,8 @@ BASE_RPS=$(values healthz.lua rps | median)
     p99=$(values "$script" p99_us | median)
     non200=$(values "$script" non200 | awk '{ s += $1 } END { print s + 0 }')
     sockerr=$(values "$script" socket_errors | awk '{ s += $1 } END { print s + 0 }')
-    cpu_per_req=$(for round in $(seq 1 "$RUNS"); do
-      awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
-           END { printf "%.1f\n", f["server_cpu_s"] * 1e6 / f["requests"] }' \
-        "$RESULTS_DIR/${script%.lua}-run$round.txt.bench"
-    done | median)
+    server_us=$(per_request "$script" server_cpu_s | median | xargs printf "%.1f")
+    wrk_us=$(per_request "$script" wrk_cpu_s | median | xargs printf "%.1f")
     ratio=$(awk -v a="$rps" -v b="$BASE_RPS" 'BEGIN { printf "%.0f %%", 100 * a / b }')
     if [[ $target == 0 ]]; then
       verdict="baseline"
@@ -226,16 +260,21 @@ BASE_RPS=$(values healthz.lua rps | median)
     else
       verdict="≥ $target: **missed**"
     fi
-    printf '| `%s` | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-      "$path" "$rps" "$runs" "$(ms "$p50")" "$(ms "$p99")" "$ratio" "$cpu_per_req" "$non200" "$sockerr" "$verdict"
+    printf '| `%s` | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+      "$path" "$rps" "$runs" "$(ms "$p50")" "$(ms "$p99")" "$ratio" "$server_us" "$wrk_us" "$non200" "$sockerr" "$verdict"
   done
+  echo
+  all_bench=$(cat "$RESULTS_DIR"/*-run*.txt.bench)
+  echo "CPU seconds over all timed runs: server $(field server_cpu_s <<<"$all_bench" | total)," \
+    "wrk $(field wrk_cpu_s <<<"$all_bench" | total), other processes $(field other_cpu_s <<<"$all_bench" | total)," \
+    "idle $(field idle_cpu_s <<<"$all_bench" | total) (load average before the runs: $LOAD_BEFORE)."
   echo
   echo "Server memory: peak RSS (VmHWM) $((RSS_PEAK / 1024)) MiB; RSS idle after start $((RSS_IDLE / 1024)) MiB, at the end $((RSS_END / 1024)) MiB."
   echo
   echo "Conditions: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $RUNS runs per endpoint (median), rounds interleaved," \
     "warm-up $WARMUP per endpoint; wrk and the server share the machine's $(nproc) CPUs" \
     "($(lscpu | sed -n 's/^Model name: *//p' | head -1)); $(date -u '+%Y-%m-%d %H:%M UTC');" \
-    "commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- crates 2>/dev/null || echo ' (crates/ modified)')."
+    "server built from $BUILT_FROM; wrk $(wrk -v 2>&1 | sed -n 's/^wrk \([^ ]*\).*/\1/p' | head -1)."
 } >"$RESULTS_DIR/summary.md"
 
 echo
