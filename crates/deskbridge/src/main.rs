@@ -2,6 +2,7 @@
 //! lives in the library crates.
 
 mod backend_cmd;
+mod gateway_cmd;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -22,6 +23,14 @@ enum Command {
     /// The reference company backend: customer login, OAuth 2.0 client
     /// credentials, and the profile API.
     Backend(backend_cmd::BackendArgs),
+    /// The gateway: channel intake, agent API, calls to company backends.
+    Serve(gateway_cmd::ServeArgs),
+    /// Gateway configuration tools.
+    #[command(subcommand)]
+    Config(gateway_cmd::ConfigCommand),
+    /// Agents of the gateway.
+    #[command(subcommand)]
+    Agent(gateway_cmd::AgentCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +51,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Backend(args) => backend_cmd::run(args).await,
+            Command::Serve(args) => gateway_cmd::serve(args).await,
+            Command::Config(command) => gateway_cmd::config(command),
+            Command::Agent(command) => gateway_cmd::agent(command).await,
         }
     });
     match result {

@@ -1,0 +1,94 @@
+//! `deskbridge serve`, `deskbridge config check` and `deskbridge agent add`:
+//! the platform side.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use gateway::{Gateway, GatewayConfig};
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The gateway's TOML configuration (see docs/configuration.md).
+    #[arg(long, env = "DESKBRIDGE_CONFIG")]
+    config: PathBuf,
+    /// Overrides `server.listen`; port 0 picks a free one, printed at start.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Report every problem in a gateway configuration, with its key path.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Create an agent (or replace its token); the token is printed once.
+    Add {
+        name: String,
+        #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
+        role: String,
+        #[arg(long, env = "DESKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &Path) -> anyhow::Result<GatewayConfig> {
+    GatewayConfig::load(path).map_err(|problems| {
+        anyhow::anyhow!(
+            "{}: {}",
+            path.display(),
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        )
+    })
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    for warning in config.check().iter().filter(|p| !p.fatal) {
+        tracing::warn!("{warning}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    let gateway = Gateway::open(config).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "deskbridge gateway listening on http://{address}")?;
+    out.flush()?;
+    drop(out);
+    gateway.serve(listener, crate::shutdown_signal()).await?;
+    Ok(())
+}
+
+pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check { file } = command;
+    let config = load(&file)?;
+    let problems = config.check();
+    let mut out = std::io::stdout().lock();
+    for p in &problems {
+        writeln!(out, "{p}")?;
+    }
+    let fatal = problems.iter().filter(|p| p.fatal).count();
+    if fatal > 0 {
+        bail!("{fatal} problem(s) in {}", file.display());
+    }
+    writeln!(out, "{}: ok", file.display())?;
+    Ok(())
+}
+
+pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
+    let AgentCommand::Add { name, role, config } = command;
+    let gateway = Gateway::open(load(&config)?).await?;
+    let token = gateway.add_agent(&name, &role).await?;
+    gateway.flush_audit().await;
+    writeln!(std::io::stdout().lock(), "{token}")?;
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! The platform side of deskbridge: takes a customer's identifier and token
+//! from a chat channel, ties every session of that customer into one
+//! conversation, and runs the company's APIs for agents with all three
+//! credentials, recording who asked for which customer's data.
+
+pub mod config;
+pub mod connector;
+mod http;
+pub mod identity;
+pub mod metrics;
+pub mod store;
+pub mod system_token;
+pub mod vault;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+pub use crate::config::GatewayConfig;
+use crate::config::{ChannelConfig, Opacity};
+use crate::connector::{ActionError, ActionResult, Connection};
+use crate::identity::{IdentityError, opacity_problem};
+use crate::metrics::Metrics;
+use crate::store::{AuditRecord, Store};
+use crate::vault::{Vault, random_id};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("i/o: {0}")]
+    Io(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("crypto: {0}")]
+    Crypto(String),
+}
+
+/// Something that happened in a conversation, pushed to its channels (SSE)
+/// and to agent consoles.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub kind: &'static str,
+    pub conversation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Why a session could not be opened or authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("unknown connection {0:?}")]
+    UnknownConnection(String),
+    #[error("the customer identifier {0}")]
+    NotOpaque(&'static str),
+    #[error("customer_id does not match the identifier in the token")]
+    IdentityMismatch,
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("a token is required to authenticate")]
+    MissingToken,
+    #[error("a customer_id is required for an opaque connection")]
+    MissingCustomerId,
+    #[error("no such session")]
+    UnknownSession,
+    #[error(transparent)]
+    Internal(#[from] GatewayError),
+}
+
+/// What a channel hands over about the customer.
+#[derive(Debug, Default)]
+pub struct CustomerHandoff {
+    pub customer_id: Option<String>,
+    pub token: Option<SecretString>,
+    pub expires_in: Option<u64>,
+}
+
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub store: Store,
+    vault: Vault,
+    pub connections: HashMap<String, Arc<Connection>>,
+    pub channels: HashMap<String, (ChannelConfig, SecretString)>,
+    pub metrics: Arc<Metrics>,
+    pub events: broadcast::Sender<Event>,
+    /// Taken (closed) at shutdown so the writer drains and ends.
+    audit: std::sync::Mutex<Option<mpsc::Sender<AuditRecord>>>,
+    audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Gateway {
+    pub async fn open(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
+        let fatal: Vec<String> = config
+            .check()
+            .into_iter()
+            .filter(|p| p.fatal)
+            .map(|p| p.to_string())
+            .collect();
+        if !fatal.is_empty() {
+            return Err(GatewayError::Config(fatal.join("; ")));
+        }
+        std::fs::create_dir_all(&config.server.data_dir)
+            .map_err(|e| GatewayError::Io(format!("{}: {e}", config.server.data_dir.display())))?;
+        let store = Store::open(&config.store_url()).await?;
+        let key = match &config.crypto.token_key {
+            Some(source) => Some(source.resolve().map_err(GatewayError::Config)?),
+            None => None,
+        };
+        let vault = Vault::open(key, &config.server.data_dir)?;
+        let metrics = Arc::new(Metrics::default());
+        // Redirects are never followed: a company's answer is final, and a
+        // redirect could carry our credentials to another host.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let mut connections = HashMap::new();
+        for c in &config.connections {
+            let connection = Connection::new(c.clone(), http.clone(), metrics.clone()).map_err(GatewayError::Config)?;
+            connections.insert(c.name.clone(), Arc::new(connection));
+        }
+        let mut channels = HashMap::new();
+        for ch in &config.channels {
+            let key = ch.app_key.resolve().map_err(GatewayError::Config)?;
+            channels.insert(ch.name.clone(), (ch.clone(), key));
+        }
+        let (events, _) = broadcast::channel(1024);
+        let (audit, audit_rx) = mpsc::channel(10_000);
+        let audit_task = tokio::spawn(write_audit(store.clone(), audit_rx));
+        Ok(Arc::new(Self {
+            config,
+            store,
+            vault,
+            connections,
+            channels,
+            metrics,
+            events,
+            audit: std::sync::Mutex::new(Some(audit)),
+            audit_task: std::sync::Mutex::new(Some(audit_task)),
+        }))
+    }
+
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// Serves until `shutdown`, then drains in-flight requests and flushes the audit log.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let sweeper = tokio::spawn(sweep_expired(self.clone()));
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| GatewayError::Io(e.to_string()));
+        sweeper.abort();
+        self.flush_audit().await;
+        self.store.close().await;
+        served
+    }
+
+    /// Closes the audit queue and waits until every record is written.
+    pub async fn flush_audit(&self) {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.audit_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    fn connection(&self, name: &str) -> Result<&Arc<Connection>, IntakeError> {
+        self.connections
+            .get(name)
+            .ok_or_else(|| IntakeError::UnknownConnection(name.to_string()))
+    }
+
+    /// Establishes the customer key from what the channel sent, per the
+    /// connection's identity mode.
+    async fn customer_key(
+        &self,
+        connection: &Connection,
+        handoff: &CustomerHandoff,
+    ) -> Result<(String, Option<i64>), IntakeError> {
+        let token_expiry = handoff.expires_in.map(|s| now() + s as i64);
+        if let Some(verifier) = &connection.verifier {
+            let token = handoff.token.as_ref().ok_or(IntakeError::MissingToken)?;
+            let verified = verifier.verify(token.expose_secret()).await?;
+            if handoff
+                .customer_id
+                .as_ref()
+                .is_some_and(|id| *id != verified.customer_key)
+            {
+                return Err(IntakeError::IdentityMismatch);
+            }
+            let expires = verified.expires_at.map(|e| e as i64).or(token_expiry);
+            return Ok((verified.customer_key, expires));
+        }
+        let id = handoff.customer_id.clone().ok_or(IntakeError::MissingCustomerId)?;
+        if let Some(problem) = opacity_problem(&id) {
+            match connection.config.identity.opacity {
+                Opacity::Reject => return Err(IntakeError::NotOpaque(problem)),
+                Opacity::Warn => tracing::warn!(connection = %connection.name(), "a customer identifier {problem}"),
+                Opacity::Off => {}
+            }
+        }
+        Ok((id, token_expiry))
+    }
+
+    /// Opens a session; with a customer, it joins their one conversation.
+    pub async fn open_session(
+        &self,
+        channel: &str,
+        connection: &str,
+        handoff: CustomerHandoff,
+    ) -> Result<(String, String, bool), IntakeError> {
+        let connection = self.connection(connection)?;
+        let session_id = random_id("ses_")?;
+        let new_id = random_id("cnv_")?;
+        let t = now();
+        let identified = handoff.customer_id.is_some() || handoff.token.is_some();
+        if !identified {
+            self.store.anonymous_conversation(&new_id, connection.name(), t).await?;
+            self.store
+                .insert_session(&session_id, &new_id, channel, false, t)
+                .await?;
+            self.record_event(&new_id, Some(&session_id), "session_opened").await;
+            return Ok((session_id, new_id, false));
+        }
+        let (key, expires) = self.customer_key(connection, &handoff).await?;
+        let conversation = self
+            .store
+            .customer_conversation(&new_id, connection.name(), &key, t)
+            .await?;
+        self.store
+            .insert_session(&session_id, &conversation, channel, true, t)
+            .await?;
+        if let Some(token) = &handoff.token {
+            self.store_token(&conversation, token, expires).await?;
+        }
+        self.record_event(&conversation, Some(&session_id), "session_opened")
+            .await;
+        Ok((session_id, conversation, true))
+    }
+
+    /// Authenticates a session (anonymous → customer), or gives an
+    /// authenticated one a fresh token.
+    pub async fn authenticate_session(
+        &self,
+        session_id: &str,
+        handoff: CustomerHandoff,
+    ) -> Result<String, IntakeError> {
+        let (from, _channel, connection_name, current_key) = self
+            .store
+            .session(session_id)
+            .await?
+            .ok_or(IntakeError::UnknownSession)?;
+        let connection = self.connection(&connection_name)?;
+        let (key, expires) = self.customer_key(connection, &handoff).await?;
+        if current_key.as_ref().is_some_and(|k| *k != key) {
+            return Err(IntakeError::IdentityMismatch);
+        }
+        let t = now();
+        let conversation = self
+            .store
+            .customer_conversation(&random_id("cnv_")?, &connection_name, &key, t)
+            .await?;
+        self.store.join(session_id, &from, &conversation, t).await?;
+        if let Some(token) = &handoff.token {
+            self.store_token(&conversation, token, expires).await?;
+        }
+        self.record_event(&conversation, Some(session_id), "authenticated")
+            .await;
+        Ok(conversation)
+    }
+
+    async fn store_token(
+        &self,
+        conversation: &str,
+        token: &SecretString,
+        expires: Option<i64>,
+    ) -> Result<(), GatewayError> {
+        let sealed = self.vault.seal(token.expose_secret(), conversation)?;
+        self.store.put_token(conversation, &sealed, expires, now()).await
+    }
+
+    async fn record_event(&self, conversation: &str, session: Option<&str>, kind: &'static str) {
+        if let Err(e) = self.store.add_event(conversation, session, kind, now()).await {
+            tracing::warn!(error = %e, "could not record an event");
+        }
+        let _ = self.events.send(Event {
+            kind,
+            conversation_id: conversation.to_string(),
+            session_id: session.map(str::to_string),
+        });
+    }
+
+    /// `valid`, `expired` (or rejected by the company) or `none`.
+    pub async fn auth_state(&self, conversation: &str) -> Result<&'static str, GatewayError> {
+        Ok(match self.store.token(conversation).await? {
+            None => "none",
+            Some(t) if t.rejected || t.expires_at.is_some_and(|e| e <= now()) => "expired",
+            Some(_) => "valid",
+        })
+    }
+
+    /// Runs an action for an agent, and audits it off the request path.
+    pub async fn run_action(
+        &self,
+        agent: &str,
+        conversation: &str,
+        connection_name: &str,
+        action: &str,
+    ) -> Result<ActionResult, ActionError> {
+        let started = std::time::Instant::now();
+        let result = self.run_action_inner(conversation, connection_name, action).await;
+        let record = AuditRecord {
+            at: now(),
+            agent: agent.to_string(),
+            conversation_id: conversation.to_string(),
+            connection: connection_name.to_string(),
+            action: action.to_string(),
+            outcome: match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.outcome().to_string(),
+            },
+            status: match &result {
+                Ok(r) => Some(r.status),
+                Err(ActionError::Backend { status, .. }) => Some(*status),
+                Err(_) => None,
+            },
+            latency_ms: started.elapsed().as_millis() as u64,
+        };
+        let sender = self.audit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if sender.is_none_or(|s| s.try_send(record).is_err()) {
+            tracing::error!("the audit queue is full; an audit record was dropped");
+        }
+        result
+    }
+
+    async fn run_action_inner(
+        &self,
+        conversation: &str,
+        connection_name: &str,
+        action: &str,
+    ) -> Result<ActionResult, ActionError> {
+        let connection = self
+            .connections
+            .get(connection_name)
+            .ok_or_else(|| ActionError::UnknownAction(action.to_string()))?;
+        if connection.action(action).is_none() {
+            return Err(ActionError::UnknownAction(action.to_string()));
+        }
+        let stored = self
+            .store
+            .token(conversation)
+            .await
+            .map_err(|e| ActionError::Unreachable(e.to_string()))?;
+        let token = match stored {
+            Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => Some(
+                self.vault
+                    .open_sealed(&t.ciphertext, conversation)
+                    .map_err(|e| ActionError::Unreachable(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let Some(token) = token else {
+            self.record_event(conversation, None, "authentication_required").await;
+            return Err(ActionError::CustomerAuthRequired);
+        };
+        let result = connection.call(action, Some(&token)).await;
+        if matches!(result, Err(ActionError::CustomerAuthRequired)) {
+            let _ = self.store.mark_token_rejected(conversation).await;
+            self.record_event(conversation, None, "authentication_required").await;
+        }
+        result
+    }
+}
+
+/// An agent's API token: shown once, stored as a SHA-256 digest (it is a
+/// 256-bit random value, so a fast digest is as strong as a slow one).
+pub fn agent_token_digest(token: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+impl Gateway {
+    /// Creates an agent (or replaces its token); returns the new token.
+    pub async fn add_agent(&self, name: &str, role: &str) -> Result<String, GatewayError> {
+        if !matches!(role, "agent" | "admin") {
+            return Err(GatewayError::Config("role is agent or admin".into()));
+        }
+        let token = random_id("dbg_")?;
+        self.store
+            .insert_agent(name, role, &agent_token_digest(&token), now())
+            .await?;
+        Ok(token)
+    }
+}
+
+/// Writes audit records in batches, off the request path.
+async fn write_audit(store: Store, mut records: mpsc::Receiver<AuditRecord>) {
+    let mut batch = Vec::with_capacity(256);
+    while records.recv_many(&mut batch, 256).await > 0 {
+        if let Err(e) = store.insert_audit(&batch).await {
+            tracing::error!(error = %e, count = batch.len(), "could not write audit records");
+        }
+        batch.clear();
+    }
+}
+
+/// Wipes expired customer tokens (the row stays, so the state reads
+/// "expired") and tells their channels to send a fresh one.
+async fn sweep_expired(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match gateway.store.expire_tokens(now()).await {
+            Ok(expired) => {
+                for conversation in expired {
+                    gateway
+                        .record_event(&conversation, None, "authentication_required")
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not expire customer tokens"),
+        }
+    }
+}

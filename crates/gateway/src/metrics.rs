@@ -1,0 +1,94 @@
+//! Prometheus metrics of the gateway.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub connection: String,
+    pub action: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionOutcome {
+    pub connection: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabel {
+    pub connection: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub actions: Family<ActionLabels, Counter>,
+    pub action_latency: Family<ConnectionLabel, Histogram>,
+    pub token_fetches: Family<ConnectionOutcome, Counter>,
+    pub token_cache_hits: Counter,
+    pub breaker_open: Family<ConnectionLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("deskbridge_gateway");
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register("actions", "Backend actions run, by outcome", actions.clone());
+        let action_latency = Family::<ConnectionLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register(
+            "action_latency_seconds",
+            "Backend action latency",
+            action_latency.clone(),
+        );
+        let token_fetches = Family::<ConnectionOutcome, Counter>::default();
+        registry.register(
+            "token_fetches",
+            "System token fetches, by outcome",
+            token_fetches.clone(),
+        );
+        let token_cache_hits = Counter::default();
+        registry.register(
+            "token_cache_hits",
+            "System tokens served from the cache",
+            token_cache_hits.clone(),
+        );
+        let breaker_open = Family::<ConnectionLabel, Gauge>::default();
+        registry.register(
+            "breaker_open",
+            "1 while a connection's circuit breaker is open",
+            breaker_open.clone(),
+        );
+        Self {
+            registry,
+            actions,
+            action_latency,
+            token_fetches,
+            token_cache_hits,
+            breaker_open,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn token_fetch(&self, connection: &str, outcome: &str) {
+        self.token_fetches
+            .get_or_create(&ConnectionOutcome {
+                connection: connection.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,445 @@
+//! Persistence of conversations, sessions, encrypted customer tokens,
+//! events, agents and the audit log: SQLite through sqlx, WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::GatewayError;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationSummary {
+    pub id: String,
+    pub connection: String,
+    pub customer_id: Option<String>,
+    pub created_at: i64,
+    pub last_activity_at: i64,
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub channel: String,
+    pub authenticated: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub kind: String,
+    pub session_id: Option<String>,
+    pub at: i64,
+}
+
+pub struct StoredToken {
+    pub ciphertext: Vec<u8>,
+    pub expires_at: Option<i64>,
+    pub rejected: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub at: i64,
+    pub agent: String,
+    pub conversation_id: String,
+    pub connection: String,
+    pub action: String,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+}
+
+impl Store {
+    pub async fn open(url: &str) -> Result<Self, GatewayError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// The customer's one conversation on this connection, created on first sight.
+    pub async fn customer_conversation(
+        &self,
+        id_if_new: &str,
+        connection: &str,
+        customer_key: &str,
+        now: i64,
+    ) -> Result<String, GatewayError> {
+        sqlx::query(
+            "INSERT INTO conversations (id, connection, customer_key, created_at, last_activity_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(connection, customer_key) DO UPDATE SET last_activity_at = excluded.last_activity_at",
+        )
+        .bind(id_if_new)
+        .bind(connection)
+        .bind(customer_key)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT id FROM conversations WHERE connection = ? AND customer_key = ?")
+            .bind(connection)
+            .bind(customer_key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn anonymous_conversation(&self, id: &str, connection: &str, now: i64) -> Result<(), GatewayError> {
+        sqlx::query("INSERT INTO conversations (id, connection, customer_key, created_at, last_activity_at) VALUES (?, ?, NULL, ?, ?)")
+            .bind(id)
+            .bind(connection)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_session(
+        &self,
+        id: &str,
+        conversation_id: &str,
+        channel: &str,
+        authenticated: bool,
+        now: i64,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, conversation_id, channel, authenticated, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(conversation_id)
+        .bind(channel)
+        .bind(authenticated)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// (conversation id, channel, connection, customer key) of a session.
+    pub async fn session(&self, id: &str) -> Result<Option<(String, String, String, Option<String>)>, GatewayError> {
+        let row = sqlx::query(
+            "SELECT s.conversation_id, s.channel, c.connection, c.customer_key
+             FROM sessions s JOIN conversations c ON c.id = s.conversation_id WHERE s.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+    }
+
+    /// Moves a session (and, when it was anonymous, its whole conversation's
+    /// history) into the customer's conversation.
+    pub async fn join(&self, session_id: &str, from: &str, into: &str, now: i64) -> Result<(), GatewayError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE sessions SET authenticated = 1 WHERE id = ?")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        if from != into {
+            let anonymous: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT customer_key FROM conversations WHERE id = ?")
+                    .bind(from)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if matches!(anonymous, Some((None,))) {
+                for statement in [
+                    "UPDATE sessions SET conversation_id = ? WHERE conversation_id = ?",
+                    "UPDATE events SET conversation_id = ? WHERE conversation_id = ?",
+                ] {
+                    sqlx::query(statement).bind(into).bind(from).execute(&mut *tx).await?;
+                }
+                sqlx::query("DELETE FROM customer_tokens WHERE conversation_id = ?")
+                    .bind(from)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM conversations WHERE id = ?")
+                    .bind(from)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE sessions SET conversation_id = ? WHERE id = ?")
+                    .bind(into)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("UPDATE conversations SET last_activity_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(into)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn put_token(
+        &self,
+        conversation_id: &str,
+        ciphertext: &[u8],
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO customer_tokens (conversation_id, ciphertext, expires_at, rejected, updated_at) VALUES (?, ?, ?, 0, ?)
+             ON CONFLICT(conversation_id) DO UPDATE SET ciphertext = excluded.ciphertext,
+                 expires_at = excluded.expires_at, rejected = 0, updated_at = excluded.updated_at",
+        )
+        .bind(conversation_id)
+        .bind(ciphertext)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, conversation_id: &str) -> Result<Option<StoredToken>, GatewayError> {
+        let row = sqlx::query("SELECT ciphertext, expires_at, rejected FROM customer_tokens WHERE conversation_id = ?")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| StoredToken {
+            ciphertext: r.get(0),
+            expires_at: r.get(1),
+            rejected: r.get(2),
+        }))
+    }
+
+    pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<(), GatewayError> {
+        sqlx::query("UPDATE customer_tokens SET rejected = 1 WHERE conversation_id = ?")
+            .bind(conversation_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Expired tokens are useless and dangerous to keep: their ciphertext is
+    /// wiped (the row stays, to show the state). Returns the conversations.
+    pub async fn expire_tokens(&self, now: i64) -> Result<Vec<String>, GatewayError> {
+        let rows = sqlx::query(
+            "UPDATE customer_tokens SET ciphertext = x'' WHERE expires_at IS NOT NULL AND expires_at <= ?
+             AND length(ciphertext) > 0 RETURNING conversation_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn add_event(
+        &self,
+        conversation_id: &str,
+        session_id: Option<&str>,
+        kind: &str,
+        now: i64,
+    ) -> Result<(), GatewayError> {
+        sqlx::query("INSERT INTO events (conversation_id, session_id, kind, at) VALUES (?, ?, ?, ?)")
+            .bind(conversation_id)
+            .bind(session_id)
+            .bind(kind)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("UPDATE conversations SET last_activity_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(conversation_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Newest activity first; `before` is the cursor `last_activity_at:id` of the previous page.
+    pub async fn conversations(
+        &self,
+        limit: i64,
+        before: Option<(i64, String)>,
+    ) -> Result<Vec<ConversationSummary>, GatewayError> {
+        let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+        let rows = sqlx::query(
+            "SELECT c.id, c.connection, c.customer_key, c.created_at, c.last_activity_at,
+                    (SELECT group_concat(DISTINCT s.channel) FROM sessions s WHERE s.conversation_id = c.id)
+             FROM conversations c
+             WHERE c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ? AND ? != '')
+             ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(&id)
+        .bind(&id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let channels: Option<String> = r.get(5);
+                ConversationSummary {
+                    id: r.get(0),
+                    connection: r.get(1),
+                    customer_id: r.get(2),
+                    created_at: r.get(3),
+                    last_activity_at: r.get(4),
+                    channels: channels
+                        .map(|c| c.split(',').map(str::to_string).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn conversation(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ConversationSummary, Vec<SessionRow>, Vec<EventRow>)>, GatewayError> {
+        let Some(r) = sqlx::query(
+            "SELECT id, connection, customer_key, created_at, last_activity_at FROM conversations WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let sessions: Vec<SessionRow> = sqlx::query("SELECT id, channel, authenticated, created_at FROM sessions WHERE conversation_id = ? ORDER BY created_at, id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|s| SessionRow {
+                id: s.get(0),
+                channel: s.get(1),
+                authenticated: s.get(2),
+                created_at: s.get(3),
+            })
+            .collect();
+        let events: Vec<EventRow> =
+            sqlx::query("SELECT kind, session_id, at FROM events WHERE conversation_id = ? ORDER BY id DESC LIMIT 50")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|e| EventRow {
+                    kind: e.get(0),
+                    session_id: e.get(1),
+                    at: e.get(2),
+                })
+                .collect();
+        let mut channels: Vec<String> = sessions.iter().map(|s| s.channel.clone()).collect();
+        channels.sort();
+        channels.dedup();
+        Ok(Some((
+            ConversationSummary {
+                id: r.get(0),
+                connection: r.get(1),
+                customer_id: r.get(2),
+                created_at: r.get(3),
+                last_activity_at: r.get(4),
+                channels,
+            },
+            sessions,
+            events,
+        )))
+    }
+
+    pub async fn insert_agent(&self, name: &str, role: &str, digest: &[u8], now: i64) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO agents (name, role, token_digest, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, token_digest = excluded.token_digest",
+        )
+        .bind(name)
+        .bind(role)
+        .bind(digest)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn agent_by_digest(&self, digest: &[u8]) -> Result<Option<(String, String)>, GatewayError> {
+        let row = sqlx::query("SELECT name, role FROM agents WHERE token_digest = ?")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), GatewayError> {
+        let mut tx = self.pool.begin().await?;
+        for a in records {
+            sqlx::query(
+                "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(a.at)
+            .bind(&a.agent)
+            .bind(&a.conversation_id)
+            .bind(&a.connection)
+            .bind(&a.action)
+            .bind(&a.outcome)
+            .bind(a.status.map(i64::from))
+            .bind(a.latency_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn audit(
+        &self,
+        agent: Option<&str>,
+        conversation: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms FROM audit
+             WHERE (? IS NULL OR agent = ?) AND (? IS NULL OR conversation_id = ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(agent)
+        .bind(agent)
+        .bind(conversation)
+        .bind(conversation)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                at: r.get(0),
+                agent: r.get(1),
+                conversation_id: r.get(2),
+                connection: r.get(3),
+                action: r.get(4),
+                outcome: r.get(5),
+                status: r.get::<Option<i64>, _>(6).map(|s| s as u16),
+                latency_ms: r.get::<i64, _>(7) as u64,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,314 @@
+//! The platform's own credential at one company: an OAuth 2.0
+//! client-credentials token (or a static bearer), cached, refreshed ahead of
+//! expiry, fetched by one caller at a time however many wait on it, and
+//! backed off when the token endpoint fails, so it is never hammered.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use contract::AccessTokenResponse;
+use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+
+use crate::config::{ClientAuthMethod, GrantTypeIn, SystemAuthConfig};
+use crate::metrics::Metrics;
+
+/// A token in hand, with when to renew it and when it stops working.
+#[derive(Debug)]
+pub struct SystemToken {
+    pub value: SecretString,
+    pub expires_at: Instant,
+    refresh_at: Instant,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// The endpoint answered with an OAuth error (bad credentials, scope…).
+    #[error("the token endpoint refused the request ({status}: {error})")]
+    Refused { status: u16, error: String },
+    /// The endpoint could not be reached or answered nonsense.
+    #[error("the token endpoint is unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct State {
+    current: Option<Arc<SystemToken>>,
+    /// After a failed fetch: no new attempt before this instant.
+    retry_after: Option<(Instant, TokenError)>,
+    backoff: Duration,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct TokenSource {
+    connection: String,
+    config: SystemAuthConfig,
+    secret: Option<SecretString>,
+    http: reqwest::Client,
+    timeout: Duration,
+    state: Mutex<State>,
+    /// Held by the one caller that fetches; the others wait on it.
+    fetching: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenSource {
+    pub fn new(
+        connection: &str,
+        config: SystemAuthConfig,
+        http: reqwest::Client,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let secret = match &config {
+            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => Some(client_secret.resolve()?),
+            SystemAuthConfig::StaticBearer { token } => Some(token.resolve()?),
+            SystemAuthConfig::None => None,
+        };
+        Ok(Self {
+            connection: connection.to_string(),
+            config,
+            secret,
+            http,
+            timeout,
+            state: Mutex::new(State {
+                current: None,
+                retry_after: None,
+                backoff: MIN_BACKOFF,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bearer value to send, or `None` when the connection uses none.
+    pub async fn get(&self) -> Result<Option<SecretString>, TokenError> {
+        match &self.config {
+            SystemAuthConfig::None => Ok(None),
+            SystemAuthConfig::StaticBearer { .. } => Ok(self.secret.clone()),
+            SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(Some(self.oauth_token().await?.value.clone())),
+        }
+    }
+
+    async fn oauth_token(&self) -> Result<Arc<SystemToken>, TokenError> {
+        let current = self.lock().current.clone();
+        if let Some(token) = &current {
+            let now = Instant::now();
+            if now < token.refresh_at {
+                self.metrics.token_cache_hits.inc();
+                return Ok(token.clone());
+            }
+            if now < token.expires_at {
+                // Refresh ahead: one caller renews while the rest keep using
+                // the still-valid token; a failed renewal is not fatal yet.
+                return match self.fetching.try_lock() {
+                    Ok(_guard) => match self.fetch().await {
+                        Ok(fresh) => Ok(fresh),
+                        Err(e) => {
+                            tracing::warn!(connection = %self.connection, error = %e, "token refresh failed; using the current token");
+                            Ok(token.clone())
+                        }
+                    },
+                    Err(_) => Ok(token.clone()),
+                };
+            }
+        }
+        let _guard = self.fetching.lock().await;
+        // Whoever held the lock may have fetched a token meanwhile.
+        let state_now = {
+            let state = self.lock();
+            (state.current.clone(), state.retry_after.clone())
+        };
+        if let (Some(token), _) = &state_now
+            && Instant::now() < token.expires_at
+            && !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token))
+        {
+            return Ok(token.clone());
+        }
+        if let (_, Some((until, error))) = state_now
+            && Instant::now() < until
+        {
+            return Err(error);
+        }
+        self.fetch().await
+    }
+
+    /// Forgets `rejected` if it is still the cached token, so the next call
+    /// fetches a new one (after the company answered 401 invalid_token).
+    pub fn purge(&self, rejected: &SecretString) {
+        let mut state = self.lock();
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|t| t.value.expose_secret() == rejected.expose_secret())
+        {
+            state.current = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<Arc<SystemToken>, TokenError> {
+        let started = Instant::now();
+        let result = self.request_token().await;
+        let mut state = self.lock();
+        match result {
+            Ok(token) => {
+                self.metrics.token_fetch(&self.connection, "ok");
+                let token = Arc::new(token);
+                state.current = Some(token.clone());
+                state.retry_after = None;
+                state.backoff = MIN_BACKOFF;
+                tracing::debug!(connection = %self.connection, ms = started.elapsed().as_millis() as u64, "system token fetched");
+                Ok(token)
+            }
+            Err(error) => {
+                self.metrics.token_fetch(&self.connection, "error");
+                let wait = state.backoff;
+                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                state.retry_after = Some((Instant::now() + wait, error.clone()));
+                tracing::warn!(connection = %self.connection, error = %error, retry_in_ms = wait.as_millis() as u64, "system token fetch failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn request_token(&self) -> Result<SystemToken, TokenError> {
+        let SystemAuthConfig::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            auth_method,
+            grant_type_in,
+            scope,
+            audience,
+            resource,
+            default_expires_in_secs,
+            ..
+        } = &self.config
+        else {
+            return Err(TokenError::Unavailable("not an OAuth connection".into()));
+        };
+        let secret = self.secret.as_ref().map(|s| s.expose_secret()).unwrap_or_default();
+        let mut url = reqwest::Url::parse(token_url).map_err(|e| TokenError::Unavailable(e.to_string()))?;
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        match grant_type_in {
+            GrantTypeIn::Query => {
+                url.query_pairs_mut().append_pair("grant_type", "client_credentials");
+            }
+            GrantTypeIn::Body => form.push(("grant_type", "client_credentials")),
+        }
+        for (name, value) in [("scope", scope), ("audience", audience), ("resource", resource)] {
+            if let Some(v) = value {
+                form.push((name, v));
+            }
+        }
+        let mut request = self.http.post(url).timeout(self.timeout);
+        match auth_method {
+            ClientAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: each part form-urlencoded, then base64.
+                let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", enc(client_id), enc(secret));
+                let mut value = HeaderValue::from_str(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+                .map_err(|e| TokenError::Unavailable(e.to_string()))?;
+                value.set_sensitive(true);
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", secret));
+            }
+        }
+        let response = request
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::Unavailable(describe_transport(&e)))?;
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| TokenError::Unavailable(describe_transport(&e)))?;
+        if status != 200 {
+            let error = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .or(challenge)
+                .unwrap_or_else(|| "no error code".into());
+            return if status >= 500 {
+                Err(TokenError::Unavailable(format!("HTTP {status}")))
+            } else {
+                Err(TokenError::Refused { status, error })
+            };
+        }
+        let parsed: AccessTokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| TokenError::Unavailable(format!("the token response is not valid: {e}")))?;
+        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::Unavailable(format!(
+                "token_type {:?} is not Bearer",
+                parsed.token_type
+            )));
+        }
+        let lifetime = parsed
+            .expires_in
+            .or_else(|| jwt_lifetime(&parsed.access_token))
+            .unwrap_or(*default_expires_in_secs)
+            .max(1);
+        Ok(token_with_lifetime(parsed.access_token, Duration::from_secs(lifetime)))
+    }
+}
+
+/// Renew at about 80% of the lifetime, less up to 10% of jitter, so many
+/// gateways do not all renew at the same instant.
+fn token_with_lifetime(value: String, lifetime: Duration) -> SystemToken {
+    let now = Instant::now();
+    let jitter = lifetime.mul_f64(0.1 * jitter_fraction());
+    SystemToken {
+        value: SecretString::from(value),
+        expires_at: now + lifetime,
+        refresh_at: now + lifetime.mul_f64(0.8) - jitter,
+    }
+}
+
+fn jitter_fraction() -> f64 {
+    let mut byte = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut byte);
+    f64::from(byte[0]) / 255.0
+}
+
+/// Seconds until `exp` when the token is a JWT (unverified: used only to
+/// know when to renew, never to trust anything).
+fn jwt_lifetime(token: &str) -> Option<u64> {
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    exp.checked_sub(now)
+}
+
+/// A transport error in words, without the URL (it may carry a query).
+pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_body() || e.is_decode() {
+        "the response body could not be read".into()
+    } else {
+        "the request failed".into()
+    }
+}

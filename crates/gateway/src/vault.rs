@@ -1,0 +1,119 @@
+//! Encryption of customer tokens at rest: AES-256-GCM, a random nonce per
+//! token, and the conversation id as associated data, so a ciphertext cannot
+//! be moved to another conversation's row.
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::GatewayError;
+
+pub struct Vault {
+    key: LessSafeKey,
+}
+
+impl Vault {
+    /// From a configured key (base64url, 32 bytes) or the data dir's
+    /// `token.key`, created on first start.
+    pub fn open(configured: Option<SecretString>, data_dir: &Path) -> Result<Self, GatewayError> {
+        let encoded = match configured {
+            Some(k) => k.expose_secret().to_string(),
+            None => {
+                let path = data_dir.join("token.key");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text.trim().to_string(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let key = random::<32>()?;
+                        let text = URL_SAFE_NO_PAD.encode(key);
+                        write_private(&path, text.as_bytes())?;
+                        text
+                    }
+                    Err(e) => return Err(GatewayError::Io(format!("{}: {e}", path.display()))),
+                }
+            }
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded.trim())
+            .map_err(|_| GatewayError::Config("the token key is not base64url".into()))?;
+        let key = UnboundKey::new(&AES_256_GCM, &bytes)
+            .map_err(|_| GatewayError::Config("the token key must be 32 bytes".into()))?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+        })
+    }
+
+    pub fn seal(&self, plaintext: &str, context: &str) -> Result<Vec<u8>, GatewayError> {
+        let nonce = random::<NONCE_LEN>()?;
+        let mut buffer = plaintext.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut buffer,
+            )
+            .map_err(|_| GatewayError::Crypto("encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buffer);
+        Ok(out)
+    }
+
+    pub fn open_sealed(&self, sealed: &[u8], context: &str) -> Result<SecretString, GatewayError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(GatewayError::Crypto("a sealed token is too short".into()));
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| GatewayError::Crypto("bad nonce".into()))?;
+        let mut buffer = rest.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buffer)
+            .map_err(|_| GatewayError::Crypto("a sealed token failed authentication".into()))?;
+        String::from_utf8(plain.to_vec())
+            .map(SecretString::from)
+            .map_err(|_| GatewayError::Crypto("a sealed token is not text".into()))
+    }
+}
+
+pub fn random<const N: usize>() -> Result<[u8; N], GatewayError> {
+    let mut out = [0u8; N];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| GatewayError::Crypto("the random generator failed".into()))?;
+    Ok(out)
+}
+
+pub fn random_id(prefix: &str) -> Result<String, GatewayError> {
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random::<24>()?)))
+}
+
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), GatewayError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| GatewayError::Io(format!("{}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(contents).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_tokens_open_only_in_their_own_conversation() -> Result<(), GatewayError> {
+        let dir = std::env::temp_dir().join(format!("vault-{}", random_id("")?));
+        std::fs::create_dir_all(&dir).map_err(|e| GatewayError::Io(e.to_string()))?;
+        let vault = Vault::open(None, &dir)?;
+        let sealed = vault.seal("the-token", "conv-1")?;
+        assert!(!sealed.windows(9).any(|w| w == b"the-token"));
+        assert_eq!(vault.open_sealed(&sealed, "conv-1")?.expose_secret(), "the-token");
+        assert!(vault.open_sealed(&sealed, "conv-2").is_err());
+        let again = Vault::open(None, &dir)?;
+        assert_eq!(again.open_sealed(&sealed, "conv-1")?.expose_secret(), "the-token");
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
