@@ -25,8 +25,10 @@ pub(crate) struct Grant {
     pub client_id: String,
     #[serde(rename = "s")]
     pub scope: String,
+    /// Epoch milliseconds, so a revocation and a new token in the same
+    /// second are told apart.
     #[serde(rename = "i")]
-    pub issued_at: u64,
+    pub issued_at_ms: u64,
     #[serde(rename = "e")]
     pub expires_at: u64,
     #[serde(rename = "j")]
@@ -60,13 +62,21 @@ impl TokenRejection {
 pub(crate) struct AccessTokens {
     /// Revoked token ids and when they would have expired anyway.
     revoked: RwLock<HashMap<String, u64>>,
+    /// Per client: tokens issued before this instant (epoch ms) are revoked.
+    not_before_ms: RwLock<HashMap<String, u64>>,
 }
 
 impl AccessTokens {
     pub(crate) fn with_revoked(revoked: impl IntoIterator<Item = (String, u64)>) -> Self {
         Self {
             revoked: RwLock::new(revoked.into_iter().collect()),
+            not_before_ms: RwLock::default(),
         }
+    }
+
+    /// Replaces the per-client revocation instants (loaded from the store).
+    pub(crate) fn set_client_revocations(&self, not_before_ms: HashMap<String, u64>) {
+        *self.not_before_ms.write().unwrap_or_else(|p| p.into_inner()) = not_before_ms;
     }
 
     pub(crate) fn issue(
@@ -74,14 +84,16 @@ impl AccessTokens {
         secrets: &Secrets,
         client_id: &str,
         scope: &str,
-        now: u64,
+        now_ms: u64,
         ttl: u64,
     ) -> Result<(String, Grant), BackendError> {
+        // Rounded up, so a token lives at least `ttl` seconds, never less.
+        let expires_at = (now_ms + ttl * 1000).div_ceil(1000);
         let grant = Grant {
             client_id: client_id.to_string(),
             scope: scope.to_string(),
-            issued_at: now,
-            expires_at: now + ttl,
+            issued_at_ms: now_ms,
+            expires_at,
             jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>()?),
         };
         let mut bytes = serde_json::to_vec(&grant).map_err(|e| BackendError::Internal(e.to_string()))?;
@@ -114,6 +126,15 @@ impl AccessTokens {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&grant.jti)
         {
+            return Err(TokenRejection::Revoked);
+        }
+        let client_cutoff = self
+            .not_before_ms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&grant.client_id)
+            .copied();
+        if client_cutoff.is_some_and(|cutoff| grant.issued_at_ms < cutoff) {
             return Err(TokenRejection::Revoked);
         }
         Ok(grant)

@@ -131,6 +131,20 @@ impl Admin {
         })
     }
 
+    /// Revokes every access token the client holds now (after a leaked
+    /// secret, say); tokens it fetches afterwards work. A running server in
+    /// another process applies it within 30 s, this process at once.
+    pub async fn revoke_client_tokens(&self, client_id: &str) -> Result<(), BackendError> {
+        let now_ms = self.state.clock.unix_millis() as i64;
+        if !self.state.store.revoke_client_tokens(client_id, now_ms).await? {
+            return Err(BackendError::NotFound(format!("client {client_id:?}")));
+        }
+        self.state
+            .access_tokens
+            .set_client_revocations(self.state.store.client_revocations().await?);
+        Ok(())
+    }
+
     /// The username behind a customer identifier: only the company, holding
     /// the database, can answer this.
     pub async fn trace(&self, customer_id: &str) -> Result<Option<String>, BackendError> {

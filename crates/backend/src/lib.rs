@@ -84,6 +84,7 @@ impl Backend {
         let secrets = Secrets::load_or_create(&config.server_secret_path())?;
         let keyring = load_keyring(&store, &config, clock.unix_secs()).await?;
         let revoked = store.revoked_access_tokens(clock.unix_secs() as i64).await?;
+        let client_revocations = store.client_revocations().await?;
         let concurrency = config
             .password_hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -92,7 +93,11 @@ impl Backend {
             public_url: config.public_url(),
             throttle: LoginThrottle::new(config.throttle.clone()),
             passwords: PasswordHasher::new(concurrency).await?,
-            access_tokens: AccessTokens::with_revoked(revoked.into_iter().map(|(j, e)| (j, e.max(0) as u64))),
+            access_tokens: {
+                let tokens = AccessTokens::with_revoked(revoked.into_iter().map(|(j, e)| (j, e.max(0) as u64)));
+                tokens.set_client_revocations(client_revocations);
+                tokens
+            },
             keyring: RwLock::new(Arc::new(keyring)),
             api_keys: http::ApiKeyCache::default(),
             verified: VerifiedTokens::default(),
@@ -136,8 +141,8 @@ impl Backend {
     }
 }
 
-/// Periodic work of a serving backend: reload rotated keys, drop expired
-/// sessions and revocations.
+/// Periodic work of a serving backend: reload rotated keys and client
+/// revocations made by the admin command, drop expired sessions and revocations.
 async fn upkeep(state: Arc<State>) {
     let mut tick = tokio::time::interval(KEYRING_RELOAD);
     tick.tick().await;
@@ -149,6 +154,10 @@ async fn upkeep(state: Arc<State>) {
                 state.verified.clear();
             }
             Err(e) => tracing::warn!(error = %e, "could not reload signing keys"),
+        }
+        match state.store.client_revocations().await {
+            Ok(cutoffs) => state.access_tokens.set_client_revocations(cutoffs),
+            Err(e) => tracing::warn!(error = %e, "could not reload client revocations"),
         }
         if let Err(e) = state.store.delete_expired(state.now() as i64).await {
             tracing::warn!(error = %e, "could not sweep expired sessions");

@@ -319,6 +319,27 @@ impl Store {
         Ok(())
     }
 
+    /// Per client, the instant (epoch ms) before which its tokens are revoked.
+    pub(crate) async fn client_revocations(&self) -> Result<std::collections::HashMap<String, u64>, BackendError> {
+        let rows =
+            sqlx::query("SELECT client_id, tokens_not_before_ms FROM clients WHERE tokens_not_before_ms IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1).max(0) as u64))
+            .collect())
+    }
+
+    pub(crate) async fn revoke_client_tokens(&self, client_id: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let done = sqlx::query("UPDATE clients SET tokens_not_before_ms = ? WHERE client_id = ?")
+            .bind(now_ms)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub(crate) async fn revoked_access_tokens(&self, now: i64) -> Result<Vec<(String, i64)>, BackendError> {
         let rows = sqlx::query("SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > ?")
             .bind(now)

@@ -84,6 +84,8 @@ enum ClientCommand {
         #[arg(long, default_value = backend::admin::DEFAULT_SCOPES)]
         scope: String,
     },
+    /// Revoke every access token the client holds now (e.g. after a leak).
+    RevokeTokens { client_id: String },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +172,13 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "The secret is shown only now; store it in the platform's secret store."
+            )?;
+        }
+        BackendCommand::Client(ClientCommand::RevokeTokens { client_id }) => {
+            admin.revoke_client_tokens(&client_id).await?;
+            writeln!(
+                out,
+                "revoked the current tokens of {client_id}; a running backend applies it within 30 s"
             )?;
         }
         BackendCommand::Key(KeyCommand::Add { apis }) => {

@@ -183,20 +183,26 @@ impl Connection {
                 return Err(e);
             }
         };
-        self.record(reply.status < 500);
         if reply.customer_rejected {
+            self.record(true);
             return Err(ActionError::CustomerAuthRequired);
         }
         if !(200..300).contains(&reply.status) {
+            // A 4xx is the company answering sensibly; a 5xx is it failing.
+            self.record(reply.status < 500);
             return Err(ActionError::Backend {
                 status: reply.status,
                 detail: error_code(&reply.body).unwrap_or_default(),
             });
         }
-        let body: Value = serde_json::from_slice(&reply.body).map_err(|_| ActionError::Backend {
-            status: reply.status,
-            detail: "the response is not valid JSON".into(),
-        })?;
+        let Ok(body) = serde_json::from_slice::<Value>(&reply.body) else {
+            self.record(false);
+            return Err(ActionError::Backend {
+                status: reply.status,
+                detail: "the response is not valid JSON".into(),
+            });
+        };
+        self.record(true);
         Ok((map_response(&body, spec.response.as_ref()), reply.status))
     }
 

@@ -271,13 +271,16 @@ impl TokenSource {
 }
 
 /// Renew at about 80% of the lifetime, less up to 10% of jitter, so many
-/// gateways do not all renew at the same instant.
+/// gateways do not all renew at the same instant. The token is taken to end
+/// a little before the server says (servers count whole seconds, and the
+/// response spent time in flight), so it is never sent stale.
 fn token_with_lifetime(value: String, lifetime: Duration) -> SystemToken {
     let now = Instant::now();
+    let margin = (lifetime / 10).min(Duration::from_secs(5));
     let jitter = lifetime.mul_f64(0.1 * jitter_fraction());
     SystemToken {
         value: SecretString::from(value),
-        expires_at: now + lifetime,
+        expires_at: now + lifetime - margin,
         refresh_at: now + lifetime.mul_f64(0.8) - jitter,
     }
 }

@@ -170,11 +170,14 @@ pub(crate) async fn access_token(
         ));
     }
     let scope = granted_scope(form.get("scope").or(query.get("scope")), &client.scopes)?;
-    let now = state.now();
     let ttl = state.config.access_token_ttl_secs;
-    let (token, _) = state
-        .access_tokens
-        .issue(&state.secrets, &client.client_id, &scope, now, ttl)?;
+    let (token, _) = state.access_tokens.issue(
+        &state.secrets,
+        &client.client_id,
+        &scope,
+        state.clock.unix_millis() as u64,
+        ttl,
+    )?;
     state.metrics.access_tokens_issued.inc();
     let body = AccessTokenResponse {
         token_type: "Bearer".into(),

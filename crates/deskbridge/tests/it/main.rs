@@ -4,4 +4,5 @@
 
 mod backend_cli;
 mod backend_http;
+mod gateway_flow;
 mod support;

@@ -38,11 +38,25 @@ impl TestBackend {
         Self::start_at(config, Arc::new(ManualClock::new(SystemTime::now()))).await
     }
 
-    pub async fn start_at(mut config: BackendConfig, clock: Arc<ManualClock>) -> Self {
+    pub async fn start_at(config: BackendConfig, clock: Arc<ManualClock>) -> Self {
+        Self::start_with(config, clock.clone(), clock).await
+    }
+
+    /// A backend on the wall clock, for tests of real token lifetimes.
+    pub async fn start_real_time(config: BackendConfig) -> Self {
+        let unused = Arc::new(ManualClock::new(SystemTime::now()));
+        Self::start_with(config, unused, Arc::new(backend::SystemClock)).await
+    }
+
+    async fn start_with(
+        mut config: BackendConfig,
+        clock: Arc<ManualClock>,
+        running_on: Arc<dyn backend::Clock>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         config.listen = listener.local_addr().unwrap();
         let data_dir = config.data_dir.clone();
-        let backend = Backend::open(config.clone(), clock.clone()).await.unwrap();
+        let backend = Backend::open(config.clone(), running_on).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = backend.clone();
         let task = tokio::spawn(async move {
@@ -152,4 +166,117 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
         "no description: {body}"
     );
     headers
+}
+
+/// The backend's Prometheus counter of issued access tokens.
+pub async fn tokens_issued(b: &TestBackend) -> u64 {
+    let text = client()
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("deskbridge_access_tokens_issued_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// The real gateway on a free port, in process.
+pub struct TestGateway {
+    pub url: String,
+    pub gateway: Arc<gateway::Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestGateway {
+    pub async fn start(config_toml: &str) -> Self {
+        let config = gateway::GatewayConfig::parse(config_toml).unwrap_or_else(|p| panic!("{p:?}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let gateway = gateway::Gateway::open(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = gateway.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            url,
+            gateway,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+pub const APP_KEY: &str = "web-app-key-for-tests-0123456789";
+
+/// A gateway configuration for one backend as connection "acme", with a
+/// web and an ios channel.
+pub fn gateway_toml(data_dir: &Path, b: &TestBackend, seed: &DemoSeed) -> String {
+    format!(
+        r#"
+[server]
+data_dir = "{data}"
+[[connections]]
+name = "acme"
+base_url = "{url}"
+timeout_ms = 2000
+customer_login_url = "{url}/customer_authenticate"
+[connections.system_auth]
+kind = "oauth2_client_credentials"
+token_url = "{url}/access_token"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+scope = "profile:read"
+[connections.api_key]
+value = "{api_key}"
+[connections.identity]
+mode = "jwt"
+jwks_url = "{url}/.well-known/jwks.json"
+issuer = "{issuer}"
+audience = "deskbridge"
+[[connections.actions]]
+name = "getprofile"
+path = "/getprofile"
+[[connections.actions]]
+name = "summary"
+path = "/getprofile"
+response = {{ name = "/name", tier = "/tier", first_account = "/accounts/0/id" }}
+[[channels]]
+name = "web"
+app_key = "{app_key}"
+allowed_origins = ["https://shop.example.com"]
+[[channels]]
+name = "ios"
+app_key = "{app_key}"
+"#,
+        data = data_dir.display(),
+        url = b.url,
+        client_id = seed.clients[0].client_id,
+        client_secret = seed.clients[0].client_secret,
+        api_key = seed.api_keys[0].key,
+        issuer = ISSUER,
+        app_key = APP_KEY,
+    )
 }

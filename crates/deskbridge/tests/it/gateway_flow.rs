@@ -1,0 +1,676 @@
+//! The gateway against the reference backend running as a separate server:
+//! the whole flow on real sockets, and a misbehaving company server.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    APP_KEY, TestBackend, TestGateway, client, config, gateway_toml, json as body_json, login, tokens_issued,
+};
+
+struct World {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    backend: TestBackend,
+    gateway: TestGateway,
+    seed: backend::admin::DemoSeed,
+    agent: String,
+}
+
+async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), real_time: bool) -> World {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = config(bdir.path());
+    edit(&mut cfg);
+    let backend = if real_time {
+        TestBackend::start_real_time(cfg).await
+    } else {
+        TestBackend::start(cfg).await
+    };
+    let seed = backend.seed().await;
+    let gateway = TestGateway::start(&gateway_toml(gdir.path(), &backend, &seed)).await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    World {
+        _dirs: (bdir, gdir),
+        backend,
+        gateway,
+        seed,
+        agent,
+    }
+}
+
+async fn world() -> World {
+    world_with(|_| {}, false).await
+}
+
+impl World {
+    async fn open_session(&self, body: Value) -> reqwest::Response {
+        client()
+            .post(self.gateway.url("/v1/sessions"))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn authenticate(&self, session: &str, jwt: &str) -> reqwest::Response {
+        client()
+            .post(self.gateway.url(&format!("/v1/sessions/{session}/authenticate")))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&json!({"auth": {"token": jwt}}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
+        client()
+            .post(
+                self.gateway
+                    .url(&format!("/v1/conversations/{conversation}/actions/{action}")),
+            )
+            .bearer_auth(&self.agent)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn customer_session(&self, user: usize, channel: &str) -> (Value, String) {
+        let u = &self.seed.users[user];
+        let jwt = login(&self.backend, &u.username, &u.password).await;
+        let r = self
+            .open_session(json!({"channel": channel, "connection": "acme", "auth": {"token": jwt}}))
+            .await;
+        assert_eq!(r.status(), 201);
+        (body_json(r).await, jwt)
+    }
+}
+
+async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) -> Value {
+    let got = r.status().as_u16();
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    let body = body_json(r).await;
+    assert_eq!(
+        (got, body["type"].as_str()),
+        (status, Some(format!("urn:deskbridge:problem:{slug}").as_str())),
+        "{body}"
+    );
+    assert_eq!(content_type, "application/problem+json");
+    body
+}
+
+/// Reads a session's SSE stream until an event of `kind` arrives.
+async fn next_event(
+    gateway: &TestGateway,
+    session: &str,
+    kind: &str,
+    trigger: impl std::future::Future<Output = ()>,
+) -> Value {
+    let mut stream = client()
+        .get(gateway.url(&format!("/v1/sessions/{session}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    trigger.await;
+    let wanted = format!("event: {kind}\n");
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let chunk = stream.chunk().await.unwrap().expect("the stream ended");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(at) = seen.find(&wanted) {
+                let data = seen[at..].lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} event; saw {seen:?}"))
+}
+
+#[tokio::test]
+async fn an_agent_fetches_the_profile_of_a_logged_in_customer() {
+    let w = world().await;
+    let (session, _) = w.customer_session(0, "web").await;
+    assert_eq!(session["authenticated"], true);
+    let conversation = session["conversation_id"].as_str().unwrap();
+
+    let r = w.action(conversation, "getprofile").await;
+    assert_eq!(r.status(), 200);
+    let body = body_json(r).await;
+    assert_eq!(body["data"]["name"], "Alice Martin");
+    assert_eq!(body["data"]["customer_id"], w.seed.users[0].customer_id.as_str());
+    assert_eq!(body["meta"]["status"], 200);
+    assert!(body["meta"]["latency_ms"].is_u64());
+
+    // A mapped action returns only the configured fields.
+    let body = body_json(w.action(conversation, "summary").await).await;
+    assert_eq!(
+        body["data"],
+        json!({"name": "Alice Martin", "tier": "gold", "first_account": "acc-1001"})
+    );
+
+    // The conversation shows the customer, never the token.
+    let r = client()
+        .get(w.gateway.url(&format!("/v1/conversations/{conversation}")))
+        .bearer_auth(&w.agent)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let detail: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(detail["customer_id"], w.seed.users[0].customer_id.as_str());
+    assert_eq!(detail["auth_state"], "valid");
+    assert!(!text.contains("eyJ"), "no token in a conversation view");
+
+    // Every action is audited with who asked (flushed at shutdown).
+    let admin = w.gateway.gateway.add_agent("root", "admin").await.unwrap();
+    w.gateway.gateway.flush_audit().await;
+    let audit = body_json(
+        client()
+            .get(w.gateway.url(&format!("/v1/audit?conversation={conversation}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let records = audit["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{audit}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["agent"] == "ana" && r["outcome"] == "ok" && r["status"] == 200)
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_web_chat_and_a_later_mobile_login_join_one_conversation() {
+    let w = world().await;
+    let r = w.open_session(json!({"channel": "web", "connection": "acme"})).await;
+    assert_eq!(r.status(), 201);
+    let anonymous = body_json(r).await;
+    assert_eq!(anonymous["authenticated"], false);
+    let web_session = anonymous["session_id"].as_str().unwrap();
+
+    // Later, the customer logs in on the mobile app.
+    let (mobile, jwt) = w.customer_session(1, "ios").await;
+    let conversation = mobile["conversation_id"].as_str().unwrap();
+    assert_ne!(anonymous["conversation_id"], mobile["conversation_id"]);
+
+    // The web chat logs in too: it moves into the customer's one conversation.
+    let r = w.authenticate(web_session, &jwt).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_json(r).await["conversation_id"], conversation);
+
+    let detail = body_json(
+        client()
+            .get(w.gateway.url(&format!("/v1/conversations/{conversation}")))
+            .bearer_auth(&w.agent)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(detail["channels"], json!(["ios", "web"]));
+    assert_eq!(detail["sessions"].as_array().unwrap().len(), 2);
+    // The anonymous conversation is gone, folded into the customer's.
+    let list = body_json(
+        client()
+            .get(w.gateway.url("/v1/conversations"))
+            .bearer_auth(&w.agent)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![conversation]);
+
+    // Another login of the same customer, any time later, lands in it too.
+    let (again, _) = w.customer_session(1, "web").await;
+    assert_eq!(again["conversation_id"], conversation);
+    let (other, _) = w.customer_session(2, "web").await;
+    assert_ne!(other["conversation_id"], conversation);
+}
+
+#[tokio::test]
+async fn an_expired_customer_token_asks_the_channel_for_a_fresh_one() {
+    let w = world_with(|c| c.customer_token_ttl_secs = 60, false).await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let (session_id, conversation) = (
+        session["session_id"].as_str().unwrap(),
+        session["conversation_id"].as_str().unwrap(),
+    );
+    assert_eq!(w.action(conversation, "getprofile").await.status(), 200);
+
+    // The company's clock moves past the token's expiry: it refuses the
+    // customer's token, the agent is told, and the channel gets an event.
+    let event = next_event(&w.gateway, session_id, "authentication_required", async {
+        w.backend.clock.advance(Duration::from_secs(61));
+        let r = w.action(conversation, "getprofile").await;
+        expect_problem(r, 409, "customer_auth_required").await;
+    })
+    .await;
+    assert_eq!(event["conversation_id"], conversation);
+    let state = body_json(
+        client()
+            .get(w.gateway.url(&format!("/v1/conversations/{conversation}")))
+            .bearer_auth(&w.agent)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(state["auth_state"], "expired");
+
+    // The page logs the customer in again and hands over the fresh token.
+    let alice = &w.seed.users[0];
+    let fresh = login(&w.backend, &alice.username, &alice.password).await;
+    assert_eq!(w.authenticate(session_id, &fresh).await.status(), 200);
+    let r = w.action(conversation, "getprofile").await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_stored_token_that_expires_emits_an_event_without_any_action() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let toml = gateway_toml(gdir.path(), &backend, &seed)
+        .replace("mode = \"jwt\"", "mode = \"opaque\"")
+        .replace(&format!("jwks_url = \"{}/.well-known/jwks.json\"\n", backend.url), "");
+    let gateway = TestGateway::start(&toml).await;
+    let customer = &seed.users[0].customer_id;
+    let r = client()
+        .post(gateway.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&json!({"channel": "ios", "connection": "acme", "customer_id": customer, "auth": {"token": "opaque-token", "expires_in": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let session = body_json(r).await;
+    let event = next_event(
+        &gateway,
+        session["session_id"].as_str().unwrap(),
+        "authentication_required",
+        async {},
+    )
+    .await;
+    assert_eq!(event["conversation_id"], session["conversation_id"]);
+}
+
+#[tokio::test]
+async fn concurrent_actions_on_a_cold_cache_fetch_one_token() {
+    let w = world().await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let conversation = session["conversation_id"].as_str().unwrap().to_string();
+    assert_eq!(tokens_issued(&w.backend).await, 0);
+    let calls = (0..200).map(|_| w.action(&conversation, "getprofile"));
+    let responses = futures_util::future::join_all(calls).await;
+    assert!(responses.iter().all(|r| r.status() == 200));
+    assert_eq!(
+        tokens_issued(&w.backend).await,
+        1,
+        "exactly one token for 200 concurrent calls"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_ahead_of_expiry_so_agents_never_see_a_401() {
+    let w = world_with(|c| c.access_token_ttl_secs = 3, true).await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let conversation = session["conversation_id"].as_str().unwrap().to_string();
+    let started = tokio::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let r = w.action(&conversation, "getprofile").await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let issued = tokens_issued(&w.backend).await;
+    assert!(calls > 100, "{calls}");
+    assert!(
+        (4..=8).contains(&issued),
+        "renewed about every 2.4 s, not per call: {issued}"
+    );
+    let metrics = client()
+        .get(w.backend.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("outcome=\"invalid_token\""),
+        "no call ever reached the backend with a stale token"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_system_token_is_purged_and_the_call_retried_once() {
+    let w = world().await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let conversation = session["conversation_id"].as_str().unwrap();
+    assert_eq!(w.action(conversation, "getprofile").await.status(), 200);
+    // Revocation cuts off tokens issued before now; the test clock must move.
+    w.backend.clock.advance(Duration::from_secs(1));
+    w.backend
+        .backend
+        .admin()
+        .revoke_client_tokens(&w.seed.clients[0].client_id)
+        .await
+        .unwrap();
+    let r = w.action(conversation, "getprofile").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(tokens_issued(&w.backend).await, 2);
+    let metrics = client()
+        .get(w.backend.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("deskbridge_profile_requests_total{outcome=\"invalid_token\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn channel_intake_checks_app_key_origin_identity_and_opacity() {
+    let w = world().await;
+    let alice = &w.seed.users[0];
+    let jwt = login(&w.backend, &alice.username, &alice.password).await;
+    let post = |key: &'static str, origin: Option<&'static str>, body: Value| {
+        let mut r = client()
+            .post(w.gateway.url("/v1/sessions"))
+            .header("x-deskbridge-app-key", key)
+            .json(&body);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let body = json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}});
+    expect_problem(
+        post("wrong-key", None, body.clone()).await.unwrap(),
+        401,
+        "invalid_app_key",
+    )
+    .await;
+    expect_problem(
+        post(APP_KEY, Some("https://evil.example"), body.clone()).await.unwrap(),
+        403,
+        "origin_not_allowed",
+    )
+    .await;
+    assert_eq!(
+        post(APP_KEY, Some("https://shop.example.com"), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let mismatch = json!({"channel": "web", "connection": "acme", "customer_id": w.seed.users[1].customer_id, "auth": {"token": jwt}});
+    expect_problem(post(APP_KEY, None, mismatch).await.unwrap(), 401, "identity_mismatch").await;
+    let forged = json!({"channel": "web", "connection": "acme", "auth": {"token": format!("{jwt}x")}});
+    expect_problem(
+        post(APP_KEY, None, forged).await.unwrap(),
+        401,
+        "invalid_customer_token",
+    )
+    .await;
+    let unknown = json!({"channel": "web", "connection": "nope"});
+    expect_problem(post(APP_KEY, None, unknown).await.unwrap(), 404, "unknown_connection").await;
+    let r = client()
+        .post(w.gateway.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 400, "invalid_request").await;
+
+    // An opaque connection refuses identifiers that carry PII.
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let toml = gateway_toml(gdir.path(), &backend, &seed).replace("mode = \"jwt\"", "mode = \"opaque\"");
+    let opaque = TestGateway::start(&toml).await;
+    for (id, status) in [
+        ("jane.doe@example.com", 422),
+        ("4111111111111111", 422),
+        ("short", 422),
+        (seed.users[0].customer_id.as_str(), 201),
+    ] {
+        let r = client()
+            .post(opaque.url("/v1/sessions"))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&json!({"channel": "web", "connection": "acme", "customer_id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn the_agent_api_requires_agents_and_admin_endpoints_require_admins() {
+    let w = world().await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let conversation = session["conversation_id"].as_str().unwrap();
+    let r = client().get(w.gateway.url("/v1/conversations")).send().await.unwrap();
+    expect_problem(r, 401, "unauthorized").await;
+    let r = client()
+        .get(w.gateway.url("/v1/conversations"))
+        .bearer_auth("dbg_wrong")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 401, "unauthorized").await;
+    for path in ["/v1/connections", "/v1/audit"] {
+        let r = client()
+            .get(w.gateway.url(path))
+            .bearer_auth(&w.agent)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(r, 403, "forbidden").await;
+    }
+    expect_problem(w.action(conversation, "deleteaccount").await, 404, "unknown_action").await;
+    expect_problem(w.action("cnv_nope", "getprofile").await, 404, "not_found").await;
+
+    let admin = w.gateway.gateway.add_agent("root", "admin").await.unwrap();
+    let r = client()
+        .get(w.gateway.url("/v1/connections"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"acme\""));
+    for secret in [&w.seed.clients[0].client_secret, &w.seed.api_keys[0].key] {
+        assert!(!text.contains(secret.as_str()), "no secret in the connection list");
+    }
+    let probe = body_json(
+        client()
+            .post(w.gateway.url("/v1/connections/acme/probe"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(probe["ok"], true, "{probe}");
+    assert_eq!(probe["steps"][0]["step"], "system_token");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            client().get(w.gateway.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+}
+
+/// A company server with one fault per path, and a port that resets every connection.
+async fn broken_company() -> (String, String) {
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "{}"
+            }),
+        )
+        .route(
+            "/fails",
+            post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"boom\"}") }),
+        )
+        .route(
+            "/garbage",
+            post(|| async { ([("content-type", "application/json")], "{not json") }),
+        )
+        .route(
+            "/customer401",
+            post(|| async {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "JWT realm=\"customer\"")],
+                    "{\"error\":\"customer_token_expired\"}",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_url = format!("http://{}", reset.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            if let Ok((socket, _)) = reset.accept().await {
+                // Linger 0 makes the close an RST: a reset, not a clean close.
+                #[allow(deprecated)]
+                let _ = socket.set_linger(Some(Duration::ZERO));
+                drop(socket);
+            }
+        }
+    });
+    (url, reset_url)
+}
+
+#[tokio::test]
+async fn a_misbehaving_company_server_gets_documented_problems_and_no_panic() {
+    let (url, reset_url) = broken_company().await;
+    let gdir = tempfile::tempdir().unwrap();
+    let actions: String = ["slow", "fails", "garbage", "customer401"]
+        .iter()
+        .map(|a| format!("[[connections.actions]]\nname = \"{a}\"\npath = \"/{a}\"\n"))
+        .collect();
+    let toml = format!(
+        r#"
+[server]
+data_dir = "{data}"
+[[connections]]
+name = "broken"
+base_url = "{url}"
+timeout_ms = 300
+[connections.system_auth]
+kind = "static_bearer"
+token = "static-token-for-tests"
+[connections.identity]
+mode = "opaque"
+[connections.breaker]
+failure_threshold = 4
+open_secs = 60
+{actions}
+[[connections]]
+name = "reset"
+base_url = "{reset_url}"
+[connections.system_auth]
+kind = "none"
+[connections.identity]
+mode = "opaque"
+[[connections.actions]]
+name = "any"
+path = "/any"
+[[channels]]
+name = "web"
+app_key = "{APP_KEY}"
+"#,
+        data = gdir.path().display()
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let open = |connection: &'static str| {
+        client()
+            .post(gateway.url("/v1/sessions"))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&json!({"channel": "web", "connection": connection, "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
+            .send()
+    };
+    let conversation = body_json(open("broken").await.unwrap()).await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let act = |action: &'static str, conversation: String| {
+        client()
+            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/{action}")))
+            .bearer_auth(&agent)
+            .send()
+    };
+    expect_problem(
+        act("customer401", conversation.clone()).await.unwrap(),
+        409,
+        "customer_auth_required",
+    )
+    .await;
+    // The customer's token is now marked rejected; hand over a fresh one.
+    let conversation = body_json(open("broken").await.unwrap()).await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_problem(act("slow", conversation.clone()).await.unwrap(), 504, "backend_timeout").await;
+    let body = expect_problem(act("fails", conversation.clone()).await.unwrap(), 502, "backend_error").await;
+    assert_eq!(body["backend_status"], 500);
+    expect_problem(
+        act("garbage", conversation.clone()).await.unwrap(),
+        502,
+        "backend_error",
+    )
+    .await;
+    // Four failures in a row: the breaker opens and calls fail fast.
+    expect_problem(act("fails", conversation.clone()).await.unwrap(), 502, "backend_error").await;
+    expect_problem(act("fails", conversation.clone()).await.unwrap(), 503, "circuit_open").await;
+
+    let reset_conversation = body_json(open("reset").await.unwrap()).await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_problem(act("any", reset_conversation).await.unwrap(), 502, "backend_error").await;
+    let metrics = client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("deskbridge_gateway_breaker_open{connection=\"broken\"} 1"),
+        "{metrics}"
+    );
+    gateway.stop().await;
+}
