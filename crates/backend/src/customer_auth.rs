@@ -112,20 +112,20 @@ impl State {
         Ok(claims.sub)
     }
 
-    /// The customer id of a live session cookie.
-    pub(crate) async fn verify_session(&self, session: &str) -> Result<String, CustomerAuthError> {
+    /// The customer id of a live session cookie. A store failure is an
+    /// error of ours, never reported as the customer's expired login.
+    pub(crate) async fn verify_session(
+        &self,
+        session: &str,
+    ) -> Result<Result<String, CustomerAuthError>, crate::BackendError> {
         if session.len() > 256 {
-            return Err(CustomerAuthError::Invalid("the session cookie is not valid"));
+            return Ok(Err(CustomerAuthError::Invalid("the session cookie is not valid")));
         }
         let digest = self.secrets.digest(Purpose::Session, session.as_bytes());
-        match self.store.session(&digest).await {
-            Ok(Some((customer_id, expires_at))) if expires_at > self.now() as i64 => Ok(customer_id),
-            Ok(Some(_)) => Err(CustomerAuthError::Expired),
-            Ok(None) => Err(CustomerAuthError::Invalid("the session is unknown or was logged out")),
-            Err(e) => {
-                tracing::error!(error = %e, "session lookup failed");
-                Err(CustomerAuthError::Invalid("the session could not be checked"))
-            }
-        }
+        Ok(match self.store.session(&digest).await? {
+            Some((customer_id, expires_at)) if expires_at > self.now() as i64 => Ok(customer_id),
+            Some(_) => Err(CustomerAuthError::Expired),
+            None => Err(CustomerAuthError::Invalid("the session is unknown or was logged out")),
+        })
     }
 }

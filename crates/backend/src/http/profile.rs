@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use contract::{ApiErrorCode, CustomerAuthBody, Profile, headers as h};
 
 use super::oauth::REALM;
@@ -26,14 +27,16 @@ pub(crate) async fn get_profile(
     Extract(state): Extract<Arc<State>>,
     headers: HeaderMap,
     Body(body): Body,
-) -> Result<Json<Profile>, HttpError> {
+) -> Result<Response, HttpError> {
     let result = authorize_and_load(&state, &headers, &body).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err((code, _)) => code,
     };
     state.metrics.profile_requests.get_or_create(&Outcome { outcome }).inc();
-    result.map(Json).map_err(|(_, e)| e)
+    let profile = result.map_err(|(_, e)| e)?;
+    // Personal data: no cache anywhere on the way may keep it.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(profile)).into_response())
 }
 
 type Failure = (&'static str, HttpError);
@@ -176,7 +179,11 @@ async fn customer_identity(state: &State, headers: &HeaderMap, body: &[u8]) -> R
         return state.verify_customer_jwt(token).map_err(customer_failure);
     }
     if let Some(session) = cookie(headers, &state.config.cookie_name) {
-        return state.verify_session(session).await.map_err(customer_failure);
+        return state
+            .verify_session(session)
+            .await
+            .map_err(|e| ("internal", e.into()))?
+            .map_err(customer_failure);
     }
     if !body.iter().all(u8::is_ascii_whitespace) {
         if !has_content_type(headers, "application/json") {

@@ -398,6 +398,11 @@ async fn getprofile_returns_the_profile_with_all_three_credentials() {
 
     let r = get_profile(&b, Some(&token), Some(key), Some(&jwt)).await;
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-store",
+        "personal data is never cached"
+    );
     let profile = body_json(r).await;
     assert_eq!(profile["customer_id"], chen.customer_id.as_str());
     assert_eq!(profile["name"], "Chen Wei");
