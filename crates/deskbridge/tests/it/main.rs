@@ -4,5 +4,6 @@
 
 mod backend_cli;
 mod backend_http;
+mod gateway_cli;
 mod gateway_flow;
 mod support;
