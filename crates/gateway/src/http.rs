@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,11 +27,32 @@ type Shared = Arc<Gateway>;
 
 pub const APP_KEY_HEADER: &str = "x-deskbridge-app-key";
 
+/// Browsers may call the channel endpoints from the origins the channels
+/// list; the handlers still check each channel's own list.
+fn channel_cors(gateway: &Gateway) -> tower_http::cors::CorsLayer {
+    let origins: Vec<HeaderValue> = gateway
+        .channels
+        .values()
+        .flat_map(|(c, _)| c.allowed_origins.iter())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([header::CONTENT_TYPE, HeaderName::from_static(APP_KEY_HEADER)])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 pub(crate) fn router(gateway: Shared) -> Router {
-    Router::new()
+    // The channel routes carry their own 405 answer inside the CORS layer,
+    // so a browser's preflight meets CORS before any method check.
+    let channel = Router::new()
         .route("/v1/sessions", post(open_session))
         .route("/v1/sessions/{id}/authenticate", post(authenticate_session))
         .route("/v1/sessions/{id}/events", get(session_events))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(channel_cors(&gateway));
+    Router::new()
         .route("/v1/conversations", get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation))
         .route("/v1/conversations/{id}/actions/{action}", post(run_action))
@@ -42,15 +63,18 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not accept that method",
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(channel)
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(gateway)
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
 }
 
 /// An RFC 9457 problem. `detail` never carries a token or secret.

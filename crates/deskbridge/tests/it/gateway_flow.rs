@@ -415,13 +415,37 @@ async fn channel_intake_checks_app_key_origin_identity_and_opacity() {
         "origin_not_allowed",
     )
     .await;
+    let allowed = post(APP_KEY, Some("https://shop.example.com"), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 201);
     assert_eq!(
-        post(APP_KEY, Some("https://shop.example.com"), body.clone())
-            .await
-            .unwrap()
-            .status(),
-        201
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
     );
+    // A browser's preflight from an allowed origin may send the app key; others get no CORS grant.
+    for (origin, granted) in [("https://shop.example.com", true), ("https://evil.example", false)] {
+        let r = client()
+            .request(reqwest::Method::OPTIONS, w.gateway.url("/v1/sessions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-deskbridge-app-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers().get("access-control-allow-origin").is_some(),
+            granted,
+            "{origin}"
+        );
+        if granted {
+            let headers = r.headers()["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(headers.contains("x-deskbridge-app-key"), "{headers}");
+        }
+    }
     let mismatch = json!({"channel": "web", "connection": "acme", "customer_id": w.seed.users[1].customer_id, "auth": {"token": jwt}});
     expect_problem(post(APP_KEY, None, mismatch).await.unwrap(), 401, "identity_mismatch").await;
     let forged = json!({"channel": "web", "connection": "acme", "auth": {"token": format!("{jwt}x")}});
