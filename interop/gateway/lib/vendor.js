@@ -1,5 +1,5 @@
-// A vendor-style token endpoint, as in the vendor's published example (see
-// ../../shared/CONTRACT.md §3): `grant_type` only in the query string, the
+// A vendor-style token endpoint, as in the vendor's published example (the
+// contract, CONTRACT.md §3): `grant_type` only in the query string, the
 // client credentials only in the form body, and a response whose `expires_in`
 // is a string and whose `scope` is "client_credentials". Plus the vendor's
 // API, which accepts only tokens this endpoint issued and that have not expired.
