@@ -1,6 +1,8 @@
 //! The gateway's HTTP API: channel intake (app key), the agent API (agent
 //! token), admin endpoints, and operations. Failures are RFC 9457
-//! `application/problem+json` with a stable `type` per failure.
+//! `application/problem+json` with a stable `type` per failure. `GET
+//! /openapi.json` serves the OpenAPI 3.1 document generated from the
+//! handlers' annotations below ([`ApiDoc`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,18 +16,73 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::connector::ActionError;
+use crate::store::{AuditRecord, ConversationSummary, EventRow, SessionRow};
 use crate::{CustomerHandoff, Gateway, IntakeError, agent_token_digest};
 
 type Shared = Arc<Gateway>;
 
 pub const APP_KEY_HEADER: &str = "x-deskbridge-app-key";
+
+const PROBLEM: &str = "application/problem+json";
+
+/// The OpenAPI document of this API, generated from the `#[utoipa::path]`
+/// annotations on the handlers and the `ToSchema` types they use.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "deskbridge gateway",
+        description = "Channel intake (app key), the agent API (agent token), admin endpoints and operations. \
+                       Failures are RFC 9457 `application/problem+json` with a stable `type` per failure."
+    ),
+    paths(
+        open_session,
+        authenticate_session,
+        session_events,
+        list_conversations,
+        get_conversation,
+        run_action,
+        list_connections,
+        probe_connection,
+        list_audit,
+        healthz,
+        ready,
+        metrics,
+        openapi,
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "channel", description = "Customer sessions, opened by a channel with its app key"),
+        (name = "agent", description = "Conversations and actions, for agents"),
+        (name = "admin", description = "Connections and the audit log, for agents with the admin role"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "agent_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "app_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(APP_KEY_HEADER))),
+        );
+    }
+}
 
 /// Browsers may call the channel endpoints from the origins the channels
 /// list; the handlers still check each channel's own list.
@@ -59,9 +116,10 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/v1/connections", get(list_connections))
         .route("/v1/connections/{name}/probe", post(probe_connection))
         .route("/v1/audit", get(list_audit))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(method_not_allowed)
         .merge(channel)
@@ -83,7 +141,32 @@ pub struct Problem {
     status: StatusCode,
     slug: &'static str,
     detail: String,
-    extra: Option<Value>,
+    /// The company API's status and error, on `backend_error`.
+    backend: Option<(u16, String)>,
+}
+
+/// An RFC 9457 problem, as sent: `application/problem+json`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+struct ProblemBody {
+    /// `urn:deskbridge:problem:<slug>`, stable per failure.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:deskbridge:problem:customer_auth_required")]
+    kind: String,
+    /// The slug in words.
+    #[schema(example = "customer auth required")]
+    title: String,
+    /// The HTTP status.
+    #[schema(example = 409)]
+    status: u16,
+    /// What went wrong, for people; never a token or secret.
+    detail: String,
+    /// On `backend_error`: the status the company's API answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_status: Option<u16>,
+    /// On `backend_error`: the error the company's API gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_error: Option<String>,
 }
 
 impl Problem {
@@ -92,7 +175,7 @@ impl Problem {
             status,
             slug,
             detail: detail.into(),
-            extra: None,
+            backend: None,
         }
     }
 
@@ -108,20 +191,19 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": format!("urn:deskbridge:problem:{}", self.slug),
-            "title": self.slug.replace('_', " "),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extra, &mut body) {
-            map.extend(extra);
-        }
+        let (backend_status, backend_error) = self.backend.unzip();
+        let body = ProblemBody {
+            kind: format!("urn:deskbridge:problem:{}", self.slug),
+            title: self.slug.replace('_', " "),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            backend_status,
+            backend_error,
+        };
         let mut response = (self.status, Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM));
         response
     }
 }
@@ -174,27 +256,43 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     }
 }
 
-#[derive(Deserialize)]
+/// What the channel knows of the customer's login at the company.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuthHandoff {
+    /// The customer's token from the company (e.g. its JWT).
     token: Option<String>,
+    /// Seconds the token stays valid, for an opaque token.
     expires_in: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OpenSession {
+    /// The channel, whose app key is in `x-deskbridge-app-key`.
     channel: String,
+    /// The company connection the conversation is about.
     connection: String,
+    /// The customer's identifier, for an opaque connection.
     customer_id: Option<String>,
     auth: Option<AuthHandoff>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Authenticate {
+    /// The customer's identifier, for an opaque connection.
     customer_id: Option<String>,
     auth: Option<AuthHandoff>,
+}
+
+/// A session and the conversation it belongs to.
+#[derive(Serialize, ToSchema)]
+struct SessionOpened {
+    session_id: String,
+    conversation_id: String,
+    /// Whether the customer's identity is established.
+    authenticated: bool,
 }
 
 fn handoff(customer_id: Option<String>, auth: Option<AuthHandoff>) -> CustomerHandoff {
@@ -235,6 +333,26 @@ fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> R
     Ok(())
 }
 
+/// Opens a customer session for a channel.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "channel",
+    request_body = OpenSession,
+    security(("app_key" = [])),
+    responses(
+        (status = 201, description = "The session is open", body = SessionOpened),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
+        (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`identity_provider_unavailable`: the company's keys could not be fetched", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn open_session(
     State(g): State<Shared>,
     headers: HeaderMap,
@@ -246,29 +364,71 @@ async fn open_session(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"session_id": session_id, "conversation_id": conversation_id, "authenticated": authenticated})),
+        Json(SessionOpened {
+            session_id,
+            conversation_id,
+            authenticated,
+        }),
     )
         .into_response())
 }
 
+/// Authenticates the customer of an open session.
+///
+/// An anonymous session's history moves into the customer's conversation.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/authenticate",
+    tag = "channel",
+    params(("id", description = "The session id")),
+    request_body = Authenticate,
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The session is authenticated", body = SessionOpened),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_session` or `unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
+        (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`identity_provider_unavailable`: the company's keys could not be fetched", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn authenticate_session(
     State(g): State<Shared>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(body): Body<Authenticate>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<SessionOpened>, Problem> {
     let (_, channel, _, _) = g.store.session(&id).await?.ok_or(IntakeError::UnknownSession)?;
     authorize_channel(&g, &channel, &headers)?;
     let conversation_id = g
         .authenticate_session(&id, handoff(body.customer_id, body.auth))
         .await?;
-    Ok(Json(
-        json!({"session_id": id, "conversation_id": conversation_id, "authenticated": true}),
-    ))
+    Ok(Json(SessionOpened {
+        session_id: id,
+        conversation_id,
+        authenticated: true,
+    }))
 }
 
 /// Server-Sent Events for one session. The session id (256 random bits) is
 /// the capability: browsers' EventSource cannot send headers.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/events",
+    tag = "channel",
+    params(("id", description = "The session id; it is the credential")),
+    responses(
+        (status = 200, description = "An event stream: each event is named by its `kind` \
+            (e.g. `authenticated`, `authentication_required`) and its data is \
+            `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "`unknown_session`", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn session_events(
     State(g): State<Shared>,
     Path(id): Path<String>,
@@ -333,17 +493,62 @@ async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
     Ok(name)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct Page {
+    /// At most this many (1 to 200, default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// A conversation with the state of its customer's token.
+#[derive(Serialize, ToSchema)]
+struct ConversationItem {
+    #[serde(flatten)]
+    summary: ConversationSummary,
+    /// `none`, `valid` or `expired`.
+    #[schema(value_type = String, example = "valid")]
+    auth_state: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ConversationList {
+    conversations: Vec<ConversationItem>,
+    /// The cursor of the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// A conversation with its sessions and events.
+#[derive(Serialize, ToSchema)]
+struct ConversationDetail {
+    #[serde(flatten)]
+    summary: ConversationSummary,
+    /// `none`, `valid` or `expired`.
+    #[schema(value_type = String, example = "valid")]
+    auth_state: &'static str,
+    sessions: Vec<SessionRow>,
+    events: Vec<EventRow>,
+}
+
+/// Conversations, most recently active first.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "agent",
+    params(Page),
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "A page of conversations", body = ConversationList),
+        (status = 400, description = "`invalid_request`: the cursor is not valid", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn list_conversations(
     State(g): State<Shared>,
     headers: HeaderMap,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<ConversationList>, Problem> {
     agent(&g, &headers).await?;
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let before = match page.cursor {
@@ -360,21 +565,35 @@ async fn list_conversations(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| format!("{}:{}", r.last_activity_at, r.id)))
         .flatten();
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        let auth_state = g.auth_state(&row.id).await?;
-        let mut item = serde_json::to_value(&row).map_err(Problem::internal)?;
-        item["auth_state"] = json!(auth_state);
-        items.push(item);
+    let mut conversations = Vec::with_capacity(rows.len());
+    for summary in rows {
+        let auth_state = g.auth_state(&summary.id).await?;
+        conversations.push(ConversationItem { summary, auth_state });
     }
-    Ok(Json(json!({"conversations": items, "next_cursor": next})))
+    Ok(Json(ConversationList {
+        conversations,
+        next_cursor: next,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "agent",
+    params(("id", description = "The conversation id")),
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationDetail),
+        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such conversation", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn get_conversation(
     State(g): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<ConversationDetail>, Problem> {
     agent(&g, &headers).await?;
     let (summary, sessions, events) = g
         .store
@@ -382,11 +601,12 @@ async fn get_conversation(
         .await?
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not_found", "no such conversation"))?;
     let auth_state = g.auth_state(&id).await?;
-    let mut body = serde_json::to_value(&summary).map_err(Problem::internal)?;
-    body["auth_state"] = json!(auth_state);
-    body["sessions"] = serde_json::to_value(&sessions).map_err(Problem::internal)?;
-    body["events"] = serde_json::to_value(&events).map_err(Problem::internal)?;
-    Ok(Json(body))
+    Ok(Json(ConversationDetail {
+        summary,
+        auth_state,
+        sessions,
+        events,
+    }))
 }
 
 fn action_problem(e: &ActionError) -> Problem {
@@ -403,16 +623,55 @@ fn action_problem(e: &ActionError) -> Problem {
     };
     let mut problem = Problem::new(status, slug, e.to_string());
     if let ActionError::Backend { status, detail } = e {
-        problem.extra = Some(json!({"backend_status": status, "backend_error": detail}));
+        problem.backend = Some((*status, detail.clone()));
     }
     problem
 }
 
+/// What an action returned.
+#[derive(Serialize, ToSchema)]
+struct ActionOutcome {
+    /// The company's answer, or the fields the action maps out of it.
+    data: Value,
+    meta: ActionMeta,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ActionMeta {
+    /// The status the company's API answered.
+    status: u16,
+    latency_ms: u64,
+    cached: bool,
+}
+
+/// Runs an action of the conversation's connection.
+///
+/// Calls the company's API with the conversation's customer token; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/actions/{action}",
+    tag = "agent",
+    params(
+        ("id", description = "The conversation id"),
+        ("action", description = "The action's name in the connection's config"),
+    ),
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The company's answer", body = ActionOutcome),
+        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`customer_auth_required`: the customer must authenticate again", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`token_endpoint_error` (unreachable) or `circuit_open`", body = ProblemBody, content_type = PROBLEM),
+        (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn run_action(
     State(g): State<Shared>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<ActionOutcome>, Problem> {
     let (agent_name, _) = agent(&g, &headers).await?;
     let (summary, _, _) = g
         .store
@@ -423,13 +682,52 @@ async fn run_action(
         .run_action(&agent_name, &id, &summary.connection, &action)
         .await
         .map_err(|e| action_problem(&e))?;
-    Ok(Json(json!({
-        "data": result.data,
-        "meta": {"status": result.status, "latency_ms": result.latency_ms, "cached": false},
-    })))
+    Ok(Json(ActionOutcome {
+        data: result.data,
+        meta: ActionMeta {
+            status: result.status,
+            latency_ms: result.latency_ms,
+            cached: false,
+        },
+    }))
 }
 
-async fn list_connections(State(g): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, Problem> {
+#[derive(Serialize, ToSchema)]
+struct ConnectionList {
+    /// By name: `{name, base_url, timeout_ms, system_auth: {kind, ...},
+    /// api_key_header, customer_auth: {in, name}, actions: [{name, method, path}]}`;
+    /// never a secret.
+    connections: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ProbeReport {
+    connection: String,
+    /// Whether every step succeeded.
+    ok: bool,
+    /// Each step: `{step, ok, ...}`.
+    steps: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AuditList {
+    records: Vec<AuditRecord>,
+}
+
+/// The configured connections.
+#[utoipa::path(
+    get,
+    path = "/v1/connections",
+    tag = "admin",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The connections", body = ConnectionList),
+        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+async fn list_connections(State(g): State<Shared>, headers: HeaderMap) -> Result<Json<ConnectionList>, Problem> {
     admin(&g, &headers).await?;
     let mut list: Vec<Value> = g
         .connections
@@ -453,14 +751,29 @@ async fn list_connections(State(g): State<Shared>, headers: HeaderMap) -> Result
         })
         .collect();
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(json!({"connections": list})))
+    Ok(Json(ConnectionList { connections: list }))
 }
 
+/// Probes a connection step by step: system token, then the company's API.
+#[utoipa::path(
+    post,
+    path = "/v1/connections/{name}/probe",
+    tag = "admin",
+    params(("name", description = "The connection's name")),
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The probe ran; `ok` says whether it passed", body = ProbeReport),
+        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn probe_connection(
     State(g): State<Shared>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<ProbeReport>, Problem> {
     admin(&g, &headers).await?;
     let connection = g
         .connections
@@ -468,21 +781,42 @@ async fn probe_connection(
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown_connection", "no such connection"))?;
     let steps = connection.probe().await;
     let ok = steps.iter().all(|s| s["ok"] == json!(true));
-    Ok(Json(json!({"connection": name, "ok": ok, "steps": steps})))
+    Ok(Json(ProbeReport {
+        connection: name,
+        ok,
+        steps,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct AuditQuery {
+    /// Only this agent's actions.
     agent: Option<String>,
+    /// Only actions in this conversation.
     conversation: Option<String>,
+    /// At most this many (1 to 1000, default 100).
     limit: Option<i64>,
 }
 
+/// The audit log of actions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "admin",
+    params(AuditQuery),
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "Audit records", body = AuditList),
+        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn list_audit(
     State(g): State<Shared>,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<AuditList>, Problem> {
     admin(&g, &headers).await?;
     let records = g
         .store
@@ -492,12 +826,39 @@ async fn list_audit(
             q.limit.unwrap_or(100).clamp(1, 1000),
         )
         .await?;
-    Ok(Json(json!({"records": records})))
+    Ok(Json(AuditList { records }))
 }
 
+#[derive(Serialize, ToSchema)]
+struct Status {
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Status))
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Readiness: the store is reachable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Status),
+        (status = 503, description = "`not_ready`: the store is not reachable", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
 async fn ready(State(g): State<Shared>) -> Response {
     if g.store.ping().await {
-        Json(json!({"status": "ready"})).into_response()
+        Json(Status { status: "ready" }).into_response()
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -508,6 +869,13 @@ async fn ready(State(g): State<Shared>) -> Response {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
+)]
 async fn metrics(State(g): State<Shared>) -> Response {
     let mut response = g.metrics.render().into_response();
     response.headers_mut().insert(
@@ -515,4 +883,15 @@ async fn metrics(State(g): State<Shared>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+)]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use utoipa::ToSchema;
 
 use crate::GatewayError;
 
@@ -15,7 +16,7 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ConversationSummary {
     pub id: String,
     pub connection: String,
@@ -25,7 +26,7 @@ pub struct ConversationSummary {
     pub channels: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SessionRow {
     pub id: String,
     pub channel: String,
@@ -33,7 +34,7 @@ pub struct SessionRow {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventRow {
     pub kind: String,
     pub session_id: Option<String>,
@@ -46,7 +47,7 @@ pub struct StoredToken {
     pub rejected: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuditRecord {
     pub at: i64,
     pub agent: String,

@@ -698,3 +698,66 @@ app_key = "{APP_KEY}"
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn the_gateway_serves_its_openapi_document() {
+    let w = world().await;
+    let r = client().get(w.gateway.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc = body_json(r).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+
+    // Every route the router serves under /v1, with its method.
+    let routes = [
+        ("post", "/v1/sessions"),
+        ("post", "/v1/sessions/{id}/authenticate"),
+        ("get", "/v1/sessions/{id}/events"),
+        ("get", "/v1/conversations"),
+        ("get", "/v1/conversations/{id}"),
+        ("post", "/v1/conversations/{id}/actions/{action}"),
+        ("get", "/v1/connections"),
+        ("post", "/v1/connections/{name}/probe"),
+        ("get", "/v1/audit"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in routes {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not documented"
+        );
+    }
+    let documented: Vec<&String> = paths.keys().filter(|p| p.starts_with("/v1")).collect();
+    assert_eq!(documented.len(), routes.len(), "{documented:?}");
+    // And the router serves what the document says (no 404 fallback, no 405).
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let url = w.gateway.url(&path.replace(['{', '}'], ""));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = client().request(method.clone(), url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert!(
+                status != 405 && !text.contains("no such endpoint"),
+                "{method} {path}: {status} {text}"
+            );
+        }
+    }
+
+    let action = &paths["/v1/conversations/{id}/actions/{action}"]["post"];
+    for status in ["409", "502"] {
+        let response = &action["responses"][status];
+        assert!(
+            response["content"]["application/problem+json"].is_object(),
+            "{status}: {response}"
+        );
+    }
+    assert_eq!(action["security"], json!([{"agent_token": []}]));
+    assert_eq!(paths["/v1/sessions"]["post"]["security"], json!([{"app_key": []}]));
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["agent_token"]["scheme"], "bearer");
+    assert_eq!(schemes["app_key"]["name"], "x-deskbridge-app-key");
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail"] {
+        assert!(problem[field].is_object(), "Problem.{field}: {problem}");
+    }
+}
