@@ -167,6 +167,13 @@ impl Connection {
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
         let mut bearer = self.tokens.get().await?;
         let mut reply = self.send(spec, bearer.as_ref(), customer_token).await;
+        if spec.method == "GET" && matches!(reply, Err(ActionError::Unreachable(_))) {
+            // Only a safe method is retried, once, after a jittered pause;
+            // a POST may have reached the company, so it is never repeated.
+            let pause = 50 + u64::from(crate::vault::random::<1>().map_or(0, |b| b[0])) * 100 / 255;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            reply = self.send(spec, bearer.as_ref(), customer_token).await;
+        }
         if let Ok(r) = &reply
             && r.bearer_rejected
             && let Some(rejected) = &bearer
@@ -330,7 +337,7 @@ impl Connection {
     pub async fn probe(&self) -> Vec<Value> {
         let mut steps = Vec::new();
         let started = Instant::now();
-        let token = self.tokens.get().await;
+        let token = self.tokens.fetch_now().await;
         steps.push(serde_json::json!({
             "step": "system_token",
             "ok": token.is_ok(),

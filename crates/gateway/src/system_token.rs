@@ -140,6 +140,26 @@ impl TokenSource {
         self.fetch().await
     }
 
+    /// Fetches a new token now, bypassing the cache (which it then refreshes):
+    /// what a probe needs, since a cached token hides a rotated secret or a
+    /// token endpoint that is down.
+    pub async fn fetch_now(&self) -> Result<(), TokenError> {
+        match &self.config {
+            SystemAuthConfig::Oauth2ClientCredentials { .. } => {
+                let _guard = self.fetching.lock().await;
+                // The backoff still holds: probes must not hammer a failing endpoint.
+                let backoff = self.lock().retry_after.clone();
+                if let Some((until, error)) = backoff
+                    && Instant::now() < until
+                {
+                    return Err(error);
+                }
+                self.fetch().await.map(|_| ())
+            }
+            SystemAuthConfig::StaticBearer { .. } | SystemAuthConfig::None => Ok(()),
+        }
+    }
+
     /// Forgets `rejected` if it is still the cached token, so the next call
     /// fetches a new one (after the company answered 401 invalid_token).
     pub fn purge(&self, rejected: &SecretString) {

@@ -1,6 +1,8 @@
 //! The gateway against the reference backend running as a separate server:
 //! the whole flow on real sockets, and a misbehaving company server.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -549,7 +551,7 @@ async fn the_agent_api_requires_agents_and_admin_endpoints_require_admins() {
 }
 
 /// A company server with one fault per path, and a port that resets every connection.
-async fn broken_company() -> (String, String) {
+async fn broken_company() -> (String, String, Arc<AtomicUsize>) {
     use axum::routing::post;
     let app = axum::Router::new()
         .route(
@@ -582,9 +584,12 @@ async fn broken_company() -> (String, String) {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let reset_url = format!("http://{}", reset.local_addr().unwrap());
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counted = resets.clone();
     tokio::spawn(async move {
         loop {
             if let Ok((socket, _)) = reset.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
                 // Linger 0 makes the close an RST: a reset, not a clean close.
                 #[allow(deprecated)]
                 let _ = socket.set_linger(Some(Duration::ZERO));
@@ -592,12 +597,12 @@ async fn broken_company() -> (String, String) {
             }
         }
     });
-    (url, reset_url)
+    (url, reset_url, resets)
 }
 
 #[tokio::test]
 async fn a_misbehaving_company_server_gets_documented_problems_and_no_panic() {
-    let (url, reset_url) = broken_company().await;
+    let (url, reset_url, resets) = broken_company().await;
     let gdir = tempfile::tempdir().unwrap();
     let actions: String = ["slow", "fails", "garbage", "customer401"]
         .iter()
@@ -629,6 +634,10 @@ kind = "none"
 mode = "opaque"
 [[connections.actions]]
 name = "any"
+path = "/any"
+[[connections.actions]]
+name = "anyget"
+method = "GET"
 path = "/any"
 [[channels]]
 name = "web"
@@ -683,7 +692,15 @@ app_key = "{APP_KEY}"
         .as_str()
         .unwrap()
         .to_string();
-    expect_problem(act("any", reset_conversation).await.unwrap(), 502, "backend_error").await;
+    expect_problem(
+        act("any", reset_conversation.clone()).await.unwrap(),
+        502,
+        "backend_error",
+    )
+    .await;
+    // A GET is retried once (safe), a POST never: the reset server saw 3 connections.
+    expect_problem(act("anyget", reset_conversation).await.unwrap(), 502, "backend_error").await;
+    assert_eq!(resets.load(Ordering::SeqCst), 3);
     let metrics = client()
         .get(gateway.url("/metrics"))
         .send()
