@@ -16,20 +16,20 @@ pub struct Admin {
 }
 
 /// A created OAuth client; the secret is shown once and stored only as a digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct NewClient {
     pub client_id: String,
     pub client_secret: String,
     pub scopes: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct NewApiKey {
     pub key: String,
     pub apis: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct DemoUser {
     pub username: String,
     pub password: String,
@@ -37,7 +37,7 @@ pub struct DemoUser {
 }
 
 /// What `seed-demo` prints: everything a tester needs to call the APIs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct DemoSeed {
     pub users: Vec<DemoUser>,
     pub clients: Vec<NewClient>,
@@ -198,6 +198,11 @@ impl Admin {
             api_keys: vec![self.add_api_key(&["getprofile".to_string()]).await?],
         })
     }
+}
+
+/// A fresh 256-bit random secret, base64url, for demo wiring.
+pub fn random_secret() -> Result<String, BackendError> {
+    random_token("")
 }
 
 fn validate_username(username: &str) -> Result<(), BackendError> {

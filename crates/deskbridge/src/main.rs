@@ -2,6 +2,7 @@
 //! lives in the library crates.
 
 mod backend_cmd;
+mod demo_cmd;
 mod gateway_cmd;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// The reference company backend: customer login, OAuth 2.0 client
     /// credentials, and the profile API.
+    /// Everything on one machine: backend and gateway with demo data.
+    Demo(demo_cmd::DemoArgs),
     Backend(backend_cmd::BackendArgs),
     /// The gateway: channel intake, agent API, calls to company backends.
     Serve(gateway_cmd::ServeArgs),
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo_cmd::run(args).await,
             Command::Backend(args) => backend_cmd::run(args).await,
             Command::Serve(args) => gateway_cmd::serve(args).await,
             Command::Config(command) => gateway_cmd::config(command),

@@ -1,0 +1,236 @@
+//! `deskbridge demo`: the reference backend and the gateway in one process,
+//! with demo customers, a client, an API key, a web channel and an agent,
+//! and a printed walk through the whole flow.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use backend::admin::DemoSeed;
+use backend::{Backend, BackendConfig, SystemClock};
+use clap::Args;
+use gateway::{Gateway, GatewayConfig};
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Where the demo keeps its data; a second start reuses it.
+    #[arg(long, default_value = "./deskbridge-demo")]
+    data_dir: PathBuf,
+    /// The reference backend's address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    backend_listen: SocketAddr,
+    /// The gateway's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway_listen: SocketAddr,
+}
+
+/// A file readable by its owner only, written once.
+fn private_file(path: &Path, contents: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return Ok(existing);
+    }
+    let text = contents()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(text)
+}
+
+fn gateway_toml(dir: &Path, backend_url: &str, seed: &DemoSeed, secrets: &Path) -> String {
+    let file = |name: &str| secrets.join(name).display().to_string();
+    format!(
+        r#"# Written by `deskbridge demo`; copy it as a starting point.
+[server]
+data_dir = "{data}"
+
+[[connections]]
+name = "acme"
+base_url = "{backend_url}"
+timeout_ms = 2000
+customer_login_url = "{backend_url}/customer_authenticate"
+
+[connections.system_auth]
+kind = "oauth2_client_credentials"
+token_url = "{backend_url}/access_token"
+client_id = "{client_id}"
+client_secret = {{ file = "{client_secret}" }}
+auth_method = "client_secret_basic"
+scope = "profile:read"
+
+[connections.api_key]
+header = "api-key"
+value = {{ file = "{api_key}" }}
+
+[connections.customer_auth]
+in = "header"
+name = "customer-auth"
+format = "JWT {{token}}"
+
+[connections.identity]
+mode = "jwt"
+jwks_url = "{backend_url}/.well-known/jwks.json"
+issuer = "{backend_url}"
+audience = "deskbridge"
+
+[[connections.actions]]
+name = "getprofile"
+method = "POST"
+path = "/getprofile"
+
+[[channels]]
+name = "web"
+app_key = {{ file = "{app_key}" }}
+allowed_origins = ["{backend_url}"]
+
+[[channels]]
+name = "ios"
+app_key = {{ file = "{app_key}" }}
+
+[[channels]]
+name = "android"
+app_key = {{ file = "{app_key}" }}
+"#,
+        data = dir.join("gateway").display(),
+        client_id = seed.clients[0].client_id,
+        client_secret = file("client_secret"),
+        api_key = file("api_key"),
+        app_key = file("web_app_key"),
+    )
+}
+
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    let secrets = dir.join("secrets");
+    for d in [dir.clone(), secrets.clone()] {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&d)
+            .with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let backend_listener = tokio::net::TcpListener::bind(args.backend_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.backend_listen))?;
+    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.gateway_listen))?;
+    let backend_addr = backend_listener.local_addr()?;
+    let gateway_url = format!("http://{}", gateway_listener.local_addr()?);
+
+    let backend_config = BackendConfig {
+        listen: backend_addr,
+        data_dir: dir.join("backend"),
+        // The demo is plain HTTP on loopback.
+        insecure_cookies: true,
+        ..BackendConfig::default()
+    };
+    let backend_url = backend_config.public_url();
+    let backend = Backend::open(backend_config, Arc::new(SystemClock)).await?;
+
+    // First start: seed, and keep the credentials so a restart shows them again.
+    let credentials = dir.join("demo-credentials.json");
+    let seed: DemoSeed = match std::fs::read_to_string(&credentials) {
+        Ok(text) => serde_json::from_str(&text).context("demo-credentials.json is damaged; delete the demo dir")?,
+        Err(_) => {
+            let seed = backend.admin().seed_demo().await?;
+            private_file(&credentials, || Ok(serde_json::to_string_pretty(&seed)?))?;
+            seed
+        }
+    };
+    private_file(&secrets.join("client_secret"), || {
+        Ok(seed.clients[0].client_secret.clone())
+    })?;
+    private_file(&secrets.join("api_key"), || Ok(seed.api_keys[0].key.clone()))?;
+    let app_key = private_file(&secrets.join("web_app_key"), || {
+        Ok(format!("dbw_{}", backend::admin::random_secret()?))
+    })?;
+
+    let toml = gateway_toml(dir, &backend_url, &seed, &secrets);
+    std::fs::write(dir.join("gateway.toml"), &toml).context("cannot write gateway.toml")?;
+    let config = GatewayConfig::parse(&toml)
+        .map_err(|p| anyhow::anyhow!(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    let gateway = Gateway::open(config).await?;
+    let agent_token = gateway.add_agent("demo-agent", "admin").await?;
+
+    print_welcome(&gateway_url, &backend_url, &agent_token, &app_key, &seed, dir)?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        crate::shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (_, served_backend, served_gateway) = tokio::join!(
+        signal,
+        backend.serve(backend_listener, until_stopped(stopped.clone())),
+        gateway.serve(gateway_listener, until_stopped(stopped)),
+    );
+    served_backend?;
+    served_gateway?;
+    eprintln!("deskbridge demo stopped; data kept in {}", dir.display());
+    Ok(())
+}
+
+fn print_welcome(
+    gateway: &str,
+    backend: &str,
+    agent_token: &str,
+    app_key: &str,
+    seed: &DemoSeed,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let alice = &seed.users[0];
+    writeln!(out, "deskbridge demo is running\n")?;
+    writeln!(out, "  agent API      {gateway}/v1/conversations")?;
+    writeln!(
+        out,
+        "  gateway        {gateway}   (API description: {gateway}/openapi.json)"
+    )?;
+    writeln!(out, "  backend        {backend}   (the company's APIs)")?;
+    writeln!(out, "  metrics        {gateway}/metrics   {backend}/metrics")?;
+    writeln!(out, "  agent token    {agent_token}")?;
+    writeln!(out, "  web app key    {app_key}")?;
+    for u in &seed.users {
+        writeln!(out, "  customer       {:<8} password {}", u.username, u.password)?;
+    }
+    writeln!(out, "  gateway config {}", dir.join("gateway.toml").display())?;
+    writeln!(out, "\nWalk the flow (copy and paste, in order):\n")?;
+    writeln!(out, "  # 1. a customer logs in at the company and gets a JWT")?;
+    writeln!(
+        out,
+        "  JWT=$(curl -s -d username={} -d password={} {backend}/customer_authenticate | sed -E 's/.*\"JWT\":\"([^\"]+)\".*/\\1/')",
+        alice.username, alice.password
+    )?;
+    writeln!(out, "  # 2. the web chat opens a session with that login")?;
+    writeln!(
+        out,
+        "  CONV=$(curl -s -H 'x-deskbridge-app-key: {app_key}' -H 'content-type: application/json' -d \"{{\\\"channel\\\":\\\"web\\\",\\\"connection\\\":\\\"acme\\\",\\\"auth\\\":{{\\\"token\\\":\\\"$JWT\\\"}}}}\" {gateway}/v1/sessions | sed -E 's/.*\"conversation_id\":\"([^\"]+)\".*/\\1/')"
+    )?;
+    writeln!(
+        out,
+        "  # 3. an agent fetches the customer's profile through the gateway"
+    )?;
+    writeln!(
+        out,
+        "  curl -s -X POST -H 'authorization: Bearer {agent_token}' {gateway}/v1/conversations/$CONV/actions/getprofile"
+    )?;
+    writeln!(
+        out,
+        "\nCtrl-C stops both servers; a second start reuses {}.",
+        dir.display()
+    )?;
+    out.flush()?;
+    Ok(())
+}

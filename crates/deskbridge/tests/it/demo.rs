@@ -1,0 +1,115 @@
+//! `deskbridge demo`, as a newcomer runs it: start, follow the printed curl
+//! lines to a profile, stop with a signal, start again on the same data.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the demo and returns it with everything it printed up to "Ctrl-C".
+fn start(dir: &std::path::Path, backend: u16, gateway: u16) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+        .args(["demo", "--data-dir"])
+        .arg(dir)
+        .args(["--backend-listen", &format!("127.0.0.1:{backend}")])
+        .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(printed.contains("Ctrl-C"), "the demo did not start: {printed}");
+    (child, printed)
+}
+
+fn stop(child: Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "clean exit on SIGTERM");
+}
+
+fn value_after<'a>(printed: &'a str, label: &str) -> &'a str {
+    printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {label} in {printed}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, gateway) = (free_port(), free_port());
+    let (child, printed) = start(dir.path(), backend, gateway);
+    let steps: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("JWT=") || l.starts_with("CONV=") || l.starts_with("curl "))
+        .collect();
+    assert_eq!(steps.len(), 3, "{printed}");
+    // Real curl, run exactly as printed.
+    let script = format!("set -e\n{}\necho\necho \"JWT=$JWT\"", steps.join("\n"));
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let profile: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(profile["data"]["name"], "Alice Martin", "{stdout}");
+    let jwt = stdout.lines().find_map(|l| l.strip_prefix("JWT=")).unwrap().to_string();
+    let first_password = value_after(&printed, "customer       alice    password").to_string();
+    assert!(
+        dir.path().join("gateway.toml").exists(),
+        "the config it used is kept for copying"
+    );
+    stop(child);
+
+    // Second start: same customers and keys; the old JWT still verifies.
+    let (child, printed) = start(dir.path(), backend, gateway);
+    assert_eq!(
+        value_after(&printed, "customer       alice    password"),
+        first_password
+    );
+    let app_key = value_after(&printed, "web app key").to_string();
+    let agent = value_after(&printed, "agent token").to_string();
+    let client = reqwest::Client::new();
+    let session: Value = client
+        .post(format!("http://127.0.0.1:{gateway}/v1/sessions"))
+        .header("x-deskbridge-app-key", app_key)
+        .json(&json!({"channel": "ios", "connection": "acme", "auth": {"token": jwt}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conversation = session["conversation_id"]
+        .as_str()
+        .expect("session opened with the old JWT");
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{gateway}/v1/conversations/{conversation}/actions/getprofile"
+        ))
+        .bearer_auth(agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    stop(child);
+}
