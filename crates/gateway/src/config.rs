@@ -368,6 +368,22 @@ impl GatewayConfig {
         };
         if let Some(key) = &self.crypto.token_key {
             secret("crypto.token_key".into(), key, &mut fail);
+            if let Ok(value) = key.resolve() {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(secrecy::ExposeSecret::expose_secret(&value).trim());
+                if decoded.map_or(true, |k| k.len() != 32) {
+                    fail(
+                        "crypto.token_key".into(),
+                        "must be 32 bytes, base64url without padding".into(),
+                    );
+                }
+            }
+        }
+        if let Some(url) = &self.store.url
+            && !url.starts_with("sqlite:")
+        {
+            fail("store.url".into(), "only sqlite:// stores are supported so far".into());
         }
         let mut names = HashSet::new();
         for (i, c) in self.connections.iter().enumerate() {
@@ -384,6 +400,12 @@ impl GatewayConfig {
             }
             if c.max_concurrency == 0 {
                 fail(at("max_concurrency"), "must be at least 1".into());
+            }
+            if c.breaker.failure_threshold == 0 || c.breaker.open_secs == 0 {
+                fail(
+                    at("breaker"),
+                    "failure_threshold and open_secs must be at least 1".into(),
+                );
             }
             if let Some(u) = &c.customer_login_url {
                 check_url(u, at("customer_login_url"), &mut fail);

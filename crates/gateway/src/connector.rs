@@ -35,6 +35,9 @@ pub enum ActionError {
     TokenEndpoint(#[from] TokenError),
     #[error("the circuit breaker is open after repeated failures")]
     CircuitOpen,
+    /// Our own failure (store, decryption): never blamed on the company.
+    #[error("the gateway could not complete the request")]
+    Internal(String),
 }
 
 impl ActionError {
@@ -48,6 +51,7 @@ impl ActionError {
             Self::Unreachable(_) => "backend_unreachable",
             Self::TokenEndpoint(_) => "token_endpoint_error",
             Self::CircuitOpen => "circuit_open",
+            Self::Internal(_) => "internal",
         }
     }
 }

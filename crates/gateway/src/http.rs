@@ -232,6 +232,20 @@ impl From<IntakeError> for Problem {
     }
 }
 
+/// Query parameters, with a rejection turned into a problem.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+    }
+}
+
 /// A JSON body, with a rejection turned into a problem.
 struct Body<T>(T);
 
@@ -458,6 +472,7 @@ async fn session_events(
             .event(event.kind)
             .data(serde_json::to_string(&event).unwrap_or_default()))
     });
+    let stream = futures_util::StreamExt::take_until(stream, g.closed());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -547,7 +562,7 @@ struct ConversationDetail {
 async fn list_conversations(
     State(g): State<Shared>,
     headers: HeaderMap,
-    Query(page): Query<Page>,
+    Params(page): Params<Page>,
 ) -> Result<Json<ConversationList>, Problem> {
     agent(&g, &headers).await?;
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
@@ -620,6 +635,7 @@ fn action_problem(e: &ActionError) -> Problem {
         }
         ActionError::TokenEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_endpoint_error"),
         ActionError::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
+        ActionError::Internal(cause) => return Problem::internal(cause),
     };
     let mut problem = Problem::new(status, slug, e.to_string());
     if let ActionError::Backend { status, detail } = e {
@@ -815,7 +831,7 @@ struct AuditQuery {
 async fn list_audit(
     State(g): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    Params(q): Params<AuditQuery>,
 ) -> Result<Json<AuditList>, Problem> {
     admin(&g, &headers).await?;
     let records = g

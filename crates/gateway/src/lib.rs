@@ -94,6 +94,9 @@ pub struct Gateway {
     /// Taken (closed) at shutdown so the writer drains and ends.
     audit: std::sync::Mutex<Option<mpsc::Sender<AuditRecord>>>,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when shutdown begins, so long-lived event streams end and the
+    /// graceful shutdown is not held open by them.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 fn now() -> i64 {
@@ -113,7 +116,12 @@ impl Gateway {
         if !fatal.is_empty() {
             return Err(GatewayError::Config(fatal.join("; ")));
         }
-        std::fs::create_dir_all(&config.server.data_dir)
+        // Owner only: the database and the token key live here.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(&config.server.data_dir)
             .map_err(|e| GatewayError::Io(format!("{}: {e}", config.server.data_dir.display())))?;
         let store = Store::open(&config.store_url()).await?;
         let key = match &config.crypto.token_key {
@@ -152,6 +160,7 @@ impl Gateway {
             events,
             audit: std::sync::Mutex::new(Some(audit)),
             audit_task: std::sync::Mutex::new(Some(audit_task)),
+            closing: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -166,6 +175,11 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let sweeper = tokio::spawn(sweep_expired(self.clone()));
+        let closing = self.closing.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.send_replace(true);
+        };
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
@@ -174,6 +188,14 @@ impl Gateway {
         self.flush_audit().await;
         self.store.close().await;
         served
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) fn closed(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 
     /// Closes the audit queue and waits until every record is written.
@@ -371,12 +393,12 @@ impl Gateway {
             .store
             .token(conversation)
             .await
-            .map_err(|e| ActionError::Unreachable(e.to_string()))?;
+            .map_err(|e| ActionError::Internal(e.to_string()))?;
         let token = match stored {
             Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => Some(
                 self.vault
                     .open_sealed(&t.ciphertext, conversation)
-                    .map_err(|e| ActionError::Unreachable(e.to_string()))?,
+                    .map_err(|e| ActionError::Internal(e.to_string()))?,
             ),
             _ => None,
         };

@@ -234,7 +234,8 @@ impl Store {
     }
 
     pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<(), GatewayError> {
-        sqlx::query("UPDATE customer_tokens SET rejected = 1 WHERE conversation_id = ?")
+        // The company refused it: useless now, so not kept either.
+        sqlx::query("UPDATE customer_tokens SET rejected = 1, ciphertext = x'' WHERE conversation_id = ?")
             .bind(conversation_id)
             .execute(&self.pool)
             .await?;

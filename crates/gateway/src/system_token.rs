@@ -108,6 +108,10 @@ impl TokenSource {
             if now < token.expires_at {
                 // Refresh ahead: one caller renews while the rest keep using
                 // the still-valid token; a failed renewal is not fatal yet.
+                let backing_off = self.lock().retry_after.as_ref().is_some_and(|(until, _)| now < *until);
+                if backing_off {
+                    return Ok(token.clone());
+                }
                 return match self.fetching.try_lock() {
                     Ok(_guard) => match self.fetch().await {
                         Ok(fresh) => Ok(fresh),

@@ -84,7 +84,7 @@ pub fn random<const N: usize>() -> Result<[u8; N], GatewayError> {
 }
 
 pub fn random_id(prefix: &str) -> Result<String, GatewayError> {
-    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random::<24>()?)))
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random::<32>()?)))
 }
 
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), GatewayError> {

@@ -517,6 +517,13 @@ async fn the_agent_api_requires_agents_and_admin_endpoints_require_admins() {
     }
     expect_problem(w.action(conversation, "deleteaccount").await, 404, "unknown_action").await;
     expect_problem(w.action("cnv_nope", "getprofile").await, 404, "not_found").await;
+    let r = client()
+        .get(w.gateway.url("/v1/conversations?limit=many"))
+        .bearer_auth(&w.agent)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 400, "invalid_request").await;
 
     let admin = w.gateway.gateway.add_agent("root", "admin").await.unwrap();
     let r = client()
@@ -777,4 +784,29 @@ async fn the_gateway_serves_its_openapi_document() {
     for field in ["type", "title", "status", "detail"] {
         assert!(problem[field].is_object(), "Problem.{field}: {problem}");
     }
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_event_streams_instead_of_hanging() {
+    let w = world().await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let mut stream = client()
+        .get(w.gateway.url(&format!(
+            "/v1/sessions/{}/events",
+            session["session_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let World { gateway, .. } = w;
+    tokio::time::timeout(Duration::from_secs(5), gateway.stop())
+        .await
+        .expect("the gateway stopped although an event stream was open");
+    // The stream ended cleanly from the server's side.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok());
 }
