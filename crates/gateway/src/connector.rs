@@ -23,6 +23,8 @@ use crate::system_token::{TokenError, TokenSource, describe_transport};
 pub enum ActionError {
     #[error("no action {0:?} on this connection")]
     UnknownAction(String),
+    #[error("no such conversation")]
+    UnknownConversation,
     #[error("the customer must authenticate again")]
     CustomerAuthRequired,
     #[error("the company's API answered {status}")]
@@ -45,6 +47,7 @@ impl ActionError {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::UnknownAction(_) => "unknown_action",
+            Self::UnknownConversation => "not_found",
             Self::CustomerAuthRequired => "customer_auth_required",
             Self::Backend { .. } => "backend_error",
             Self::Timeout => "backend_timeout",

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::connector::ActionError;
 use crate::store::{AuditRecord, ConversationSummary, EventRow, SessionRow};
-use crate::{CustomerHandoff, Gateway, IntakeError, agent_token_digest};
+use crate::{CustomerHandoff, Gateway, IntakeError};
 
 type Shared = Arc<Gateway>;
 
@@ -490,10 +490,7 @@ async fn agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Pro
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
-    g.store
-        .agent_by_digest(&agent_token_digest(token.trim()))
-        .await?
-        .ok_or_else(unauthorized)
+    g.agent(token.trim()).await?.ok_or_else(unauthorized)
 }
 
 async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
@@ -627,6 +624,7 @@ async fn get_conversation(
 fn action_problem(e: &ActionError) -> Problem {
     let (status, slug) = match e {
         ActionError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown_action"),
+        ActionError::UnknownConversation => (StatusCode::NOT_FOUND, "not_found"),
         ActionError::CustomerAuthRequired => (StatusCode::CONFLICT, "customer_auth_required"),
         ActionError::Backend { .. } | ActionError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "backend_error"),
         ActionError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend_timeout"),
@@ -689,13 +687,8 @@ async fn run_action(
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<ActionOutcome>, Problem> {
     let (agent_name, _) = agent(&g, &headers).await?;
-    let (summary, _, _) = g
-        .store
-        .conversation(&id)
-        .await?
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not_found", "no such conversation"))?;
     let result = g
-        .run_action(&agent_name, &id, &summary.connection, &action)
+        .run_action(&agent_name, &id, &action)
         .await
         .map_err(|e| action_problem(&e))?;
     Ok(Json(ActionOutcome {

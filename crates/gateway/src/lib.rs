@@ -97,6 +97,7 @@ pub struct Gateway {
     /// Set when shutdown begins, so long-lived event streams end and the
     /// graceful shutdown is not held open by them.
     closing: tokio::sync::watch::Sender<bool>,
+    agents: std::sync::RwLock<HashMap<Vec<u8>, (String, String, tokio::time::Instant)>>,
 }
 
 fn now() -> i64 {
@@ -161,6 +162,7 @@ impl Gateway {
             audit: std::sync::Mutex::new(Some(audit)),
             audit_task: std::sync::Mutex::new(Some(audit_task)),
             closing: tokio::sync::watch::channel(false).0,
+            agents: std::sync::RwLock::default(),
         }))
     }
 
@@ -342,21 +344,27 @@ impl Gateway {
         })
     }
 
-    /// Runs an action for an agent, and audits it off the request path.
-    pub async fn run_action(
-        &self,
-        agent: &str,
-        conversation: &str,
-        connection_name: &str,
-        action: &str,
-    ) -> Result<ActionResult, ActionError> {
+    /// Runs an action for an agent in a conversation, and audits it off the
+    /// request path.
+    pub async fn run_action(&self, agent: &str, conversation: &str, action: &str) -> Result<ActionResult, ActionError> {
         let started = std::time::Instant::now();
-        let result = self.run_action_inner(conversation, connection_name, action).await;
+        // One read: the conversation's connection and its customer's token.
+        let context = self
+            .store
+            .action_context(conversation)
+            .await
+            .map_err(|e| ActionError::Internal(e.to_string()))?;
+        let Some((connection_name, stored)) = context else {
+            return Err(ActionError::UnknownConversation);
+        };
+        let result = self
+            .run_action_inner(conversation, &connection_name, stored, action)
+            .await;
         let record = AuditRecord {
             at: now(),
             agent: agent.to_string(),
             conversation_id: conversation.to_string(),
-            connection: connection_name.to_string(),
+            connection: connection_name,
             action: action.to_string(),
             outcome: match &result {
                 Ok(_) => "ok".to_string(),
@@ -380,6 +388,7 @@ impl Gateway {
         &self,
         conversation: &str,
         connection_name: &str,
+        stored: Option<store::StoredToken>,
         action: &str,
     ) -> Result<ActionResult, ActionError> {
         let connection = self
@@ -389,11 +398,6 @@ impl Gateway {
         if connection.action(action).is_none() {
             return Err(ActionError::UnknownAction(action.to_string()));
         }
-        let stored = self
-            .store
-            .token(conversation)
-            .await
-            .map_err(|e| ActionError::Internal(e.to_string()))?;
         let token = match stored {
             Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => Some(
                 self.vault
@@ -413,7 +417,37 @@ impl Gateway {
         }
         result
     }
+
+    /// The agent behind an API token: (name, role). Lookups are remembered
+    /// briefly, so a busy agent does not cost a database read per request;
+    /// a replaced token stops working within that time.
+    pub async fn agent(&self, token: &str) -> Result<Option<(String, String)>, GatewayError> {
+        let digest = agent_token_digest(token);
+        let now = tokio::time::Instant::now();
+        if let Some((name, role, at)) = self.agents.read().unwrap_or_else(|p| p.into_inner()).get(&digest)
+            && now.duration_since(*at) < AGENT_CACHE_TTL
+        {
+            return Ok(Some((name.clone(), role.clone())));
+        }
+        let found = self.store.agent_by_digest(&digest).await?;
+        let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
+        match &found {
+            Some((name, role)) => {
+                if agents.len() >= 10_000 {
+                    agents.clear();
+                }
+                agents.insert(digest, (name.clone(), role.clone(), now));
+            }
+            None => {
+                agents.remove(&digest);
+            }
+        }
+        Ok(found)
+    }
 }
+
+/// How long an agent lookup is remembered.
+const AGENT_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// An agent's API token: shown once, stored as a SHA-256 digest (it is a
 /// 256-bit random value, so a fast digest is as strong as a slow one).

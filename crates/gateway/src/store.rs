@@ -233,6 +233,30 @@ impl Store {
         }))
     }
 
+    /// The conversation's connection and its customer token, in one read
+    /// (the hot path of an agent's action).
+    pub async fn action_context(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<(String, Option<StoredToken>)>, GatewayError> {
+        let row = sqlx::query(
+            "SELECT c.connection, t.ciphertext, t.expires_at, t.rejected FROM conversations c
+             LEFT JOIN customer_tokens t ON t.conversation_id = c.id WHERE c.id = ?",
+        )
+        .bind(conversation_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let ciphertext: Option<Vec<u8>> = r.get(1);
+            let token = ciphertext.map(|ciphertext| StoredToken {
+                ciphertext,
+                expires_at: r.get(2),
+                rejected: r.get::<Option<bool>, _>(3).unwrap_or(false),
+            });
+            (r.get(0), token)
+        }))
+    }
+
     pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<(), GatewayError> {
         // The company refused it: useless now, so not kept either.
         sqlx::query("UPDATE customer_tokens SET rejected = 1, ciphertext = x'' WHERE conversation_id = ?")
