@@ -2,6 +2,7 @@
 //! lives in the library crates.
 
 mod backend_cmd;
+mod check_cmd;
 mod demo_cmd;
 mod gateway_cmd;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Agents of the gateway.
     #[command(subcommand)]
     Agent(gateway_cmd::AgentCommand),
+    /// Check a company backend against the contract: pass, warn or fail per
+    /// rule (exit 0 all pass, 1 a rule failed, 2 the check could not run).
+    Check(check_cmd::CheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,13 +55,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let command = match cli.command {
+        Command::Check(args) => return runtime.block_on(check_cmd::run(args)),
+        command => command,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Demo(args) => demo_cmd::run(args).await,
             Command::Backend(args) => backend_cmd::run(args).await,
             Command::Serve(args) => gateway_cmd::serve(args).await,
             Command::Config(command) => gateway_cmd::config(command),
             Command::Agent(command) => gateway_cmd::agent(command).await,
+            // Has its own exit statuses; run above.
+            Command::Check(_) => Ok(()),
         }
     });
     match result {

@@ -4,6 +4,7 @@
 
 mod backend_cli;
 mod backend_http;
+mod check;
 mod demo;
 mod gateway_cli;
 mod gateway_flow;

@@ -1,0 +1,1515 @@
+//! The rules and the HTTP calls they judge. Each call is made once and
+//! remembered, so rules that look at the same answer agree on it.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use contract::AccessTokenResponse;
+use gateway::config::{
+    ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, GrantTypeIn, IdentityMode, SystemAuthConfig,
+};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, SET_COOKIE};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::{CheckError, Status, TestUser};
+
+/// Login and token calls may hash a password; give them time.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Past this, a customer token's lifetime is a warning.
+const LONG_LIFETIME_SECS: u64 = 24 * 3600;
+/// The grant type nobody supports.
+const UNKNOWN_GRANT: &str = "urn:deskbridge:unknown";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Rule {
+    LoginTestUsers,
+    LoginCredential,
+    LoginLifetime,
+    LoginJwtVerifies,
+    LoginWrongPassword,
+    LoginNoEnumeration,
+    IdentifierConsistent,
+    IdentifierUnique,
+    IdentifierOpaque,
+    SystemTokenIssued,
+    SystemWrongSecret,
+    SystemUnknownGrant,
+    SystemNoStore,
+    SystemAuthMethods,
+    Action(usize, Probe),
+    TransportPlainHttp,
+}
+
+/// What one action rule does to the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Probe {
+    Succeeds,
+    MissingBearer,
+    WrongBearer,
+    MissingApiKey,
+    WrongApiKey,
+    MissingCustomerToken,
+    TamperedCustomerToken,
+    Distinguishable,
+}
+
+const PROBES: [Probe; 8] = [
+    Probe::Succeeds,
+    Probe::MissingBearer,
+    Probe::WrongBearer,
+    Probe::MissingApiKey,
+    Probe::WrongApiKey,
+    Probe::MissingCustomerToken,
+    Probe::TamperedCustomerToken,
+    Probe::Distinguishable,
+];
+
+impl Probe {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Succeeds => "succeeds",
+            Self::MissingBearer => "missing_bearer",
+            Self::WrongBearer => "wrong_bearer",
+            Self::MissingApiKey => "missing_api_key",
+            Self::WrongApiKey => "wrong_api_key",
+            Self::MissingCustomerToken => "missing_customer_token",
+            Self::TamperedCustomerToken => "tampered_customer_token",
+            Self::Distinguishable => "distinguishable",
+        }
+    }
+}
+
+/// Every rule for this connection, in the order they run.
+pub(crate) fn plan(conn: &ConnectionConfig) -> Vec<Rule> {
+    let mut plan = vec![
+        Rule::LoginTestUsers,
+        Rule::LoginCredential,
+        Rule::LoginLifetime,
+        Rule::LoginJwtVerifies,
+        Rule::LoginWrongPassword,
+        Rule::LoginNoEnumeration,
+        Rule::IdentifierConsistent,
+        Rule::IdentifierUnique,
+        Rule::IdentifierOpaque,
+        Rule::SystemTokenIssued,
+        Rule::SystemWrongSecret,
+        Rule::SystemUnknownGrant,
+        Rule::SystemNoStore,
+        Rule::SystemAuthMethods,
+    ];
+    for i in 0..conn.actions.len() {
+        plan.extend(PROBES.iter().map(|p| Rule::Action(i, *p)));
+    }
+    plan.push(Rule::TransportPlainHttp);
+    plan
+}
+
+pub(crate) struct Verdict {
+    pub(crate) status: Status,
+    pub(crate) evidence: String,
+}
+
+fn pass(evidence: impl Into<String>) -> Verdict {
+    Verdict {
+        status: Status::Pass,
+        evidence: evidence.into(),
+    }
+}
+
+fn warn(evidence: impl Into<String>) -> Verdict {
+    Verdict {
+        status: Status::Warn,
+        evidence: evidence.into(),
+    }
+}
+
+fn fail(evidence: impl Into<String>) -> Verdict {
+    Verdict {
+        status: Status::Fail,
+        evidence: evidence.into(),
+    }
+}
+
+fn skip(evidence: impl Into<String>) -> Verdict {
+    Verdict {
+        status: Status::Skip,
+        evidence: evidence.into(),
+    }
+}
+
+/// An HTTP answer, kept whole so several rules can look at it.
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body's `error` code, if it is a short token; anything else
+    /// (which could echo input back) is not repeated.
+    fn error_code(&self) -> Option<String> {
+        let value = self.json()?;
+        let code = value.get("error")?.as_str()?;
+        Some(printable_token(code).unwrap_or_else(|| "(an unprintable error code)".into()))
+    }
+
+    /// `WWW-Authenticate`: its scheme and its `error` parameter, nothing else.
+    fn challenge(&self) -> Option<Challenge> {
+        let header = self.header("www-authenticate")?;
+        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        let error = params.split(',').find_map(|p| {
+            let (name, value) = p.trim().split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("error")).then(|| value.trim().trim_matches('"').to_string())
+        });
+        Some(Challenge {
+            scheme: printable_token(scheme).unwrap_or_else(|| "?".into()),
+            error: error.and_then(|e| printable_token(&e)),
+        })
+    }
+
+    /// `HTTP 401 invalid_token, WWW-Authenticate: Bearer error=invalid_token`.
+    fn describe(&self) -> String {
+        let mut out = format!("HTTP {}", self.status);
+        if let Some(code) = self.error_code() {
+            out.push(' ');
+            out.push_str(&code);
+        }
+        if let Some(c) = self.challenge() {
+            out.push_str(&format!(", WWW-Authenticate: {}", c.scheme));
+            if let Some(e) = c.error {
+                out.push_str(&format!(" error={e}"));
+            }
+        }
+        out
+    }
+}
+
+struct Challenge {
+    scheme: String,
+    error: Option<String>,
+}
+
+impl Challenge {
+    fn is_bearer_invalid_token(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("bearer") && self.error.as_deref() == Some("invalid_token")
+    }
+}
+
+fn printable_token(s: &str) -> Option<String> {
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/+".contains(&b)))
+        .then(|| s.to_string())
+}
+
+/// The customer's credential as the login returned it.
+#[derive(Clone)]
+enum Credential {
+    Jwt(String),
+    Cookie {
+        name: String,
+        value: String,
+        max_age: Option<u64>,
+        has_expires: bool,
+    },
+}
+
+impl Credential {
+    /// What the gateway would pass on: the JWT, or the cookie's value.
+    fn token(&self) -> &str {
+        match self {
+            Self::Jwt(t) => t,
+            Self::Cookie { value, .. } => value,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Jwt(_) => "a JWT in the body".into(),
+            Self::Cookie { name, .. } => format!("session cookie {name}"),
+        }
+    }
+}
+
+struct Login {
+    credential: Option<Credential>,
+    expires_in: Option<u64>,
+}
+
+/// The decoded, unverified parts of a JWT.
+fn jwt_parts(token: &str) -> Option<(Value, Value)> {
+    let mut parts = token.split('.');
+    let decode = |p: &str| -> Option<Value> {
+        let bytes = URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let header = decode(parts.next()?)?;
+    let claims = decode(parts.next()?)?;
+    parts.next()?;
+    Some((header, claims))
+}
+
+fn looks_like_jwt(s: &str) -> bool {
+    s.split('.').count() == 3 && jwt_parts(s).is_some()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Not a secret, only distinct from every real value.
+fn nonce() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:016x}", h.finish())
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 && s.is_multiple_of(3600) => format!("{} h", s / 3600),
+        s if s >= 3600 => format!("{:.1} h", s as f64 / 3600.0),
+        s if s >= 60 && s.is_multiple_of(60) => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "no answer in time".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        // Only the kind of failure and its cause, not the URL.
+        let e = e.without_url();
+        let mut text = e.to_string();
+        if let Some(source) = std::error::Error::source(&e) {
+            text.push_str(&format!(": {source}"));
+        }
+        text
+    }
+}
+
+/// The algorithm a JWK verifies: its `alg`, or else its key type. Never the
+/// token's own header (that is the alg-confusion attack).
+fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
+    if let Some(alg) = jwk.common.key_algorithm {
+        return alg.to_string().parse().ok();
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => Some(Algorithm::ES384),
+        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        _ => None,
+    }
+}
+
+fn method_name(m: ClientAuthMethod) -> &'static str {
+    match m {
+        ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+        ClientAuthMethod::ClientSecretPost => "client_secret_post",
+    }
+}
+
+fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
+    let mut at = doc;
+    let parts: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !at.is_object() {
+            *at = Value::Object(Default::default());
+        }
+        let Value::Object(map) = at else { return };
+        if i + 1 == parts.len() {
+            map.insert(part.clone(), value);
+            return;
+        }
+        at = map
+            .entry(part.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+/// One character changed in the middle of the JWT's signature (or of the
+/// session value): still well-formed, no longer genuine.
+fn tamper(credential: &Credential) -> String {
+    let flip = |s: &str| -> String {
+        let middle = s.chars().count() / 2;
+        s.chars()
+            .enumerate()
+            .map(|(i, c)| match (i == middle, c) {
+                (true, 'A') => 'B',
+                (true, _) => 'A',
+                (false, c) => c,
+            })
+            .collect()
+    };
+    match credential {
+        Credential::Jwt(token) => match token.rsplit_once('.') {
+            Some((signed, signature)) if !signature.is_empty() => format!("{signed}.{}", flip(signature)),
+            _ => flip(token),
+        },
+        Credential::Cookie { value, .. } => flip(value),
+    }
+}
+
+pub(crate) struct Context {
+    http: reqwest::Client,
+    conn: ConnectionConfig,
+    login_url: String,
+    users: Vec<TestUser>,
+    client_secret: Option<SecretString>,
+    static_token: Option<SecretString>,
+    api_key: Option<(HeaderName, SecretString)>,
+    logins: Option<Vec<Result<Login, String>>>,
+    second_login: Option<Result<Login, String>>,
+    wrong_password: Option<Result<Reply, String>>,
+    unknown_user: Option<Result<Reply, String>>,
+    jwks: Option<Result<JwkSet, String>>,
+    tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
+    replies: HashMap<(usize, Probe), Result<Reply, String>>,
+    /// Credentials obtained while checking, redacted from the evidence.
+    obtained: Vec<SecretString>,
+}
+
+impl Context {
+    pub(crate) fn new(conn: ConnectionConfig, login_url: String, users: Vec<TestUser>) -> Result<Self, CheckError> {
+        let resolve = |s: &gateway::config::SecretSource, at: &str| {
+            s.resolve()
+                .map_err(|e| CheckError::Config(format!("{}.{at}: {e}", conn.name)))
+        };
+        let (client_secret, static_token) = match &conn.system_auth {
+            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => {
+                (Some(resolve(client_secret, "system_auth.client_secret")?), None)
+            }
+            SystemAuthConfig::StaticBearer { token } => (None, Some(resolve(token, "system_auth.token")?)),
+            SystemAuthConfig::None => (None, None),
+        };
+        let api_key = match &conn.api_key {
+            Some(k) => Some((
+                HeaderName::from_bytes(k.header.as_bytes())
+                    .map_err(|_| CheckError::Config(format!("{}.api_key.header: not a header name", conn.name)))?,
+                resolve(&k.value, "api_key.value")?,
+            )),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("deskbridge-check/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CheckError::Http(e.to_string()))?;
+        Ok(Self {
+            http,
+            conn,
+            login_url,
+            users,
+            client_secret,
+            static_token,
+            api_key,
+            logins: None,
+            second_login: None,
+            wrong_password: None,
+            unknown_user: None,
+            jwks: None,
+            tokens: HashMap::new(),
+            replies: HashMap::new(),
+            obtained: Vec::new(),
+        })
+    }
+
+    /// Every secret known to the check: configured and obtained.
+    pub(crate) fn secrets(&self) -> Vec<SecretString> {
+        let mut all: Vec<SecretString> = self.users.iter().map(|u| u.password.clone()).collect();
+        all.extend(self.client_secret.iter().cloned());
+        all.extend(self.static_token.iter().cloned());
+        all.extend(self.api_key.iter().map(|(_, v)| v.clone()));
+        all.extend(self.obtained.iter().cloned());
+        all
+    }
+
+    fn action_name(&self, i: usize) -> &str {
+        self.conn.actions.get(i).map_or("?", |a| a.name.as_str())
+    }
+
+    pub(crate) fn id(&self, rule: Rule) -> String {
+        match rule {
+            Rule::LoginTestUsers => "login.test_users".into(),
+            Rule::LoginCredential => "login.credential".into(),
+            Rule::LoginLifetime => "login.lifetime".into(),
+            Rule::LoginJwtVerifies => "login.jwt_verifies".into(),
+            Rule::LoginWrongPassword => "login.wrong_password_refused".into(),
+            Rule::LoginNoEnumeration => "login.no_user_enumeration".into(),
+            Rule::IdentifierConsistent => "identifier.consistent".into(),
+            Rule::IdentifierUnique => "identifier.unique".into(),
+            Rule::IdentifierOpaque => "identifier.opaque".into(),
+            Rule::SystemTokenIssued => "system.token_issued".into(),
+            Rule::SystemWrongSecret => "system.wrong_secret_refused".into(),
+            Rule::SystemUnknownGrant => "system.unknown_grant_refused".into(),
+            Rule::SystemNoStore => "system.no_store".into(),
+            Rule::SystemAuthMethods => "system.auth_methods".into(),
+            Rule::Action(i, probe) => format!("action.{}.{}", self.action_name(i), probe.name()),
+            Rule::TransportPlainHttp => "transport.plain_http".into(),
+        }
+    }
+
+    pub(crate) fn fix(&self, rule: Rule) -> String {
+        let claim = &self.conn.identity.claim;
+        match rule {
+            Rule::LoginTestUsers => "Check the test accounts and that customer_login_url is the company's POST /customer_authenticate (form fields username, password; 200 on success).".into(),
+            Rule::LoginCredential => "Answer a login with {\"JWT\": \"<signed JWT>\", \"expires_in\": \"…\"} (token mode) or a Set-Cookie session (cookie mode).".into(),
+            Rule::LoginLifetime => "Give every customer token a short, stated lifetime: exp in the JWT and expires_in in the body (or Max-Age on the cookie), e.g. 8 hours.".into(),
+            Rule::LoginJwtVerifies => "Sign customer JWTs with a key published (with kid and alg) at identity.jwks_url, with iss = identity.issuer and aud = identity.audience.".into(),
+            Rule::LoginWrongPassword => "Refuse a wrong password with 401 {\"error\":\"invalid_credentials\"}.".into(),
+            Rule::LoginNoEnumeration => "Answer an unknown user exactly like a wrong password: same status, same error code, same timing.".into(),
+            Rule::IdentifierConsistent => format!("Derive `{claim}` from a stable account key (e.g. a keyed hash of the user id), never per login."),
+            Rule::IdentifierUnique => format!("Give every customer their own `{claim}` (e.g. a keyed hash of the user id)."),
+            Rule::IdentifierOpaque => format!("Make `{claim}` opaque: e.g. cus_ + base64url(HMAC(server secret, user id)); never a username, email, phone or account number."),
+            Rule::SystemTokenIssued => "Serve OAuth 2.0 client credentials at token_url for this client and auth_method, answering token_type Bearer and a numeric expires_in.".into(),
+            Rule::SystemWrongSecret => "Refuse a wrong client secret with 401 {\"error\":\"invalid_client\"} (RFC 6749 §5.2).".into(),
+            Rule::SystemUnknownGrant => "Answer a grant_type other than client_credentials with 400 {\"error\":\"unsupported_grant_type\"}.".into(),
+            Rule::SystemNoStore => "Send Cache-Control: no-store on token responses (RFC 6749 §5.1).".into(),
+            Rule::SystemAuthMethods => "Accept both client_secret_basic and client_secret_post, or set system_auth.auth_method to the one that works.".into(),
+            Rule::Action(i, probe) => {
+                let (method, path) = self
+                    .conn
+                    .actions
+                    .get(i)
+                    .map_or(("POST", "?"), |a| (a.method.as_str(), a.path.as_str()));
+                match probe {
+                    Probe::Succeeds => format!("Make {method} {path} answer 2xx with a JSON body when the bearer token, API key and customer token are valid."),
+                    Probe::MissingBearer => "Refuse a call without Authorization: Bearer with 401 and WWW-Authenticate: Bearer.".into(),
+                    Probe::WrongBearer => "Verify the bearer token on every call; refuse an unknown one with 401 and WWW-Authenticate: Bearer error=\"invalid_token\".".into(),
+                    Probe::MissingApiKey => "Require the API key on every call; refuse a call without it with 403 (or 401).".into(),
+                    Probe::WrongApiKey => "Check the API key against the issued keys; refuse an unknown key with 403 (or 401).".into(),
+                    Probe::MissingCustomerToken => "Require the customer's token on every call; refuse a call without it with 401 and a customer-specific error code.".into(),
+                    Probe::TamperedCustomerToken => "Verify the customer token's signature (or look the session up) on every call; refuse a forged one with 401.".into(),
+                    Probe::Distinguishable => "Give customer-token failures their own error code (e.g. invalid_customer_token) and keep WWW-Authenticate: Bearer error=\"invalid_token\" for the system token.".into(),
+                }
+            }
+            Rule::TransportPlainHttp => "Use https:// for every company URL that is not on loopback.".into(),
+        }
+    }
+
+    pub(crate) async fn judge(&mut self, rule: Rule) -> Verdict {
+        match rule {
+            Rule::LoginTestUsers => self.login_test_users().await,
+            Rule::LoginCredential => self.login_credential().await,
+            Rule::LoginLifetime => self.login_lifetime().await,
+            Rule::LoginJwtVerifies => self.login_jwt_verifies().await,
+            Rule::LoginWrongPassword => self.login_wrong_password().await,
+            Rule::LoginNoEnumeration => self.login_no_enumeration().await,
+            Rule::IdentifierConsistent => self.identifier_consistent().await,
+            Rule::IdentifierUnique => self.identifier_unique().await,
+            Rule::IdentifierOpaque => self.identifier_opaque().await,
+            Rule::SystemTokenIssued => self.system_token_issued().await,
+            Rule::SystemWrongSecret => self.system_wrong_secret().await,
+            Rule::SystemUnknownGrant => self.system_unknown_grant().await,
+            Rule::SystemNoStore => self.system_no_store().await,
+            Rule::SystemAuthMethods => self.system_auth_methods().await,
+            Rule::Action(i, Probe::Succeeds) => self.action_succeeds(i).await,
+            Rule::Action(i, Probe::Distinguishable) => self.action_distinguishable(i).await,
+            Rule::Action(i, probe) => self.action_refuses(i, probe).await,
+            Rule::TransportPlainHttp => self.transport_plain_http(),
+        }
+    }
+
+    // ---- HTTP ----
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, String> {
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport_error)?;
+        Ok(Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        })
+    }
+
+    async fn post_login(&self, username: &str, password: &str) -> Result<Reply, String> {
+        let request = self
+            .http
+            .post(&self.login_url)
+            .timeout(AUTH_TIMEOUT)
+            .form(&[("username", username), ("password", password)]);
+        self.send(request).await
+    }
+
+    async fn login(&mut self, i: usize) -> Result<Login, String> {
+        let Some(user) = self.users.get(i) else {
+            return Err("no such test user".into());
+        };
+        let reply = self.post_login(&user.name, user.password.expose_secret()).await?;
+        if reply.status != 200 {
+            return Err(reply.describe());
+        }
+        let body = reply.json();
+        let jwt = body.as_ref().and_then(|b| {
+            ["JWT", "jwt", "id_token", "token"]
+                .iter()
+                .find_map(|k| b.get(*k).and_then(Value::as_str).filter(|t| looks_like_jwt(t)))
+                .map(str::to_string)
+        });
+        let expires_in = body.as_ref().and_then(|b| match b.get("expires_in") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        });
+        let credential = match jwt {
+            Some(token) => Some(Credential::Jwt(token)),
+            None => self.session_cookie(&reply),
+        };
+        if let Some(c) = &credential {
+            self.obtained.push(SecretString::from(c.token().to_string()));
+        }
+        Ok(Login { credential, expires_in })
+    }
+
+    /// The session cookie: the one the connection names when it passes the
+    /// customer's token as a cookie, else the first one set.
+    fn session_cookie(&self, reply: &Reply) -> Option<Credential> {
+        let wanted = (self.conn.customer_auth.placement == CustomerAuthPlacement::Cookie)
+            .then_some(self.conn.customer_auth.name.as_str());
+        reply
+            .headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|line| {
+                let mut attributes = line.split(';');
+                let (name, value) = attributes.next()?.trim().split_once('=')?;
+                if value.is_empty() || wanted.is_some_and(|w| w != name) {
+                    return None;
+                }
+                let mut max_age = None;
+                let mut has_expires = false;
+                for attribute in attributes {
+                    let (key, v) = attribute.trim().split_once('=').unwrap_or((attribute.trim(), ""));
+                    if key.eq_ignore_ascii_case("max-age") {
+                        max_age = v.trim().parse().ok();
+                    } else if key.eq_ignore_ascii_case("expires") {
+                        has_expires = true;
+                    }
+                }
+                Some(Credential::Cookie {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                    max_age,
+                    has_expires,
+                })
+            })
+            .next()
+    }
+
+    async fn ensure_logins(&mut self) {
+        if self.logins.is_none() {
+            let mut logins = Vec::new();
+            for i in 0..self.users.len() {
+                logins.push(self.login(i).await);
+            }
+            self.logins = Some(logins);
+        }
+    }
+
+    /// The test users that logged in, with their logins.
+    fn ok_logins(&self) -> Vec<(&TestUser, &Login)> {
+        self.users
+            .iter()
+            .zip(self.logins.iter().flatten())
+            .filter_map(|(u, l)| l.as_ref().ok().map(|l| (u, l)))
+            .collect()
+    }
+
+    fn customer_credential(&self) -> Option<Credential> {
+        self.ok_logins().into_iter().find_map(|(_, l)| l.credential.clone())
+    }
+
+    async fn ensure_refusals(&mut self) {
+        self.ensure_logins().await;
+        if self.wrong_password.is_none() {
+            let name = self.users.first().map(|u| u.name.clone()).unwrap_or_default();
+            let wrong = format!("deskbridge-check-wrong-{}", nonce());
+            self.wrong_password = Some(self.post_login(&name, &wrong).await);
+        }
+        if self.unknown_user.is_none() {
+            let name = format!("deskbridge-check-no-such-user-{}", nonce());
+            let wrong = format!("deskbridge-check-wrong-{}", nonce());
+            self.unknown_user = Some(self.post_login(&name, &wrong).await);
+        }
+    }
+
+    async fn jwks(&mut self) -> Result<JwkSet, String> {
+        if self.jwks.is_none() {
+            let fetched = match &self.conn.identity.jwks_url {
+                None => Err("identity.jwks_url is not set".to_string()),
+                Some(url) => match self.send(self.http.get(url).timeout(AUTH_TIMEOUT)).await {
+                    Err(e) => Err(format!("JWKS: {e}")),
+                    Ok(r) if r.status != 200 => Err(format!("JWKS: HTTP {}", r.status)),
+                    Ok(r) => serde_json::from_slice::<JwkSet>(&r.body)
+                        .map_err(|_| "identity.jwks_url does not serve a JWKS ({\"keys\": [...]})".to_string()),
+                },
+            };
+            self.jwks = Some(fetched);
+        }
+        self.jwks.clone().unwrap_or_else(|| Err("no JWKS".into()))
+    }
+
+    fn verify_jwt(&self, token: &str, jwks: &JwkSet) -> Result<(Algorithm, String), String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "the JWT header cannot be read".to_string())?;
+        let kid = header.kid.ok_or("the JWT header has no kid")?;
+        let shown = printable_token(&kid).unwrap_or_else(|| "(unprintable)".into());
+        let jwk = jwks
+            .find(&kid)
+            .ok_or_else(|| format!("kid {shown} is not in the JWKS"))?;
+        let alg = algorithm_of(jwk).ok_or_else(|| format!("the JWK {shown} has no usable algorithm"))?;
+        if header.alg != alg {
+            return Err(format!("the JWT says {:?} but key {shown} is {alg:?}", header.alg));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| format!("the JWK {shown} is not a usable public key"))?;
+        let identity = &self.conn.identity;
+        let mut validation = Validation::new(alg);
+        validation.leeway = 30;
+        let mut required = Vec::new();
+        match &identity.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &identity.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        // exp is judged by login.lifetime, not here.
+        validation.set_required_spec_claims(&required);
+        use jsonwebtoken::errors::ErrorKind;
+        match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+            Ok(_) => Ok((alg, shown)),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::InvalidSignature => format!("the signature does not verify with key {shown}"),
+                ErrorKind::InvalidIssuer => "iss is not identity.issuer".into(),
+                ErrorKind::InvalidAudience => "aud is not identity.audience".into(),
+                ErrorKind::ExpiredSignature => "the JWT has already expired".into(),
+                ErrorKind::ImmatureSignature => "the JWT is not valid yet (nbf)".into(),
+                ErrorKind::MissingRequiredClaim(c) => format!("the JWT has no {c} claim"),
+                _ => format!("the JWT does not verify: {e}"),
+            }),
+        }
+    }
+
+    // ---- login.* ----
+
+    async fn login_test_users(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let n = self.users.len();
+        let failed: Vec<String> = self
+            .users
+            .iter()
+            .zip(self.logins.iter().flatten())
+            .filter_map(|(u, l)| l.as_ref().err().map(|e| format!("{}: {e}", u.name)))
+            .collect();
+        if failed.is_empty() {
+            pass(format!("{n} of {n} test users logged in (HTTP 200)"))
+        } else {
+            fail(format!("{} of {n} logins failed: {}", failed.len(), failed.join("; ")))
+        }
+    }
+
+    async fn login_credential(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let logins = self.ok_logins();
+        if logins.is_empty() {
+            return skip("no test user logged in; see login.test_users");
+        }
+        let missing: Vec<&str> = logins
+            .iter()
+            .filter(|(_, l)| l.credential.is_none())
+            .map(|(u, _)| u.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return fail(format!(
+                "HTTP 200 but neither a JWT (body field JWT) nor a session cookie (Set-Cookie) for {}",
+                missing.join(", ")
+            ));
+        }
+        let kinds: HashSet<String> = logins
+            .iter()
+            .filter_map(|(_, l)| l.credential.as_ref().map(Credential::describe))
+            .collect();
+        let mut kinds: Vec<String> = kinds.into_iter().collect();
+        kinds.sort();
+        pass(format!("{} for {} test user(s)", kinds.join(" or "), logins.len()))
+    }
+
+    async fn login_lifetime(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let logins = self.ok_logins();
+        let Some((user, login)) = logins.iter().find(|(_, l)| l.credential.is_some()) else {
+            return skip("no customer token came back; see login.credential");
+        };
+        let mut sources = Vec::new();
+        let mut lifetime = None;
+        match &login.credential {
+            Some(Credential::Jwt(token)) => {
+                let claims = jwt_parts(token).map(|(_, c)| c).unwrap_or(Value::Null);
+                match claims.get("exp").and_then(Value::as_u64) {
+                    Some(exp) => {
+                        let from = claims.get("iat").and_then(Value::as_u64).unwrap_or_else(now_secs);
+                        let secs = exp.saturating_sub(from);
+                        sources.push(format!("JWT exp {} after iat", human(secs)));
+                        lifetime = Some(secs);
+                        if exp + 30 < now_secs() {
+                            return fail(format!("{}: the JWT's exp has already passed", user.name));
+                        }
+                    }
+                    None => {
+                        let also = login
+                            .expires_in
+                            .map(|s| format!(" (expires_in {s} s in the body)"))
+                            .unwrap_or_default();
+                        return fail(format!(
+                            "{}: the JWT has no exp claim{also}; a JWT without exp never expires and the gateway refuses it",
+                            user.name
+                        ));
+                    }
+                }
+            }
+            Some(Credential::Cookie {
+                max_age, has_expires, ..
+            }) => {
+                if let Some(secs) = max_age {
+                    sources.push(format!("cookie Max-Age {}", human(*secs)));
+                    lifetime = Some(*secs);
+                } else if *has_expires {
+                    sources.push("cookie Expires (no Max-Age)".into());
+                }
+            }
+            None => {}
+        }
+        if let Some(secs) = login.expires_in {
+            sources.push(format!("expires_in {}", human(secs)));
+            lifetime = lifetime.or(Some(secs));
+        }
+        let evidence = format!("{}: {}", user.name, sources.join(", "));
+        match lifetime {
+            None if sources.is_empty() => fail(format!(
+                "{}: no expires_in, no JWT exp and no cookie Max-Age: the token's lifetime is unknown",
+                user.name
+            )),
+            None => warn(format!("{evidence}; send expires_in or Max-Age")),
+            Some(0) => fail(format!("{evidence}: a zero lifetime")),
+            Some(secs) if secs > LONG_LIFETIME_SECS => warn(format!("{evidence}: longer than 24 h")),
+            Some(_) => pass(evidence),
+        }
+    }
+
+    async fn login_jwt_verifies(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let jwts: Vec<(String, String)> = self
+            .ok_logins()
+            .iter()
+            .filter_map(|(u, l)| match &l.credential {
+                Some(Credential::Jwt(t)) => Some((u.name.clone(), t.clone())),
+                _ => None,
+            })
+            .collect();
+        let jwt_mode = self.conn.identity.mode == IdentityMode::Jwt;
+        if jwts.is_empty() {
+            return match self.customer_credential() {
+                Some(Credential::Cookie { .. }) if jwt_mode => {
+                    fail("the login returns a session cookie, but identity.mode = \"jwt\" needs a JWT to verify")
+                }
+                Some(Credential::Cookie { .. }) => {
+                    skip("the login returns a session cookie: there is no JWT to verify")
+                }
+                _ => skip("no customer token came back; see login.credential"),
+            };
+        }
+        if self.conn.identity.jwks_url.is_none() {
+            return skip("identity.jwks_url is not set: the gateway does not verify customer JWTs");
+        }
+        let jwks = match self.jwks().await {
+            Ok(set) => set,
+            Err(e) => return fail(e),
+        };
+        let mut keys = HashSet::new();
+        for (name, token) in &jwts {
+            match self.verify_jwt(token, &jwks) {
+                Ok((alg, kid)) => {
+                    keys.insert(format!("{alg:?} key {kid}"));
+                }
+                Err(e) => return fail(format!("{name}: {e}")),
+            }
+        }
+        let mut keys: Vec<String> = keys.into_iter().collect();
+        keys.sort();
+        let claims = match (&self.conn.identity.issuer, &self.conn.identity.audience) {
+            (Some(_), Some(_)) => "iss and aud match",
+            (Some(_), None) => "iss matches (no audience configured)",
+            (None, Some(_)) => "aud matches (no issuer configured)",
+            (None, None) => "no issuer or audience configured",
+        };
+        pass(format!(
+            "{} JWT(s) verified with {} from the JWKS; {claims}",
+            jwts.len(),
+            keys.join(", ")
+        ))
+    }
+
+    async fn login_wrong_password(&mut self) -> Verdict {
+        self.ensure_refusals().await;
+        let name = self.users.first().map(|u| u.name.clone()).unwrap_or_default();
+        match &self.wrong_password {
+            Some(Ok(r)) if matches!(r.status, 400 | 401) => pass(format!("{name}, wrong password: {}", r.describe())),
+            Some(Ok(r)) if r.is_success() => fail(format!("{name}: a wrong password was accepted ({})", r.describe())),
+            Some(Ok(r)) if r.status == 429 => warn(format!(
+                "{name}, wrong password: {}: throttled by earlier attempts; run again later",
+                r.describe()
+            )),
+            Some(Ok(r)) => fail(format!("{name}, wrong password: {}; expected 401", r.describe())),
+            Some(Err(e)) => fail(format!("wrong password: {e}")),
+            None => fail("wrong password: not tried"),
+        }
+    }
+
+    async fn login_no_enumeration(&mut self) -> Verdict {
+        self.ensure_refusals().await;
+        let (Some(Ok(wrong)), Some(unknown)) = (&self.wrong_password, &self.unknown_user) else {
+            return skip("the wrong-password login did not get an answer; see login.wrong_password_refused");
+        };
+        let unknown = match unknown {
+            Ok(r) => r,
+            Err(e) => return fail(format!("unknown user: {e}")),
+        };
+        if unknown.is_success() {
+            return fail(format!("an unknown user logged in: {}", unknown.describe()));
+        }
+        if wrong.status == 429 || unknown.status == 429 {
+            return warn("throttled (HTTP 429) by earlier attempts; run again later");
+        }
+        if wrong.status == unknown.status && wrong.error_code() == unknown.error_code() {
+            pass(format!(
+                "wrong password and unknown user both get {}",
+                unknown.describe()
+            ))
+        } else {
+            fail(format!(
+                "wrong password: {}; unknown user: {}",
+                wrong.describe(),
+                unknown.describe()
+            ))
+        }
+    }
+
+    // ---- identifier.* ----
+
+    /// The customer identifier of a login: the configured claim of its JWT.
+    /// `Err(None)`: not applicable (a cookie session); `Err(Some(why))`: a failure.
+    fn identifier(&self, login: &Login) -> Result<String, Option<String>> {
+        let claim = &self.conn.identity.claim;
+        match &login.credential {
+            Some(Credential::Jwt(token)) => jwt_parts(token)
+                .and_then(|(_, claims)| claims.get(claim).and_then(Value::as_str).map(str::to_string))
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| Some(format!("the JWT has no string claim `{claim}` (identity.claim)"))),
+            Some(Credential::Cookie { .. }) => Err(None),
+            None => Err(Some("no customer token came back; see login.credential".into())),
+        }
+    }
+
+    /// Identifiers of every test user that logged in, or the verdict that
+    /// stops the rule.
+    fn identifiers(&self) -> Result<Vec<(String, String)>, Verdict> {
+        let logins = self.ok_logins();
+        if logins.is_empty() {
+            return Err(skip("no test user logged in; see login.test_users"));
+        }
+        let mut out = Vec::new();
+        for (user, login) in logins {
+            match self.identifier(login) {
+                Ok(id) => out.push((user.name.clone(), id)),
+                Err(None) => {
+                    return Err(skip(
+                        "the login returns a session cookie: the identifier comes from the channel, not from the login",
+                    ));
+                }
+                Err(Some(why)) => return Err(fail(format!("{}: {why}", user.name))),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn identifier_consistent(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let claim = self.conn.identity.claim.clone();
+        let first = match self.identifiers() {
+            Ok(ids) => ids.into_iter().next(),
+            Err(v) => return v,
+        };
+        let Some((name, id)) = first else {
+            return skip("no test user logged in; see login.test_users");
+        };
+        if self.second_login.is_none() {
+            let index = self.users.iter().position(|u| u.name == name).unwrap_or(0);
+            self.second_login = Some(self.login(index).await);
+        }
+        let again = match &self.second_login {
+            Some(Ok(login)) => self.identifier(login),
+            Some(Err(e)) => return fail(format!("second login of {name}: {e}")),
+            None => return fail("no second login"),
+        };
+        match again {
+            Ok(second) if second == id => pass(format!("two logins of {name}: the same `{claim}`")),
+            Ok(_) => fail(format!("two logins of {name} gave different `{claim}` values")),
+            Err(why) => fail(format!("second login of {name}: {}", why.unwrap_or_default())),
+        }
+    }
+
+    async fn identifier_unique(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let claim = &self.conn.identity.claim;
+        let ids = match self.identifiers() {
+            Ok(ids) => ids,
+            Err(v) => return v,
+        };
+        if self.users.len() < 2 {
+            return skip("only one test user: give two or more to check that identifiers differ");
+        }
+        if ids.len() < 2 {
+            return skip("fewer than two test users logged in; see login.test_users");
+        }
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (name, id) in &ids {
+            if let Some(other) = seen.insert(id.as_str(), name.as_str()) {
+                return fail(format!("{other} and {name} have the same `{claim}`"));
+            }
+        }
+        pass(format!(
+            "{} test users, {} distinct `{claim}` values",
+            ids.len(),
+            ids.len()
+        ))
+    }
+
+    async fn identifier_opaque(&mut self) -> Verdict {
+        self.ensure_logins().await;
+        let claim = &self.conn.identity.claim;
+        let ids = match self.identifiers() {
+            Ok(ids) => ids,
+            Err(v) => return v,
+        };
+        let mut problems = Vec::new();
+        for (name, id) in &ids {
+            let (lower_id, lower_name) = (id.to_lowercase(), name.to_lowercase());
+            if lower_id == lower_name {
+                problems.push(format!("{name}: `{claim}` is the username"));
+            } else if lower_name.chars().count() >= 3 && lower_id.contains(&lower_name) {
+                problems.push(format!("{name}: `{claim}` contains the username"));
+            } else if let Some(why) = gateway::identity::opacity_problem(id) {
+                problems.push(format!("{name}: `{claim}` {why}"));
+            }
+        }
+        if !problems.is_empty() {
+            return fail(problems.join("; "));
+        }
+        let shortest = ids.iter().map(|(_, id)| id.chars().count()).min().unwrap_or(0);
+        pass(format!(
+            "`{claim}` of {} test user(s): {shortest}+ characters, not the username, no email, phone, card or national-id pattern, enough entropy",
+            ids.len()
+        ))
+    }
+
+    // ---- system.* ----
+
+    fn oauth(&self) -> Result<(), Verdict> {
+        match &self.conn.system_auth {
+            SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(()),
+            SystemAuthConfig::StaticBearer { .. } => Err(skip(
+                "system_auth kind = \"static_bearer\": there is no token endpoint to check",
+            )),
+            SystemAuthConfig::None => Err(skip("system_auth kind = \"none\": there is no token endpoint to check")),
+        }
+    }
+
+    fn configured_method(&self) -> ClientAuthMethod {
+        match &self.conn.system_auth {
+            SystemAuthConfig::Oauth2ClientCredentials { auth_method, .. } => *auth_method,
+            _ => ClientAuthMethod::ClientSecretBasic,
+        }
+    }
+
+    /// A token request as the gateway makes it, with the given method,
+    /// secret and grant type.
+    async fn token_request(&self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+        let SystemAuthConfig::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            grant_type_in,
+            scope,
+            audience,
+            resource,
+            ..
+        } = &self.conn.system_auth
+        else {
+            return Err("not an OAuth connection".into());
+        };
+        let mut url = reqwest::Url::parse(token_url).map_err(|e| format!("token_url: {e}"))?;
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        match grant_type_in {
+            GrantTypeIn::Query => {
+                url.query_pairs_mut().append_pair("grant_type", grant);
+            }
+            GrantTypeIn::Body => form.push(("grant_type", grant)),
+        }
+        for (name, value) in [("scope", scope), ("audience", audience), ("resource", resource)] {
+            if let Some(v) = value {
+                form.push((name, v));
+            }
+        }
+        let mut request = self.http.post(url).timeout(AUTH_TIMEOUT);
+        match method {
+            ClientAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: each part form-urlencoded, then base64.
+                let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", enc(client_id), enc(secret));
+                let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
+                    .map_err(|_| "the client id or secret cannot go in a header".to_string())?;
+                value.set_sensitive(true);
+                request = request.header(AUTHORIZATION, value);
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", secret));
+            }
+        }
+        self.send(request.form(&form)).await
+    }
+
+    /// The token request with the right secret, once per method.
+    async fn token(&mut self, method: ClientAuthMethod) -> Result<Reply, String> {
+        if !self.tokens.contains_key(&method) {
+            let secret = self.client_secret.clone().unwrap_or_else(|| SecretString::from(""));
+            let result = self
+                .token_request(method, secret.expose_secret(), "client_credentials")
+                .await;
+            if let Ok(reply) = &result
+                && let Some(token) = reply
+                    .json()
+                    .and_then(|b| b.get("access_token").and_then(Value::as_str).map(str::to_string))
+            {
+                self.obtained.push(SecretString::from(token));
+            }
+            self.tokens.insert(method, result);
+        }
+        self.tokens
+            .get(&method)
+            .cloned()
+            .unwrap_or_else(|| Err("not fetched".into()))
+    }
+
+    /// The system access token from the configured method, or why there is none.
+    async fn access_token(&mut self) -> Result<String, String> {
+        let method = self.configured_method();
+        let reply = self.token(method).await?;
+        if reply.status != 200 {
+            return Err(reply.describe());
+        }
+        reply
+            .json()
+            .and_then(|b| b.get("access_token").and_then(Value::as_str).map(str::to_string))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| "no access_token in the answer".into())
+    }
+
+    async fn system_token_issued(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        let method = self.configured_method();
+        let reply = match self.token(method).await {
+            Ok(r) => r,
+            Err(e) => return fail(format!("{}: {e}", method_name(method))),
+        };
+        if reply.status != 200 {
+            return fail(format!("{}: {}", method_name(method), reply.describe()));
+        }
+        let Ok(parsed) = serde_json::from_slice::<AccessTokenResponse>(&reply.body) else {
+            return fail(format!(
+                "{}: HTTP 200, but not a token response (token_type, access_token, expires_in as a number)",
+                method_name(method)
+            ));
+        };
+        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
+            let shown = printable_token(&parsed.token_type).unwrap_or_else(|| "?".into());
+            return fail(format!("{}: token_type {shown}, not Bearer", method_name(method)));
+        }
+        if parsed.access_token.is_empty() {
+            return fail(format!("{}: an empty access_token", method_name(method)));
+        }
+        match parsed.expires_in {
+            Some(secs) => pass(format!(
+                "{}: HTTP 200, token_type Bearer, expires_in {}",
+                method_name(method),
+                human(secs)
+            )),
+            None => warn(format!(
+                "{}: HTTP 200, token_type Bearer, but no expires_in: the gateway has to assume default_expires_in_secs",
+                method_name(method)
+            )),
+        }
+    }
+
+    async fn system_wrong_secret(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        let method = self.configured_method();
+        let wrong = format!("deskbridge-check-wrong-secret-{}", nonce());
+        let reply = match self.token_request(method, &wrong, "client_credentials").await {
+            Ok(r) => r,
+            Err(e) => return fail(format!("{}: {e}", method_name(method))),
+        };
+        let code = reply.error_code();
+        let evidence = format!("{}, wrong secret: {}", method_name(method), reply.describe());
+        match (reply.status, code.as_deref()) {
+            (401, Some("invalid_client")) => pass(evidence),
+            (400, Some("invalid_client")) if method == ClientAuthMethod::ClientSecretPost => warn(format!(
+                "{evidence}: RFC 6749 allows 400 for client_secret_post, but 401 is expected"
+            )),
+            (s, _) if (200..300).contains(&s) => fail(format!("{evidence}: a wrong secret got a token")),
+            _ => fail(format!("{evidence}; expected 401 invalid_client")),
+        }
+    }
+
+    async fn system_unknown_grant(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        let method = self.configured_method();
+        let secret = self.client_secret.clone().unwrap_or_else(|| SecretString::from(""));
+        let reply = match self.token_request(method, secret.expose_secret(), UNKNOWN_GRANT).await {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if let Some(token) = reply
+            .json()
+            .and_then(|b| b.get("access_token").and_then(Value::as_str).map(str::to_string))
+        {
+            self.obtained.push(SecretString::from(token));
+        }
+        let evidence = format!("grant_type={UNKNOWN_GRANT}: {}", reply.describe());
+        match (reply.status, reply.error_code().as_deref()) {
+            (400, Some("unsupported_grant_type")) => pass(evidence),
+            (s, _) if (200..300).contains(&s) => fail(format!("{evidence}: an unknown grant got a token")),
+            (400, _) => warn(format!("{evidence}; expected unsupported_grant_type")),
+            _ => fail(format!("{evidence}; expected 400 unsupported_grant_type")),
+        }
+    }
+
+    async fn system_no_store(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        let method = self.configured_method();
+        match self.token(method).await {
+            Ok(r) if r.status == 200 => match r.header("cache-control") {
+                Some(v) if v.to_ascii_lowercase().contains("no-store") => {
+                    pass("token response: Cache-Control: no-store")
+                }
+                Some(v) => fail(format!(
+                    "token response: Cache-Control: {}",
+                    v.chars().take(80).collect::<String>()
+                )),
+                None => fail("token response: no Cache-Control header"),
+            },
+            _ => skip("no token was issued; see system.token_issued"),
+        }
+    }
+
+    async fn system_auth_methods(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        let configured = self.configured_method();
+        let mut works = HashMap::new();
+        let mut parts = Vec::new();
+        for (method, short) in [
+            (ClientAuthMethod::ClientSecretBasic, "basic"),
+            (ClientAuthMethod::ClientSecretPost, "post"),
+        ] {
+            let result = self.token(method).await;
+            let ok = matches!(&result, Ok(r) if r.status == 200);
+            works.insert(method, ok);
+            parts.push(match result {
+                Ok(_) if ok => format!("{short}: ok"),
+                Ok(r) => format!("{short}: {}", r.describe()),
+                Err(e) => format!("{short}: {e}"),
+            });
+        }
+        let evidence = parts.join(", ");
+        let other_works = works.iter().filter(|(m, _)| **m != configured).all(|(_, ok)| *ok);
+        match (works.get(&configured).copied().unwrap_or(false), other_works) {
+            (true, true) => pass(evidence),
+            (true, false) => warn(format!("{evidence}; the configured {} works", method_name(configured))),
+            (false, _) => fail(format!(
+                "{evidence}; the configured {} does not work",
+                method_name(configured)
+            )),
+        }
+    }
+
+    // ---- action.* ----
+
+    /// The bearer token of an action call, if the connection uses one.
+    async fn bearer(&mut self) -> Result<Option<String>, String> {
+        match &self.conn.system_auth {
+            SystemAuthConfig::Oauth2ClientCredentials { .. } => self
+                .access_token()
+                .await
+                .map(Some)
+                .map_err(|e| format!("no system token ({e}); see system.token_issued")),
+            SystemAuthConfig::StaticBearer { .. } => {
+                Ok(self.static_token.as_ref().map(|t| t.expose_secret().to_string()))
+            }
+            SystemAuthConfig::None => Ok(None),
+        }
+    }
+
+    async fn call(&mut self, i: usize, probe: Probe) -> Result<Reply, String> {
+        if let Some(reply) = self.replies.get(&(i, probe)) {
+            return reply.clone();
+        }
+        let result = self.call_uncached(i, probe).await;
+        self.replies.insert((i, probe), result.clone());
+        result
+    }
+
+    async fn call_uncached(&mut self, i: usize, probe: Probe) -> Result<Reply, String> {
+        let spec = self.conn.actions.get(i).cloned().ok_or("no such action")?;
+        let bearer = match probe {
+            Probe::MissingBearer => None,
+            Probe::WrongBearer => Some(format!("deskbridge-check-invalid-{}", nonce())),
+            _ => self.bearer().await?,
+        };
+        let api_key = match (probe, &self.api_key) {
+            (Probe::MissingApiKey, _) | (_, None) => None,
+            (Probe::WrongApiKey, Some((name, _))) => {
+                Some((name.clone(), format!("deskbridge-check-invalid-{}", nonce())))
+            }
+            (_, Some((name, value))) => Some((name.clone(), value.expose_secret().to_string())),
+        };
+        self.ensure_logins().await;
+        let credential = self
+            .customer_credential()
+            .ok_or("no customer token; see login.credential")?;
+        let customer = match probe {
+            Probe::MissingCustomerToken => None,
+            Probe::TamperedCustomerToken => Some(tamper(&credential)),
+            _ => Some(credential.token().to_string()),
+        };
+        let url = format!("{}{}", self.conn.base_url.trim_end_matches('/'), spec.path);
+        let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut request = self
+            .http
+            .request(method, url)
+            .timeout(Duration::from_millis(self.conn.timeout_ms));
+        let sensitive = |v: &str| -> Result<reqwest::header::HeaderValue, String> {
+            let mut value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| "a credential cannot go in a header".to_string())?;
+            value.set_sensitive(true);
+            Ok(value)
+        };
+        if let Some(token) = bearer {
+            request = request.header(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
+        }
+        if let Some((name, value)) = api_key {
+            request = request.header(name, sensitive(&value)?);
+        }
+        let placement = &self.conn.customer_auth;
+        let mut body = None;
+        if let Some(token) = customer {
+            match placement.placement {
+                CustomerAuthPlacement::Header => {
+                    let name = HeaderName::from_bytes(placement.name.as_bytes())
+                        .map_err(|_| "customer_auth.name is not a header name".to_string())?;
+                    request = request.header(name, sensitive(&placement.format.replace("{token}", &token))?);
+                }
+                CustomerAuthPlacement::Cookie => {
+                    request = request.header(COOKIE, sensitive(&format!("{}={token}", placement.name))?);
+                }
+                CustomerAuthPlacement::Body => {
+                    let mut doc = Value::Object(Default::default());
+                    set_pointer(&mut doc, &placement.pointer, Value::String(token));
+                    body = Some(doc);
+                }
+            }
+        }
+        if let Some(doc) = body {
+            request = request.json(&doc);
+        } else if spec.method != "GET" {
+            request = request.header(CONTENT_TYPE, "application/json").body("{}");
+        }
+        self.send(request).await
+    }
+
+    async fn action_succeeds(&mut self, i: usize) -> Verdict {
+        match self.call(i, Probe::Succeeds).await {
+            Err(e) if e.contains("see ") => skip(e),
+            Err(e) => fail(e),
+            Ok(r) if r.is_success() => match r.json() {
+                Some(_) => pass(format!("all three credentials: HTTP {}, a JSON body", r.status)),
+                None => fail(format!(
+                    "all three credentials: HTTP {}, but the body is not JSON",
+                    r.status
+                )),
+            },
+            Ok(r) => fail(format!("all three credentials: {}", r.describe())),
+        }
+    }
+
+    async fn action_refuses(&mut self, i: usize, probe: Probe) -> Verdict {
+        let (what, expected): (&str, &[u16]) = match probe {
+            Probe::MissingBearer => ("no Authorization header", &[401]),
+            Probe::WrongBearer => ("an unknown bearer token", &[401]),
+            Probe::MissingApiKey => ("no API key", &[401, 403]),
+            Probe::WrongApiKey => ("an unknown API key", &[401, 403]),
+            Probe::MissingCustomerToken => ("no customer token", &[401]),
+            Probe::TamperedCustomerToken => ("a customer token with a changed signature", &[401]),
+            Probe::Succeeds | Probe::Distinguishable => return skip("not a refusal rule"),
+        };
+        if matches!(probe, Probe::MissingBearer | Probe::WrongBearer) && self.conn.system_auth == SystemAuthConfig::None
+        {
+            return skip("system_auth kind = \"none\": the connection sends no bearer token");
+        }
+        if matches!(probe, Probe::MissingApiKey | Probe::WrongApiKey) && self.api_key.is_none() {
+            return skip("no [connections.api_key] configured");
+        }
+        let name = self.action_name(i).to_string();
+        match self.call(i, Probe::Succeeds).await {
+            Ok(r) if r.is_success() => {}
+            _ => {
+                return skip(format!(
+                    "the call with all three credentials did not succeed; see action.{name}.succeeds"
+                ));
+            }
+        }
+        let reply = match self.call(i, probe).await {
+            Ok(r) => r,
+            Err(e) => return fail(format!("{what}: {e}")),
+        };
+        let evidence = format!("{what}: {}", reply.describe());
+        if expected.contains(&reply.status) {
+            pass(evidence)
+        } else if reply.is_success() {
+            fail(format!("{evidence}: accepted"))
+        } else {
+            let want = expected.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ");
+            fail(format!("{evidence}; expected {want}"))
+        }
+    }
+
+    async fn action_distinguishable(&mut self, i: usize) -> Verdict {
+        let name = self.action_name(i).to_string();
+        if self.conn.system_auth == SystemAuthConfig::None {
+            return skip("system_auth kind = \"none\": there is no system-token refusal to compare");
+        }
+        match self.call(i, Probe::Succeeds).await {
+            Ok(r) if r.is_success() => {}
+            _ => {
+                return skip(format!(
+                    "the call with all three credentials did not succeed; see action.{name}.succeeds"
+                ));
+            }
+        }
+        let system = self.call(i, Probe::WrongBearer).await;
+        let customer = self.call(i, Probe::TamperedCustomerToken).await;
+        let (Ok(system), Ok(customer)) = (system, customer) else {
+            return skip("a refusal got no answer; see the wrong_bearer and tampered_customer_token rules");
+        };
+        if system.is_success() || customer.is_success() {
+            return skip(format!(
+                "needs both refusals; see action.{name}.wrong_bearer and action.{name}.tampered_customer_token"
+            ));
+        }
+        let evidence = format!(
+            "system token refused: {}; customer token refused: {}",
+            system.describe(),
+            customer.describe()
+        );
+        let codes_differ = match (system.error_code(), customer.error_code()) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        };
+        let system_challenge = system.challenge().is_some_and(|c| c.is_bearer_invalid_token());
+        let customer_challenge = customer.challenge().is_some_and(|c| c.is_bearer_invalid_token());
+        let challenges_differ = system_challenge && !customer_challenge;
+        if codes_differ || challenges_differ {
+            pass(evidence)
+        } else {
+            fail(format!("{evidence}: the platform cannot tell whose credential failed"))
+        }
+    }
+
+    // ---- transport.* ----
+
+    fn transport_plain_http(&self) -> Verdict {
+        let mut urls = vec![
+            ("base_url", Some(self.conn.base_url.as_str())),
+            ("customer_login_url", Some(self.login_url.as_str())),
+            ("identity.jwks_url", self.conn.identity.jwks_url.as_deref()),
+        ];
+        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, .. } = &self.conn.system_auth {
+            urls.push(("system_auth.token_url", Some(token_url.as_str())));
+        }
+        let mut plain = Vec::new();
+        let mut checked = 0;
+        for (key, url) in urls {
+            let Some(Ok(url)) = url.map(reqwest::Url::parse) else {
+                continue;
+            };
+            checked += 1;
+            let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+            let loopback = match host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+            {
+                Ok(ip) => ip.is_loopback(),
+                Err(_) => host == "localhost" || host.ends_with(".localhost"),
+            };
+            if url.scheme() == "http" && !loopback {
+                plain.push(format!("{key} ({})", url.host_str().unwrap_or("?")));
+            }
+        }
+        if plain.is_empty() {
+            pass(format!("{checked} URL(s): https, or http on loopback only"))
+        } else {
+            warn(format!("plain http to a non-loopback host: {}", plain.join(", ")))
+        }
+    }
+}
