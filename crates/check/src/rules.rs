@@ -373,6 +373,29 @@ fn tamper(credential: &Credential) -> String {
     }
 }
 
+/// Why an action call was not answered.
+#[derive(Clone)]
+enum CallError {
+    /// A credential it needs is missing; an earlier rule says why.
+    Missing(String),
+    /// The call itself failed (transport, a value that cannot be sent).
+    Failed(String),
+}
+
+impl From<String> for CallError {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl CallError {
+    fn text(&self) -> &str {
+        match self {
+            Self::Missing(e) | Self::Failed(e) => e,
+        }
+    }
+}
+
 pub(crate) struct Context {
     http: reqwest::Client,
     conn: ConnectionConfig,
@@ -387,7 +410,7 @@ pub(crate) struct Context {
     unknown_user: Option<Result<Reply, String>>,
     jwks: Option<Result<JwkSet, String>>,
     tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
-    replies: HashMap<(usize, Probe), Result<Reply, String>>,
+    replies: HashMap<(usize, Probe), Result<Reply, CallError>>,
     /// Credentials obtained while checking, redacted from the evidence.
     obtained: Vec<SecretString>,
 }
@@ -641,6 +664,15 @@ impl Context {
             .collect()
     }
 
+    /// Why there is no customer token to judge.
+    fn no_token(&self) -> String {
+        if self.ok_logins().is_empty() {
+            "no test user logged in; see login.test_users".into()
+        } else {
+            "no customer token came back; see login.credential".into()
+        }
+    }
+
     fn customer_credential(&self) -> Option<Credential> {
         self.ok_logins().into_iter().find_map(|(_, l)| l.credential.clone())
     }
@@ -770,7 +802,7 @@ impl Context {
         self.ensure_logins().await;
         let logins = self.ok_logins();
         let Some((user, login)) = logins.iter().find(|(_, l)| l.credential.is_some()) else {
-            return skip("no customer token came back; see login.credential");
+            return skip(self.no_token());
         };
         let mut sources = Vec::new();
         let mut lifetime = None;
@@ -847,7 +879,7 @@ impl Context {
                 Some(Credential::Cookie { .. }) => {
                     skip("the login returns a session cookie: there is no JWT to verify")
                 }
-                _ => skip("no customer token came back; see login.credential"),
+                _ => skip(self.no_token()),
             };
         }
         if self.conn.identity.jwks_url.is_none() {
@@ -1300,7 +1332,7 @@ impl Context {
         }
     }
 
-    async fn call(&mut self, i: usize, probe: Probe) -> Result<Reply, String> {
+    async fn call(&mut self, i: usize, probe: Probe) -> Result<Reply, CallError> {
         if let Some(reply) = self.replies.get(&(i, probe)) {
             return reply.clone();
         }
@@ -1309,12 +1341,17 @@ impl Context {
         result
     }
 
-    async fn call_uncached(&mut self, i: usize, probe: Probe) -> Result<Reply, String> {
-        let spec = self.conn.actions.get(i).cloned().ok_or("no such action")?;
+    async fn call_uncached(&mut self, i: usize, probe: Probe) -> Result<Reply, CallError> {
+        let spec = self
+            .conn
+            .actions
+            .get(i)
+            .cloned()
+            .ok_or_else(|| CallError::Failed("no such action".into()))?;
         let bearer = match probe {
             Probe::MissingBearer => None,
             Probe::WrongBearer => Some(format!("deskbridge-check-invalid-{}", nonce())),
-            _ => self.bearer().await?,
+            _ => self.bearer().await.map_err(CallError::Missing)?,
         };
         let api_key = match (probe, &self.api_key) {
             (Probe::MissingApiKey, _) | (_, None) => None,
@@ -1326,7 +1363,7 @@ impl Context {
         self.ensure_logins().await;
         let credential = self
             .customer_credential()
-            .ok_or("no customer token; see login.credential")?;
+            .ok_or_else(|| CallError::Missing(self.no_token()))?;
         let customer = match probe {
             Probe::MissingCustomerToken => None,
             Probe::TamperedCustomerToken => Some(tamper(&credential)),
@@ -1374,13 +1411,13 @@ impl Context {
         } else if spec.method != "GET" {
             request = request.header(CONTENT_TYPE, "application/json").body("{}");
         }
-        self.send(request).await
+        Ok(self.send(request).await?)
     }
 
     async fn action_succeeds(&mut self, i: usize) -> Verdict {
         match self.call(i, Probe::Succeeds).await {
-            Err(e) if e.contains("see ") => skip(e),
-            Err(e) => fail(e),
+            Err(CallError::Missing(e)) => skip(e),
+            Err(CallError::Failed(e)) => fail(e),
             Ok(r) if r.is_success() => match r.json() {
                 Some(_) => pass(format!("all three credentials: HTTP {}, a JSON body", r.status)),
                 None => fail(format!(
@@ -1420,7 +1457,7 @@ impl Context {
         }
         let reply = match self.call(i, probe).await {
             Ok(r) => r,
-            Err(e) => return fail(format!("{what}: {e}")),
+            Err(e) => return fail(format!("{what}: {}", e.text())),
         };
         let evidence = format!("{what}: {}", reply.describe());
         if expected.contains(&reply.status) {
@@ -1511,5 +1548,70 @@ impl Context {
         } else {
             warn(format!("plain http to a non-loopback host: {}", plain.join(", ")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, challenge: Option<&str>, body: &str) -> Reply {
+        let mut headers = HeaderMap::new();
+        if let Some(c) = challenge {
+            headers.insert("www-authenticate", c.parse().unwrap());
+        }
+        Reply {
+            status,
+            headers,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn replies_are_described_by_status_code_and_challenge_only() {
+        let r = reply(
+            401,
+            Some(r#"Bearer realm="x", error="invalid_token", error_description="secret, echoed""#),
+            r#"{"error":"invalid_token","error_description":"the token abc123 is unknown"}"#,
+        );
+        assert_eq!(
+            r.describe(),
+            "HTTP 401 invalid_token, WWW-Authenticate: Bearer error=invalid_token"
+        );
+        assert!(r.challenge().is_some_and(|c| c.is_bearer_invalid_token()));
+        let echoed = reply(400, None, r#"{"error":"password hunter2 is wrong"}"#);
+        assert_eq!(echoed.describe(), "HTTP 400 (an unprintable error code)");
+        assert_eq!(reply(200, None, "not json").describe(), "HTTP 200");
+        let customer = reply(
+            401,
+            Some(r#"JWT realm="customer", error="invalid_customer_token""#),
+            "{}",
+        );
+        assert!(customer.challenge().is_some_and(|c| !c.is_bearer_invalid_token()));
+    }
+
+    #[test]
+    fn tampering_changes_one_signature_character() {
+        let jwt = Credential::Jwt("aGVhZGVy.Y2xhaW1z.c2lnbmF0dXJlQUFB".into());
+        let forged = tamper(&jwt);
+        assert_ne!(forged, jwt.token());
+        assert!(forged.starts_with("aGVhZGVy.Y2xhaW1z."));
+        let differing = forged.chars().zip(jwt.token().chars()).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 1);
+        let cookie = Credential::Cookie {
+            name: "s".into(),
+            value: "AAAA".into(),
+            max_age: None,
+            has_expires: false,
+        };
+        assert_eq!(tamper(&cookie), "AABA");
+    }
+
+    #[test]
+    fn lifetimes_read_as_people_say_them() {
+        assert_eq!(human(28800), "8 h");
+        assert_eq!(human(100_000), "27.8 h");
+        assert_eq!(human(300), "5 min");
+        assert_eq!(human(59), "59 s");
     }
 }
