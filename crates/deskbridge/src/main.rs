@@ -22,10 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The reference company backend: customer login, OAuth 2.0 client
-    /// credentials, and the profile API.
     /// Everything on one machine: backend and gateway with demo data.
     Demo(demo_cmd::DemoArgs),
+    /// The reference company backend: customer login, OAuth 2.0 client
+    /// credentials, and the profile API.
     Backend(backend_cmd::BackendArgs),
     /// The gateway: channel intake, agent API, calls to company backends.
     Serve(gateway_cmd::ServeArgs),
