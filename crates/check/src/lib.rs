@@ -89,6 +89,43 @@ pub struct Outcome {
     pub fix: String,
 }
 
+/// A group of rules, as `--only` names it. Only `login`, `identifier` and
+/// `action` log test users in, so only they need test users and a
+/// `customer_login_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Group {
+    Login,
+    Identifier,
+    System,
+    Action,
+    Transport,
+}
+
+impl Group {
+    pub const ALL: [Group; 5] = [
+        Group::Login,
+        Group::Identifier,
+        Group::System,
+        Group::Action,
+        Group::Transport,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Identifier => "identifier",
+            Self::System => "system",
+            Self::Action => "action",
+            Self::Transport => "transport",
+        }
+    }
+
+    /// Whether its rules log the test users in.
+    fn needs_logins(self) -> bool {
+        matches!(self, Self::Login | Self::Identifier | Self::Action)
+    }
+}
+
 /// Why the check could not run at all (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -116,8 +153,20 @@ pub struct Checker {
 
 impl Checker {
     /// Picks the connection (by name, or the only one), checks its part of
-    /// the configuration and resolves its secrets.
+    /// the configuration and resolves its secrets. Every rule runs.
     pub fn new(config: &GatewayConfig, connection: Option<&str>, users: Vec<TestUser>) -> Result<Self, CheckError> {
+        Self::with_groups(config, connection, users, &Group::ALL)
+    }
+
+    /// As [`Checker::new`], running only the rules of `groups` (in their
+    /// usual order). Test users and `customer_login_url` are required only
+    /// when a group that logs in (`login`, `identifier`, `action`) is among them.
+    pub fn with_groups(
+        config: &GatewayConfig,
+        connection: Option<&str>,
+        users: Vec<TestUser>,
+        groups: &[Group],
+    ) -> Result<Self, CheckError> {
         let (index, conn) = match connection {
             Some(name) => config
                 .connections
@@ -138,21 +187,26 @@ impl Checker {
         if !problems.is_empty() {
             return Err(CheckError::Config(problems.join("; ")));
         }
-        let login_url = conn
-            .customer_login_url
-            .clone()
-            .ok_or_else(|| CheckError::NoLoginUrl(conn.name.clone()))?;
+        let needs_logins = groups.iter().any(|g| g.needs_logins());
+        let login_url = match &conn.customer_login_url {
+            Some(url) => Some(url.clone()),
+            None if needs_logins => return Err(CheckError::NoLoginUrl(conn.name.clone())),
+            None => None,
+        };
         let mut unique: Vec<TestUser> = Vec::new();
         for user in users {
             if !unique.iter().any(|u| u.name == user.name) {
                 unique.push(user);
             }
         }
-        if unique.is_empty() {
+        if unique.is_empty() && needs_logins {
             return Err(CheckError::NoTestUsers);
         }
         let context = rules::Context::new(conn.clone(), login_url, unique)?;
-        let plan = rules::plan(conn);
+        let plan = rules::plan(conn)
+            .into_iter()
+            .filter(|r| groups.contains(&r.group()))
+            .collect();
         Ok(Self { context, plan })
     }
 

@@ -46,6 +46,29 @@ pub(crate) enum Rule {
     TransportPlainHttp,
 }
 
+impl Rule {
+    /// The group `--only` selects this rule by.
+    pub(crate) fn group(self) -> crate::Group {
+        use crate::Group;
+        match self {
+            Self::LoginTestUsers
+            | Self::LoginCredential
+            | Self::LoginLifetime
+            | Self::LoginJwtVerifies
+            | Self::LoginWrongPassword
+            | Self::LoginNoEnumeration => Group::Login,
+            Self::IdentifierConsistent | Self::IdentifierUnique | Self::IdentifierOpaque => Group::Identifier,
+            Self::SystemTokenIssued
+            | Self::SystemWrongSecret
+            | Self::SystemUnknownGrant
+            | Self::SystemNoStore
+            | Self::SystemAuthMethods => Group::System,
+            Self::Action(..) => Group::Action,
+            Self::TransportPlainHttp => Group::Transport,
+        }
+    }
+}
+
 /// What one action rule does to the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Probe {
@@ -399,7 +422,8 @@ impl CallError {
 pub(crate) struct Context {
     http: reqwest::Client,
     conn: ConnectionConfig,
-    login_url: String,
+    /// `None` only when no rule that logs in runs (`--only system,transport`).
+    login_url: Option<String>,
     users: Vec<TestUser>,
     client_secret: Option<SecretString>,
     static_token: Option<SecretString>,
@@ -416,7 +440,11 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(conn: ConnectionConfig, login_url: String, users: Vec<TestUser>) -> Result<Self, CheckError> {
+    pub(crate) fn new(
+        conn: ConnectionConfig,
+        login_url: Option<String>,
+        users: Vec<TestUser>,
+    ) -> Result<Self, CheckError> {
         let resolve = |s: &gateway::config::SecretSource, at: &str| {
             s.resolve()
                 .map_err(|e| CheckError::Config(format!("{}.{at}: {e}", conn.name)))
@@ -571,9 +599,12 @@ impl Context {
     }
 
     async fn post_login(&self, username: &str, password: &str) -> Result<Reply, String> {
+        let Some(login_url) = &self.login_url else {
+            return Err("no customer_login_url".into());
+        };
         let request = self
             .http
-            .post(&self.login_url)
+            .post(login_url)
             .timeout(AUTH_TIMEOUT)
             .form(&[("username", username), ("password", password)]);
         self.send(request).await
@@ -1517,7 +1548,7 @@ impl Context {
     fn transport_plain_http(&self) -> Verdict {
         let mut urls = vec![
             ("base_url", Some(self.conn.base_url.as_str())),
-            ("customer_login_url", Some(self.login_url.as_str())),
+            ("customer_login_url", self.login_url.as_deref()),
             ("identity.jwks_url", self.conn.identity.jwks_url.as_deref()),
         ];
         if let SystemAuthConfig::Oauth2ClientCredentials { token_url, .. } = &self.conn.system_auth {

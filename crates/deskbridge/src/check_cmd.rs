@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use check::{Checker, TestUser, report};
+use check::{Checker, Group, TestUser, report};
 use clap::{Args, ValueEnum};
 use gateway::GatewayConfig;
 
@@ -25,6 +25,31 @@ pub(crate) struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Run only these rule groups (comma-separated). With only `system`
+    /// and/or `transport`, no test users or customer_login_url are needed.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "GROUP[,GROUP]")]
+    only: Vec<Only>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Only {
+    Login,
+    Identifier,
+    System,
+    Action,
+    Transport,
+}
+
+impl From<Only> for Group {
+    fn from(only: Only) -> Self {
+        match only {
+            Only::Login => Group::Login,
+            Only::Identifier => Group::Identifier,
+            Only::System => Group::System,
+            Only::Action => Group::Action,
+            Only::Transport => Group::Transport,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,7 +107,13 @@ async fn check(args: CheckArgs) -> Result<u8, String> {
         )
     })?;
     let users = test_users(&args)?;
-    let checker = Checker::new(&config, args.connection.as_deref(), users).map_err(|e| e.to_string())?;
+    let groups: Vec<Group> = if args.only.is_empty() {
+        Group::ALL.to_vec()
+    } else {
+        args.only.iter().map(|o| Group::from(*o)).collect()
+    };
+    let checker =
+        Checker::with_groups(&config, args.connection.as_deref(), users, &groups).map_err(|e| e.to_string())?;
     let suite = format!(
         "deskbridge check: {}",
         args.connection

@@ -583,3 +583,65 @@ async fn junit_output_and_exit_statuses() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("FAKE_CLIENT_SECRET"), "{}", text(&out).1);
 }
+
+#[tokio::test]
+async fn only_system_needs_no_test_users() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let file = gdir.path().join("gateway.toml");
+    // Without customer_login_url too: `system` does not log anyone in.
+    let toml = gateway_toml(gdir.path(), &backend, &seed)
+        .lines()
+        .filter(|l| !l.starts_with("customer_login_url"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, toml).unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = run_check(
+        &[
+            "--config",
+            file,
+            "--connection",
+            "acme",
+            "--only",
+            "system",
+            "--format",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let results = outcomes(&out);
+    let ids: Vec<&str> = results.iter().map(|(id, _, _)| id.as_str()).collect();
+    let system: Vec<String> = rule_ids(&[])
+        .into_iter()
+        .filter(|id| id.starts_with("system."))
+        .collect();
+    assert_eq!(ids, system);
+    for (id, status, evidence) in &results {
+        assert_eq!(status, "pass", "{id}: {evidence}");
+    }
+    assert!(stderr.contains("5 rules: 5 pass, 0 warn, 0 fail, 0 skip"), "{stderr}");
+
+    // Two groups, in the usual order whatever order they are named in.
+    let out = run_check(
+        &["--config", file, "--only", "transport,system", "--format", "json"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let ids: Vec<String> = outcomes(&out).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert_eq!(ids.last().map(String::as_str), Some("transport.plain_http"));
+
+    // A group that logs in still needs test users and customer_login_url.
+    let out = run_check(&["--config", file, "--only", "system,login"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("customer_login_url"), "{}", text(&out).1);
+    let out = run_check(&["--config", file, "--only", "nonsense"], &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}
