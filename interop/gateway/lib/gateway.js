@@ -174,7 +174,12 @@ export async function startGateway(connections) {
   }
 }
 
-async function launch(binary, workdir, connections) {
+/**
+ * Writes `workdir/gateway.toml` with the given connections (see
+ * connectionToml) and one channel "web"; returns its path and the
+ * environment (with the secrets) that the deskbridge binary needs to read it.
+ */
+export function writeGatewayConfig(workdir, connections) {
   const appKey = randomBytes(24).toString('base64url');
   const env = { ...process.env, INTEROP_APP_KEY: appKey, RUST_LOG: process.env.RUST_LOG ?? 'info' };
   const config = [
@@ -188,6 +193,11 @@ async function launch(binary, workdir, connections) {
   ].join('\n');
   const configPath = join(workdir, 'gateway.toml');
   writeFileSync(configPath, config);
+  return { configPath, env, appKey };
+}
+
+async function launch(binary, workdir, connections) {
+  const { configPath, env, appKey } = writeGatewayConfig(workdir, connections);
 
   const { stdout } = await promisify(execFile)(
     binary,
