@@ -351,28 +351,6 @@ fn method_name(m: ClientAuthMethod) -> &'static str {
     }
 }
 
-fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
-    let mut at = doc;
-    let parts: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|p| p.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
-        if !at.is_object() {
-            *at = Value::Object(Default::default());
-        }
-        let Value::Object(map) = at else { return };
-        if i + 1 == parts.len() {
-            map.insert(part.clone(), value);
-            return;
-        }
-        at = map
-            .entry(part.clone())
-            .or_insert_with(|| Value::Object(Default::default()));
-    }
-}
-
 /// One character changed in the middle of the JWT's signature (or of the
 /// session value): still well-formed, no longer genuine.
 fn tamper(credential: &Credential) -> String {
@@ -1432,7 +1410,7 @@ impl Context {
                 }
                 CustomerAuthPlacement::Body => {
                     let mut doc = Value::Object(Default::default());
-                    set_pointer(&mut doc, &placement.pointer, Value::String(token));
+                    gateway::connector::set_pointer(&mut doc, &placement.pointer, Value::String(token));
                     body = Some(doc);
                 }
             }

@@ -408,7 +408,7 @@ pub fn map_response(body: &Value, mapping: Option<&BTreeMap<String, String>>) ->
 }
 
 /// Sets `value` at a JSON Pointer, creating objects on the way.
-fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
+pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
     let mut at = doc;
     let parts: Vec<String> = pointer
         .split('/')
