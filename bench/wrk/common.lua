@@ -1,11 +1,15 @@
 -- Shared by every wrk script in this folder: counts responses that are not
 -- 200 (a benchmark of error answers measures nothing) and prints one
--- machine-readable BENCH line at the end, which bench/backend.sh parses.
+-- machine-readable BENCH line at the end, which bench/backend.sh and
+-- bench/gateway.sh parse. A script that measures an error path on purpose
+-- sets `expected_status` after loading this file; `non200` then counts
+-- answers other than that status.
 --
 -- Each wrk thread has its own Lua state; `setup` keeps a handle on each so
 -- `done` (run in the main state) can collect their counters.
 
 local threads = {}
+expected_status = 200
 
 function setup(thread)
    table.insert(threads, thread)
@@ -18,7 +22,7 @@ function init(args)
 end
 
 function response(status, headers, body)
-   if status ~= 200 then
+   if status ~= expected_status then
       non200 = non200 + 1
       local key = tostring(status)
       non200_by_status[key] = (non200_by_status[key] or 0) + 1

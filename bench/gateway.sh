@@ -1,0 +1,520 @@
+#!/usr/bin/env bash
+# The gateway against the backend alone and against nginx, under the same
+# load in the same run:
+#
+#   direct   wrk → backend  POST /getprofile, all three credentials from wrk
+#   nginx    wrk → nginx → backend: nginx adds the three credentials as
+#            fixed headers (bench/nginx.conf.template), keep-alive upstream
+#   gateway  wrk → gateway → backend: POST /v1/conversations/{id}/actions/getprofile
+#            as an agent; the gateway adds the system token (from its warm
+#            token cache), the API key and the conversation's customer token
+#
+#   bench/gateway.sh                       # defaults: -t2 -c64 -d10s, 3 runs
+#   REV=HEAD bench/gateway.sh              # build a commit, not the working tree
+#   DESKBRIDGE_BIN=/path/to/deskbridge bench/gateway.sh   # skip the build
+#
+# Environment:
+#   THREADS, CONNECTIONS, DURATION   wrk -t/-c/-d            (2, 64, 10s)
+#   RUNS                             runs per target          (3)
+#   WARMUP                           untimed run per target   (3s; 0 for none)
+#   LOW_CONNECTIONS                  a second pass with wrk -t1 -c<this>, the
+#                                    latency of one request with no queueing
+#                                    (1; 0 skips it)
+#   NGINX_WORKERS                    nginx worker_processes   (auto)
+#   BREAKDOWN                        1: also measure stages of the gateway's
+#                                    request path (its /healthz; a 401 after
+#                                    one agent read; a 404 after one read and
+#                                    an audit record) and print their cost (0)
+#   RESULTS_DIR                      where raw wrk output and summary.md go
+#                                    (default: bench/results/gateway-<UTC time>)
+#   REV, DESKBRIDGE_BIN              as in bench/backend.sh
+#
+# The backend, the proxy under test and wrk all run on this machine and
+# share its CPUs: the numbers are "this box, load generator included".
+# Every response is checked (wrk/common.lua); any non-200 answer or socket
+# error makes the script fail after printing the tables.
+set -euo pipefail
+
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+WARMUP=${WARMUP:-3s}
+LOW_CONNECTIONS=${LOW_CONNECTIONS:-1}
+BREAKDOWN=${BREAKDOWN:-0}
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+LUA_DIR="$BENCH_DIR/wrk"
+
+# Target name, wrk script, base URL variable (set once the servers run).
+COMPARED=(
+  "direct getprofile.lua BACKEND_URL"
+  "nginx proxy_getprofile.lua NGINX_URL"
+  "gateway gateway_action.lua GATEWAY_URL"
+)
+# Stages of the gateway's request path, each adding one piece of work; the
+# full action (above) is the last stage.
+STAGES=(
+  "gw-healthz healthz.lua GATEWAY_URL"
+  "gw-401-agent-read gateway_unknown_agent.lua GATEWAY_URL"
+  "gw-404-read-audit gateway_unknown_action.lua GATEWAY_URL"
+)
+TARGETS=("${COMPARED[@]}")
+[[ $BREAKDOWN == 0 ]] || TARGETS+=("${STAGES[@]}")
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools --------------------------------------------------------------------
+
+need_packages=()
+command -v wrk >/dev/null 2>&1 || need_packages+=(wrk)
+command -v jq >/dev/null 2>&1 || need_packages+=(jq)
+command -v curl >/dev/null 2>&1 || need_packages+=(curl)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_packages+=(nginx)
+if ((${#need_packages[@]})); then
+  SUDO=()
+  [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+  log "installing ${need_packages[*]} with apt-get"
+  "${SUDO[@]}" apt-get update
+  "${SUDO[@]}" apt-get install -y "${need_packages[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# --- binary -------------------------------------------------------------------
+
+if [[ -n ${DESKBRIDGE_BIN:-} ]]; then
+  BIN=$DESKBRIDGE_BIN
+  BUILT_FROM="binary $BIN"
+elif [[ -n ${REV:-} ]]; then
+  commit=$(git -C "$REPO" rev-parse --verify "$REV^{commit}")
+  src="$REPO/target/bench-src/$commit"
+  if [[ ! -f $src/Cargo.toml ]]; then
+    mkdir -p "$src"
+    git -C "$REPO" archive "$commit" | tar -x -C "$src"
+  fi
+  log "building commit ${commit:0:7} (cargo build --release -p deskbridge in $src)"
+  (cd "$src" && CARGO_TARGET_DIR="$REPO/target/bench" cargo build --release -p deskbridge)
+  BIN="$REPO/target/bench/release/deskbridge"
+  BUILT_FROM="commit ${commit:0:7}"
+else
+  log "building the release binary (cargo build --release -p deskbridge)"
+  (cd "$REPO" && cargo build --release -p deskbridge)
+  BIN="$REPO/target/release/deskbridge"
+  BUILT_FROM="working tree at commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if ! git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null; then
+    BUILT_FROM+=" with uncommitted changes in crates/"
+  fi
+fi
+[[ -x $BIN ]] || die "no executable at $BIN"
+
+# --- scratch space and cleanup ------------------------------------------------
+
+WORK=$(mktemp -d -t deskbridge-gwbench.XXXXXX)
+chmod 711 "$WORK" # nginx workers drop to nobody when started as root
+RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results/gateway-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$RESULTS_DIR"
+BACKEND_PID="" GATEWAY_PID="" NGINX_PID=""
+
+stop() { # pid
+  if [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  fi
+}
+cleanup() {
+  stop "$NGINX_PID"
+  stop "$GATEWAY_PID"
+  stop "$BACKEND_PID"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_for_url() { # pid, stdout file, stderr file, pattern prefix
+  local pid=$1 out=$2 err=$3 prefix=$4 url=""
+  for _ in $(seq 1 300); do
+    url=$(sed -n "s|^$prefix \(http://[^ ]*\).*|\1|p" "$out")
+    [[ -n $url ]] && { echo "$url"; return; }
+    kill -0 "$pid" 2>/dev/null || die "process $pid exited: $(cat "$err")"
+    sleep 0.1
+  done
+  die "no address printed within 30 s by: $prefix"
+}
+
+# --- backend ------------------------------------------------------------------
+
+DATA="$WORK/backend"
+log "seeding demo data in $DATA"
+"$BIN" backend --data-dir "$DATA" seed-demo --json >"$WORK/seed.json"
+
+USERNAME=$(jq -er '.users[0].username' "$WORK/seed.json")
+PASSWORD=$(jq -er '.users[0].password' "$WORK/seed.json")
+CLIENT_ID=$(jq -er '.clients[0].client_id' "$WORK/seed.json")
+CLIENT_SECRET=$(jq -er '.clients[0].client_secret' "$WORK/seed.json")
+API_KEY=$(jq -er '[.api_keys[] | select(.apis | index("getprofile"))][0].key' "$WORK/seed.json")
+
+DESKBRIDGE_LOG=warn "$BIN" backend --data-dir "$DATA" --listen 127.0.0.1:0 \
+  >"$WORK/backend.out" 2>"$RESULTS_DIR/backend.stderr" &
+BACKEND_PID=$!
+BACKEND_URL=$(wait_for_url "$BACKEND_PID" "$WORK/backend.out" "$RESULTS_DIR/backend.stderr" "deskbridge backend listening on")
+log "backend pid $BACKEND_PID at $BACKEND_URL"
+
+BASIC=$(printf '%s:%s' "$(jq -rn --arg v "$CLIENT_ID" '$v|@uri')" "$(jq -rn --arg v "$CLIENT_SECRET" '$v|@uri')" | base64 -w0)
+ACCESS_TOKEN=$(curl -sS --fail-with-body -X POST "$BACKEND_URL/access_token" \
+  -H "Authorization: Basic $BASIC" \
+  -H 'Content-Type: application/x-www-form-urlencoded' \
+  --data 'grant_type=client_credentials' | jq -er .access_token) || die "could not get an access token"
+JWT=$(curl -sS --fail-with-body -X POST "$BACKEND_URL/customer_authenticate" \
+  --data-urlencode "username=$USERNAME" --data-urlencode "password=$PASSWORD" | jq -er .JWT) \
+  || die "could not log the customer in"
+
+# --- gateway ------------------------------------------------------------------
+
+APP_KEY="bench-web-app-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# The backend's issuer is its public URL (no `issuer` in its config here).
+cat >"$WORK/gateway.toml" <<EOF
+[server]
+data_dir = "$WORK/gateway"
+[[connections]]
+name = "acme"
+base_url = "$BACKEND_URL"
+timeout_ms = 2000
+customer_login_url = "$BACKEND_URL/customer_authenticate"
+[connections.system_auth]
+kind = "oauth2_client_credentials"
+token_url = "$BACKEND_URL/access_token"
+client_id = "$CLIENT_ID"
+client_secret = { env = "BENCH_CLIENT_SECRET" }
+scope = "profile:read"
+[connections.api_key]
+value = { env = "BENCH_GATEWAY_API_KEY" }
+[connections.identity]
+mode = "jwt"
+jwks_url = "$BACKEND_URL/.well-known/jwks.json"
+issuer = "$BACKEND_URL"
+audience = "deskbridge"
+[[connections.actions]]
+name = "getprofile"
+path = "/getprofile"
+[[channels]]
+name = "web"
+app_key = { env = "BENCH_APP_KEY" }
+EOF
+export BENCH_CLIENT_SECRET=$CLIENT_SECRET BENCH_GATEWAY_API_KEY=$API_KEY BENCH_APP_KEY=$APP_KEY
+
+AGENT_TOKEN=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$WORK/gateway.toml") \
+  || die "deskbridge agent add failed"
+DESKBRIDGE_LOG=warn "$BIN" serve --config "$WORK/gateway.toml" --listen 127.0.0.1:0 \
+  >"$WORK/gateway.out" 2>"$RESULTS_DIR/gateway.stderr" &
+GATEWAY_PID=$!
+GATEWAY_URL=$(wait_for_url "$GATEWAY_PID" "$WORK/gateway.out" "$RESULTS_DIR/gateway.stderr" "deskbridge gateway listening on")
+log "gateway pid $GATEWAY_PID at $GATEWAY_URL"
+
+CONVERSATION=$(curl -sS --fail-with-body -X POST "$GATEWAY_URL/v1/sessions" \
+  -H "x-deskbridge-app-key: $APP_KEY" -H 'Content-Type: application/json' \
+  --data "$(jq -cn --arg t "$JWT" '{channel: "web", connection: "acme", auth: {token: $t}}')" \
+  | jq -er .conversation_id) || die "could not open a session on the gateway"
+
+# --- nginx --------------------------------------------------------------------
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+NGINX_DIR="$WORK/nginx"
+mkdir -p "$NGINX_DIR"
+NGINX_PORT=$(free_port)
+template=$(<"$BENCH_DIR/nginx.conf.template")
+template=${template//@WORKERS@/$NGINX_WORKERS}
+template=${template//@DIR@/$NGINX_DIR}
+template=${template//@LISTEN@/127.0.0.1:$NGINX_PORT}
+template=${template//@BACKEND@/${BACKEND_URL#http://}}
+template=${template//@ACCESS_TOKEN@/$ACCESS_TOKEN}
+template=${template//@API_KEY@/$API_KEY}
+template=${template//@JWT@/$JWT}
+printf '%s\n' "$template" >"$NGINX_DIR/nginx.conf"
+"$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" -t -q \
+  || die "nginx rejects the configuration: $(cat "$NGINX_DIR/error.log")"
+"$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" -g 'daemon off;' \
+  >"$RESULTS_DIR/nginx.stdout" 2>&1 &
+NGINX_PID=$!
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "$NGINX_URL/" && break
+  kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited: $(cat "$NGINX_DIR/error.log")"
+  sleep 0.1
+done
+log "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') pid $NGINX_PID at $NGINX_URL"
+
+# --- one checked request per target -------------------------------------------
+
+expect_200() { # name, curl args...
+  local name=$1 status
+  shift
+  status=$(curl -sS -o "$WORK/check.body" -w '%{http_code}' "$@")
+  [[ $status == 200 ]] || die "$name answered $status: $(cat "$WORK/check.body")"
+}
+expect_200 direct -X POST "$BACKEND_URL/getprofile" \
+  -H "Authorization: Bearer $ACCESS_TOKEN" -H "api-key: $API_KEY" -H "customer-auth: JWT $JWT"
+cp "$WORK/check.body" "$WORK/direct.body"
+expect_200 nginx -X POST "$NGINX_URL/getprofile"
+cmp -s "$WORK/check.body" "$WORK/direct.body" || die "nginx's body differs from the backend's"
+expect_200 gateway -X POST "$GATEWAY_URL/v1/conversations/$CONVERSATION/actions/getprofile" \
+  -H "Authorization: Bearer $AGENT_TOKEN"
+jq -e --slurpfile d "$WORK/direct.body" '.data == $d[0]' "$WORK/check.body" >/dev/null \
+  || die "the gateway's data differs from the backend's: $(cat "$WORK/check.body")"
+log "every target answers 200 with the same profile"
+if [[ $BREAKDOWN != 0 ]]; then
+  for check in "401 gateway_unknown_agent dbg_bench_not_an_agent_token_0000000000000000 getprofile" \
+               "404 gateway_unknown_action $AGENT_TOKEN bench_no_such_action"; do
+    read -r want name token action <<<"$check"
+    status=$(curl -sS -o "$WORK/check.body" -w '%{http_code}' -X POST \
+      "$GATEWAY_URL/v1/conversations/$CONVERSATION/actions/$action" -H "Authorization: Bearer $token")
+    [[ $status == "$want" ]] || die "$name answered $status, not $want: $(cat "$WORK/check.body")"
+  done
+fi
+
+export BENCH_ACCESS_TOKEN=$ACCESS_TOKEN BENCH_API_KEY=$API_KEY BENCH_JWT=$JWT \
+  BENCH_AGENT_TOKEN=$AGENT_TOKEN BENCH_CONVERSATION=$CONVERSATION
+
+# --- process accounting -------------------------------------------------------
+
+NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+[[ -n $NGINX_WORKER_PIDS ]] || die "no nginx worker processes"
+CLK_TCK=$(getconf CLK_TCK)
+
+# Context switches of all the gateway's threads so far (threads that have
+# ended drop out; the gateway's threads live as long as it does).
+gateway_switches() {
+  cat /proc/"$GATEWAY_PID"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'
+}
+ticks() { # pids...: their CPU time (user+system, clock ticks) so far
+  local pid total=0 t
+  for pid in "$@"; do
+    t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    total=$((total + t))
+  done
+  echo "$total"
+}
+# Whole-machine CPU ticks: "busy idle" (idle includes iowait).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+GATEWAY_RSS_IDLE=$(kib "$GATEWAY_PID" VmRSS)
+BACKEND_RSS_IDLE=$(kib "$BACKEND_PID" VmRSS)
+
+run_wrk() { # threads, connections, script, url, duration, output file; wrk's CPU seconds go to $6.cpu
+  local TIMEFORMAT='%U %S' status=0
+  { time wrk -t"$1" -c"$2" -d"$5" --latency -s "$LUA_DIR/$3" "$4" >"$6" 2>&1; } 2>"$6.cpu" || status=$?
+  ((status == 0)) || { cat "$6" >&2; die "wrk failed (see above)"; }
+}
+
+FAILED=0
+measure() { # pass, round, target, threads, connections, script, url
+  local pass=$1 round=$2 target=$3 threads=$4 conns=$5 script=$6 url=$7
+  local out="$RESULTS_DIR/$pass-$target-run$round.txt"
+  local b0 g0 n0 busy0 idle0 b1 g1 n1 busy1 idle1 line s0 s1
+  log "$pass round $round/$RUNS: $target (wrk -t$threads -c$conns -d$DURATION)"
+  b0=$(ticks "$BACKEND_PID"); g0=$(ticks "$GATEWAY_PID"); n0=$(ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
+  read -r busy0 idle0 < <(machine_ticks)
+  s0=$(gateway_switches)
+  run_wrk "$threads" "$conns" "$script" "$url" "$DURATION" "$out"
+  read -r busy1 idle1 < <(machine_ticks)
+  s1=$(gateway_switches)
+  b1=$(ticks "$BACKEND_PID"); g1=$(ticks "$GATEWAY_PID"); n1=$(ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
+  line=$(grep '^BENCH requests=' "$out") || die "no BENCH line in $out"
+  awk -v line="$line" -v h="$CLK_TCK" -v backend=$((b1 - b0)) -v gateway=$((g1 - g0)) -v nginx=$((n1 - n0)) \
+      -v busy=$((busy1 - busy0)) -v idle=$((idle1 - idle0)) -v switches=$((s1 - s0)) \
+      '{ wrk = $1 + $2 } END {
+         other = busy / h - (backend + gateway + nginx) / h - wrk; if (other < 0) other = 0
+         printf "%s backend_cpu_s=%.2f gateway_cpu_s=%.2f nginx_cpu_s=%.2f wrk_cpu_s=%.2f other_cpu_s=%.2f idle_cpu_s=%.2f gateway_switches=%d\n",
+           line, backend / h, gateway / h, nginx / h, wrk, other, idle / h, switches }' "$out.cpu" >"$out.bench"
+  log "  $(sed 's/^BENCH //' "$out.bench")"
+  if grep -q '^BENCH non-200\|^BENCH first\|^BENCH socket' "$out"; then
+    grep '^BENCH non-200\|^BENCH first\|^BENCH socket' "$out" >&2
+    FAILED=1
+  fi
+}
+
+# A pass: warm-up of every target, then RUNS rounds, each running every
+# target once, so slow drift of the machine spreads over all of them.
+run_pass() { # pass name, threads, connections
+  local pass=$1 threads=$2 conns=$3 entry target script var round
+  if [[ $WARMUP != 0 ]]; then
+    for entry in "${TARGETS[@]}"; do
+      read -r target script var <<<"$entry"
+      log "$pass warm-up $target ($WARMUP)"
+      run_wrk "$threads" "$conns" "$script" "${!var}" "$WARMUP" "$RESULTS_DIR/$pass-warmup-$target.txt"
+    done
+  fi
+  for round in $(seq 1 "$RUNS"); do
+    for entry in "${TARGETS[@]}"; do
+      read -r target script var <<<"$entry"
+      measure "$pass" "$round" "$target" "$threads" "$conns" "$script" "${!var}"
+    done
+  done
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+run_pass load "$THREADS" "$CONNECTIONS"
+GATEWAY_RSS_PEAK=$(kib "$GATEWAY_PID" VmHWM)
+BACKEND_RSS_PEAK=$(kib "$BACKEND_PID" VmHWM)
+NGINX_RSS=0
+for pid in $NGINX_PID $NGINX_WORKER_PIDS; do NGINX_RSS=$((NGINX_RSS + $(kib "$pid" VmHWM))); done
+if [[ $LOW_CONNECTIONS != 0 ]]; then
+  run_pass low 1 "$LOW_CONNECTIONS"
+fi
+GATEWAY_RSS_END=$(kib "$GATEWAY_PID" VmRSS)
+
+# --- summary ------------------------------------------------------------------
+
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+values() { # pass, target, field: one value per run
+  local round
+  for round in $(seq 1 "$RUNS"); do field "$3" <"$RESULTS_DIR/$1-$2-run$round.txt.bench"; done
+}
+per_request() { # pass, target, field: CPU µs per request, one value per run
+  local round
+  for round in $(seq 1 "$RUNS"); do
+    awk -v f="$3" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+         END { printf "%.1f\n", v[f] * 1e6 / v["requests"] }' "$RESULTS_DIR/$1-$2-run$round.txt.bench"
+  done
+}
+total() { awk '{ s += $1 } END { printf "%.1f", s }'; }
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+sum_field() { awk '{ s += $1 } END { print s + 0 }'; }
+
+table() { # pass, connections
+  local pass=$1 entry target script var rps runs p50 p99 non200 sockerr added99 added50 proxy_us
+  local direct_p50 direct_p99
+  direct_p50=$(values "$pass" direct p50_us | median)
+  direct_p99=$(values "$pass" direct p99_us | median)
+  echo "| path | req/s (median) | req/s per run | p50 | p99 | added p50 vs direct | added p99 vs direct | backend CPU µs/req | proxy CPU µs/req | wrk CPU µs/req | non-200 | socket errors |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for entry in "${COMPARED[@]}"; do
+    read -r target script var <<<"$entry"
+    rps=$(values "$pass" "$target" rps | median)
+    runs=$(values "$pass" "$target" rps | awk '{ printf "%s%.0f", (NR > 1 ? " / " : ""), $1 }')
+    p50=$(values "$pass" "$target" p50_us | median)
+    p99=$(values "$pass" "$target" p99_us | median)
+    non200=$(values "$pass" "$target" non200 | sum_field)
+    sockerr=$(values "$pass" "$target" socket_errors | sum_field)
+    case $target in
+      direct) added50="—"; added99="—"; proxy_us="—" ;;
+      *)
+        added50=$(awk -v a="$p50" -v b="$direct_p50" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
+        added99=$(awk -v a="$p99" -v b="$direct_p99" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
+        proxy_us=$(per_request "$pass" "$target" "${target}_cpu_s" | median | xargs printf "%.1f")
+        ;;
+    esac
+    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+      "$target" "$rps" "$runs" "$(ms "$p50")" "$(ms "$p99")" "$added50" "$added99" \
+      "$(per_request "$pass" "$target" backend_cpu_s | median | xargs printf "%.1f")" "$proxy_us" \
+      "$(per_request "$pass" "$target" wrk_cpu_s | median | xargs printf "%.1f")" "$non200" "$sockerr"
+  done
+  local all
+  all=$(cat "$RESULTS_DIR/$pass"-*-run*.txt.bench)
+  echo
+  echo "CPU seconds over the timed runs of this pass$([[ $BREAKDOWN == 0 ]] || echo ", breakdown stages included"):" \
+    "backend $(field backend_cpu_s <<<"$all" | total)," \
+    "gateway $(field gateway_cpu_s <<<"$all" | total), nginx $(field nginx_cpu_s <<<"$all" | total)," \
+    "wrk $(field wrk_cpu_s <<<"$all" | total), other processes $(field other_cpu_s <<<"$all" | total)," \
+    "idle $(field idle_cpu_s <<<"$all" | total)."
+}
+
+# The gateway's stages: each row adds one piece of work to the one above.
+breakdown() { # pass
+  local pass=$1 entry target script var rps p50 gw sw bad prev_p50="" prev_gw="" added
+  echo "| gateway stage | answer | req/s (median) | p50 | gateway CPU µs/req | added CPU µs/req | added p50 | gateway context switches/req | unexpected answers |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  for entry in "${STAGES[@]}" "gateway gateway_action.lua GATEWAY_URL"; do
+    read -r target script var <<<"$entry"
+    rps=$(values "$pass" "$target" rps | median)
+    p50=$(values "$pass" "$target" p50_us | median)
+    gw=$(per_request "$pass" "$target" gateway_cpu_s | median)
+    sw=$(for round in $(seq 1 "$RUNS"); do
+           awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+                END { printf "%.1f\n", v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/$pass-$target-run$round.txt.bench"
+         done | median)
+    bad=$(values "$pass" "$target" non200 | sum_field)
+    if [[ -n $prev_gw ]]; then
+      added=$(awk -v a="$gw" -v b="$prev_gw" -v p="$p50" -v q="$prev_p50" 'BEGIN { printf "%+.1f | %+.2f ms", a - b, (p - q) / 1000 }')
+    else
+      added="— | —"
+    fi
+    case $target in
+      gw-healthz) what="GET /healthz: HTTP in and out, no work" ;;
+      gw-401-agent-read) what="401: one SQLite read (an unknown agent token; misses are not cached)" ;;
+      gw-404-read-audit) what="404: agent from its cache, one SQLite read (conversation and token), one audit record" ;;
+      gateway) what="200: as the 404, plus the backend call (the measured action)" ;;
+    esac
+    printf '| %s | %s | %.0f | %s | %.1f | %s | %s | %s |\n' "$target" "$what" "$rps" "$(ms "$p50")" "$gw" "$added" "$sw" "$bad"
+    prev_gw=$gw prev_p50=$p50
+  done
+}
+
+verdict() {
+  local g_rps n_rps g50 n50 d50
+  g_rps=$(values load gateway rps | median); n_rps=$(values load nginx rps | median)
+  g50=$(values load gateway p50_us | median); n50=$(values load nginx p50_us | median)
+  d50=$(values load direct p50_us | median)
+  awk -v g="$g_rps" -v n="$n_rps" 'BEGIN {
+    printf "- throughput: gateway %.0f req/s vs nginx %.0f req/s (%.0f %%): %s\n", g, n, 100 * g / n, (g >= n ? "**met**" : "**missed**") }'
+  awk -v g="$g50" -v n="$n50" -v d="$d50" 'BEGIN {
+    printf "- added p50 under load: gateway %+.2f ms vs nginx %+.2f ms: %s\n", (g - d) / 1000, (n - d) / 1000, (g <= n ? "**met**" : "**missed**") }'
+  if [[ $LOW_CONNECTIONS != 0 ]]; then
+    g50=$(values low gateway p50_us | median); n50=$(values low nginx p50_us | median)
+    d50=$(values low direct p50_us | median)
+    awk -v g="$g50" -v n="$n50" -v d="$d50" -v c="$LOW_CONNECTIONS" 'BEGIN {
+      printf "- added p50 at %d connection(s): gateway %+.3f ms vs nginx %+.3f ms: %s\n", c, (g - d) / 1000, (n - d) / 1000, (g <= n ? "**met**" : "**missed**") }'
+  fi
+}
+
+{
+  echo "Under load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $RUNS runs per path (median), rounds interleaved."
+  echo
+  table load
+  echo
+  if [[ $LOW_CONNECTIONS != 0 ]]; then
+    echo "One request at a time: wrk -t1 -c$LOW_CONNECTIONS -d$DURATION --latency, $RUNS runs per path (median)."
+    echo
+    table low
+    echo
+  fi
+  if [[ $BREAKDOWN != 0 ]]; then
+    echo "Breakdown of the gateway's path under load (wrk -t$THREADS -c$CONNECTIONS):"
+    echo
+    breakdown load
+    echo
+    if [[ $LOW_CONNECTIONS != 0 ]]; then
+      echo "Breakdown, one request at a time (wrk -t1 -c$LOW_CONNECTIONS):"
+      echo
+      breakdown low
+      echo
+    fi
+  fi
+  echo "Target (gateway vs nginx, warm token cache):"
+  echo
+  verdict
+  echo
+  echo "Memory: gateway peak RSS (VmHWM) $((GATEWAY_RSS_PEAK / 1024)) MiB after the load pass" \
+    "($((GATEWAY_RSS_IDLE / 1024)) MiB idle after start, $((GATEWAY_RSS_END / 1024)) MiB at the end);" \
+    "backend $((BACKEND_RSS_PEAK / 1024)) MiB ($((BACKEND_RSS_IDLE / 1024)) MiB idle);" \
+    "nginx master + workers $((NGINX_RSS / 1024)) MiB."
+  echo
+  echo "Conditions: wrk, the backend, nginx ($NGINX_WORKERS workers: $(echo $NGINX_WORKER_PIDS | wc -w)) and the gateway share the machine's $(nproc) CPUs" \
+    "($(lscpu | sed -n 's/^Model name: *//p' | head -1)); load average before the runs: $LOAD_BEFORE;" \
+    "warm-up $WARMUP per path and pass; $(date -u '+%Y-%m-%d %H:%M UTC'); built from $BUILT_FROM;" \
+    "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk -v 2>&1 | sed -n 's/^wrk \([^ ]*\).*/\1/p' | head -1)."
+} >"$RESULTS_DIR/summary.md"
+
+echo
+cat "$RESULTS_DIR/summary.md"
+echo
+log "raw wrk output: $RESULTS_DIR"
+
+if ((FAILED)); then
+  die "some responses were not 200 or sockets failed; these numbers are not valid"
+fi
