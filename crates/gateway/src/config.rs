@@ -11,12 +11,24 @@ use serde::Deserialize;
 
 /// Where a secret comes from: `{ env = "NAME" }`, `{ file = "path" }`, or an
 /// inline string (accepted with a warning, for local demos only).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum SecretSource {
     Env { env: String },
     File { file: PathBuf },
     Inline(String),
+}
+
+/// Names where a secret comes from, never an inline value, so a config can
+/// be logged with `{:?}`.
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env { env } => write!(f, "{{ env = {env:?} }}"),
+            Self::File { file } => write!(f, "{{ file = {:?} }}", file.display()),
+            Self::Inline(_) => f.write_str("[redacted]"),
+        }
+    }
 }
 
 impl SecretSource {
@@ -591,6 +603,14 @@ allowed_origins = ["https://www.example.com"]
             .unwrap_or_default();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].path.starts_with("line 3"), "{problems:?}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_an_inline_secret() {
+        let config = GatewayConfig::parse(GOOD).unwrap_or_else(|p| panic!("{p:?}"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("inline-for-the-test"), "{printed}");
+        assert!(printed.contains("[redacted]") && printed.contains("DESKBRIDGE_TEST_UNSET_VARIABLE"));
     }
 
     #[test]

@@ -295,7 +295,9 @@ impl Connection {
                 ActionError::Unreachable(describe_transport(&e))
             }
         })?;
-        let code = error_code(&body);
+        // Only a refusal carries an error code worth reading; a success body
+        // is parsed once, by the caller.
+        let code = if status >= 400 { error_code(&body) } else { None };
         let bearer_challenge = challenge.to_ascii_lowercase().starts_with("bearer");
         let customer_code = code.as_deref().is_some_and(|c| {
             matches!(

@@ -646,6 +646,19 @@ path = "/any"
 name = "anyget"
 method = "GET"
 path = "/any"
+[[connections]]
+name = "tokenless"
+base_url = "{url}"
+[connections.system_auth]
+kind = "oauth2_client_credentials"
+token_url = "{reset_url}/access_token"
+client_id = "deskbridge"
+client_secret = "client-secret-for-tests"
+[connections.identity]
+mode = "opaque"
+[[connections.actions]]
+name = "fails"
+path = "/fails"
 [[channels]]
 name = "web"
 app_key = "{APP_KEY}"
@@ -708,6 +721,26 @@ app_key = "{APP_KEY}"
     // A GET is retried once (safe), a POST never: the reset server saw 3 connections.
     expect_problem(act("anyget", reset_conversation).await.unwrap(), 502, "backend_error").await;
     assert_eq!(resets.load(Ordering::SeqCst), 3);
+
+    // A token endpoint that is down: 503, and the backoff keeps the next
+    // call from trying it again at once (one more connection, not two).
+    let tokenless = body_json(open("tokenless").await.unwrap()).await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        let body = expect_problem(
+            act("fails", tokenless.clone()).await.unwrap(),
+            503,
+            "token_endpoint_error",
+        )
+        .await;
+        assert!(
+            !body.to_string().contains("client-secret-for-tests"),
+            "no secret in a problem: {body}"
+        );
+    }
+    assert_eq!(resets.load(Ordering::SeqCst), 4);
     let metrics = client()
         .get(gateway.url("/metrics"))
         .send()
