@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use login::ThrottleConfig;
 use serde::Deserialize;
 
 use crate::BackendError;
@@ -62,25 +63,6 @@ pub struct BackendConfig {
     /// Password hashes computed at once; defaults to the number of CPUs.
     pub password_hash_concurrency: Option<usize>,
     pub throttle: ThrottleConfig,
-}
-
-/// Throttling of *failed* logins. Successful logins never count.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ThrottleConfig {
-    pub max_failures_per_user: u32,
-    pub max_failures_per_address: u32,
-    pub window_secs: u64,
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        Self {
-            max_failures_per_user: 5,
-            max_failures_per_address: 20,
-            window_secs: 900,
-        }
-    }
 }
 
 impl Default for BackendConfig {

@@ -24,6 +24,8 @@ pub enum BackendError {
     NotFound(String),
     #[error("internal: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Password(#[from] login::PasswordError),
 }
 
 /// An error response: status, a JSON body `{"error", "error_description"}`

@@ -13,9 +13,7 @@ mod error;
 mod http;
 mod keys;
 mod metrics;
-mod passwords;
 mod store;
-mod throttle;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -33,9 +31,8 @@ use crate::crypto::Secrets;
 use crate::customer_auth::VerifiedTokens;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
-use crate::passwords::PasswordHasher;
 use crate::store::Store;
-use crate::throttle::LoginThrottle;
+use login::{LoginThrottle, PasswordHasher};
 
 /// How often the keyring is re-read from the store, so a key rotated by the
 /// admin command is picked up by a running server.

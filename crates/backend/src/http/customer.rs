@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use contract::{ApiErrorCode, CustomerClaims, CustomerSession, CustomerToken};
 
 use super::{Body, ClientAddress, FORM, Params, cookie, has_content_type};
-use crate::State;
 use crate::config::SessionMode;
 use crate::crypto::{Purpose, random_bytes, random_token};
 use crate::error::HttpError;
 use crate::metrics::Outcome;
+use crate::{BackendError, State};
 
 /// Longest username or password looked at; longer ones are refused before
 /// any hashing, so a huge password cannot buy extra CPU.
@@ -54,7 +54,11 @@ pub(crate) async fn authenticate(
     }
     let user = state.store.user_credentials(username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let valid = state.passwords.verify(password.to_string(), hash).await?;
+    let valid = state
+        .passwords
+        .verify(password.to_string(), hash)
+        .await
+        .map_err(BackendError::from)?;
     let Some(user) = user.filter(|_| valid) else {
         state.throttle.record_failure(username, address, now);
         count("invalid_credentials");

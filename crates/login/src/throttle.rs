@@ -5,7 +5,26 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use crate::config::ThrottleConfig;
+use serde::Deserialize;
+
+/// Throttling of *failed* logins. Successful logins never count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    pub max_failures_per_user: u32,
+    pub max_failures_per_address: u32,
+    pub window_secs: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            max_failures_per_user: 5,
+            max_failures_per_address: 20,
+            window_secs: 900,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Subject {
@@ -23,13 +42,13 @@ struct Window {
 /// which bounds memory under a spray of random usernames.
 const SWEEP_ABOVE: usize = 10_000;
 
-pub(crate) struct LoginThrottle {
+pub struct LoginThrottle {
     config: ThrottleConfig,
     windows: Mutex<HashMap<Subject, Window>>,
 }
 
 impl LoginThrottle {
-    pub(crate) fn new(config: ThrottleConfig) -> Self {
+    pub fn new(config: ThrottleConfig) -> Self {
         Self {
             config,
             windows: Mutex::new(HashMap::new()),
@@ -49,7 +68,7 @@ impl LoginThrottle {
 
     /// `Err(seconds)` to wait when either the username or the address has
     /// used up its failures in the current window.
-    pub(crate) fn check(&self, username: &str, address: IpAddr, now: u64) -> Result<(), u64> {
+    pub fn check(&self, username: &str, address: IpAddr, now: u64) -> Result<(), u64> {
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = 0;
         for subject in Self::subjects(username, address) {
@@ -63,7 +82,7 @@ impl LoginThrottle {
         if wait > 0 { Err(wait) } else { Ok(()) }
     }
 
-    pub(crate) fn record_failure(&self, username: &str, address: IpAddr, now: u64) {
+    pub fn record_failure(&self, username: &str, address: IpAddr, now: u64) {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let window_secs = self.config.window_secs;
         if windows.len() > SWEEP_ABOVE {
@@ -84,7 +103,7 @@ impl LoginThrottle {
         }
     }
 
-    pub(crate) fn record_success(&self, username: &str) {
+    pub fn record_success(&self, username: &str) {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         windows.remove(&Subject::User(username.to_lowercase()));
     }
