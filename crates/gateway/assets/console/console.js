@@ -1,0 +1,1060 @@
+// deskbridge agent console: sign-in, the live conversation list, one
+// conversation with its customer card, and the admin view. Plain ES2020, no
+// build step; served by the gateway under a strict CSP (no inline code or style).
+"use strict";
+
+(() => {
+  const SIGNED_IN_HINT = "deskbridge.console.signedIn"; // not a credential: only "try /me first"
+  const CHANNELS = ["web", "ios", "android"];
+  const EVENT_KINDS = ["session_opened", "authenticated", "authentication_required"];
+
+  const S = {
+    agent: null,
+    csrf: null,
+    conversations: [],
+    nextCursor: null,
+    shown: 50,
+    names: new Map(), // customer_id -> name, learnt from getprofile
+    route: { view: "list", id: null, query: new URLSearchParams() },
+    routed: false,
+    current: null, // the open conversation's detail
+    detailSeq: 0,
+    card: { convId: null, state: "idle", seq: 0, loading: false },
+    es: null,
+    liveDown: false,
+    liveBackoff: 1000,
+    liveTimer: null,
+    listTimer: null,
+    detailTimer: null,
+    connectionsLoaded: false,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  // --- DOM building (never innerHTML with data) ------------------------------
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = v;
+      else if (k === "hidden") el.hidden = true;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+
+  function show(el, visible) {
+    el.hidden = !visible;
+  }
+
+  function setText(el, text) {
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+
+  // --- formatting ------------------------------------------------------------
+
+  function relative(ts) {
+    const secs = Math.round(Date.now() / 1000 - ts);
+    if (secs < 45) return "just now";
+    if (secs < 90) return "1 min ago";
+    if (secs < 3600) return `${Math.round(secs / 60)} min ago`;
+    if (secs < 86400) return `${Math.round(secs / 3600)} h ago`;
+    if (secs < 172800) return "yesterday";
+    if (secs < 7 * 86400) return `${Math.round(secs / 86400)} days ago`;
+    return new Intl.DateTimeFormat(undefined, { dateStyle: "medium" }).format(ts * 1000);
+  }
+
+  function absolute(ts) {
+    return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" }).format(ts * 1000);
+  }
+
+  function timeEl(ts, cls) {
+    return h("time", { class: cls || "time", datetime: new Date(ts * 1000).toISOString(), title: absolute(ts), "data-ts": ts }, relative(ts));
+  }
+
+  function money(balance) {
+    if (!balance || balance.amount === undefined) return "—";
+    const amount = String(balance.amount);
+    const currency = String(balance.currency || "").toUpperCase();
+    try {
+      // A decimal string is formatted exactly by current engines; older ones
+      // convert it to a number, which is fine for display.
+      return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(amount);
+    } catch (e) {
+      return `${amount} ${currency}`.trim();
+    }
+  }
+
+  function calendarDate(ymd) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(ymd || ""));
+    if (!m) return ymd ? String(ymd) : "—";
+    const utc = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+    return new Intl.DateTimeFormat(undefined, { dateStyle: "long", timeZone: "UTC" }).format(utc);
+  }
+
+  function words(s) {
+    const t = String(s || "").replace(/_/g, " ");
+    return t.charAt(0).toUpperCase() + t.slice(1);
+  }
+
+  function shortId(id) {
+    const s = String(id || "");
+    return s.length > 16 ? `${s.slice(0, 12)}…${s.slice(-4)}` : s;
+  }
+
+  function initials(name) {
+    const parts = String(name || "").trim().split(/\s+/).filter(Boolean);
+    if (!parts.length) return "?";
+    return (parts[0][0] + (parts.length > 1 ? parts[parts.length - 1][0] : "")).toUpperCase();
+  }
+
+  function hue(s) {
+    let n = 0;
+    for (const ch of String(s || "")) n = (n * 31 + ch.charCodeAt(0)) >>> 0;
+    return `avatar-c${n % 6}`;
+  }
+
+  function customerLabel(c) {
+    if (!c.customer_id) return "Anonymous visitor";
+    return S.names.get(c.customer_id) || shortId(c.customer_id);
+  }
+
+  function channelBadge(ch) {
+    const known = CHANNELS.includes(ch) ? ch : "other";
+    const label = { web: "Web", ios: "iOS", android: "Android" }[ch] || ch;
+    return h("span", { class: `badge channel channel-${known}`, "data-testid": "channel-badge", "data-channel": ch }, label);
+  }
+
+  function authPill(c) {
+    const state = c.auth_state || "none";
+    let label = { valid: "signed in", expired: "login expired", none: "anonymous" }[state] || state;
+    if (state === "none" && c.customer_id) label = "no login";
+    return h("span", { class: `pill auth-${state}`, "data-testid": "auth-pill", "data-auth-state": state }, label);
+  }
+
+  // --- HTTP --------------------------------------------------------------------
+
+  class Problem extends Error {
+    constructor(status, body, headers) {
+      const slug = body && typeof body.type === "string" ? body.type.split(":").pop() : status ? `http_${status}` : "network";
+      super((body && (body.detail || body.title)) || slug);
+      this.status = status;
+      this.slug = slug;
+      this.detail = body && body.detail ? String(body.detail) : "";
+      this.backendStatus = body ? body.backend_status : undefined;
+      this.backendError = body ? body.backend_error : undefined;
+      this.retryAfter = headers ? Number(headers.get("retry-after")) || 0 : 0;
+    }
+  }
+
+  async function api(path, opts = {}) {
+    const method = opts.method || "GET";
+    const headers = { accept: "application/json" };
+    if (method !== "GET" && S.csrf) headers["x-csrf-token"] = S.csrf;
+    if (opts.body !== undefined) headers["content-type"] = "application/json";
+    let res;
+    try {
+      res = await fetch(path, {
+        method,
+        headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (e) {
+      throw new Problem(0, null, null);
+    }
+    if (res.status === 204) return null;
+    const text = await res.text();
+    let json = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch (e) {
+      json = null;
+    }
+    if (res.ok) return json;
+    const problem = new Problem(res.status, json, res.headers);
+    if (problem.slug === "csrf_token_invalid" && !opts.retried) {
+      // The CSRF token changed (another tab signed in again): fetch it, retry once.
+      const me = await api("/console/api/me", { quiet: true });
+      S.csrf = me.csrf_token;
+      return api(path, { ...opts, retried: true });
+    }
+    if (res.status === 401 && !opts.quiet) signedOut("Your session has ended. Sign in again.");
+    throw problem;
+  }
+
+  // A sentence an agent can act on, never the JSON.
+  function sentence(p) {
+    switch (p.slug) {
+      case "network":
+        return "The gateway could not be reached. Check your connection and try again.";
+      case "backend_error":
+        if (p.backendStatus) {
+          const code = p.backendError ? ` (${String(p.backendError).replace(/_/g, " ")})` : "";
+          return `The company's API refused the request: it answered HTTP ${p.backendStatus}${code}.`;
+        }
+        return "The company's API could not be reached, or its answer could not be read.";
+      case "backend_timeout":
+        return "The company's API did not answer in time. Try again in a moment.";
+      case "token_endpoint_error":
+        return "deskbridge could not get its access token from the company's login service, so it could not ask for this customer's data.";
+      case "circuit_open":
+        return "The company's API has been failing, so deskbridge is pausing calls to it for a short while. Try again in a minute.";
+      case "not_found":
+        return "This conversation no longer exists.";
+      case "unknown_action":
+        return "This company's connection has no “getprofile” action configured.";
+      case "unknown_connection":
+        return "This connection is no longer configured.";
+      case "forbidden":
+        return "Your role does not allow this.";
+      case "customer_auth_required":
+        return "The customer needs to sign in again.";
+      case "internal":
+        return "Something went wrong inside deskbridge. Try again; if it keeps happening, an administrator can find the cause in the gateway's log.";
+      default:
+        return p.status ? `The request failed (HTTP ${p.status}).` : "The request failed.";
+    }
+  }
+
+  let toastTimer = null;
+  function toast(message) {
+    const el = $("toast");
+    el.textContent = message;
+    el.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => {
+      el.hidden = true;
+    }, 4000);
+  }
+
+  // --- sign-in -------------------------------------------------------------------
+
+  let tokenMode = false;
+
+  function showSignin(message) {
+    $("boot").hidden = true;
+    $("app").hidden = true;
+    $("signin").hidden = false;
+    setText($("signin-error"), message || "");
+    $("signin-error").classList.toggle("info", Boolean(message));
+    (tokenMode ? $("signin-token") : $("signin-username")).focus();
+  }
+
+  function setTokenMode(on) {
+    tokenMode = on;
+    show($("signin-password-fields"), !on);
+    show($("signin-token-fields"), on);
+    $("signin-mode").textContent = on ? "Use a username and password instead" : "Use an agent token instead";
+    setText($("signin-error"), "");
+    (on ? $("signin-token") : $("signin-username")).focus();
+  }
+
+  async function submitSignin(e) {
+    e.preventDefault();
+    const err = $("signin-error");
+    err.classList.remove("info");
+    let body;
+    if (tokenMode) {
+      const token = $("signin-token").value.trim();
+      if (!token) return setText(err, "Enter your agent token.");
+      body = { token };
+    } else {
+      const username = $("signin-username").value.trim();
+      const password = $("signin-password").value;
+      if (!username || !password) return setText(err, "Enter your username and password.");
+      body = { username, password };
+    }
+    const button = $("signin-submit");
+    button.disabled = true;
+    button.textContent = "Signing in…";
+    try {
+      const me = await api("/console/api/login", { method: "POST", body, quiet: true });
+      $("signin-password").value = "";
+      $("signin-token").value = "";
+      setText(err, "");
+      enter(me);
+    } catch (p) {
+      if (p.slug === "invalid_credentials" || p.status === 401) {
+        setText(err, tokenMode ? "That agent token is not valid." : "Wrong username or password.");
+      } else if (p.slug === "too_many_attempts" || p.status === 429) {
+        const wait = p.retryAfter ? ` Try again in ${p.retryAfter} seconds.` : " Try again later.";
+        setText(err, `Too many sign-in attempts.${wait}`);
+      } else if (p.slug === "invalid_request") {
+        setText(err, tokenMode ? "Enter your agent token." : "Enter your username and password.");
+      } else {
+        setText(err, sentence(p));
+      }
+      (tokenMode ? $("signin-token") : $("signin-password")).focus();
+    } finally {
+      button.disabled = false;
+      button.textContent = "Sign in";
+    }
+  }
+
+  function enter(me) {
+    S.agent = me.agent;
+    S.csrf = me.csrf_token;
+    try {
+      localStorage.setItem(SIGNED_IN_HINT, "1");
+    } catch (e) {
+      /* private mode: the hint only saves a request */
+    }
+    $("boot").hidden = true;
+    $("signin").hidden = true;
+    $("app").hidden = false;
+    $("agent-name").textContent = S.agent.name;
+    $("agent-role").textContent = S.agent.role;
+    $("agent-role").dataset.role = S.agent.role;
+    show($("nav-admin"), S.agent.role === "admin");
+    startLive();
+    S.routed = false;
+    route();
+    refreshList();
+  }
+
+  function signedOut(message) {
+    stopLive();
+    S.agent = null;
+    S.csrf = null;
+    S.current = null;
+    S.conversations = [];
+    S.names.clear();
+    S.connectionsLoaded = false;
+    S.card = { convId: null, state: "idle", seq: S.card.seq + 1, loading: false };
+    $("conversation-list").replaceChildren();
+    $("detail-body").replaceChildren();
+    $("connections").replaceChildren();
+    $("audit-rows").replaceChildren();
+    try {
+      localStorage.removeItem(SIGNED_IN_HINT);
+    } catch (e) {
+      /* nothing stored */
+    }
+    showSignin(message);
+  }
+
+  async function signOut() {
+    stopLive();
+    try {
+      await api("/console/api/logout", { method: "POST", quiet: true });
+    } catch (e) {
+      /* signed out on this side either way */
+    }
+    signedOut("You have signed out.");
+  }
+
+  // --- live events ---------------------------------------------------------------
+
+  function setLive(state) {
+    const el = $("live");
+    el.dataset.state = state;
+    el.textContent = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…", down: "Offline" }[state];
+  }
+
+  function stopLive() {
+    if (S.es) S.es.close();
+    S.es = null;
+    clearTimeout(S.liveTimer);
+  }
+
+  function startLive() {
+    stopLive();
+    setLive(S.liveDown ? "reconnecting" : "connecting");
+    const es = new EventSource("/v1/events");
+    S.es = es;
+    es.onopen = () => {
+      if (S.es !== es) return;
+      setLive("live");
+      S.liveBackoff = 1000;
+      if (S.liveDown) {
+        // Events are not replayed: catch up on what happened meanwhile.
+        S.liveDown = false;
+        refreshList();
+        if (S.current) scheduleDetail();
+      }
+    };
+    es.onerror = () => {
+      if (S.es !== es) return;
+      S.liveDown = true;
+      if (es.readyState !== EventSource.CLOSED) {
+        setLive("reconnecting");
+        return;
+      }
+      es.close();
+      S.es = null;
+      setLive("down");
+      // Refused outright: signed out, or the gateway restarted. Ask which.
+      clearTimeout(S.liveTimer);
+      S.liveTimer = setTimeout(async () => {
+        try {
+          const me = await api("/console/api/me", { quiet: true });
+          S.csrf = me.csrf_token;
+          startLive();
+        } catch (p) {
+          if (p.status === 401) signedOut("Your session has ended. Sign in again.");
+          else {
+            S.liveBackoff = Math.min(S.liveBackoff * 2, 30000);
+            es.onerror();
+          }
+        }
+      }, S.liveBackoff);
+    };
+    for (const kind of EVENT_KINDS) es.addEventListener(kind, (m) => onGatewayEvent(kind, m.data));
+    es.onmessage = (m) => onGatewayEvent("message", m.data);
+  }
+
+  function onGatewayEvent(name, data) {
+    let ev;
+    try {
+      ev = JSON.parse(data);
+    } catch (e) {
+      return;
+    }
+    const kind = ev.kind || name;
+    scheduleList();
+    if (S.route.view !== "conversation" || !S.current) return;
+    if (ev.conversation_id === S.current.id) {
+      onCurrentEvent(kind);
+    } else if (ev.session_id && S.current.sessions.some((s) => s.id === ev.session_id)) {
+      // A session of this (anonymous) conversation signed in: the conversation
+      // was folded into the customer's. Follow it.
+      location.replace(`#/c/${encodeURIComponent(ev.conversation_id)}`);
+    }
+  }
+
+  function onCurrentEvent(kind) {
+    if (kind === "authentication_required") {
+      invalidateCard();
+      setCard("waiting");
+    }
+    scheduleDetail(kind === "authenticated");
+  }
+
+  // --- conversation list ------------------------------------------------------------
+
+  function scheduleList() {
+    clearTimeout(S.listTimer);
+    S.listTimer = setTimeout(refreshList, 120);
+  }
+
+  let listSeq = 0;
+  async function refreshList() {
+    if (!S.agent) return;
+    const seq = ++listSeq;
+    const limit = Math.min(200, Math.max(50, S.shown));
+    try {
+      const r = await api(`/v1/conversations?limit=${limit}`);
+      if (seq !== listSeq) return;
+      S.conversations = r.conversations || [];
+      S.nextCursor = r.next_cursor || null;
+      setText($("list-error"), "");
+      renderList();
+    } catch (p) {
+      if (seq === listSeq && p.status !== 401) setText($("list-error"), `The conversation list could not be loaded. ${sentence(p)}`);
+    }
+  }
+
+  async function loadMore() {
+    if (!S.nextCursor) return;
+    try {
+      const r = await api(`/v1/conversations?limit=50&cursor=${encodeURIComponent(S.nextCursor)}`);
+      const seen = new Set(S.conversations.map((c) => c.id));
+      S.conversations = S.conversations.concat((r.conversations || []).filter((c) => !seen.has(c.id)));
+      S.nextCursor = r.next_cursor || null;
+      S.shown = S.conversations.length;
+      renderList();
+    } catch (p) {
+      if (p.status !== 401) setText($("list-error"), sentence(p));
+    }
+  }
+
+  function listItemContent(c) {
+    const label = customerLabel(c);
+    return [
+      h("span", { class: `avatar ${c.customer_id ? hue(c.customer_id) : "avatar-anon"}`, "aria-hidden": "true" }, c.customer_id ? initials(S.names.get(c.customer_id) || "") : "?"),
+      h(
+        "span",
+        { class: "conv-main" },
+        h("span", { class: "conv-top" }, h("span", { class: "conv-name", "data-testid": "conversation-name" }, label), timeEl(c.last_activity_at, "conv-time")),
+        h("span", { class: "conv-bottom" }, (c.channels || []).map(channelBadge), authPill(c))
+      ),
+    ];
+  }
+
+  function renderList() {
+    const ul = $("conversation-list");
+    const existing = new Map([...ul.children].map((li) => [li.dataset.conversationId, li]));
+    S.conversations.forEach((c, i) => {
+      let li = existing.get(c.id);
+      existing.delete(c.id);
+      if (!li) {
+        li = h("li", { class: "conv", "data-testid": "conversation-item", "data-conversation-id": c.id }, h("a", { class: "conv-link", href: `#/c/${encodeURIComponent(c.id)}` }));
+      }
+      li.dataset.authState = c.auth_state;
+      li.dataset.channels = (c.channels || []).join(",");
+      const a = li.firstElementChild;
+      a.replaceChildren(...listItemContent(c));
+      a.setAttribute("aria-label", `${customerLabel(c)}, ${(c.channels || []).join(" and ")}, ${authPill(c).textContent}, ${relative(c.last_activity_at)}`);
+      if (c.id === S.route.id) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+      // Move only what changed place, so a focused link keeps its focus.
+      if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
+    });
+    for (const li of existing.values()) li.remove();
+    show($("list-empty"), S.conversations.length === 0);
+    show($("list-more"), Boolean(S.nextCursor));
+  }
+
+  // --- one conversation ----------------------------------------------------------------
+
+  function scheduleDetail(authenticatedEvent) {
+    S.pendingAuthenticated = S.pendingAuthenticated || Boolean(authenticatedEvent);
+    clearTimeout(S.detailTimer);
+    S.detailTimer = setTimeout(() => {
+      const forced = S.pendingAuthenticated;
+      S.pendingAuthenticated = false;
+      if (S.current) loadDetail(S.current.id, forced);
+    }, 100);
+  }
+
+  function invalidateCard() {
+    S.card.seq += 1;
+    S.card.loading = false;
+  }
+
+  async function openConversation(id) {
+    if (!S.current || S.current.id !== id) {
+      S.current = null;
+      S.card = { convId: id, state: "idle", seq: S.card.seq + 1, loading: false };
+      buildDetailSkeleton(id);
+    }
+    await loadDetail(id, false);
+  }
+
+  async function loadDetail(id, authenticatedEvent) {
+    const seq = ++S.detailSeq;
+    let d;
+    try {
+      d = await api(`/v1/conversations/${encodeURIComponent(id)}`);
+    } catch (p) {
+      if (seq !== S.detailSeq || S.route.id !== id) return;
+      if (p.status === 401) return;
+      S.current = null;
+      renderDetailProblem(p);
+      return;
+    }
+    if (seq !== S.detailSeq || S.route.id !== id) return;
+    S.current = d;
+    renderDetailHead(d);
+    renderTimeline(d);
+    decideCard(d, authenticatedEvent);
+  }
+
+  // What the customer card should do, given the conversation's auth state.
+  function decideCard(d, authenticatedEvent) {
+    const st = S.card.state;
+    if (!d.customer_id) {
+      if (st !== "anonymous") setCard("anonymous");
+      return;
+    }
+    const fresh = st === "idle" || st === "anonymous";
+    if (d.auth_state !== "valid" && !(authenticatedEvent && st === "waiting")) {
+      if (fresh || st === "ready" || (st === "loading" && !S.card.loading)) setCard("waiting");
+      return;
+    }
+    if (fresh || st === "waiting") loadProfile();
+  }
+
+  async function loadProfile() {
+    const id = S.current && S.current.id;
+    if (!id || (S.card.loading && S.card.convId === id)) return;
+    const seq = ++S.card.seq;
+    S.card.loading = true;
+    setCard("loading");
+    try {
+      const r = await api(`/v1/conversations/${encodeURIComponent(id)}/actions/getprofile`, { method: "POST" });
+      if (seq !== S.card.seq) return;
+      const p = (r && r.data) || {};
+      if (S.current && S.current.customer_id && p.name) {
+        S.names.set(S.current.customer_id, String(p.name));
+        renderList();
+        renderDetailHead(S.current);
+      }
+      setCard("ready", { profile: p, meta: (r && r.meta) || {} });
+    } catch (p) {
+      if (seq !== S.card.seq) return;
+      if (p.slug === "customer_auth_required") setCard("waiting");
+      else if (p.status !== 401) setCard("error", { problem: p });
+    } finally {
+      if (seq === S.card.seq) S.card.loading = false;
+    }
+  }
+
+  function buildDetailSkeleton(id) {
+    const body = $("detail-body");
+    body.replaceChildren(
+      h("div", { id: "detail-head", class: "detail-head" }, h("a", { class: "back-link", href: "#/" }, "← Conversations"), h("h2", { id: "detail-heading", tabindex: "-1", "data-testid": "detail-title" }, "Loading…")),
+      h(
+        "div",
+        { class: "detail-grid" },
+        h(
+          "section",
+          { id: "customer-card", class: "card customer-card", "data-testid": "customer-card", "data-state": "idle", "aria-labelledby": "customer-card-title" },
+          h("div", { class: "card-head" }, h("h3", { id: "customer-card-title" }, "Customer"), h("span", { id: "card-tools", class: "card-tools" })),
+          h("div", { id: "card-status", class: "card-status", "aria-live": "polite", "data-testid": "card-status" }),
+          h("div", { id: "card-body", class: "card-body" })
+        ),
+        h(
+          "section",
+          { class: "card", "aria-labelledby": "timeline-title" },
+          h("div", { class: "card-head" }, h("h3", { id: "timeline-title" }, "Sessions and timeline")),
+          h("ul", { id: "sessions", class: "sessions", "data-testid": "sessions", "aria-label": "Sessions" }),
+          h("ol", { id: "timeline", class: "timeline", "data-testid": "timeline", "aria-label": "Timeline, newest first" })
+        )
+      )
+    );
+    $("detail-placeholder").hidden = true;
+    body.hidden = false;
+  }
+
+  function renderDetailProblem(p) {
+    const body = $("detail-body");
+    const text = p.slug === "not_found" ? "This conversation no longer exists. When an anonymous visitor signs in, their chat joins the customer's conversation." : sentence(p);
+    body.replaceChildren(
+      h("div", { class: "detail-head" }, h("a", { class: "back-link", href: "#/" }, "← Conversations"), h("h2", { id: "detail-heading", tabindex: "-1" }, "Conversation unavailable")),
+      h("p", { class: "notice", role: "alert", "data-testid": "detail-error" }, text)
+    );
+  }
+
+  function renderDetailHead(d) {
+    const head = $("detail-head");
+    if (!head) return;
+    const heading = $("detail-heading");
+    heading.textContent = customerLabel(d);
+    const admin = S.agent && S.agent.role === "admin";
+    head.replaceChildren(
+      h("a", { class: "back-link", href: "#/" }, "← Conversations"),
+      h("div", { class: "detail-title-row" }, heading, authPill(d)),
+      h(
+        "dl",
+        { class: "meta" },
+        h("div", {}, h("dt", {}, "Conversation"), h("dd", {}, h("code", { "data-testid": "detail-conversation-id", title: d.id }, d.id))),
+        d.customer_id ? h("div", {}, h("dt", {}, "Customer ID"), h("dd", {}, h("code", { title: d.customer_id }, shortId(d.customer_id)))) : null,
+        h("div", {}, h("dt", {}, "Connection"), h("dd", {}, d.connection)),
+        h("div", {}, h("dt", {}, "Started"), h("dd", {}, timeEl(d.created_at))),
+        h("div", {}, h("dt", {}, "Channels"), h("dd", { class: "badges" }, (d.channels || []).map(channelBadge)))
+      ),
+      admin ? h("a", { class: "subtle-link", href: `#/admin?conversation=${encodeURIComponent(d.id)}`, "data-testid": "detail-audit-link" }, "Audit log for this conversation") : null
+    );
+  }
+
+  function renderTimeline(d) {
+    const byId = new Map((d.sessions || []).map((s) => [s.id, s]));
+    $("sessions").replaceChildren(
+      ...(d.sessions || []).map((s) =>
+        h(
+          "li",
+          { class: "session", "data-testid": "session-item", "data-channel": s.channel, "data-authenticated": String(Boolean(s.authenticated)) },
+          channelBadge(s.channel),
+          h("span", { class: "session-state" }, s.authenticated ? "signed in" : "anonymous"),
+          h("span", { class: "session-time" }, "opened ", timeEl(s.created_at))
+        )
+      )
+    );
+    const events = d.events || [];
+    const items = events.map((ev, i) => {
+      const session = ev.session_id ? byId.get(ev.session_id) : null;
+      const channel = session ? session.channel : null;
+      let text;
+      if (ev.kind === "session_opened") text = "Opened a chat";
+      else if (ev.kind === "authenticated") {
+        const earlier = events.slice(i + 1).some((e) => e.kind === "authenticated" || e.kind === "authentication_required");
+        text = earlier ? "Login refreshed" : "Signed in";
+      } else if (ev.kind === "authentication_required") text = "Login expired: asked the customer's app for a fresh one";
+      else text = words(ev.kind);
+      return h(
+        "li",
+        { class: `event kind-${ev.kind}`, "data-testid": "timeline-item", "data-kind": ev.kind },
+        h("span", { class: "dot", "aria-hidden": "true" }),
+        h("span", { class: "event-text" }, text, channel ? [" on ", channelBadge(channel)] : null),
+        timeEl(ev.at, "event-time")
+      );
+    });
+    if (!items.length) items.push(h("li", { class: "empty" }, "Nothing has happened yet."));
+    $("timeline").replaceChildren(...items);
+  }
+
+  // --- the customer card ------------------------------------------------------------------
+
+  function setCard(state, data) {
+    S.card.state = state;
+    const card = $("customer-card");
+    if (!card) return;
+    card.dataset.state = state;
+    const status = $("card-status");
+    const body = $("card-body");
+    const tools = $("card-tools");
+    tools.replaceChildren();
+    if (state === "loading") {
+      status.replaceChildren(h("p", { class: "loading" }, h("span", { class: "spinner", "aria-hidden": "true" }), "Loading the customer's profile…"));
+      body.replaceChildren();
+    } else if (state === "waiting") {
+      status.replaceChildren(
+        h(
+          "div",
+          { class: "waiting", "data-testid": "card-waiting" },
+          h("span", { class: "spinner", "aria-hidden": "true" }),
+          h("div", {}, h("p", { class: "waiting-title" }, "Waiting for the customer's app to refresh the login…"), h("p", { class: "muted" }, "Their login has expired. This card reloads by itself as soon as their app sends a fresh one; you don't need to do anything."))
+        )
+      );
+      body.replaceChildren();
+      tools.append(h("button", { class: "button ghost small", type: "button", "data-testid": "card-retry", onclick: () => loadProfile() }, "Try now"));
+    } else if (state === "anonymous") {
+      status.replaceChildren(h("p", { class: "muted", "data-testid": "card-anonymous" }, "This visitor has not signed in. Their profile appears here as soon as they sign in on the company's site or app."));
+      body.replaceChildren();
+    } else if (state === "error") {
+      const p = data.problem;
+      status.replaceChildren(
+        h(
+          "div",
+          { class: "card-error", role: "alert", "data-testid": "card-error" },
+          h("p", {}, sentence(p)),
+          p.detail && p.slug !== "network" ? h("p", { class: "muted small" }, `Details: ${p.detail}`) : null
+        )
+      );
+      body.replaceChildren();
+      tools.append(h("button", { class: "button ghost small", type: "button", "data-testid": "card-retry", onclick: () => loadProfile() }, "Try again"));
+    } else if (state === "ready") {
+      status.replaceChildren();
+      body.replaceChildren(...profileView(data.profile, data.meta));
+      tools.append(h("button", { class: "button ghost small", type: "button", "data-testid": "card-refresh", onclick: () => loadProfile() }, "Refresh"));
+    } else {
+      status.replaceChildren();
+      body.replaceChildren();
+    }
+  }
+
+  function profileView(p, meta) {
+    const name = p.name ? String(p.name) : customerLabel(S.current || {});
+    const accounts = Array.isArray(p.accounts) ? p.accounts : [];
+    const since = p.member_since ? calendarDate(p.member_since) : null;
+    const out = [
+      h(
+        "div",
+        { class: "profile-head" },
+        h("span", { class: `avatar large ${hue(S.current && S.current.customer_id)}`, "aria-hidden": "true" }, initials(name)),
+        h(
+          "div",
+          {},
+          h("p", { class: "profile-name", "data-testid": "customer-name" }, name),
+          h(
+            "p",
+            { class: "profile-sub" },
+            p.tier ? h("span", { class: `tier tier-${String(p.tier).toLowerCase().replace(/[^a-z]/g, "")}`, "data-testid": "customer-tier" }, words(p.tier)) : null,
+            since ? h("span", { class: "since" }, "Member since ", h("span", { "data-testid": "customer-member-since" }, since)) : null
+          )
+        )
+      ),
+    ];
+    const contact = [];
+    if (p.email) contact.push(h("div", {}, h("dt", {}, "Email"), h("dd", {}, String(p.email))));
+    if (p.phone) contact.push(h("div", {}, h("dt", {}, "Phone"), h("dd", {}, String(p.phone))));
+    if (contact.length) out.push(h("dl", { class: "contact" }, contact));
+    if (accounts.length) {
+      out.push(
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { class: "table accounts", "data-testid": "accounts" },
+            h("caption", {}, "Accounts"),
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Account"), h("th", { scope: "col" }, "Type"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col", class: "num" }, "Balance"))),
+            h(
+              "tbody",
+              {},
+              accounts.map((a) => {
+                const negative = a.balance && String(a.balance.amount).trim().startsWith("-");
+                return h(
+                  "tr",
+                  { "data-testid": "account-row", "data-account-id": a.id },
+                  h("td", {}, h("code", {}, String(a.id || "—"))),
+                  h("td", {}, words(a.type)),
+                  h("td", {}, h("span", { class: `status status-${String(a.status || "").toLowerCase()}` }, words(a.status || "unknown"))),
+                  h("td", { class: `num${negative ? " negative" : ""}`, "data-testid": "account-balance" }, money(a.balance))
+                );
+              })
+            )
+          )
+        )
+      );
+    } else {
+      out.push(h("p", { class: "muted" }, "No accounts."));
+    }
+    const bits = ["From the company's getprofile API"];
+    if (meta && Number.isFinite(meta.latency_ms)) bits.push(`${meta.latency_ms} ms`);
+    out.push(h("p", { class: "card-foot muted small", "data-testid": "card-meta" }, bits.join(" · ")));
+    return out;
+  }
+
+  // --- admin ----------------------------------------------------------------------------------
+
+  function renderAdmin(query) {
+    const isAdmin = S.agent && S.agent.role === "admin";
+    show($("admin-forbidden"), !isAdmin);
+    show($("admin-content"), isAdmin);
+    if (!isAdmin) {
+      $("admin-forbidden-role").textContent = S.agent ? S.agent.role : "";
+      return;
+    }
+    if (!S.connectionsLoaded) loadConnections();
+    $("audit-agent").value = query.get("agent") || "";
+    $("audit-conversation").value = query.get("conversation") || "";
+    const limit = query.get("limit") || "100";
+    if ([...$("audit-limit").options].some((o) => o.value === limit)) $("audit-limit").value = limit;
+    loadAudit();
+  }
+
+  async function loadConnections() {
+    try {
+      const r = await api("/v1/connections");
+      S.connectionsLoaded = true;
+      setText($("connections-error"), "");
+      const list = r.connections || [];
+      $("connections").replaceChildren(...(list.length ? list.map(connectionView) : [h("p", { class: "empty" }, "No connections are configured.")]));
+    } catch (p) {
+      if (p.status === 403) renderAdminForbidden();
+      else if (p.status !== 401) setText($("connections-error"), `The connections could not be loaded. ${sentence(p)}`);
+    }
+  }
+
+  function renderAdminForbidden() {
+    show($("admin-forbidden"), true);
+    show($("admin-content"), false);
+    $("admin-forbidden-role").textContent = S.agent ? S.agent.role : "";
+  }
+
+  function systemAuthText(sa) {
+    if (!sa) return "—";
+    const parts = [words(String(sa.kind || "").replace(/oauth2/, "OAuth 2.0"))];
+    if (sa.client_id) parts.push(`client ${sa.client_id}`);
+    if (sa.token_url) parts.push(sa.token_url);
+    return parts.join(" · ");
+  }
+
+  function connectionView(c) {
+    const result = h("div", { class: "probe-result", "data-testid": "probe-result", "aria-live": "polite" });
+    const button = h("button", { class: "button", type: "button", "data-testid": "probe-button", "aria-describedby": `conn-${c.name}-title` }, "Probe");
+    button.addEventListener("click", () => probe(c.name, button, result));
+    const ca = c.customer_auth || {};
+    return h(
+      "article",
+      { class: "connection", "data-testid": "connection", "data-name": c.name },
+      h("div", { class: "connection-head" }, h("h4", { id: `conn-${c.name}-title` }, c.name), h("code", { class: "muted" }, c.base_url), button),
+      h(
+        "dl",
+        { class: "facts" },
+        h("div", {}, h("dt", {}, "Timeout"), h("dd", {}, `${c.timeout_ms} ms`)),
+        h("div", {}, h("dt", {}, "System login"), h("dd", {}, systemAuthText(c.system_auth))),
+        h("div", {}, h("dt", {}, "API key header"), h("dd", {}, c.api_key_header ? h("code", {}, c.api_key_header) : "none")),
+        h("div", {}, h("dt", {}, "Customer token"), h("dd", {}, ca.in ? [`${ca.in} `, h("code", {}, String(ca.name || ""))] : "—")),
+        h(
+          "div",
+          {},
+          h("dt", {}, "Actions"),
+          h("dd", {}, h("ul", { class: "inline-list" }, (c.actions || []).map((a) => h("li", {}, h("code", {}, a.name), ` ${a.method} ${a.path}`))))
+        )
+      ),
+      result
+    );
+  }
+
+  const STEP_LABELS = { system_token: "System token", base_url: "Base URL" };
+
+  async function probe(name, button, result) {
+    button.disabled = true;
+    button.textContent = "Probing…";
+    result.replaceChildren(h("p", { class: "loading" }, h("span", { class: "spinner", "aria-hidden": "true" }), `Probing ${name}…`));
+    try {
+      const r = await api(`/v1/connections/${encodeURIComponent(name)}/probe`, { method: "POST" });
+      const steps = r.steps || [];
+      result.replaceChildren(
+        h("p", { class: `probe-summary ${r.ok ? "ok" : "fail"}`, "data-testid": "probe-summary", "data-ok": String(Boolean(r.ok)) }, r.ok ? "✓ Every step passed" : "✗ A step failed"),
+        h(
+          "ol",
+          { class: "steps" },
+          steps.map((s) => {
+            const extra = Object.entries(s).filter(([k, v]) => !["step", "ok", "latency_ms"].includes(k) && v !== null && v !== undefined);
+            return h(
+              "li",
+              { class: `step ${s.ok ? "ok" : "fail"}`, "data-testid": "probe-step", "data-step": s.step, "data-ok": String(Boolean(s.ok)) },
+              h("span", { class: "step-icon", "aria-hidden": "true" }, s.ok ? "✓" : "✗"),
+              h("span", { class: "step-name" }, STEP_LABELS[s.step] || words(s.step), h("span", { class: "visually-hidden" }, s.ok ? " passed" : " failed")),
+              h("span", { class: "step-latency", "data-testid": "probe-latency" }, Number.isFinite(s.latency_ms) ? `${s.latency_ms} ms` : "—"),
+              extra.length ? h("span", { class: "step-detail" }, extra.map(([k, v]) => `${k === "detail" ? "" : `${words(k)}: `}${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ")) : null
+            );
+          })
+        )
+      );
+    } catch (p) {
+      if (p.status !== 401) result.replaceChildren(h("p", { class: "card-error", role: "alert" }, sentence(p)));
+    } finally {
+      button.disabled = false;
+      button.textContent = "Probe again";
+    }
+  }
+
+  let auditSeq = 0;
+  async function loadAudit() {
+    const params = new URLSearchParams();
+    const agent = $("audit-agent").value.trim();
+    const conversation = $("audit-conversation").value.trim();
+    if (agent) params.set("agent", agent);
+    if (conversation) params.set("conversation", conversation);
+    params.set("limit", $("audit-limit").value);
+    const seq = ++auditSeq;
+    try {
+      const r = await api(`/v1/audit?${params}`);
+      if (seq !== auditSeq) return;
+      setText($("audit-error"), "");
+      const records = r.records || [];
+      $("audit-rows").replaceChildren(...records.map(auditRow));
+      show($("audit-empty"), records.length === 0);
+    } catch (p) {
+      if (seq !== auditSeq) return;
+      if (p.status === 403) renderAdminForbidden();
+      else if (p.status !== 401) setText($("audit-error"), `The audit log could not be loaded. ${sentence(p)}`);
+    }
+  }
+
+  function auditRow(r) {
+    const ok = r.outcome === "ok";
+    return h(
+      "tr",
+      { "data-testid": "audit-row", "data-agent": r.agent, "data-conversation-id": r.conversation_id, "data-outcome": r.outcome },
+      h("td", {}, timeEl(r.at)),
+      h("td", {}, r.agent),
+      h("td", {}, h("a", { href: `#/c/${encodeURIComponent(r.conversation_id)}`, title: r.conversation_id }, h("code", {}, shortId(r.conversation_id)))),
+      h("td", {}, `${r.connection} · `, h("code", {}, r.action)),
+      h("td", {}, h("span", { class: `pill ${ok ? "outcome-ok" : "outcome-fail"}` }, words(r.outcome))),
+      h("td", {}, r.status === null || r.status === undefined ? "—" : String(r.status)),
+      h("td", { class: "num" }, `${r.latency_ms} ms`)
+    );
+  }
+
+  function submitAuditFilter(e) {
+    e.preventDefault();
+    const params = new URLSearchParams();
+    const agent = $("audit-agent").value.trim();
+    const conversation = $("audit-conversation").value.trim();
+    if (agent) params.set("agent", agent);
+    if (conversation) params.set("conversation", conversation);
+    if ($("audit-limit").value !== "100") params.set("limit", $("audit-limit").value);
+    const q = params.toString();
+    const target = `#/admin${q ? `?${q}` : ""}`;
+    if (location.hash === target) loadAudit();
+    else location.hash = target;
+  }
+
+  // --- routing ------------------------------------------------------------------------------------
+
+  function parseHash() {
+    const raw = location.hash.replace(/^#/, "") || "/";
+    const [path, qs] = raw.split("?");
+    const query = new URLSearchParams(qs || "");
+    const m = /^\/c\/([^/]+)$/.exec(path);
+    if (m) return { view: "conversation", id: decodeURIComponent(m[1]), query };
+    if (path === "/admin") return { view: "admin", id: null, query };
+    return { view: "list", id: null, query };
+  }
+
+  function route() {
+    if (!S.agent) return;
+    const prev = S.route;
+    const next = parseHash();
+    S.route = next;
+    const app = $("app");
+    app.dataset.view = next.view;
+    show($("desk"), next.view !== "admin");
+    show($("admin"), next.view === "admin");
+    $("nav-conversations").toggleAttribute("aria-current", next.view !== "admin");
+    $("nav-admin").toggleAttribute("aria-current", next.view === "admin");
+    if (next.view === "admin") {
+      document.title = "Admin · deskbridge console";
+      renderAdmin(next.query);
+    } else if (next.view === "conversation") {
+      document.title = "Conversation · deskbridge console";
+      openConversation(next.id);
+    } else {
+      document.title = "Conversations · deskbridge console";
+      S.current = null;
+      S.card = { convId: null, state: "idle", seq: S.card.seq + 1, loading: false };
+      $("detail-body").replaceChildren();
+      $("detail-body").hidden = true;
+      $("detail-placeholder").hidden = false;
+    }
+    renderList();
+    // Move focus to the new view for keyboard and screen-reader users, but not
+    // on the first render (the sign-in or the page load decides that).
+    if (S.routed && (prev.view !== next.view || prev.id !== next.id)) {
+      const target = next.view === "admin" ? $("admin-title") : next.view === "conversation" ? $("detail-heading") : $("list-title");
+      if (target) {
+        if (!target.hasAttribute("tabindex")) target.setAttribute("tabindex", "-1");
+        target.focus({ preventScroll: false });
+      }
+    }
+    S.routed = true;
+  }
+
+  // Relative times stay true without a re-render.
+  function tick() {
+    for (const t of document.querySelectorAll("time[data-ts]")) t.textContent = relative(Number(t.dataset.ts));
+  }
+
+  // --- start ------------------------------------------------------------------------------------------
+
+  async function boot() {
+    $("signin-form").addEventListener("submit", submitSignin);
+    $("signin-mode").addEventListener("click", () => setTokenMode(!tokenMode));
+    $("signout").addEventListener("click", signOut);
+    $("list-more").addEventListener("click", loadMore);
+    $("audit-filter").addEventListener("submit", submitAuditFilter);
+    $("audit-reset").addEventListener("click", () => {
+      $("audit-agent").value = "";
+      $("audit-conversation").value = "";
+      $("audit-limit").value = "100";
+      if (location.hash === "#/admin") loadAudit();
+      else location.hash = "#/admin";
+    });
+    window.addEventListener("hashchange", route);
+    setInterval(tick, 30000);
+
+    let hinted = false;
+    try {
+      hinted = localStorage.getItem(SIGNED_IN_HINT) === "1";
+    } catch (e) {
+      hinted = false;
+    }
+    // Only ask /me when this browser signed in before: a signed-out visit then
+    // makes no failing request.
+    if (!hinted) return showSignin("");
+    try {
+      enter(await api("/console/api/me", { quiet: true }));
+    } catch (p) {
+      signedOut(p.status === 401 ? "" : sentence(p));
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})();
