@@ -779,7 +779,7 @@
             "table",
             { class: "table accounts", "data-testid": "accounts" },
             h("caption", {}, "Accounts"),
-            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Account"), h("th", { scope: "col" }, "Type"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col", class: "num" }, "Balance"))),
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Account"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col", class: "num" }, "Balance"))),
             h(
               "tbody",
               {},
@@ -788,8 +788,7 @@
                 return h(
                   "tr",
                   { "data-testid": "account-row", "data-account-id": a.id },
-                  h("td", {}, h("code", {}, String(a.id || "—"))),
-                  h("td", {}, words(a.type)),
+                  h("td", {}, h("span", { class: "account-type" }, words(a.type)), h("code", { class: "account-id" }, String(a.id || "—"))),
                   h("td", {}, h("span", { class: `status status-${String(a.status || "").toLowerCase()}` }, words(a.status || "unknown"))),
                   h("td", { class: `num${negative ? " negative" : ""}`, "data-testid": "account-balance" }, money(a.balance))
                 );
