@@ -1036,6 +1036,11 @@
       else location.hash = "#/admin";
     });
     window.addEventListener("hashchange", route);
+    // The skip link must not change the hash: the hash is the route.
+    document.querySelector(".skip-link").addEventListener("click", (e) => {
+      e.preventDefault();
+      $("main").focus();
+    });
     setInterval(tick, 30000);
 
     let hinted = false;
