@@ -63,6 +63,26 @@ pub struct BackendConfig {
     /// Password hashes computed at once; defaults to the number of CPUs.
     pub password_hash_concurrency: Option<usize>,
     pub throttle: ThrottleConfig,
+    /// The demo company site at `/` (set by `deskbridge demo`): absent, the
+    /// backend serves only the company's APIs.
+    pub demo_site: Option<DemoSiteConfig>,
+}
+
+/// What the demo site's page needs to load the gateway's web SDK. The app
+/// key of a web channel is public by nature: every visitor's browser gets it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSiteConfig {
+    /// The gateway's base URL, where the SDK and the channel API live.
+    pub gateway_url: String,
+    pub app_key: String,
+    #[serde(default = "web")]
+    pub channel: String,
+    pub connection: String,
+}
+
+fn web() -> String {
+    "web".to_string()
 }
 
 impl Default for BackendConfig {
@@ -84,6 +104,7 @@ impl Default for BackendConfig {
             max_body_bytes: 16 * 1024,
             password_hash_concurrency: None,
             throttle: ThrottleConfig::default(),
+            demo_site: None,
         }
     }
 }
@@ -120,6 +141,13 @@ impl BackendConfig {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return bad("cookie_name must be letters, digits, '_' or '-'");
+        }
+        if let Some(site) = &self.demo_site
+            // It goes into the page's Content-Security-Policy, so only plain URL characters.
+            && !((site.gateway_url.starts_with("http://") || site.gateway_url.starts_with("https://"))
+                && site.gateway_url.bytes().all(|b| b.is_ascii_alphanumeric() || b":/.-_[]".contains(&b)))
+        {
+            return bad("demo_site.gateway_url must be an http(s) origin such as http://127.0.0.1:8080");
         }
         Ok(())
     }

@@ -19,6 +19,9 @@ pub(crate) enum Purpose {
     ClientSecret,
     ApiKey,
     Session,
+    /// The demo site's own session, kept apart from customer sessions so
+    /// one can never be presented as the other.
+    SiteSession,
     CustomerId,
     AccessToken,
 }
@@ -29,6 +32,7 @@ impl Purpose {
             Self::ClientSecret => b"deskbridge client-secret v1",
             Self::ApiKey => b"deskbridge api-key v1",
             Self::Session => b"deskbridge session v1",
+            Self::SiteSession => b"deskbridge site-session v1",
             Self::CustomerId => b"deskbridge customer-id v1",
             Self::AccessToken => b"deskbridge access-token v1",
         }
@@ -43,6 +47,7 @@ pub(crate) struct Secrets {
     client_secret: hmac::Key,
     api_key: hmac::Key,
     session: hmac::Key,
+    site_session: hmac::Key,
     customer_id: hmac::Key,
     access_token: hmac::Key,
 }
@@ -77,6 +82,7 @@ impl Secrets {
             client_secret: derive(Purpose::ClientSecret),
             api_key: derive(Purpose::ApiKey),
             session: derive(Purpose::Session),
+            site_session: derive(Purpose::SiteSession),
             customer_id: derive(Purpose::CustomerId),
             access_token: derive(Purpose::AccessToken),
         }
@@ -87,6 +93,7 @@ impl Secrets {
             Purpose::ClientSecret => &self.client_secret,
             Purpose::ApiKey => &self.api_key,
             Purpose::Session => &self.session,
+            Purpose::SiteSession => &self.site_session,
             Purpose::CustomerId => &self.customer_id,
             Purpose::AccessToken => &self.access_token,
         }

@@ -1,6 +1,6 @@
 //! `deskbridge backend`: serve the reference backend, or administer it.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             member_since,
             accounts,
         }) => {
-            let password = read_password()?;
+            let password = crate::read_password()?;
             let profile = NewProfile {
                 name,
                 email,
@@ -206,17 +206,6 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
         },
     }
     Ok(())
-}
-
-/// The password from stdin (first line), so it never shows in `ps` or shell history.
-fn read_password() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']).to_string();
-    if password.is_empty() {
-        bail!("give the password on standard input, e.g. `echo \"$PASSWORD\" | deskbridge backend user add …`");
-    }
-    Ok(password)
 }
 
 fn parse_account(spec: &str) -> anyhow::Result<Account> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use backend::admin::DemoSeed;
+use backend::config::DemoSiteConfig;
 use backend::{Backend, BackendConfig, SystemClock};
 use clap::Args;
 use gateway::{Gateway, GatewayConfig};
@@ -24,6 +25,10 @@ pub(crate) struct DemoArgs {
     /// The gateway's address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     gateway_listen: SocketAddr,
+    /// Lifetime of the customers' JWTs, in seconds: short, so the demo site
+    /// shows the chat refreshing the customer's login.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=86_400))]
+    customer_token_ttl: u64,
 }
 
 /// A file readable by its owner only, written once.
@@ -84,6 +89,10 @@ name = "getprofile"
 method = "POST"
 path = "/getprofile"
 
+[console]
+# The demo is plain HTTP on loopback; keep this true behind TLS.
+secure_cookies = false
+
 [[channels]]
 name = "web"
 app_key = {{ file = "{app_key}" }}
@@ -126,11 +135,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let backend_addr = backend_listener.local_addr()?;
     let gateway_url = format!("http://{}", gateway_listener.local_addr()?);
 
+    let app_key = private_file(&secrets.join("web_app_key"), || {
+        Ok(format!("dbw_{}", backend::admin::random_secret()?))
+    })?;
     let backend_config = BackendConfig {
         listen: backend_addr,
         data_dir: dir.join("backend"),
         // The demo is plain HTTP on loopback.
         insecure_cookies: true,
+        customer_token_ttl_secs: args.customer_token_ttl,
+        demo_site: Some(DemoSiteConfig {
+            gateway_url: gateway_url.clone(),
+            app_key: app_key.clone(),
+            channel: "web".into(),
+            connection: "acme".into(),
+        }),
         ..BackendConfig::default()
     };
     let backend_url = backend_config.public_url();
@@ -150,9 +169,6 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(seed.clients[0].client_secret.clone())
     })?;
     private_file(&secrets.join("api_key"), || Ok(seed.api_keys[0].key.clone()))?;
-    let app_key = private_file(&secrets.join("web_app_key"), || {
-        Ok(format!("dbw_{}", backend::admin::random_secret()?))
-    })?;
 
     let toml = gateway_toml(dir, &backend_url, &seed, &secrets);
     std::fs::write(dir.join("gateway.toml"), &toml).context("cannot write gateway.toml")?;
@@ -160,8 +176,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(|p| anyhow::anyhow!(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
     let gateway = Gateway::open(config).await?;
     let agent_token = gateway.add_agent("demo-agent", "admin").await?;
+    let console_password = private_file(&secrets.join("console_password"), || {
+        Ok(backend::admin::random_secret()?.chars().take(20).collect())
+    })?;
+    gateway.set_agent_password("demo-agent", &console_password).await?;
 
-    print_welcome(&gateway_url, &backend_url, &agent_token, &app_key, &seed, dir)?;
+    let welcome = Welcome {
+        gateway: &gateway_url,
+        backend: &backend_url,
+        agent_token: &agent_token,
+        console_password: &console_password,
+        app_key: &app_key,
+        seed: &seed,
+        dir,
+    };
+    welcome.print()?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = async move {
@@ -182,55 +211,78 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_welcome(
-    gateway: &str,
-    backend: &str,
-    agent_token: &str,
-    app_key: &str,
-    seed: &DemoSeed,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let alice = &seed.users[0];
-    writeln!(out, "deskbridge demo is running\n")?;
-    writeln!(out, "  agent API      {gateway}/v1/conversations")?;
-    writeln!(
-        out,
-        "  gateway        {gateway}   (API description: {gateway}/openapi.json)"
-    )?;
-    writeln!(out, "  backend        {backend}   (the company's APIs)")?;
-    writeln!(out, "  metrics        {gateway}/metrics   {backend}/metrics")?;
-    writeln!(out, "  agent token    {agent_token}")?;
-    writeln!(out, "  web app key    {app_key}")?;
-    for u in &seed.users {
-        writeln!(out, "  customer       {:<8} password {}", u.username, u.password)?;
+/// What the demo prints at start: the console first, then the rest.
+struct Welcome<'a> {
+    gateway: &'a str,
+    backend: &'a str,
+    agent_token: &'a str,
+    console_password: &'a str,
+    app_key: &'a str,
+    seed: &'a DemoSeed,
+    dir: &'a Path,
+}
+
+impl Welcome<'_> {
+    fn print(&self) -> anyhow::Result<()> {
+        let Self {
+            gateway,
+            backend,
+            agent_token,
+            console_password,
+            app_key,
+            seed,
+            dir,
+        } = self;
+        let mut out = std::io::stdout().lock();
+        let alice = &seed.users[0];
+        writeln!(out, "deskbridge demo is running\n")?;
+        writeln!(
+            out,
+            "  agent console  {gateway}/console   (sign in as demo-agent, password {console_password})"
+        )?;
+        writeln!(
+            out,
+            "  company site   {backend}/   (a customer signs in here and the chat connects)"
+        )?;
+        writeln!(out, "  agent API      {gateway}/v1/conversations")?;
+        writeln!(
+            out,
+            "  gateway        {gateway}   (API description: {gateway}/openapi.json)"
+        )?;
+        writeln!(out, "  backend        {backend}   (the company's APIs)")?;
+        writeln!(out, "  metrics        {gateway}/metrics   {backend}/metrics")?;
+        writeln!(out, "  agent token    {agent_token}")?;
+        writeln!(out, "  web app key    {app_key}")?;
+        for u in &seed.users {
+            writeln!(out, "  customer       {:<8} password {}", u.username, u.password)?;
+        }
+        writeln!(out, "  gateway config {}", dir.join("gateway.toml").display())?;
+        writeln!(out, "\nWalk the flow (copy and paste, in order):\n")?;
+        writeln!(out, "  # 1. a customer logs in at the company and gets a JWT")?;
+        writeln!(
+            out,
+            "  JWT=$(curl -s -d username={} -d password={} {backend}/customer_authenticate | sed -E 's/.*\"JWT\":\"([^\"]+)\".*/\\1/')",
+            alice.username, alice.password
+        )?;
+        writeln!(out, "  # 2. the web chat opens a session with that login")?;
+        writeln!(
+            out,
+            "  CONV=$(curl -s -H 'x-deskbridge-app-key: {app_key}' -H 'content-type: application/json' -d \"{{\\\"channel\\\":\\\"web\\\",\\\"connection\\\":\\\"acme\\\",\\\"auth\\\":{{\\\"token\\\":\\\"$JWT\\\"}}}}\" {gateway}/v1/sessions | sed -E 's/.*\"conversation_id\":\"([^\"]+)\".*/\\1/')"
+        )?;
+        writeln!(
+            out,
+            "  # 3. an agent fetches the customer's profile through the gateway"
+        )?;
+        writeln!(
+            out,
+            "  curl -s -X POST -H 'authorization: Bearer {agent_token}' {gateway}/v1/conversations/$CONV/actions/getprofile"
+        )?;
+        writeln!(
+            out,
+            "\nCtrl-C stops both servers; a second start reuses {}.",
+            dir.display()
+        )?;
+        out.flush()?;
+        Ok(())
     }
-    writeln!(out, "  gateway config {}", dir.join("gateway.toml").display())?;
-    writeln!(out, "\nWalk the flow (copy and paste, in order):\n")?;
-    writeln!(out, "  # 1. a customer logs in at the company and gets a JWT")?;
-    writeln!(
-        out,
-        "  JWT=$(curl -s -d username={} -d password={} {backend}/customer_authenticate | sed -E 's/.*\"JWT\":\"([^\"]+)\".*/\\1/')",
-        alice.username, alice.password
-    )?;
-    writeln!(out, "  # 2. the web chat opens a session with that login")?;
-    writeln!(
-        out,
-        "  CONV=$(curl -s -H 'x-deskbridge-app-key: {app_key}' -H 'content-type: application/json' -d \"{{\\\"channel\\\":\\\"web\\\",\\\"connection\\\":\\\"acme\\\",\\\"auth\\\":{{\\\"token\\\":\\\"$JWT\\\"}}}}\" {gateway}/v1/sessions | sed -E 's/.*\"conversation_id\":\"([^\"]+)\".*/\\1/')"
-    )?;
-    writeln!(
-        out,
-        "  # 3. an agent fetches the customer's profile through the gateway"
-    )?;
-    writeln!(
-        out,
-        "  curl -s -X POST -H 'authorization: Bearer {agent_token}' {gateway}/v1/conversations/$CONV/actions/getprofile"
-    )?;
-    writeln!(
-        out,
-        "\nCtrl-C stops both servers; a second start reuses {}.",
-        dir.display()
-    )?;
-    out.flush()?;
-    Ok(())
 }

@@ -28,10 +28,14 @@ pub(crate) enum ConfigCommand {
 #[derive(Subcommand)]
 pub(crate) enum AgentCommand {
     /// Create an agent (or replace its token); the token is printed once.
+    /// Its console password is kept unless `--password` sets a new one.
     Add {
         name: String,
         #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
         role: String,
+        /// Also set the agent's console password, read from stdin (at least 12 characters).
+        #[arg(long)]
+        password: bool,
         #[arg(long, env = "DESKBRIDGE_CONFIG")]
         config: PathBuf,
     },
@@ -85,9 +89,21 @@ pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
-    let AgentCommand::Add { name, role, config } = command;
+    let AgentCommand::Add {
+        name,
+        role,
+        password,
+        config,
+    } = command;
+    let password = if password { Some(crate::read_password()?) } else { None };
+    if let Some(problem) = password.as_deref().and_then(gateway::console::password_problem) {
+        bail!("{problem}");
+    }
     let gateway = Gateway::open(load(&config)?).await?;
     let token = gateway.add_agent(&name, &role).await?;
+    if let Some(password) = password {
+        gateway.set_agent_password(&name, &password).await?;
+    }
     gateway.flush_audit().await;
     writeln!(std::io::stdout().lock(), "{token}")?;
     Ok(())

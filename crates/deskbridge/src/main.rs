@@ -100,3 +100,14 @@ pub(crate) async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// A password from stdin (first line), so it never shows in `ps` or shell history.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("give the password on standard input, e.g. `echo \"$PASSWORD\" | deskbridge …`");
+    }
+    Ok(password)
+}

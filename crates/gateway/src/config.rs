@@ -61,6 +61,31 @@ pub struct GatewayConfig {
     pub connections: Vec<ConnectionConfig>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The agent console at `/console`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Marks the session cookie `Secure`. Only a plain-HTTP demo on
+    /// loopback turns this off.
+    pub secure_cookies: bool,
+    /// How long a console sign-in lasts, in seconds.
+    pub session_ttl_secs: u64,
+    /// Throttling of failed console sign-ins, per agent name and per address.
+    pub throttle: login::ThrottleConfig,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            secure_cookies: true,
+            session_ttl_secs: 8 * 3600,
+            throttle: login::ThrottleConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -391,6 +416,15 @@ impl GatewayConfig {
                     );
                 }
             }
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.console.session_ttl_secs) {
+            fail(
+                "console.session_ttl_secs".into(),
+                "must be between 60 and 604800 (a week)".into(),
+            );
+        }
+        if self.console.throttle.window_secs == 0 {
+            fail("console.throttle.window_secs".into(), "must be at least 1".into());
         }
         if let Some(url) = &self.store.url
             && !url.starts_with("sqlite:")

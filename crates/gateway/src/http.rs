@@ -47,6 +47,7 @@ const PROBLEM: &str = "application/problem+json";
         open_session,
         authenticate_session,
         session_events,
+        agent_events,
         list_conversations,
         get_conversation,
         run_action,
@@ -57,12 +58,17 @@ const PROBLEM: &str = "application/problem+json";
         ready,
         metrics,
         openapi,
+        crate::console::login,
+        crate::console::me,
+        crate::console::logout,
     ),
     modifiers(&SecuritySchemes),
     tags(
         (name = "channel", description = "Customer sessions, opened by a channel with its app key"),
         (name = "agent", description = "Conversations and actions, for agents"),
         (name = "admin", description = "Connections and the audit log, for agents with the admin role"),
+        (name = "console", description = "Sign-in for the agent console at /console: a session cookie, and a CSRF token \
+                                          to send as `x-csrf-token` on every state-changing request the cookie authenticates"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
@@ -110,12 +116,14 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(channel_cors(&gateway));
     Router::new()
+        .route("/v1/events", get(agent_events))
         .route("/v1/conversations", get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation))
         .route("/v1/conversations/{id}/actions/{action}", post(run_action))
         .route("/v1/connections", get(list_connections))
         .route("/v1/connections/{name}/probe", post(probe_connection))
         .route("/v1/audit", get(list_audit))
+        .route_layer(axum::middleware::from_fn(crate::console::require_csrf))
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -123,6 +131,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(method_not_allowed)
         .merge(channel)
+        .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(gateway)
 }
@@ -137,18 +146,20 @@ async fn method_not_allowed() -> Problem {
 
 /// An RFC 9457 problem. `detail` never carries a token or secret.
 #[derive(Debug)]
-pub struct Problem {
+pub(crate) struct Problem {
     status: StatusCode,
     slug: &'static str,
     detail: String,
     /// The company API's status and error, on `backend_error`.
     backend: Option<(u16, String)>,
+    /// Seconds to wait, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 /// An RFC 9457 problem, as sent: `application/problem+json`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Problem)]
-struct ProblemBody {
+pub(crate) struct ProblemBody {
     /// `urn:deskbridge:problem:<slug>`, stable per failure.
     #[serde(rename = "type")]
     #[schema(example = "urn:deskbridge:problem:customer_auth_required")]
@@ -170,13 +181,19 @@ struct ProblemBody {
 }
 
 impl Problem {
-    fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
             status,
             slug,
             detail: detail.into(),
             backend: None,
+            retry_after: None,
         }
+    }
+
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     fn internal(e: impl std::fmt::Display) -> Self {
@@ -204,6 +221,9 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -247,7 +267,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
 }
 
 /// A JSON body, with a rejection turned into a problem.
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = Problem;
@@ -476,21 +496,56 @@ async fn session_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// Server-Sent Events for agents: every conversation's events, so a console
+/// stays current without polling.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "agent",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "An event stream: each event is named by its `kind` \
+            (`session_opened`, `authenticated`, `authentication_required`) and its data is \
+            `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+async fn agent_events(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    agent(&g, &headers).await?;
+    let stream = BroadcastStream::new(g.events.subscribe()).filter_map(|event| {
+        let event = event.ok()?;
+        Some(Ok(SseEvent::default()
+            .event(event.kind)
+            .data(serde_json::to_string(&event).unwrap_or_default())))
+    });
+    let stream = futures_util::StreamExt::take_until(stream, g.closed());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
 /// The calling agent: (name, role).
 async fn agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Problem> {
     let unauthorized = || {
         Problem::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "an agent token is required: Authorization: Bearer <token>",
+            "an agent token (Authorization: Bearer <token>) or a console sign-in is required",
         )
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    g.agent(token.trim()).await?.ok_or_else(unauthorized)
+    // The header wins over the cookie; `console::require_csrf` has checked
+    // the CSRF token of a state-changing request the cookie authenticates.
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        return g.agent(token.trim()).await?.ok_or_else(unauthorized);
+    }
+    let session = crate::console::session_cookie(headers).ok_or_else(unauthorized)?;
+    g.console_agent(session).await?.ok_or_else(unauthorized)
 }
 
 async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod console;
 mod http;
 pub mod identity;
 pub mod metrics;
@@ -98,9 +99,12 @@ pub struct Gateway {
     /// graceful shutdown is not held open by them.
     closing: tokio::sync::watch::Sender<bool>,
     agents: std::sync::RwLock<HashMap<Vec<u8>, (String, String, tokio::time::Instant)>>,
+    /// Console passwords (Argon2id) and throttling of failed console sign-ins.
+    passwords: login::PasswordHasher,
+    console_throttle: login::LoginThrottle,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -148,6 +152,10 @@ impl Gateway {
             let key = ch.app_key.resolve().map_err(GatewayError::Config)?;
             channels.insert(ch.name.clone(), (ch.clone(), key));
         }
+        let passwords = login::PasswordHasher::new(2)
+            .await
+            .map_err(|e| GatewayError::Crypto(e.to_string()))?;
+        let console_throttle = login::LoginThrottle::new(config.console.throttle.clone());
         let (events, _) = broadcast::channel(1024);
         let (audit, audit_rx) = mpsc::channel(10_000);
         let audit_task = tokio::spawn(write_audit(store.clone(), audit_rx));
@@ -163,6 +171,8 @@ impl Gateway {
             audit_task: std::sync::Mutex::new(Some(audit_task)),
             closing: tokio::sync::watch::channel(false).0,
             agents: std::sync::RwLock::default(),
+            passwords,
+            console_throttle,
         }))
     }
 
@@ -182,7 +192,11 @@ impl Gateway {
             shutdown.await;
             closing.send_replace(true);
         };
-        let served = axum::serve(listener, self.router())
+        let served = axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| GatewayError::Io(e.to_string()));
@@ -348,7 +362,8 @@ impl Gateway {
     /// request path.
     pub async fn run_action(&self, agent: &str, conversation: &str, action: &str) -> Result<ActionResult, ActionError> {
         let started = std::time::Instant::now();
-        // One read: the conversation's connection and its customer's token.
+        // The conversation's connection and its customer's (sealed) token:
+        // from memory, or one read.
         let context = self
             .store
             .action_context(conversation)
@@ -464,6 +479,8 @@ impl Gateway {
             return Err(GatewayError::Config("role is agent or admin".into()));
         }
         let token = random_id("dbg_")?;
+        // New credentials: whoever signed in with the old ones signs in again.
+        self.store.delete_agent_sessions(name).await?;
         self.store
             .insert_agent(name, role, &agent_token_digest(&token), now())
             .await?;

@@ -13,7 +13,7 @@ use crate::GatewayError;
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

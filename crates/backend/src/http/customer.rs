@@ -75,21 +75,12 @@ pub(crate) async fn authenticate(
     let issued_at = state.clock.unix_millis().to_string();
     let mut response = match state.config.session_mode {
         SessionMode::Token => {
-            let claims = CustomerClaims {
-                iss: state.issuer.clone(),
-                aud: state.config.audience.clone(),
-                sub: user.customer_id,
-                iat: now,
-                exp: now + ttl,
-                jti: base64_id()?,
-            };
-            let jwt = state.keyring().sign(&claims)?;
-            Json(CustomerToken {
-                issued_at,
-                jwt,
-                expires_in: ttl.to_string(),
-            })
-            .into_response()
+            let mut response = Json(issue_jwt(&state, user.customer_id, now)?).into_response();
+            if state.config.demo_site.is_some() {
+                let cookie = super::demo_site::start_site_session(&state, user.user_id, now).await?;
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
         }
         SessionMode::Cookie => {
             let session = random_token("")?;
@@ -113,6 +104,24 @@ pub(crate) async fn authenticate(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// A signed customer JWT for `sub`, valid for the configured lifetime.
+pub(crate) fn issue_jwt(state: &State, sub: String, now: u64) -> Result<CustomerToken, HttpError> {
+    let ttl = state.config.customer_token_ttl_secs;
+    let claims = CustomerClaims {
+        iss: state.issuer.clone(),
+        aud: state.config.audience.clone(),
+        sub,
+        iat: now,
+        exp: now + ttl,
+        jti: base64_id()?,
+    };
+    Ok(CustomerToken {
+        issued_at: state.clock.unix_millis().to_string(),
+        jwt: state.keyring().sign(&claims)?,
+        expires_in: ttl.to_string(),
+    })
 }
 
 fn base64_id() -> Result<String, HttpError> {

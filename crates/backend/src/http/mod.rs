@@ -2,6 +2,7 @@
 //! says what is wrong; nothing a client sends can make a handler panic.
 
 mod customer;
+mod demo_site;
 mod meta;
 mod oauth;
 mod profile;
@@ -27,6 +28,10 @@ use crate::error::HttpError;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let site = match &state.config.demo_site {
+        Some(site) => demo_site::routes(site),
+        None => Router::new(),
+    };
     Router::new()
         .route(paths::CUSTOMER_AUTHENTICATE, post(customer::authenticate))
         .route(paths::CUSTOMER_LOGOUT, post(customer::logout))
@@ -37,6 +42,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route(paths::AUTHORIZATION_SERVER_METADATA, get(meta::metadata))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
+        .merge(site)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

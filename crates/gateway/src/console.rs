@@ -1,0 +1,503 @@
+//! The agent console: sign-in (password or agent token) into an HttpOnly,
+//! SameSite=Strict session cookie, CSRF protection for requests the cookie
+//! authenticates, and the static files of the console and of the web SDK,
+//! embedded in the binary so nothing loads from anywhere but the gateway.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::http::{Body, Problem};
+use crate::store::Store;
+use crate::vault::random_id;
+use crate::{Gateway, GatewayError, agent_token_digest, now};
+
+pub const SESSION_COOKIE: &str = "deskbridge_console";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+const INDEX_HTML: &str = include_str!("../assets/console/index.html");
+const CONSOLE_JS: &str = include_str!("../assets/console/console.js");
+const CONSOLE_CSS: &str = include_str!("../assets/console/console.css");
+const SDK_JS: &str = include_str!("../assets/sdk/deskbridge.js");
+
+/// Nothing but the gateway itself: no CDN, no inline script or style.
+const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                           connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// Longest name, password or token looked at; longer ones are refused
+/// before any hashing, so a huge password cannot buy extra CPU.
+const MAX_CREDENTIAL_LEN: usize = 256;
+
+type Shared = Arc<Gateway>;
+
+pub(crate) fn router() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/console/",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/console/console.js",
+            get(|| async { page(CONSOLE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/console/console.css",
+            get(|| async { page(CONSOLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/sdk/deskbridge.js", get(sdk))
+        .route("/console/api/login", post(login))
+        .route("/console/api/me", get(me))
+        .route(
+            "/console/api/logout",
+            post(logout).layer(axum::middleware::from_fn(require_csrf)),
+        )
+}
+
+fn page(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONSOLE_CSP));
+    response
+}
+
+/// The SDK is loaded by companies' pages on other origins.
+async fn sdk() -> Response {
+    let mut response = SDK_JS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    response
+}
+
+/// The console session's secret from the request's cookie, if any.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL_LEN)
+}
+
+/// The CSRF token of a session: derived from the session's secret, so
+/// nothing more is stored, and one-way, so the page (which may read it)
+/// learns nothing of the cookie (which it may not).
+pub fn csrf_token(session: &str) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(b"deskbridge console csrf v1\0");
+    context.update(session.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(context.finish().as_ref())
+}
+
+/// Refuses a state-changing request that the console cookie authenticates
+/// unless it carries the session's CSRF token. A request with an
+/// `Authorization` header is authenticated by it, not by the cookie, and
+/// a browser never adds that header by itself.
+pub(crate) async fn require_csrf(request: Request, next: Next) -> Response {
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let headers = request.headers();
+    if !safe
+        && !headers.contains_key(header::AUTHORIZATION)
+        && let Some(session) = session_cookie(headers)
+    {
+        let presented = headers.get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if !bool::from(presented.ct_eq(csrf_token(session).as_bytes())) {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "csrf_token_invalid",
+                "this request needs the x-csrf-token header the console was given at sign-in",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn session_set_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    // The value is a random id of URL-safe characters.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Sign in with a name and password, or with an agent token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Login {
+    username: Option<String>,
+    password: Option<String>,
+    /// An agent token (`dbg_…`), instead of a name and password.
+    token: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AgentIdentity {
+    name: String,
+    /// `agent` or `admin`.
+    role: String,
+}
+
+/// The signed-in agent and the CSRF token to send as `x-csrf-token` on
+/// every state-changing request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConsoleSession {
+    agent: AgentIdentity,
+    csrf_token: String,
+}
+
+/// Signs an agent in to the console; sets the session cookie.
+#[utoipa::path(
+    post,
+    path = "/console/api/login",
+    tag = "console",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Signed in; the `deskbridge_console` cookie is set", body = ConsoleSession),
+        (status = 400, description = "`invalid_request`: neither a name and password nor a token", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials`: the same answer for an unknown agent and a wrong password", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: see `Retry-After`", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn login(
+    State(g): State<Shared>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Body(body): Body<Login>,
+) -> Result<Response, Problem> {
+    // Proxies are not trusted: behind one, every sign-in shares its address.
+    let address = connect.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(c)| c.0.ip());
+    let agent = match (&body.username, &body.password, &body.token) {
+        (Some(name), Some(password), None) => {
+            if name.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the name or password is too long",
+                ));
+            }
+            g.sign_in_with_password(name, password, address).await?
+        }
+        (None, None, Some(token)) => g.sign_in_with_token(token, address).await?,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send either username and password, or token",
+            ));
+        }
+    };
+    let (name, role) = agent;
+    let session = random_id("dbc_")?;
+    let ttl = g.config.console.session_ttl_secs;
+    let t = now();
+    g.store
+        .insert_console_session(&agent_token_digest(&session), &name, t, t + ttl as i64)
+        .await?;
+    tracing::info!(agent = %name, "console sign-in");
+    let mut response = Json(ConsoleSession {
+        agent: AgentIdentity { name, role },
+        csrf_token: csrf_token(&session),
+    })
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::SET_COOKIE,
+        session_set_cookie(&session, ttl, g.config.console.secure_cookies),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The signed-in agent, so a reloaded console page picks up its session.
+#[utoipa::path(
+    get,
+    path = "/console/api/me",
+    tag = "console",
+    responses(
+        (status = 200, description = "The session's agent and CSRF token", body = ConsoleSession),
+        (status = 401, description = "`unauthorized`: not signed in", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn me(State(g): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
+    let session = session_cookie(&headers).ok_or_else(signed_out)?;
+    let (name, role) = g.console_agent(session).await?.ok_or_else(signed_out)?;
+    let mut response = Json(ConsoleSession {
+        agent: AgentIdentity { name, role },
+        csrf_token: csrf_token(session),
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn signed_out() -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "not signed in to the console")
+}
+
+/// Ends the console session and clears its cookie.
+#[utoipa::path(
+    post,
+    path = "/console/api/logout",
+    tag = "console",
+    params(("x-csrf-token" = String, Header, description = "The session's CSRF token")),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 403, description = "`csrf_token_invalid`", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn logout(State(g): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
+    if let Some(session) = session_cookie(&headers) {
+        g.store.delete_console_session(&agent_token_digest(session)).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_set_cookie("", 0, g.config.console.secure_cookies),
+    );
+    Ok(response)
+}
+
+/// What is wrong with a new console password, if anything.
+pub fn password_problem(password: &str) -> Option<String> {
+    if password.chars().count() < 12 {
+        return Some("a console password needs at least 12 characters".into());
+    }
+    (password.len() > MAX_CREDENTIAL_LEN).then(|| format!("a console password has at most {MAX_CREDENTIAL_LEN} bytes"))
+}
+
+/// Why a console sign-in was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("the name or password is not correct")]
+    InvalidCredentials,
+    #[error("too many failed sign-ins; try again in {0} s")]
+    Throttled(u64),
+    #[error(transparent)]
+    Internal(#[from] GatewayError),
+}
+
+impl From<SignInError> for Problem {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::InvalidCredentials => {
+                Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", e.to_string())
+            }
+            SignInError::Throttled(wait) => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", e.to_string()).retry_after(wait)
+            }
+            SignInError::Internal(inner) => Problem::from(inner),
+        }
+    }
+}
+
+impl Gateway {
+    /// Checks an agent's password, throttling failures per name and address.
+    pub async fn sign_in_with_password(
+        &self,
+        name: &str,
+        password: &str,
+        address: IpAddr,
+    ) -> Result<(String, String), SignInError> {
+        let t = now() as u64;
+        self.console_throttle
+            .check(name, address, t)
+            .map_err(SignInError::Throttled)?;
+        let found = self.store.agent_password(name).await?;
+        let hash = found.as_ref().and_then(|(_, hash)| hash.clone());
+        let valid = self
+            .passwords
+            .verify(password.to_string(), hash)
+            .await
+            .map_err(|e| GatewayError::Crypto(e.to_string()))?;
+        match found.filter(|_| valid) {
+            Some((role, _)) => {
+                self.console_throttle.record_success(name);
+                Ok((name.to_string(), role))
+            }
+            None => {
+                self.console_throttle.record_failure(name, address, t);
+                Err(SignInError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Checks an agent token; failures count against the address.
+    pub async fn sign_in_with_token(&self, token: &str, address: IpAddr) -> Result<(String, String), SignInError> {
+        let t = now() as u64;
+        // Tokens have no name to throttle by; an empty one stands for "any".
+        self.console_throttle
+            .check("", address, t)
+            .map_err(SignInError::Throttled)?;
+        match self.agent(token.trim()).await? {
+            Some(agent) => Ok(agent),
+            None => {
+                self.console_throttle.record_failure("", address, t);
+                Err(SignInError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// The agent of a live console session: (name, role).
+    pub async fn console_agent(&self, session: &str) -> Result<Option<(String, String)>, GatewayError> {
+        self.store
+            .console_session_agent(&agent_token_digest(session), now())
+            .await
+    }
+
+    /// Sets an agent's console password (Argon2id) and ends its console
+    /// sessions, since its credentials changed.
+    pub async fn set_agent_password(&self, name: &str, password: &str) -> Result<(), GatewayError> {
+        if let Some(problem) = password_problem(password) {
+            return Err(GatewayError::Config(problem));
+        }
+        let hash = self
+            .passwords
+            .hash(password.to_string())
+            .await
+            .map_err(|e| GatewayError::Crypto(e.to_string()))?;
+        self.store.set_agent_password(name, &hash).await
+    }
+}
+
+impl Store {
+    /// (role, password hash) of an agent.
+    pub async fn agent_password(&self, name: &str) -> Result<Option<(String, Option<String>)>, GatewayError> {
+        let row = sqlx::query("SELECT role, password_hash FROM agents WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn set_agent_password(&self, name: &str, hash: &str) -> Result<(), GatewayError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE agents SET password_hash = ? WHERE name = ?")
+            .bind(hash)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(GatewayError::Config(format!("no agent named {name:?}")));
+        }
+        sqlx::query("DELETE FROM console_sessions WHERE agent = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_console_session(
+        &self,
+        digest: &[u8],
+        agent: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), GatewayError> {
+        // Sign-ins are rare: sweeping expired sessions here keeps the table small.
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO console_sessions (digest, agent, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(digest)
+            .bind(agent)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// (name, role) of the agent of a session that has not expired.
+    pub async fn console_session_agent(
+        &self,
+        digest: &[u8],
+        now: i64,
+    ) -> Result<Option<(String, String)>, GatewayError> {
+        let row = sqlx::query(
+            "SELECT a.name, a.role FROM console_sessions s JOIN agents a ON a.name = s.agent
+             WHERE s.digest = ? AND s.expires_at > ?",
+        )
+        .bind(digest)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn delete_console_session(&self, digest: &[u8]) -> Result<(), GatewayError> {
+        sqlx::query("DELETE FROM console_sessions WHERE digest = ?")
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every console session of an agent (its credentials changed).
+    pub async fn delete_agent_sessions(&self, name: &str) -> Result<(), GatewayError> {
+        sqlx::query("DELETE FROM console_sessions WHERE agent = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_token_is_stable_per_session_and_differs_between_sessions() {
+        assert_eq!(csrf_token("a"), csrf_token("a"));
+        assert_ne!(csrf_token("a"), csrf_token("b"));
+        assert!(!csrf_token("secret-session").contains("secret"));
+    }
+
+    #[test]
+    fn session_cookie_is_found_among_others_and_bounded() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; deskbridge_console=dbc_x; b=2"),
+        );
+        assert_eq!(session_cookie(&h), Some("dbc_x"));
+        let mut long = HeaderMap::new();
+        let value = format!("deskbridge_console={}", "x".repeat(300));
+        long.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
+        );
+        assert_eq!(session_cookie(&long), None);
+    }
+}
