@@ -197,9 +197,9 @@ impl Gateway {
             self.router()
                 .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| GatewayError::Io(e.to_string()));
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| GatewayError::Io(e.to_string()));
         sweeper.abort();
         self.flush_audit().await;
         self.store.close().await;

@@ -74,6 +74,22 @@ async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data(
     assert_eq!(profile["data"]["name"], "Alice Martin", "{stdout}");
     let jwt = stdout.lines().find_map(|l| l.strip_prefix("JWT=")).unwrap().to_string();
     let first_password = value_after(&printed, "customer       alice    password").to_string();
+    // The console comes first, with a sign-in that works.
+    let first_url = printed.lines().find(|l| l.contains("http://")).unwrap();
+    assert!(
+        first_url.contains(&format!("http://127.0.0.1:{gateway}/console")),
+        "{printed}"
+    );
+    let console_password = first_url.rsplit("password ").next().unwrap().trim_end_matches(')');
+    let signed_in = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{gateway}/console/api/login"))
+        .json(&json!({"username": "demo-agent", "password": console_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200, "{printed}");
+    let site = reqwest::get(format!("http://127.0.0.1:{backend}/")).await.unwrap();
+    assert_eq!(site.status(), 200, "the demo company site is at the backend's root");
     assert!(
         dir.path().join("gateway.toml").exists(),
         "the config it used is kept for copying"

@@ -88,7 +88,7 @@ impl World {
     }
 }
 
-async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) -> Value {
+pub(crate) async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) -> Value {
     let got = r.status().as_u16();
     let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
     let body = body_json(r).await;
@@ -108,11 +108,17 @@ async fn next_event(
     kind: &str,
     trigger: impl std::future::Future<Output = ()>,
 ) -> Value {
-    let mut stream = client()
-        .get(gateway.url(&format!("/v1/sessions/{session}/events")))
-        .send()
-        .await
-        .unwrap();
+    let request = client().get(gateway.url(&format!("/v1/sessions/{session}/events")));
+    read_event(request, kind, trigger).await
+}
+
+/// Opens an SSE stream, runs `trigger`, and reads until an event of `kind` arrives.
+pub(crate) async fn read_event(
+    request: reqwest::RequestBuilder,
+    kind: &str,
+    trigger: impl std::future::Future<Output = ()>,
+) -> Value {
+    let mut stream = request.send().await.unwrap();
     assert_eq!(stream.status(), 200);
     trigger.await;
     let wanted = format!("event: {kind}\n");

@@ -9,3 +9,4 @@ mod demo;
 mod gateway_cli;
 mod gateway_flow;
 mod support;
+mod web;
