@@ -282,8 +282,44 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
       return rows.length > 0 && rows.every(([c]) => c === conversationId) && new Set(rows.map(([, a]) => a)).size === 2;
     });
     await page.locator(tid('audit-reset')).click();
-    await eventually('all audit rows again', async () => (await page.locator(tid('audit-agent')).inputValue()) === '');
+    await eventually('all audit rows again', async () => {
+      const agents = await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => e.dataset.agent));
+      return (await page.locator(tid('audit-agent')).inputValue()) === '' && agents.includes('viewer') && agents.includes(demo.agent.username);
+    });
     await screenshot(page, 'console-admin');
+    assertNoProblems(agent);
+  });
+
+  test("errors from the company's API read as a sentence, never as JSON", async () => {
+    const page = agent.page;
+    await page.goto(`${demo.gatewayUrl}/console#/c/${conversationId}`);
+    await eventually('the card is ready', async () => (await cardState()) === 'ready', 20_000);
+    // The company refuses the call: the gateway's 502 backend_error problem, as the spec gives it.
+    const action = `**/v1/conversations/${conversationId}/actions/getprofile`;
+    agent.expect(/\/actions\/getprofile$/, 502);
+    await page.route(action, (route) =>
+      route.fulfill({
+        status: 502,
+        contentType: 'application/problem+json',
+        body: JSON.stringify({
+          type: 'urn:deskbridge:problem:backend_error',
+          title: 'backend error',
+          status: 502,
+          detail: "the company's API answered 403",
+          backend_status: 403,
+          backend_error: 'invalid_api_key',
+        }),
+      }),
+    );
+    await page.locator(tid('card-refresh')).click();
+    await eventually('the card shows the error', async () => (await cardState()) === 'error');
+    const text = await page.locator(tid('card-error')).textContent();
+    assert.match(text, /The company's API refused the request: it answered HTTP 403 \(invalid api key\)\./);
+    assert.doesNotMatch(text, /[{}"]|urn:deskbridge/, 'no JSON on screen');
+    assert.equal(await page.locator(tid('card-error')).getAttribute('role'), 'alert');
+    await page.unroute(action);
+    await page.locator(tid('card-retry')).click();
+    await eventually('the card recovers', async () => (await cardState()) === 'ready');
     assertNoProblems(agent);
   });
 
@@ -297,6 +333,10 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
         assert.ok(width <= 360, `${what}: the page is ${width} px wide in a 360 px window (${wide.join(', ')})`);
       };
       await consoleSignIn(page, demo.agent.username, demo.agent.password);
+      await page.locator(`${tid('conversation-item')}[data-conversation-id="${conversationId}"]`).waitFor();
+      // A reload keeps the agent signed in (the cookie, and GET /console/api/me).
+      await page.reload();
+      await page.locator(tid('agent-name')).filter({ hasText: demo.agent.username }).waitFor();
       await page.locator(`${tid('conversation-item')}[data-conversation-id="${conversationId}"]`).waitFor();
       await noSideScroll('conversation list');
       await screenshot(page, 'console-narrow-list');
@@ -334,6 +374,22 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
       assert.notEqual(bruno, anonymous, 'the anonymous conversation is folded into the customer\'s');
       await agent.page.locator(`${tid('conversation-item')}[data-conversation-id="${bruno}"]`).waitFor();
       await eventually('the anonymous conversation leaves the list', async () => (await anonymousItem.count()) === 0);
+
+      // A reload keeps the customer signed in (the site's session) and the chat in
+      // the same session (sessionStorage), then signing out ends both.
+      const session = await site.evaluate(() => window.Deskbridge.getState().sessionId);
+      await site.reload();
+      await site.locator(`${tid('chat-auth')}[data-authenticated="true"]`).waitFor();
+      await site.locator(`${tid('chat-status')}[data-status="connected"]`).waitFor();
+      assert.equal((await site.locator(tid('chat-conversation')).textContent()).trim(), bruno);
+      assert.equal(await site.evaluate(() => window.Deskbridge.getState().sessionId), session, 'the same session after a reload');
+      await site.locator(tid('site-signout')).click();
+      await site.locator(tid('site-signin-form')).waitFor();
+      assert.equal(await site.locator(tid('chat-status')).getAttribute('data-status'), 'idle');
+      assert.equal(await site.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith('deskbridge.')).length), 0, 'clear() forgets the session');
+      narrow.expect(/\/demo\/token$/, 401);
+      const token = await site.evaluate(() => fetch('/demo/token', { method: 'POST' }).then((r) => r.status));
+      assert.equal(token, 401, 'the site session ended');
       assertNoProblems(narrow, agent, customer);
     } finally {
       await narrow.context.close();

@@ -49,6 +49,7 @@
     site.exp = Number(c.exp) || (site.expiresIn ? Date.now() / 1000 + site.expiresIn : null);
     site.sub = c.sub || null;
     renderAuth();
+    tick();
   }
 
   function context() {
@@ -291,6 +292,7 @@
       return;
     }
     $("chat-open").disabled = false;
+    $("console-link").href = `${site.config.gateway_url.replace(/\/+$/, "")}/console`;
     loadSdk().catch((e) => setText($("chat-error"), `The chat could not be loaded from ${site.config.gateway_url}.`));
     // After a reload: the site session (cookie) may still be there. Only ask
     // when this tab signed in, so a first visit makes no failing request.

@@ -287,7 +287,9 @@
       if (p.slug === "invalid_credentials" || p.status === 401) {
         setText(err, tokenMode ? "That agent token is not valid." : "Wrong username or password.");
       } else if (p.slug === "too_many_attempts" || p.status === 429) {
-        const wait = p.retryAfter ? ` Try again in ${p.retryAfter} seconds.` : " Try again later.";
+        const secs = p.retryAfter;
+        const when = secs >= 120 ? `${Math.ceil(secs / 60)} minutes` : `${secs} seconds`;
+        const wait = secs ? ` Try again in ${when}.` : " Try again later.";
         setText(err, `Too many sign-in attempts.${wait}`);
       } else if (p.slug === "invalid_request") {
         setText(err, tokenMode ? "Enter your agent token." : "Enter your username and password.");
