@@ -498,6 +498,9 @@ async fn session_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// How often an agent's event stream checks that its credential still holds.
+const EVENT_STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Server-Sent Events for agents: every conversation's events, so a console
 /// stays current without polling.
 #[utoipa::path(
@@ -523,6 +526,18 @@ async fn agent_events(
             .event(event.kind)
             .data(serde_json::to_string(&event).unwrap_or_default())))
     });
+    // A stream outlives neither a sign-out nor a replaced token for long:
+    // its credential is checked again every so often.
+    let (gateway, credential) = (g.clone(), headers);
+    let revoked = async move {
+        loop {
+            tokio::time::sleep(EVENT_STREAM_RECHECK).await;
+            if agent(&gateway, &credential).await.is_err() {
+                break;
+            }
+        }
+    };
+    let stream = futures_util::StreamExt::take_until(stream, revoked);
     let stream = futures_util::StreamExt::take_until(stream, g.closed());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

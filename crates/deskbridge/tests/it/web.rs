@@ -296,6 +296,27 @@ async fn agents_get_every_conversation_event_live() {
 }
 
 #[tokio::test]
+async fn signing_out_ends_an_open_event_stream() {
+    let d = desk().await;
+    let c = d.console("ana").await;
+    let mut stream = d.get(&c, "/v1/events").send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let r = d
+        .post(&c, "/console/api/logout")
+        .header("x-csrf-token", &c.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The stream re-checks its credential every 10 s; keep-alives may come first.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(25), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived the sign-out");
+}
+
+#[tokio::test]
 async fn the_console_and_the_sdk_are_served_from_the_binary() {
     let d = desk().await;
     let page = client().get(d.gateway.url("/console")).send().await.unwrap();
