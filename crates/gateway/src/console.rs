@@ -329,7 +329,7 @@ impl Gateway {
     ) -> Result<(String, String), SignInError> {
         let t = now() as u64;
         self.console_throttle
-            .check(name, address, t)
+            .check(Some(name), address, t)
             .map_err(SignInError::Throttled)?;
         let found = self.store.agent_password(name).await?;
         let hash = found.as_ref().and_then(|(_, hash)| hash.clone());
@@ -344,7 +344,7 @@ impl Gateway {
                 Ok((name.to_string(), role))
             }
             None => {
-                self.console_throttle.record_failure(name, address, t);
+                self.console_throttle.record_failure(Some(name), address, t);
                 Err(SignInError::InvalidCredentials)
             }
         }
@@ -353,14 +353,14 @@ impl Gateway {
     /// Checks an agent token; failures count against the address.
     pub async fn sign_in_with_token(&self, token: &str, address: IpAddr) -> Result<(String, String), SignInError> {
         let t = now() as u64;
-        // Tokens have no name to throttle by; an empty one stands for "any".
+        // A token names no agent: failures count against the address only.
         self.console_throttle
-            .check("", address, t)
+            .check(None, address, t)
             .map_err(SignInError::Throttled)?;
         match self.agent(token.trim()).await? {
             Some(agent) => Ok(agent),
             None => {
-                self.console_throttle.record_failure("", address, t);
+                self.console_throttle.record_failure(None, address, t);
                 Err(SignInError::InvalidCredentials)
             }
         }

@@ -62,13 +62,18 @@ impl LoginThrottle {
         }
     }
 
-    fn subjects(username: &str, address: IpAddr) -> [Subject; 2] {
-        [Subject::User(username.to_lowercase()), Subject::Address(address)]
+    /// A sign-in without a username (e.g. with a token) counts against its
+    /// address only, so nobody can lock such sign-ins out for everyone.
+    fn subjects(username: Option<&str>, address: IpAddr) -> impl Iterator<Item = Subject> {
+        username
+            .map(|u| Subject::User(u.to_lowercase()))
+            .into_iter()
+            .chain([Subject::Address(address)])
     }
 
     /// `Err(seconds)` to wait when either the username or the address has
     /// used up its failures in the current window.
-    pub fn check(&self, username: &str, address: IpAddr, now: u64) -> Result<(), u64> {
+    pub fn check(&self, username: Option<&str>, address: IpAddr, now: u64) -> Result<(), u64> {
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = 0;
         for subject in Self::subjects(username, address) {
@@ -82,7 +87,7 @@ impl LoginThrottle {
         if wait > 0 { Err(wait) } else { Ok(()) }
     }
 
-    pub fn record_failure(&self, username: &str, address: IpAddr, now: u64) {
+    pub fn record_failure(&self, username: Option<&str>, address: IpAddr, now: u64) {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let window_secs = self.config.window_secs;
         if windows.len() > SWEEP_ABOVE {
@@ -126,12 +131,12 @@ mod tests {
         let t = throttle();
         let ip: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..3 {
-            assert!(t.check("Alice", ip, 100).is_ok());
-            t.record_failure("Alice", ip, 100);
+            assert!(t.check(Some("Alice"), ip, 100).is_ok());
+            t.record_failure(Some("Alice"), ip, 100);
         }
-        assert_eq!(t.check("alice", [10, 0, 0, 2].into(), 110), Err(50));
-        assert!(t.check("bob", ip, 110).is_ok());
-        assert!(t.check("alice", ip, 160).is_ok());
+        assert_eq!(t.check(Some("alice"), [10, 0, 0, 2].into(), 110), Err(50));
+        assert!(t.check(Some("bob"), ip, 110).is_ok());
+        assert!(t.check(Some("alice"), ip, 160).is_ok());
     }
 
     #[test]
@@ -139,10 +144,10 @@ mod tests {
         let t = throttle();
         let ip: IpAddr = [10, 0, 0, 1].into();
         for n in 0..5 {
-            t.record_failure(&format!("user{n}"), ip, 0);
+            t.record_failure(Some(&format!("user{n}")), ip, 0);
         }
-        assert!(t.check("someone", ip, 1).is_err());
-        t.record_failure("carol", [10, 0, 0, 9].into(), 0);
+        assert!(t.check(Some("someone"), ip, 1).is_err());
+        t.record_failure(Some("carol"), [10, 0, 0, 9].into(), 0);
         t.record_success("carol");
         assert!(
             t.windows
@@ -150,5 +155,18 @@ mod tests {
                 .map(|w| !w.contains_key(&Subject::User("carol".into())))
                 .unwrap_or(false)
         );
+    }
+
+    #[test]
+    fn failures_without_a_username_lock_their_address_only() {
+        let t = throttle();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for _ in 0..5 {
+            assert!(t.check(None, ip, 0).is_ok());
+            t.record_failure(None, ip, 0);
+        }
+        assert_eq!(t.check(None, ip, 10), Err(50));
+        assert!(t.check(None, [10, 0, 0, 2].into(), 10).is_ok());
+        assert!(t.check(Some("alice"), [10, 0, 0, 2].into(), 10).is_ok());
     }
 }

@@ -43,7 +43,7 @@ pub(crate) async fn authenticate(
     let count = |outcome| state.metrics.customer_logins.get_or_create(&Outcome { outcome }).inc();
 
     let now = state.now();
-    if let Err(wait) = state.throttle.check(username, address, now) {
+    if let Err(wait) = state.throttle.check(Some(username), address, now) {
         count("throttled");
         return Err(HttpError::api(
             StatusCode::TOO_MANY_REQUESTS,
@@ -60,7 +60,7 @@ pub(crate) async fn authenticate(
         .await
         .map_err(BackendError::from)?;
     let Some(user) = user.filter(|_| valid) else {
-        state.throttle.record_failure(username, address, now);
+        state.throttle.record_failure(Some(username), address, now);
         count("invalid_credentials");
         return Err(HttpError::api(
             StatusCode::UNAUTHORIZED,
