@@ -66,6 +66,7 @@ pub(crate) fn router() -> Router<Shared> {
             "/console/api/logout",
             post(logout).layer(axum::middleware::from_fn(require_csrf)),
         )
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
 }
 
 fn page(body: &'static str, content_type: &'static str) -> Response {

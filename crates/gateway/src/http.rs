@@ -136,7 +136,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .with_state(gateway)
 }
 
-async fn method_not_allowed() -> Problem {
+pub(crate) async fn method_not_allowed() -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -144,6 +144,8 @@ async fn wrong_passwords_are_refused_alike_and_throttled() {
         "invalid_credentials",
     )
     .await;
+    let get = client().get(d.gateway.url("/console/api/login")).send().await.unwrap();
+    expect_problem(get, 405, "method_not_allowed").await;
     for body in [
         json!({"username": "olga"}),
         json!({"username": "olga", "password": PASSWORD, "token": "x"}),
