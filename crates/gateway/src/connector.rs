@@ -4,19 +4,24 @@
 //! system token).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use reqwest::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::{ActionConfig, ConnectionConfig, CustomerAuthPlacement, IdentityMode};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
-use crate::system_token::{TokenError, TokenSource, describe_transport};
+use crate::system_token::{Bearer, TokenError, TokenSource, describe_transport};
 
 /// Why an action did not produce data. Each maps to one problem type.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,7 +67,9 @@ impl ActionError {
 /// What an action returned.
 #[derive(Debug, Clone)]
 pub struct ActionResult {
-    pub data: Value,
+    /// Valid JSON: the company's body as it came when the action maps no
+    /// fields (checked, not re-encoded), else the mapped fields.
+    pub data: Box<RawValue>,
     pub status: u16,
     pub latency_ms: u64,
 }
@@ -76,11 +83,32 @@ pub struct Connection {
     pub config: ConnectionConfig,
     http: reqwest::Client,
     pub tokens: TokenSource,
-    api_key: Option<(HeaderName, SecretString)>,
+    /// The API key header, built once; its value is marked sensitive.
+    api_key: Option<(HeaderName, HeaderValue)>,
+    /// The customer token's header name (header placement; `None` if invalid).
+    customer_header: Option<HeaderName>,
+    /// Per action, in the order of `config.actions`: the parts of every call
+    /// that never change, prepared once.
+    targets: Vec<Target>,
+    timeout: Duration,
     pub verifier: Option<JwtVerifier>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
     metrics: Arc<Metrics>,
+    /// Metric handles, found once instead of per call (a lookup builds
+    /// owned label strings).
+    latency: OnceLock<Histogram>,
+    breaker_gauge: OnceLock<Gauge>,
+}
+
+/// An action's method and URL, parsed once, and its counter of successful calls.
+struct Target {
+    method: Method,
+    /// `base_url` (less a trailing `/`) followed by the action's path, as
+    /// text. The path is validated at load (no '..', '//', '?'), so it
+    /// cannot leave the base URL.
+    url: Url,
+    ok_calls: OnceLock<Counter>,
 }
 
 /// A response as the connector judges it.
@@ -104,10 +132,24 @@ impl Connection {
         let api_key = match &config.api_key {
             Some(k) => Some((
                 HeaderName::from_bytes(k.header.as_bytes()).map_err(|e| e.to_string())?,
-                k.value.resolve()?,
+                sensitive(k.value.resolve()?.expose_secret())
+                    .map_err(|_| format!("{}: the API key is not a valid header value", config.name))?,
             )),
             None => None,
         };
+        let customer_header = HeaderName::from_bytes(config.customer_auth.name.as_bytes()).ok();
+        let targets = config
+            .actions
+            .iter()
+            .map(|a| {
+                let url = format!("{}{}", config.base_url.trim_end_matches('/'), a.path);
+                Ok(Target {
+                    method: Method::from_bytes(a.method.as_bytes()).unwrap_or(Method::POST),
+                    url: Url::parse(&url).map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
+                    ok_calls: OnceLock::new(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let verifier = (config.identity.mode == IdentityMode::Jwt)
             .then(|| JwtVerifier::new(config.identity.clone(), http.clone()));
         Ok(Self {
@@ -116,12 +158,17 @@ impl Connection {
                 consecutive_failures: 0,
                 open_until: None,
             }),
+            timeout,
             config,
             http,
             tokens,
             api_key,
+            customer_header,
+            targets,
             verifier,
             metrics,
+            latency: OnceLock::new(),
+            breaker_gauge: OnceLock::new(),
         })
     }
 
@@ -133,26 +180,41 @@ impl Connection {
         self.config.actions.iter().find(|a| a.name == name)
     }
 
+    fn connection_label(&self) -> ConnectionLabel {
+        ConnectionLabel {
+            connection: self.config.name.clone(),
+        }
+    }
+
     /// Runs `action` for a customer whose current token is `customer_token`.
     pub async fn call(&self, action: &str, customer_token: Option<&SecretString>) -> Result<ActionResult, ActionError> {
         let started = Instant::now();
-        let result = self.call_inner(action, customer_token).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
+        let index = self.config.actions.iter().position(|a| a.name == action);
+        let result = match index {
+            Some(index) => self.call_inner(index, customer_token).await,
+            None => Err(ActionError::UnknownAction(action.to_string())),
         };
-        self.metrics
-            .actions
-            .get_or_create(&ActionLabels {
-                connection: self.config.name.clone(),
-                action: action.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-        self.metrics
-            .action_latency
-            .get_or_create(&ConnectionLabel {
-                connection: self.config.name.clone(),
+        let count = |outcome: &str| {
+            self.metrics
+                .actions
+                .get_or_create(&ActionLabels {
+                    connection: self.config.name.clone(),
+                    action: action.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .clone()
+        };
+        match (&result, index) {
+            (Ok(_), Some(index)) => self.targets[index].ok_calls.get_or_init(|| count("ok")).inc(),
+            (Ok(_), None) => count("ok").inc(),
+            (Err(e), _) => count(e.outcome()).inc(),
+        };
+        self.latency
+            .get_or_init(|| {
+                self.metrics
+                    .action_latency
+                    .get_or_create(&self.connection_label())
+                    .clone()
             })
             .observe(started.elapsed().as_secs_f64());
         result.map(|(data, status)| ActionResult {
@@ -164,22 +226,20 @@ impl Connection {
 
     async fn call_inner(
         &self,
-        action: &str,
+        index: usize,
         customer_token: Option<&SecretString>,
-    ) -> Result<(Value, u16), ActionError> {
-        let spec = self
-            .action(action)
-            .ok_or_else(|| ActionError::UnknownAction(action.to_string()))?;
+    ) -> Result<(Box<RawValue>, u16), ActionError> {
+        let (spec, target) = (&self.config.actions[index], &self.targets[index]);
         self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
         let mut bearer = self.tokens.get().await?;
-        let mut reply = self.send(spec, bearer.as_ref(), customer_token).await;
+        let mut reply = self.send(target, bearer.as_deref(), customer_token).await;
         if spec.method == "GET" && matches!(reply, Err(ActionError::Unreachable(_))) {
             // Only a safe method is retried, once, after a jittered pause;
             // a POST may have reached the company, so it is never repeated.
             let pause = 50 + u64::from(crate::vault::random::<1>().map_or(0, |b| b[0])) * 100 / 255;
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            reply = self.send(spec, bearer.as_ref(), customer_token).await;
+            reply = self.send(target, bearer.as_deref(), customer_token).await;
         }
         if let Ok(r) = &reply
             && r.bearer_rejected
@@ -188,7 +248,7 @@ impl Connection {
             // Our token was revoked or rotated early: fetch anew, once.
             self.tokens.purge(rejected);
             bearer = self.tokens.get().await?;
-            reply = self.send(spec, bearer.as_ref(), customer_token).await;
+            reply = self.send(target, bearer.as_deref(), customer_token).await;
         }
         let reply = match reply {
             Ok(r) => r,
@@ -209,7 +269,16 @@ impl Connection {
                 detail: error_code(&reply.body).unwrap_or_default(),
             });
         }
-        let Ok(body) = serde_json::from_slice::<Value>(&reply.body) else {
+        let data = match &spec.response {
+            // No mapping: the body goes out as it came, once checked to be JSON.
+            None => String::from_utf8(reply.body)
+                .ok()
+                .and_then(|text| RawValue::from_string(text).ok()),
+            Some(mapping) => serde_json::from_slice::<Value>(&reply.body)
+                .ok()
+                .and_then(|body| serde_json::value::to_raw_value(&map_response(&body, Some(mapping))).ok()),
+        };
+        let Some(data) = data else {
             self.record(false);
             return Err(ActionError::Backend {
                 status: reply.status,
@@ -217,32 +286,27 @@ impl Connection {
             });
         };
         self.record(true);
-        Ok((map_response(&body, spec.response.as_ref()), reply.status))
+        Ok((data, reply.status))
     }
 
     async fn send(
         &self,
-        spec: &ActionConfig,
-        bearer: Option<&SecretString>,
+        target: &Target,
+        bearer: Option<&Bearer>,
         customer_token: Option<&SecretString>,
     ) -> Result<Reply, ActionError> {
-        // The path is validated at load (no '..', '//', '?'); joined as text
-        // under the base URL, it cannot leave it.
-        let url = format!("{}{}", self.config.base_url.trim_end_matches('/'), spec.path);
-        let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut request = self
             .http
-            .request(method, url)
-            .timeout(Duration::from_millis(self.config.timeout_ms))
-            .header("traceparent", traceparent());
-        if let Some(token) = bearer {
-            request = request.header(
-                reqwest::header::AUTHORIZATION,
-                sensitive(&format!("Bearer {}", token.expose_secret()))?,
-            );
+            .request(target.method.clone(), target.url.clone())
+            .timeout(self.timeout);
+        if let Some(traceparent) = traceparent() {
+            request = request.header(TRACEPARENT, traceparent);
+        }
+        if let Some(bearer) = bearer {
+            request = request.header(reqwest::header::AUTHORIZATION, bearer.header().clone());
         }
         if let Some((name, value)) = &self.api_key {
-            request = request.header(name.clone(), sensitive(value.expose_secret())?);
+            request = request.header(name.clone(), value.clone());
         }
         let placement = &self.config.customer_auth;
         let mut body = None;
@@ -250,8 +314,10 @@ impl Connection {
             let token = token.expose_secret();
             match placement.placement {
                 CustomerAuthPlacement::Header => {
-                    let name = HeaderName::from_bytes(placement.name.as_bytes())
-                        .map_err(|_| ActionError::Unreachable("invalid customer header name".into()))?;
+                    let name = self
+                        .customer_header
+                        .clone()
+                        .ok_or_else(|| ActionError::Unreachable("invalid customer header name".into()))?;
                     request = request.header(name, sensitive(&placement.format.replace("{token}", token))?);
                 }
                 CustomerAuthPlacement::Cookie => {
@@ -269,7 +335,7 @@ impl Connection {
         }
         if let Some(doc) = body {
             request = request.json(&doc);
-        } else if spec.method != "GET" {
+        } else if target.method != Method::GET {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body("{}");
@@ -310,7 +376,7 @@ impl Connection {
             bearer_rejected: status == 401 && bearer_challenge && challenge.contains("invalid_token") && !customer_code,
             // A 401 that is not about our bearer token is about the customer's.
             customer_rejected: status == 401 && (customer_code || !bearer_challenge),
-            body: body.to_vec(),
+            body: body.into(),
         })
     }
 
@@ -324,8 +390,11 @@ impl Connection {
 
     fn record(&self, success: bool) {
         let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        let gauge = self.metrics.breaker_open.get_or_create(&ConnectionLabel {
-            connection: self.config.name.clone(),
+        let gauge = self.breaker_gauge.get_or_init(|| {
+            self.metrics
+                .breaker_open
+                .get_or_create(&self.connection_label())
+                .clone()
         });
         if success {
             breaker.consecutive_failures = 0;
@@ -388,12 +457,22 @@ fn error_code(body: &[u8]) -> Option<String> {
         .map(|s| s.chars().take(64).collect())
 }
 
-/// A fresh W3C trace context, so the company can correlate our calls.
-fn traceparent() -> String {
-    let mut bytes = [0u8; 24];
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("00-{}-{}-01", &hex[..32], &hex[32..])
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// A fresh W3C trace context (random trace and span ids, sampled), so the
+/// company can correlate our calls. Written in place: this runs per call.
+fn traceparent() -> Option<HeaderValue> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut random = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut random).ok()?;
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    // The trace id fills bytes 3..35 and the span id 36..52.
+    for (i, b) in random.iter().enumerate() {
+        let at = if i < 16 { 3 + 2 * i } else { 4 + 2 * i };
+        text[at] = HEX[usize::from(b >> 4)];
+        text[at + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    HeaderValue::from_bytes(&text).ok()
 }
 
 /// Output field -> JSON Pointer; no mapping means the whole body.

@@ -717,8 +717,9 @@ fn action_problem(e: &ActionError) -> Problem {
 /// What an action returned.
 #[derive(Serialize, ToSchema)]
 struct ActionOutcome {
-    /// The company's answer, or the fields the action maps out of it.
-    data: Value,
+    /// The company's answer as it came, or the fields the action maps out of it.
+    #[schema(value_type = Value)]
+    data: Box<serde_json::value::RawValue>,
     meta: ActionMeta,
 }
 
@@ -755,10 +756,11 @@ struct ActionMeta {
 )]
 async fn run_action(
     State(g): State<Shared>,
-    headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
+    // The whole request, not `HeaderMap`: that extractor copies the headers.
+    request: axum::extract::Request,
 ) -> Result<Json<ActionOutcome>, Problem> {
-    let (agent_name, _) = agent(&g, &headers).await?;
+    let (agent_name, _) = agent(&g, request.headers()).await?;
     let result = g
         .run_action(&agent_name, &id, &action)
         .await

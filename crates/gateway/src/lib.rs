@@ -369,17 +369,15 @@ impl Gateway {
             .action_context(conversation)
             .await
             .map_err(|e| ActionError::Internal(e.to_string()))?;
-        let Some((connection_name, stored)) = context else {
+        let Some(context) = context else {
             return Err(ActionError::UnknownConversation);
         };
-        let result = self
-            .run_action_inner(conversation, &connection_name, stored, action)
-            .await;
+        let result = self.run_action_inner(conversation, &context, action).await;
         let record = AuditRecord {
             at: now(),
             agent: agent.to_string(),
             conversation_id: conversation.to_string(),
-            connection: connection_name,
+            connection: context.connection.clone(),
             action: action.to_string(),
             outcome: match &result {
                 Ok(_) => "ok".to_string(),
@@ -402,18 +400,17 @@ impl Gateway {
     async fn run_action_inner(
         &self,
         conversation: &str,
-        connection_name: &str,
-        stored: Option<store::StoredToken>,
+        context: &store::ActionContext,
         action: &str,
     ) -> Result<ActionResult, ActionError> {
         let connection = self
             .connections
-            .get(connection_name)
+            .get(&context.connection)
             .ok_or_else(|| ActionError::UnknownAction(action.to_string()))?;
         if connection.action(action).is_none() {
             return Err(ActionError::UnknownAction(action.to_string()));
         }
-        let token = match stored {
+        let token = match &context.token {
             Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => Some(
                 self.vault
                     .open_sealed(&t.ciphertext, conversation)
@@ -488,10 +485,25 @@ impl Gateway {
     }
 }
 
+/// Records written at most per batch.
+const AUDIT_BATCH: usize = 256;
+/// How long a batch that is not full waits for more records. Without it, a
+/// busy gateway wrote almost every record on its own (a round trip to the
+/// SQLite thread and a commit each); with it, a batch per 10 ms at most.
+const AUDIT_LINGER: Duration = Duration::from_millis(10);
+
 /// Writes audit records in batches, off the request path.
 async fn write_audit(store: Store, mut records: mpsc::Receiver<AuditRecord>) {
-    let mut batch = Vec::with_capacity(256);
-    while records.recv_many(&mut batch, 256).await > 0 {
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+        if batch.len() < AUDIT_BATCH {
+            tokio::time::sleep(AUDIT_LINGER).await;
+            while batch.len() < AUDIT_BATCH
+                && let Ok(record) = records.try_recv()
+            {
+                batch.push(record);
+            }
+        }
         if let Err(e) = store.insert_audit(&batch).await {
             tracing::error!(error = %e, count = batch.len(), "could not write audit records");
         }

@@ -1,19 +1,26 @@
 //! Persistence of conversations, sessions, encrypted customer tokens,
 //! events, agents and the audit log: SQLite through sqlx, WAL mode.
 
+mod contexts;
+
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use utoipa::ToSchema;
 
+pub use self::contexts::ActionContext;
+use self::contexts::ContextCache;
 use crate::GatewayError;
 
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// Action contexts read recently; see [`contexts`].
+    contexts: Arc<ContextCache>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -72,7 +79,10 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            contexts: Arc::default(),
+        })
     }
 
     pub async fn close(&self) {
@@ -157,6 +167,15 @@ impl Store {
     /// Moves a session (and, when it was anonymous, its whole conversation's
     /// history) into the customer's conversation.
     pub async fn join(&self, session_id: &str, from: &str, into: &str, now: i64) -> Result<(), GatewayError> {
+        let joined = self.join_tx(session_id, from, into, now).await;
+        if from != into {
+            // An anonymous `from` is deleted, with its token.
+            self.contexts.invalidate(from);
+        }
+        joined
+    }
+
+    async fn join_tx(&self, session_id: &str, from: &str, into: &str, now: i64) -> Result<(), GatewayError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE sessions SET authenticated = 1 WHERE id = ?")
             .bind(session_id)
@@ -207,7 +226,7 @@ impl Store {
         expires_at: Option<i64>,
         now: i64,
     ) -> Result<(), GatewayError> {
-        sqlx::query(
+        let stored = sqlx::query(
             "INSERT INTO customer_tokens (conversation_id, ciphertext, expires_at, rejected, updated_at) VALUES (?, ?, ?, 0, ?)
              ON CONFLICT(conversation_id) DO UPDATE SET ciphertext = excluded.ciphertext,
                  expires_at = excluded.expires_at, rejected = 0, updated_at = excluded.updated_at",
@@ -217,7 +236,9 @@ impl Store {
         .bind(expires_at)
         .bind(now)
         .execute(&self.pool)
-        .await?;
+        .await;
+        self.contexts.invalidate(conversation_id);
+        stored?;
         Ok(())
     }
 
@@ -234,11 +255,13 @@ impl Store {
     }
 
     /// The conversation's connection and its customer token, in one read
-    /// (the hot path of an agent's action).
-    pub async fn action_context(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Option<(String, Option<StoredToken>)>, GatewayError> {
+    /// (the hot path of an agent's action), from memory when it was read
+    /// recently.
+    pub async fn action_context(&self, conversation_id: &str) -> Result<Option<Arc<ActionContext>>, GatewayError> {
+        if let Some(context) = self.contexts.get(conversation_id) {
+            return Ok(Some(context));
+        }
+        let version = self.contexts.version();
         let row = sqlx::query(
             "SELECT c.connection, t.ciphertext, t.expires_at, t.rejected FROM conversations c
              LEFT JOIN customer_tokens t ON t.conversation_id = c.id WHERE c.id = ?",
@@ -246,23 +269,30 @@ impl Store {
         .bind(conversation_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| {
-            let ciphertext: Option<Vec<u8>> = r.get(1);
-            let token = ciphertext.map(|ciphertext| StoredToken {
+        // An unknown id is not remembered: ids are random, and a flood of
+        // made-up ones must not push out real conversations.
+        let Some(r) = row else { return Ok(None) };
+        let ciphertext: Option<Vec<u8>> = r.get(1);
+        let context = Arc::new(ActionContext {
+            connection: r.get(0),
+            token: ciphertext.map(|ciphertext| StoredToken {
                 ciphertext,
                 expires_at: r.get(2),
                 rejected: r.get::<Option<bool>, _>(3).unwrap_or(false),
-            });
-            (r.get(0), token)
-        }))
+            }),
+        });
+        self.contexts.fill(conversation_id, context.clone(), version);
+        Ok(Some(context))
     }
 
     pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<(), GatewayError> {
         // The company refused it: useless now, so not kept either.
-        sqlx::query("UPDATE customer_tokens SET rejected = 1, ciphertext = x'' WHERE conversation_id = ?")
+        let marked = sqlx::query("UPDATE customer_tokens SET rejected = 1, ciphertext = x'' WHERE conversation_id = ?")
             .bind(conversation_id)
             .execute(&self.pool)
-            .await?;
+            .await;
+        self.contexts.invalidate(conversation_id);
+        marked?;
         Ok(())
     }
 
@@ -276,7 +306,11 @@ impl Store {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        let expired: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
+        for conversation in &expired {
+            self.contexts.invalidate(conversation);
+        }
+        Ok(expired)
     }
 
     pub async fn add_event(
@@ -416,22 +450,25 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
+    /// Writes audit records with one multi-row `INSERT` per
+    /// [`AUDIT_ROWS_PER_STATEMENT`] records: each statement is a round trip
+    /// to sqlx's worker thread.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), GatewayError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if records.len() <= AUDIT_ROWS_PER_STATEMENT {
+            // One statement is atomic by itself: no BEGIN and COMMIT round trips.
+            audit_rows(records)
+                .build()
+                .persistent(false)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
-        for a in records {
-            sqlx::query(
-                "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(a.at)
-            .bind(&a.agent)
-            .bind(&a.conversation_id)
-            .bind(&a.connection)
-            .bind(&a.action)
-            .bind(&a.outcome)
-            .bind(a.status.map(i64::from))
-            .bind(a.latency_ms as i64)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in records.chunks(AUDIT_ROWS_PER_STATEMENT) {
+            audit_rows(chunk).build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -468,4 +505,31 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`,
+/// 32,766 since 3.32; the bundled SQLite is newer).
+const SQLITE_MAX_BINDS: usize = 32_766;
+/// An audit row binds 8 values.
+const AUDIT_ROWS_PER_STATEMENT: usize = SQLITE_MAX_BINDS / 8;
+
+/// `INSERT INTO audit … VALUES (…), (…), …` for `records` (not empty).
+/// Built fresh per batch and not kept prepared (`persistent(false)` at the
+/// call): each batch size is another statement, and keeping them would push
+/// the hot queries out of sqlx's statement cache.
+fn audit_rows(records: &[AuditRecord]) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::new(
+        "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms) ",
+    );
+    query.push_values(records, |mut row, a| {
+        row.push_bind(a.at)
+            .push_bind(a.agent.clone())
+            .push_bind(a.conversation_id.clone())
+            .push_bind(a.connection.clone())
+            .push_bind(a.action.clone())
+            .push_bind(a.outcome.clone())
+            .push_bind(a.status.map(i64::from))
+            .push_bind(a.latency_ms as i64);
+    });
+    query
 }

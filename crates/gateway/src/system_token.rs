@@ -18,9 +18,35 @@ use crate::metrics::Metrics;
 /// A token in hand, with when to renew it and when it stops working.
 #[derive(Debug)]
 pub struct SystemToken {
-    pub value: SecretString,
+    pub bearer: Arc<Bearer>,
     pub expires_at: Instant,
     refresh_at: Instant,
+}
+
+/// A bearer token as sent: its `Authorization` value, built once per token
+/// rather than per call, and marked sensitive, so debug output never shows it.
+pub struct Bearer {
+    header: HeaderValue,
+}
+
+impl Bearer {
+    fn new(token: &SecretString) -> Result<Self, String> {
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| "the bearer token is not a valid header value".to_string())?;
+        header.set_sensitive(true);
+        Ok(Self { header })
+    }
+
+    /// `Bearer <token>`, sensitive.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer([REDACTED])")
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -46,7 +72,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct TokenSource {
     connection: String,
     config: SystemAuthConfig,
+    /// The client secret (OAuth).
     secret: Option<SecretString>,
+    /// The token (static bearer).
+    fixed: Option<Arc<Bearer>>,
     http: reqwest::Client,
     timeout: Duration,
     state: Mutex<State>,
@@ -63,15 +92,16 @@ impl TokenSource {
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let secret = match &config {
-            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => Some(client_secret.resolve()?),
-            SystemAuthConfig::StaticBearer { token } => Some(token.resolve()?),
-            SystemAuthConfig::None => None,
+        let (secret, fixed) = match &config {
+            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => (Some(client_secret.resolve()?), None),
+            SystemAuthConfig::StaticBearer { token } => (None, Some(Arc::new(Bearer::new(&token.resolve()?)?))),
+            SystemAuthConfig::None => (None, None),
         };
         Ok(Self {
             connection: connection.to_string(),
             config,
             secret,
+            fixed,
             http,
             timeout,
             state: Mutex::new(State {
@@ -88,12 +118,12 @@ impl TokenSource {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The bearer value to send, or `None` when the connection uses none.
-    pub async fn get(&self) -> Result<Option<SecretString>, TokenError> {
+    /// The bearer token to send, or `None` when the connection uses none.
+    pub async fn get(&self) -> Result<Option<Arc<Bearer>>, TokenError> {
         match &self.config {
             SystemAuthConfig::None => Ok(None),
-            SystemAuthConfig::StaticBearer { .. } => Ok(self.secret.clone()),
-            SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(Some(self.oauth_token().await?.value.clone())),
+            SystemAuthConfig::StaticBearer { .. } => Ok(self.fixed.clone()),
+            SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(Some(self.oauth_token().await?.bearer.clone())),
         }
     }
 
@@ -166,13 +196,10 @@ impl TokenSource {
 
     /// Forgets `rejected` if it is still the cached token, so the next call
     /// fetches a new one (after the company answered 401 invalid_token).
-    pub fn purge(&self, rejected: &SecretString) {
+    pub fn purge(&self, rejected: &Arc<Bearer>) {
         let mut state = self.lock();
-        if state
-            .current
-            .as_ref()
-            .is_some_and(|t| t.value.expose_secret() == rejected.expose_secret())
-        {
+        // The same token is the same allocation: no secret is compared.
+        if state.current.as_ref().is_some_and(|t| Arc::ptr_eq(&t.bearer, rejected)) {
             state.current = None;
         }
     }
@@ -290,7 +317,8 @@ impl TokenSource {
             .or_else(|| jwt_lifetime(&parsed.access_token))
             .unwrap_or(*default_expires_in_secs)
             .max(1);
-        Ok(token_with_lifetime(parsed.access_token, Duration::from_secs(lifetime)))
+        let bearer = Bearer::new(&SecretString::from(parsed.access_token)).map_err(TokenError::Unavailable)?;
+        Ok(token_with_lifetime(bearer, Duration::from_secs(lifetime)))
     }
 }
 
@@ -298,12 +326,12 @@ impl TokenSource {
 /// gateways do not all renew at the same instant. The token is taken to end
 /// a little before the server says (servers count whole seconds, and the
 /// response spent time in flight), so it is never sent stale.
-fn token_with_lifetime(value: String, lifetime: Duration) -> SystemToken {
+fn token_with_lifetime(bearer: Bearer, lifetime: Duration) -> SystemToken {
     let now = Instant::now();
     let margin = (lifetime / 10).min(Duration::from_secs(5));
     let jitter = lifetime.mul_f64(0.1 * jitter_fraction());
     SystemToken {
-        value: SecretString::from(value),
+        bearer: Arc::new(bearer),
         expires_at: now + lifetime - margin,
         refresh_at: now + lifetime.mul_f64(0.8) - jitter,
     }

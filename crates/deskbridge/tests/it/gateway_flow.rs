@@ -849,3 +849,156 @@ async fn shutdown_ends_open_event_streams_instead_of_hanging() {
     .await;
     assert!(rest.is_ok());
 }
+
+// The gateway keeps recent conversations' action context (connection and
+// sealed customer token) in memory. Every change must reach what actions
+// see, at once.
+
+/// Calls the company's profile API has answered, whatever the outcome.
+async fn profile_calls(b: &TestBackend) -> u64 {
+    let text = client()
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("deskbridge_profile_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_refused_customer_token_is_not_sent_again_and_a_fresh_one_works_at_once() {
+    let w = world_with(|c| c.customer_token_ttl_secs = 60, false).await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let (session_id, conversation) = (
+        session["session_id"].as_str().unwrap(),
+        session["conversation_id"].as_str().unwrap(),
+    );
+    for _ in 0..2 {
+        assert_eq!(w.action(conversation, "getprofile").await.status(), 200);
+    }
+    w.backend.clock.advance(Duration::from_secs(61));
+    let before = profile_calls(&w.backend).await;
+    expect_problem(
+        w.action(conversation, "getprofile").await,
+        409,
+        "customer_auth_required",
+    )
+    .await;
+    assert_eq!(profile_calls(&w.backend).await, before + 1);
+    // The refused token is not sent again: answered without calling the company.
+    expect_problem(
+        w.action(conversation, "getprofile").await,
+        409,
+        "customer_auth_required",
+    )
+    .await;
+    assert_eq!(profile_calls(&w.backend).await, before + 1);
+
+    let alice = &w.seed.users[0];
+    let fresh = login(&w.backend, &alice.username, &alice.password).await;
+    assert_eq!(w.authenticate(session_id, &fresh).await.status(), 200);
+    let r = w.action(conversation, "getprofile").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(profile_calls(&w.backend).await, before + 2);
+}
+
+#[tokio::test]
+async fn a_customer_token_is_not_sent_after_it_expires_and_a_fresh_one_works_at_once() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let toml = gateway_toml(gdir.path(), &backend, &seed)
+        .replace("mode = \"jwt\"", "mode = \"opaque\"")
+        .replace(&format!("jwks_url = \"{}/.well-known/jwks.json\"\n", backend.url), "");
+    let gateway = TestGateway::start(&toml).await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let alice = &seed.users[0];
+    let jwt = login(&backend, &alice.username, &alice.password).await;
+    let handover =
+        |expires_in: u64| json!({"customer_id": alice.customer_id, "auth": {"token": jwt, "expires_in": expires_in}});
+    let mut open = handover(3);
+    open["channel"] = json!("ios");
+    open["connection"] = json!("acme");
+    let session = body_json(
+        client()
+            .post(gateway.url("/v1/sessions"))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&open)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (session_id, conversation) = (
+        session["session_id"].as_str().unwrap(),
+        session["conversation_id"].as_str().unwrap(),
+    );
+    let action = || {
+        client()
+            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/getprofile")))
+            .bearer_auth(&agent)
+            .send()
+    };
+    assert_eq!(action().await.unwrap().status(), 200);
+    // The gateway's sweeper wipes the token when it expires and tells the channel.
+    next_event(&gateway, session_id, "authentication_required", async {}).await;
+    let before = profile_calls(&backend).await;
+    expect_problem(action().await.unwrap(), 409, "customer_auth_required").await;
+    assert_eq!(profile_calls(&backend).await, before, "an expired token is not sent");
+
+    let r = client()
+        .post(gateway.url(&format!("/v1/sessions/{session_id}/authenticate")))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&handover(600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = action().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn an_anonymous_conversation_joined_into_a_customer_one_is_gone_and_the_customer_one_acts() {
+    let w = world().await;
+    async fn anonymous(w: &World) -> (String, String) {
+        let r = w.open_session(json!({"channel": "web", "connection": "acme"})).await;
+        assert_eq!(r.status(), 201);
+        let body = body_json(r).await;
+        let ids = (
+            body["session_id"].as_str().unwrap().to_string(),
+            body["conversation_id"].as_str().unwrap().to_string(),
+        );
+        // An agent looks before the customer logs in: no token yet.
+        expect_problem(w.action(&ids.1, "getprofile").await, 409, "customer_auth_required").await;
+        ids
+    }
+
+    // Into a conversation that exists, whose context the gateway has seen.
+    let (mobile, jwt) = w.customer_session(1, "ios").await;
+    let customer = mobile["conversation_id"].as_str().unwrap();
+    assert_eq!(w.action(customer, "getprofile").await.status(), 200);
+    let (web_session, web_conversation) = anonymous(&w).await;
+    let r = w.authenticate(&web_session, &jwt).await;
+    assert_eq!(body_json(r).await["conversation_id"], customer);
+    expect_problem(w.action(&web_conversation, "getprofile").await, 404, "not_found").await;
+    assert_eq!(w.action(customer, "getprofile").await.status(), 200);
+
+    // Into a conversation the login creates.
+    let (web_session, web_conversation) = anonymous(&w).await;
+    let carol = &w.seed.users[2];
+    let jwt = login(&w.backend, &carol.username, &carol.password).await;
+    let r = w.authenticate(&web_session, &jwt).await;
+    assert_eq!(r.status(), 200);
+    let created = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    assert_ne!(created, web_conversation);
+    expect_problem(w.action(&web_conversation, "getprofile").await, 404, "not_found").await;
+    let r = w.action(&created, "getprofile").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_json(r).await["data"]["customer_id"], carol.customer_id.as_str());
+}
