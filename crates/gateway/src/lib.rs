@@ -476,11 +476,11 @@ impl Gateway {
             return Err(GatewayError::Config("role is agent or admin".into()));
         }
         let token = random_id("dbg_")?;
-        // New credentials: whoever signed in with the old ones signs in again.
-        self.store.delete_agent_sessions(name).await?;
         self.store
             .insert_agent(name, role, &agent_token_digest(&token), now())
             .await?;
+        // New credentials: whoever signed in with the old ones signs in again.
+        self.store.delete_agent_sessions(name).await?;
         Ok(token)
     }
 }
