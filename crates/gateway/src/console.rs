@@ -241,6 +241,7 @@ pub(crate) async fn login(
     get,
     path = "/console/api/me",
     tag = "console",
+    security(("console_session" = [])),
     responses(
         (status = 200, description = "The session's agent and CSRF token", body = ConsoleSession),
         (status = 401, description = "`unauthorized`: not signed in", body = crate::http::ProblemBody, content_type = "application/problem+json"),
@@ -269,6 +270,7 @@ fn signed_out() -> Problem {
     post,
     path = "/console/api/logout",
     tag = "console",
+    security(("console_session" = [])),
     params(("x-csrf-token" = String, Header, description = "The session's CSRF token")),
     responses(
         (status = 204, description = "Signed out"),

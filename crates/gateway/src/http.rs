@@ -84,6 +84,13 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(
+            "console_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::console::SESSION_COOKIE,
+                "Set by POST /console/api/login; state-changing requests also need its CSRF token in x-csrf-token",
+            ))),
+        );
+        components.add_security_scheme(
             "app_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(APP_KEY_HEADER))),
         );
@@ -507,7 +514,7 @@ const EVENT_STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs
     get,
     path = "/v1/events",
     tag = "agent",
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "An event stream: each event is named by its `kind` \
             (`session_opened`, `authenticated`, `authentication_required`) and its data is \
@@ -620,11 +627,11 @@ struct ConversationDetail {
     path = "/v1/conversations",
     tag = "agent",
     params(Page),
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "A page of conversations", body = ConversationList),
         (status = 400, description = "`invalid_request`: the cursor is not valid", body = ProblemBody, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -665,10 +672,10 @@ async fn list_conversations(
     path = "/v1/conversations/{id}",
     tag = "agent",
     params(("id", description = "The conversation id")),
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The conversation", body = ConversationDetail),
-        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found`: no such conversation", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
@@ -742,10 +749,11 @@ struct ActionMeta {
         ("id", description = "The conversation id"),
         ("action", description = "The action's name in the connection's config"),
     ),
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The company's answer", body = ActionOutcome),
-        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
         (status = 409, description = "`customer_auth_required`: the customer must authenticate again", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
@@ -802,10 +810,10 @@ struct AuditList {
     get,
     path = "/v1/connections",
     tag = "admin",
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The connections", body = ConnectionList),
-        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
@@ -843,11 +851,11 @@ async fn list_connections(State(g): State<Shared>, headers: HeaderMap) -> Result
     path = "/v1/connections/{name}/probe",
     tag = "admin",
     params(("name", description = "The connection's name")),
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The probe ran; `ok` says whether it passed", body = ProbeReport),
-        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
-        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role; or `csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
@@ -887,10 +895,10 @@ struct AuditQuery {
     path = "/v1/audit",
     tag = "admin",
     params(AuditQuery),
-    security(("agent_token" = [])),
+    security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "Audit records", body = AuditList),
-        (status = 401, description = "`unauthorized`: no valid agent token", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )

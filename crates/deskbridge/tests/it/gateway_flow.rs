@@ -781,6 +781,7 @@ async fn the_gateway_serves_its_openapi_document() {
         ("get", "/v1/connections"),
         ("post", "/v1/connections/{name}/probe"),
         ("get", "/v1/audit"),
+        ("get", "/v1/events"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in routes {
@@ -814,11 +815,25 @@ async fn the_gateway_serves_its_openapi_document() {
             "{status}: {response}"
         );
     }
-    assert_eq!(action["security"], json!([{"agent_token": []}]));
+    assert_eq!(
+        action["security"],
+        json!([{"agent_token": []}, {"console_session": []}])
+    );
+    for (method, path) in [
+        ("post", "/console/api/login"),
+        ("get", "/console/api/me"),
+        ("post", "/console/api/logout"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} is not documented");
+    }
     assert_eq!(paths["/v1/sessions"]["post"]["security"], json!([{"app_key": []}]));
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["agent_token"]["scheme"], "bearer");
     assert_eq!(schemes["app_key"]["name"], "x-deskbridge-app-key");
+    assert_eq!(
+        (&schemes["console_session"]["in"], &schemes["console_session"]["name"]),
+        (&json!("cookie"), &json!("deskbridge_console"))
+    );
     let problem = &doc["components"]["schemas"]["Problem"]["properties"];
     for field in ["type", "title", "status", "detail"] {
         assert!(problem[field].is_object(), "Problem.{field}: {problem}");
