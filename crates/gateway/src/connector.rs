@@ -77,6 +77,24 @@ pub struct ActionResult {
 struct Breaker {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// Half-open: once `open_until` has passed, one call at a time goes
+    /// through as a trial; the others still fail fast until it succeeds.
+    trial_in_flight: bool,
+}
+
+/// Held by a call the breaker admitted. A trial call that ends without a
+/// verdict (cancelled, or stopped before reaching the company) hands the
+/// trial to the next call instead of leaving the breaker half-open forever.
+struct Admission<'a> {
+    trial_of: Option<&'a Mutex<Breaker>>,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.trial_of {
+            breaker.lock().unwrap_or_else(|p| p.into_inner()).trial_in_flight = false;
+        }
+    }
 }
 
 pub struct Connection {
@@ -157,6 +175,7 @@ impl Connection {
             breaker: Mutex::new(Breaker {
                 consecutive_failures: 0,
                 open_until: None,
+                trial_in_flight: false,
             }),
             timeout,
             config,
@@ -230,7 +249,7 @@ impl Connection {
         customer_token: Option<&SecretString>,
     ) -> Result<(Box<RawValue>, u16), ActionError> {
         let (spec, target) = (&self.config.actions[index], &self.targets[index]);
-        self.breaker_admits()?;
+        let _admission = self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
         let mut bearer = self.tokens.get().await?;
         let mut reply = self.send(target, bearer.as_deref(), customer_token).await;
@@ -380,11 +399,17 @@ impl Connection {
         })
     }
 
-    fn breaker_admits(&self) -> Result<(), ActionError> {
-        let breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+    fn breaker_admits(&self) -> Result<Admission<'_>, ActionError> {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
         match breaker.open_until {
-            Some(until) if Instant::now() < until => Err(ActionError::CircuitOpen),
-            _ => Ok(()),
+            None => Ok(Admission { trial_of: None }),
+            Some(until) if Instant::now() < until || breaker.trial_in_flight => Err(ActionError::CircuitOpen),
+            Some(_) => {
+                breaker.trial_in_flight = true;
+                Ok(Admission {
+                    trial_of: Some(&self.breaker),
+                })
+            }
         }
     }
 
@@ -396,6 +421,7 @@ impl Connection {
                 .get_or_create(&self.connection_label())
                 .clone()
         });
+        breaker.trial_in_flight = false;
         if success {
             breaker.consecutive_failures = 0;
             breaker.open_until = None;

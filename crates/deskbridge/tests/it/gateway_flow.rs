@@ -1017,3 +1017,103 @@ async fn an_anonymous_conversation_joined_into_a_customer_one_is_gone_and_the_cu
     assert_eq!(r.status(), 200);
     assert_eq!(body_json(r).await["data"]["customer_id"], carol.customer_id.as_str());
 }
+
+/// After the breaker's open time, one trial call reaches the company while
+/// the others still fail fast; a failed trial re-opens it, a good one closes it.
+#[tokio::test]
+async fn a_half_open_breaker_lets_one_trial_call_through() {
+    use std::sync::atomic::AtomicBool;
+    let (calls, healthy) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let app = {
+        let (calls, healthy) = (calls.clone(), healthy.clone());
+        axum::Router::new().route(
+            "/flaky",
+            axum::routing::post(move || {
+                let (calls, healthy) = (calls.clone(), healthy.clone());
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    // Slow enough that the concurrent calls overlap the trial.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if healthy.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::OK, "{\"ok\":true}")
+                    } else {
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"boom\"}")
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gdir = tempfile::tempdir().unwrap();
+    let gateway = TestGateway::start(&format!(
+        r#"
+[server]
+data_dir = "{data}"
+[[connections]]
+name = "flaky"
+base_url = "{url}"
+[connections.system_auth]
+kind = "none"
+[connections.identity]
+mode = "opaque"
+[connections.breaker]
+failure_threshold = 2
+open_secs = 1
+[[connections.actions]]
+name = "flaky"
+path = "/flaky"
+[[channels]]
+name = "web"
+app_key = "{APP_KEY}"
+"#,
+        data = gdir.path().display()
+    ))
+    .await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let r = client()
+        .post(gateway.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&json!({"channel": "web", "connection": "flaky", "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
+        .send()
+        .await
+        .unwrap();
+    let conversation = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    let act = || {
+        client()
+            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/flaky")))
+            .bearer_auth(&agent)
+            .send()
+    };
+    let statuses = |responses: Vec<reqwest::Response>| {
+        let mut s: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+        s.sort();
+        s
+    };
+    for _ in 0..2 {
+        assert_eq!(act().await.unwrap().status(), 502);
+    }
+    expect_problem(act().await.unwrap(), 503, "circuit_open").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // Half open: of ten calls at once, one is the trial; it fails and re-opens.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let burst = futures_util::future::join_all((0..10).map(|_| act())).await;
+    let burst: Vec<reqwest::Response> = burst.into_iter().map(Result::unwrap).collect();
+    assert_eq!(statuses(burst), [[502].as_slice(), &[503; 9]].concat());
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "exactly one trial reached the company");
+    expect_problem(act().await.unwrap(), 503, "circuit_open").await;
+
+    // The company recovers: the next trial succeeds and closes the breaker.
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let burst = futures_util::future::join_all((0..10).map(|_| act())).await;
+    let burst: Vec<reqwest::Response> = burst.into_iter().map(Result::unwrap).collect();
+    assert_eq!(statuses(burst), [[200].as_slice(), &[503; 9]].concat());
+    let after = futures_util::future::join_all((0..3).map(|_| act())).await;
+    let after: Vec<reqwest::Response> = after.into_iter().map(Result::unwrap).collect();
+    assert_eq!(statuses(after), [200, 200, 200], "closed again");
+    assert_eq!(calls.load(Ordering::SeqCst), 7);
+    gateway.stop().await;
+}
