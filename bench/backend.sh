@@ -71,7 +71,10 @@ elif [[ -n ${REV:-} ]]; then
   src="$REPO/target/bench-src/$commit"
   if [[ ! -f $src/Cargo.toml ]]; then
     mkdir -p "$src"
-    git -C "$REPO" archive "$commit" | tar -x -C "$src"
+    # -m: files take the time of extraction. With the commit's time, older
+    # than artifacts already in the shared target dir, cargo would take a
+    # binary built from another commit as up to date.
+    git -C "$REPO" archive "$commit" | tar -x -m -C "$src"
   fi
   log "building commit ${commit:0:7} (cargo build --release -p deskbridge in $src)"
   (cd "$src" && CARGO_TARGET_DIR="$REPO/target/bench" cargo build --release -p deskbridge)
