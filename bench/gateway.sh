@@ -450,7 +450,7 @@ breakdown() { # pass
     case $target in
       gw-healthz) what="GET /healthz: HTTP in and out, no work" ;;
       gw-401-agent-read) what="401: one SQLite read (an unknown agent token; misses are not cached)" ;;
-      gw-404-read-audit) what="404: agent from its cache, one SQLite read (conversation and token), one audit record" ;;
+      gw-404-read-audit) what="404: agent and conversation from memory, one audit record (queued)" ;;
       gateway) what="200: as the 404, plus the backend call (the measured action)" ;;
     esac
     printf '| %s | %s | %.0f | %s | %.1f | %s | %s | %s |\n' "$target" "$what" "$rps" "$(ms "$p50")" "$gw" "$added" "$sw" "$bad"
