@@ -9,6 +9,12 @@ mod gateway_cmd;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: on the gateway's action path
+/// malloc was about a tenth of the CPU (bench/README.md), and mimalloc's
+/// per-thread free lists suit its many small, short-lived buffers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "deskbridge",
