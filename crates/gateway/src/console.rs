@@ -97,15 +97,7 @@ async fn sdk() -> Response {
 
 /// The console session's secret from the request's cookie, if any.
 pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)
-        .filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL_LEN)
+    login::cookie(headers, SESSION_COOKIE).filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL_LEN)
 }
 
 /// The CSRF token of a session: derived from the session's secret, so
@@ -143,10 +135,7 @@ pub(crate) async fn require_csrf(request: Request, next: Next) -> Response {
 }
 
 fn session_set_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
-    // The value is a random id of URL-safe characters.
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    login::session_set_cookie(SESSION_COOKIE, value, "/", "Strict", max_age, secure)
 }
 
 /// Sign in with a name and password, or with an agent token.

@@ -1,9 +1,11 @@
 //! Login protection, shared by the company backend (customer logins) and the
 //! gateway (agent console logins): Argon2id password hashing on a bounded
-//! blocking pool, and throttling of failed logins.
+//! blocking pool, throttling of failed logins, and session cookies.
 
+mod cookies;
 mod passwords;
 mod throttle;
 
+pub use cookies::{cookie, session_set_cookie};
 pub use passwords::{PasswordError, PasswordHasher, hash_blocking};
 pub use throttle::{LoginThrottle, ThrottleConfig};

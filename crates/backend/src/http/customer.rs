@@ -130,13 +130,8 @@ fn base64_id() -> Result<String, HttpError> {
 }
 
 fn session_cookie(state: &State, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if state.config.insecure_cookies { "" } else { "; Secure" };
-    let cookie = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        state.config.cookie_name
-    );
-    // The name is validated at start-up and the value is base64url.
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let secure = !state.config.insecure_cookies;
+    login::session_set_cookie(&state.config.cookie_name, value, "/", "Lax", max_age, secure)
 }
 
 /// Revokes the session named by the cookie and clears the cookie.

@@ -77,10 +77,14 @@ fn not_found() -> HttpError {
 }
 
 fn site_cookie(state: &State, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if state.config.insecure_cookies { "" } else { "; Secure" };
-    let cookie = format!("{SITE_COOKIE}={value}; Path=/demo; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
-    // The value is base64url.
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    login::session_set_cookie(
+        SITE_COOKIE,
+        value,
+        "/demo",
+        "Strict",
+        max_age,
+        !state.config.insecure_cookies,
+    )
 }
 
 /// Starts the site's session for a customer who just signed in; returns its cookie.

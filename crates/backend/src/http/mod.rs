@@ -154,17 +154,7 @@ impl Params {
     }
 }
 
-/// The value of cookie `name`, if the request carries it.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
+pub(crate) use login::cookie;
 
 /// API keys already seen, with what they grant. Entries are re-read after a
 /// short while so a key added or removed by the admin command takes effect
@@ -234,16 +224,5 @@ mod tests {
         );
         assert!(has_content_type(&h, FORM));
         assert!(!has_content_type(&h, "application/json"));
-    }
-
-    #[test]
-    fn cookie_finds_its_value_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            header::HeaderValue::from_static("a=1; deskbridge_session=xyz; b=2"),
-        );
-        assert_eq!(cookie(&h, "deskbridge_session"), Some("xyz"));
-        assert_eq!(cookie(&h, "c"), None);
     }
 }

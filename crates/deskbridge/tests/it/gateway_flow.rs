@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    APP_KEY, TestBackend, TestGateway, client, config, gateway_toml, json as body_json, login, tokens_issued,
+    APP_KEY, TestBackend, TestGateway, backend_counter, client, config, gateway_toml, json as body_json, login,
+    tokens_issued,
 };
 
 struct World {
@@ -99,6 +100,13 @@ pub(crate) async fn expect_problem(r: reqwest::Response, status: u16, slug: &str
     );
     assert_eq!(content_type, "application/problem+json");
     body
+}
+
+/// The test gateway's configuration with identity `opaque`: the channel's customer id.
+fn opaque_toml(dir: &std::path::Path, backend: &TestBackend, seed: &backend::admin::DemoSeed) -> String {
+    gateway_toml(dir, backend, seed)
+        .replace("mode = \"jwt\"", "mode = \"opaque\"")
+        .replace(&format!("jwks_url = \"{}/.well-known/jwks.json\"\n", backend.url), "")
 }
 
 /// Reads a session's SSE stream until an event of `kind` arrives.
@@ -291,10 +299,7 @@ async fn a_stored_token_that_expires_emits_an_event_without_any_action() {
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let backend = TestBackend::start(config(bdir.path())).await;
     let seed = backend.seed().await;
-    let toml = gateway_toml(gdir.path(), &backend, &seed)
-        .replace("mode = \"jwt\"", "mode = \"opaque\"")
-        .replace(&format!("jwks_url = \"{}/.well-known/jwks.json\"\n", backend.url), "");
-    let gateway = TestGateway::start(&toml).await;
+    let gateway = TestGateway::start(&opaque_toml(gdir.path(), &backend, &seed)).await;
     let customer = &seed.users[0].customer_id;
     let r = client()
         .post(gateway.url("/v1/sessions"))
@@ -871,18 +876,7 @@ async fn shutdown_ends_open_event_streams_instead_of_hanging() {
 
 /// Calls the company's profile API has answered, whatever the outcome.
 async fn profile_calls(b: &TestBackend) -> u64 {
-    let text = client()
-        .get(b.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("deskbridge_profile_requests_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    backend_counter(b, "deskbridge_profile_requests_total").await
 }
 
 #[tokio::test]
@@ -927,10 +921,7 @@ async fn a_customer_token_is_not_sent_after_it_expires_and_a_fresh_one_works_at_
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let backend = TestBackend::start(config(bdir.path())).await;
     let seed = backend.seed().await;
-    let toml = gateway_toml(gdir.path(), &backend, &seed)
-        .replace("mode = \"jwt\"", "mode = \"opaque\"")
-        .replace(&format!("jwks_url = \"{}/.well-known/jwks.json\"\n", backend.url), "");
-    let gateway = TestGateway::start(&toml).await;
+    let gateway = TestGateway::start(&opaque_toml(gdir.path(), &backend, &seed)).await;
     let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
     let alice = &seed.users[0];
     let jwt = login(&backend, &alice.username, &alice.password).await;

@@ -170,6 +170,11 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
 
 /// The backend's Prometheus counter of issued access tokens.
 pub async fn tokens_issued(b: &TestBackend) -> u64 {
+    backend_counter(b, "deskbridge_access_tokens_issued_total").await
+}
+
+/// A backend Prometheus counter, summed over all its labels.
+pub async fn backend_counter(b: &TestBackend, name: &str) -> u64 {
     let text = client()
         .get(b.url("/metrics"))
         .send()
@@ -179,8 +184,9 @@ pub async fn tokens_issued(b: &TestBackend) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("deskbridge_access_tokens_issued_total "))
-        .map_or(0, |v| v.trim().parse().unwrap())
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .map(|l| l.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap())
+        .sum()
 }
 
 /// The real gateway on a free port, in process.
