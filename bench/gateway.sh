@@ -34,6 +34,8 @@
 # Every response is checked (wrk/common.lua); any non-200 answer or socket
 # error makes the script fail after printing the tables.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -43,10 +45,6 @@ WARMUP=${WARMUP:-3s}
 LOW_CONNECTIONS=${LOW_CONNECTIONS:-1}
 BREAKDOWN=${BREAKDOWN:-0}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-LUA_DIR="$BENCH_DIR/wrk"
 
 # Target name, wrk script, base URL variable (set once the servers run).
 COMPARED=(
@@ -64,114 +62,23 @@ STAGES=(
 TARGETS=("${COMPARED[@]}")
 [[ $BREAKDOWN == 0 ]] || TARGETS+=("${STAGES[@]}")
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
-# --- tools --------------------------------------------------------------------
-
-need_packages=()
-command -v wrk >/dev/null 2>&1 || need_packages+=(wrk)
-command -v jq >/dev/null 2>&1 || need_packages+=(jq)
-command -v curl >/dev/null 2>&1 || need_packages+=(curl)
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_packages+=(nginx)
-if ((${#need_packages[@]})); then
-  SUDO=()
-  [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-  log "installing ${need_packages[*]} with apt-get"
-  "${SUDO[@]}" apt-get update
-  "${SUDO[@]}" apt-get install -y "${need_packages[@]}"
-fi
+need_tools wrk jq curl
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || NEED_PACKAGES+=(nginx)
+install_needed_packages
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-# --- binary -------------------------------------------------------------------
-
-if [[ -n ${DESKBRIDGE_BIN:-} ]]; then
-  BIN=$DESKBRIDGE_BIN
-  BUILT_FROM="binary $BIN"
-elif [[ -n ${REV:-} ]]; then
-  commit=$(git -C "$REPO" rev-parse --verify "$REV^{commit}")
-  src="$REPO/target/bench-src/$commit"
-  if [[ ! -f $src/Cargo.toml ]]; then
-    mkdir -p "$src"
-    # -m: files take the time of extraction. With the commit's time, older
-    # than artifacts already in the shared target dir, cargo would take a
-    # binary built from another commit as up to date.
-    git -C "$REPO" archive "$commit" | tar -x -m -C "$src"
-  fi
-  log "building commit ${commit:0:7} (cargo build --release -p deskbridge in $src)"
-  (cd "$src" && CARGO_TARGET_DIR="$REPO/target/bench" cargo build --release -p deskbridge)
-  BIN="$REPO/target/bench/release/deskbridge"
-  BUILT_FROM="commit ${commit:0:7}"
-else
-  log "building the release binary (cargo build --release -p deskbridge)"
-  (cd "$REPO" && cargo build --release -p deskbridge)
-  BIN="$REPO/target/release/deskbridge"
-  BUILT_FROM="working tree at commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  if ! git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null; then
-    BUILT_FROM+=" with uncommitted changes in crates/"
-  fi
-fi
-[[ -x $BIN ]] || die "no executable at $BIN"
-
-# --- scratch space and cleanup ------------------------------------------------
-
-WORK=$(mktemp -d -t deskbridge-gwbench.XXXXXX)
+build_binary
+make_dirs deskbridge-gwbench.XXXXXX gateway
 chmod 711 "$WORK" # nginx workers drop to nobody when started as root
-RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results/gateway-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$RESULTS_DIR"
-BACKEND_PID="" GATEWAY_PID="" NGINX_PID=""
-
-stop() { # pid
-  if [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; then
-    kill -TERM "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-  fi
-}
-cleanup() {
-  stop "$NGINX_PID"
-  stop "$GATEWAY_PID"
-  stop "$BACKEND_PID"
-  rm -rf "$WORK"
-}
 trap cleanup EXIT
-
-wait_for_url() { # pid, stdout file, stderr file, pattern prefix
-  local pid=$1 out=$2 err=$3 prefix=$4 url=""
-  for _ in $(seq 1 300); do
-    url=$(sed -n "s|^$prefix \(http://[^ ]*\).*|\1|p" "$out")
-    [[ -n $url ]] && { echo "$url"; return; }
-    kill -0 "$pid" 2>/dev/null || die "process $pid exited: $(cat "$err")"
-    sleep 0.1
-  done
-  die "no address printed within 30 s by: $prefix"
-}
 
 # --- backend ------------------------------------------------------------------
 
 DATA="$WORK/backend"
-log "seeding demo data in $DATA"
-"$BIN" backend --data-dir "$DATA" seed-demo --json >"$WORK/seed.json"
-
-USERNAME=$(jq -er '.users[0].username' "$WORK/seed.json")
-PASSWORD=$(jq -er '.users[0].password' "$WORK/seed.json")
-CLIENT_ID=$(jq -er '.clients[0].client_id' "$WORK/seed.json")
-CLIENT_SECRET=$(jq -er '.clients[0].client_secret' "$WORK/seed.json")
-API_KEY=$(jq -er '[.api_keys[] | select(.apis | index("getprofile"))][0].key' "$WORK/seed.json")
-
-DESKBRIDGE_LOG=warn "$BIN" backend --data-dir "$DATA" --listen 127.0.0.1:0 \
-  >"$WORK/backend.out" 2>"$RESULTS_DIR/backend.stderr" &
-BACKEND_PID=$!
-BACKEND_URL=$(wait_for_url "$BACKEND_PID" "$WORK/backend.out" "$RESULTS_DIR/backend.stderr" "deskbridge backend listening on")
-log "backend pid $BACKEND_PID at $BACKEND_URL"
-
-BASIC=$(printf '%s:%s' "$(jq -rn --arg v "$CLIENT_ID" '$v|@uri')" "$(jq -rn --arg v "$CLIENT_SECRET" '$v|@uri')" | base64 -w0)
-ACCESS_TOKEN=$(curl -sS --fail-with-body -X POST "$BACKEND_URL/access_token" \
-  -H "Authorization: Basic $BASIC" \
-  -H 'Content-Type: application/x-www-form-urlencoded' \
-  --data 'grant_type=client_credentials' | jq -er .access_token) || die "could not get an access token"
-JWT=$(curl -sS --fail-with-body -X POST "$BACKEND_URL/customer_authenticate" \
-  --data-urlencode "username=$USERNAME" --data-urlencode "password=$PASSWORD" | jq -er .JWT) \
-  || die "could not log the customer in"
+seed_demo_data "$DATA"
+start_server backend "$WORK/backend.out" "$RESULTS_DIR/backend.stderr" "deskbridge backend listening on" \
+  backend --data-dir "$DATA" --listen 127.0.0.1:0
+BACKEND_PID=$SERVER_PID BACKEND_URL=$SERVER_URL
+get_backend_credentials "$BACKEND_URL"
 
 # --- gateway ------------------------------------------------------------------
 
@@ -209,11 +116,9 @@ export BENCH_CLIENT_SECRET=$CLIENT_SECRET BENCH_GATEWAY_API_KEY=$API_KEY BENCH_A
 
 AGENT_TOKEN=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$WORK/gateway.toml") \
   || die "deskbridge agent add failed"
-DESKBRIDGE_LOG=warn "$BIN" serve --config "$WORK/gateway.toml" --listen 127.0.0.1:0 \
-  >"$WORK/gateway.out" 2>"$RESULTS_DIR/gateway.stderr" &
-GATEWAY_PID=$!
-GATEWAY_URL=$(wait_for_url "$GATEWAY_PID" "$WORK/gateway.out" "$RESULTS_DIR/gateway.stderr" "deskbridge gateway listening on")
-log "gateway pid $GATEWAY_PID at $GATEWAY_URL"
+start_server gateway "$WORK/gateway.out" "$RESULTS_DIR/gateway.stderr" "deskbridge gateway listening on" \
+  serve --config "$WORK/gateway.toml" --listen 127.0.0.1:0
+GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
 
 CONVERSATION=$(curl -sS --fail-with-body -X POST "$GATEWAY_URL/v1/sessions" \
   -H "x-deskbridge-app-key: $APP_KEY" -H 'Content-Type: application/json' \
@@ -242,6 +147,7 @@ printf '%s\n' "$template" >"$NGINX_DIR/nginx.conf"
 "$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" -g 'daemon off;' \
   >"$RESULTS_DIR/nginx.stdout" 2>&1 &
 NGINX_PID=$!
+SERVER_PIDS+=("$NGINX_PID")
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 for _ in $(seq 1 100); do
   curl -s -o /dev/null "$NGINX_URL/" && break
@@ -252,12 +158,6 @@ log "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') pid $NGINX_PID at $NGINX_UR
 
 # --- one checked request per target -------------------------------------------
 
-expect_200() { # name, curl args...
-  local name=$1 status
-  shift
-  status=$(curl -sS -o "$WORK/check.body" -w '%{http_code}' "$@")
-  [[ $status == 200 ]] || die "$name answered $status: $(cat "$WORK/check.body")"
-}
 expect_200 direct -X POST "$BACKEND_URL/getprofile" \
   -H "Authorization: Bearer $ACCESS_TOKEN" -H "api-key: $API_KEY" -H "customer-auth: JWT $JWT"
 cp "$WORK/check.body" "$WORK/direct.body"
@@ -285,39 +185,20 @@ export BENCH_ACCESS_TOKEN=$ACCESS_TOKEN BENCH_API_KEY=$API_KEY BENCH_JWT=$JWT \
 
 NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 [[ -n $NGINX_WORKER_PIDS ]] || die "no nginx worker processes"
-CLK_TCK=$(getconf CLK_TCK)
 
 # Context switches of all the gateway's threads so far (threads that have
 # ended drop out; the gateway's threads live as long as it does).
 gateway_switches() {
   cat /proc/"$GATEWAY_PID"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'
 }
-ticks() { # pids...: their CPU time (user+system, clock ticks) so far
-  local pid total=0 t
-  for pid in "$@"; do
-    t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-    total=$((total + t))
-  done
-  echo "$total"
-}
-# Whole-machine CPU ticks: "busy idle" (idle includes iowait).
-machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
-kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 GATEWAY_RSS_IDLE=$(kib "$GATEWAY_PID" VmRSS)
 BACKEND_RSS_IDLE=$(kib "$BACKEND_PID" VmRSS)
 
-run_wrk() { # threads, connections, script, url, duration, output file; wrk's CPU seconds go to $6.cpu
-  local TIMEFORMAT='%U %S' status=0
-  { time wrk -t"$1" -c"$2" -d"$5" --latency -s "$LUA_DIR/$3" "$4" >"$6" 2>&1; } 2>"$6.cpu" || status=$?
-  ((status == 0)) || { cat "$6" >&2; die "wrk failed (see above)"; }
-}
-
-FAILED=0
 measure() { # pass, round, target, threads, connections, script, url
   local pass=$1 round=$2 target=$3 threads=$4 conns=$5 script=$6 url=$7
   local out="$RESULTS_DIR/$pass-$target-run$round.txt"
-  local b0 g0 n0 busy0 idle0 b1 g1 n1 busy1 idle1 line s0 s1
+  local b0 g0 n0 busy0 idle0 b1 g1 n1 busy1 idle1 s0 s1
   log "$pass round $round/$RUNS: $target (wrk -t$threads -c$conns -d$DURATION)"
   b0=$(ticks "$BACKEND_PID"); g0=$(ticks "$GATEWAY_PID"); n0=$(ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
   read -r busy0 idle0 < <(machine_ticks)
@@ -326,18 +207,8 @@ measure() { # pass, round, target, threads, connections, script, url
   read -r busy1 idle1 < <(machine_ticks)
   s1=$(gateway_switches)
   b1=$(ticks "$BACKEND_PID"); g1=$(ticks "$GATEWAY_PID"); n1=$(ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
-  line=$(grep '^BENCH requests=' "$out") || die "no BENCH line in $out"
-  awk -v line="$line" -v h="$CLK_TCK" -v backend=$((b1 - b0)) -v gateway=$((g1 - g0)) -v nginx=$((n1 - n0)) \
-      -v busy=$((busy1 - busy0)) -v idle=$((idle1 - idle0)) -v switches=$((s1 - s0)) \
-      '{ wrk = $1 + $2 } END {
-         other = busy / h - (backend + gateway + nginx) / h - wrk; if (other < 0) other = 0
-         printf "%s backend_cpu_s=%.2f gateway_cpu_s=%.2f nginx_cpu_s=%.2f wrk_cpu_s=%.2f other_cpu_s=%.2f idle_cpu_s=%.2f gateway_switches=%d\n",
-           line, backend / h, gateway / h, nginx / h, wrk, other, idle / h, switches }' "$out.cpu" >"$out.bench"
-  log "  $(sed 's/^BENCH //' "$out.bench")"
-  if grep -q '^BENCH non-200\|^BENCH first\|^BENCH socket' "$out"; then
-    grep '^BENCH non-200\|^BENCH first\|^BENCH socket' "$out" >&2
-    FAILED=1
-  fi
+  account_run "$out" $((busy1 - busy0)) $((idle1 - idle0)) " gateway_switches=$((s1 - s0))" \
+    backend=$((b1 - b0)) gateway=$((g1 - g0)) nginx=$((n1 - n0))
 }
 
 # A pass: warm-up of every target, then RUNS rounds, each running every
@@ -372,50 +243,33 @@ GATEWAY_RSS_END=$(kib "$GATEWAY_PID" VmRSS)
 
 # --- summary ------------------------------------------------------------------
 
-field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-values() { # pass, target, field: one value per run
-  local round
-  for round in $(seq 1 "$RUNS"); do field "$3" <"$RESULTS_DIR/$1-$2-run$round.txt.bench"; done
-}
-per_request() { # pass, target, field: CPU µs per request, one value per run
-  local round
-  for round in $(seq 1 "$RUNS"); do
-    awk -v f="$3" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-         END { printf "%.1f\n", v[f] * 1e6 / v["requests"] }' "$RESULTS_DIR/$1-$2-run$round.txt.bench"
-  done
-}
-total() { awk '{ s += $1 } END { printf "%.1f", s }'; }
-ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
-sum_field() { awk '{ s += $1 } END { print s + 0 }'; }
-
 table() { # pass, connections
   local pass=$1 entry target script var rps runs p50 p99 non200 sockerr added99 added50 proxy_us
   local direct_p50 direct_p99
-  direct_p50=$(values "$pass" direct p50_us | median)
-  direct_p99=$(values "$pass" direct p99_us | median)
+  direct_p50=$(values "$pass-direct" p50_us | median)
+  direct_p99=$(values "$pass-direct" p99_us | median)
   echo "| path | req/s (median) | req/s per run | p50 | p99 | added p50 vs direct | added p99 vs direct | backend CPU µs/req | proxy CPU µs/req | wrk CPU µs/req | non-200 | socket errors |"
   echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for entry in "${COMPARED[@]}"; do
     read -r target script var <<<"$entry"
-    rps=$(values "$pass" "$target" rps | median)
-    runs=$(values "$pass" "$target" rps | awk '{ printf "%s%.0f", (NR > 1 ? " / " : ""), $1 }')
-    p50=$(values "$pass" "$target" p50_us | median)
-    p99=$(values "$pass" "$target" p99_us | median)
-    non200=$(values "$pass" "$target" non200 | sum_field)
-    sockerr=$(values "$pass" "$target" socket_errors | sum_field)
+    rps=$(values "$pass-$target" rps | median)
+    runs=$(values "$pass-$target" rps | per_run)
+    p50=$(values "$pass-$target" p50_us | median)
+    p99=$(values "$pass-$target" p99_us | median)
+    non200=$(values "$pass-$target" non200 | sum_field)
+    sockerr=$(values "$pass-$target" socket_errors | sum_field)
     case $target in
       direct) added50="—"; added99="—"; proxy_us="—" ;;
       *)
         added50=$(awk -v a="$p50" -v b="$direct_p50" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
         added99=$(awk -v a="$p99" -v b="$direct_p99" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
-        proxy_us=$(per_request "$pass" "$target" "${target}_cpu_s" | median | xargs printf "%.1f")
+        proxy_us=$(per_request "$pass-$target" "${target}_cpu_s" | median | xargs printf "%.1f")
         ;;
     esac
     printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
       "$target" "$rps" "$runs" "$(ms "$p50")" "$(ms "$p99")" "$added50" "$added99" \
-      "$(per_request "$pass" "$target" backend_cpu_s | median | xargs printf "%.1f")" "$proxy_us" \
-      "$(per_request "$pass" "$target" wrk_cpu_s | median | xargs printf "%.1f")" "$non200" "$sockerr"
+      "$(per_request "$pass-$target" backend_cpu_s | median | xargs printf "%.1f")" "$proxy_us" \
+      "$(per_request "$pass-$target" wrk_cpu_s | median | xargs printf "%.1f")" "$non200" "$sockerr"
   done
   local all
   all=$(cat "$RESULTS_DIR/$pass"-*-run*.txt.bench)
@@ -434,14 +288,14 @@ breakdown() { # pass
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
   for entry in "${STAGES[@]}" "gateway gateway_action.lua GATEWAY_URL"; do
     read -r target script var <<<"$entry"
-    rps=$(values "$pass" "$target" rps | median)
-    p50=$(values "$pass" "$target" p50_us | median)
-    gw=$(per_request "$pass" "$target" gateway_cpu_s | median)
+    rps=$(values "$pass-$target" rps | median)
+    p50=$(values "$pass-$target" p50_us | median)
+    gw=$(per_request "$pass-$target" gateway_cpu_s | median)
     sw=$(for round in $(seq 1 "$RUNS"); do
            awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
                 END { printf "%.1f\n", v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/$pass-$target-run$round.txt.bench"
          done | median)
-    bad=$(values "$pass" "$target" non200 | sum_field)
+    bad=$(values "$pass-$target" non200 | sum_field)
     if [[ -n $prev_gw ]]; then
       added=$(awk -v a="$gw" -v b="$prev_gw" -v p="$p50" -v q="$prev_p50" 'BEGIN { printf "%+.1f | %+.2f ms", a - b, (p - q) / 1000 }')
     else
@@ -460,16 +314,16 @@ breakdown() { # pass
 
 verdict() {
   local g_rps n_rps g50 n50 d50
-  g_rps=$(values load gateway rps | median); n_rps=$(values load nginx rps | median)
-  g50=$(values load gateway p50_us | median); n50=$(values load nginx p50_us | median)
-  d50=$(values load direct p50_us | median)
+  g_rps=$(values load-gateway rps | median); n_rps=$(values load-nginx rps | median)
+  g50=$(values load-gateway p50_us | median); n50=$(values load-nginx p50_us | median)
+  d50=$(values load-direct p50_us | median)
   awk -v g="$g_rps" -v n="$n_rps" 'BEGIN {
     printf "- throughput: gateway %.0f req/s vs nginx %.0f req/s (%.0f %%): %s\n", g, n, 100 * g / n, (g >= n ? "**met**" : "**missed**") }'
   awk -v g="$g50" -v n="$n50" -v d="$d50" 'BEGIN {
     printf "- added p50 under load: gateway %+.2f ms vs nginx %+.2f ms: %s\n", (g - d) / 1000, (n - d) / 1000, (g <= n ? "**met**" : "**missed**") }'
   if [[ $LOW_CONNECTIONS != 0 ]]; then
-    g50=$(values low gateway p50_us | median); n50=$(values low nginx p50_us | median)
-    d50=$(values low direct p50_us | median)
+    g50=$(values low-gateway p50_us | median); n50=$(values low-nginx p50_us | median)
+    d50=$(values low-direct p50_us | median)
     awk -v g="$g50" -v n="$n50" -v d="$d50" -v c="$LOW_CONNECTIONS" 'BEGIN {
       printf "- added p50 at %d connection(s): gateway %+.3f ms vs nginx %+.3f ms: %s\n", c, (g - d) / 1000, (n - d) / 1000, (g <= n ? "**met**" : "**missed**") }'
   fi
@@ -508,16 +362,9 @@ verdict() {
     "nginx master + workers $((NGINX_RSS / 1024)) MiB."
   echo
   echo "Conditions: wrk, the backend, nginx ($NGINX_WORKERS workers: $(echo $NGINX_WORKER_PIDS | wc -w)) and the gateway share the machine's $(nproc) CPUs" \
-    "($(lscpu | sed -n 's/^Model name: *//p' | head -1)); load average before the runs: $LOAD_BEFORE;" \
+    "($(cpu_model)); load average before the runs: $LOAD_BEFORE;" \
     "warm-up $WARMUP per path and pass; $(date -u '+%Y-%m-%d %H:%M UTC'); built from $BUILT_FROM;" \
-    "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk -v 2>&1 | sed -n 's/^wrk \([^ ]*\).*/\1/p' | head -1)."
+    "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk_version)."
 } >"$RESULTS_DIR/summary.md"
 
-echo
-cat "$RESULTS_DIR/summary.md"
-echo
-log "raw wrk output: $RESULTS_DIR"
-
-if ((FAILED)); then
-  die "some responses were not 200 or sockets failed; these numbers are not valid"
-fi
+finish
