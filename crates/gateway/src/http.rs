@@ -271,7 +271,13 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
-            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    without_values(&e.body_text()),
+                )
+            })
     }
 }
 
@@ -294,9 +300,28 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
                 "payload_too_large",
                 "the body is too large",
             )),
-            Err(e) => Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())),
+            Err(e) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                without_values(&e.body_text()),
+            )),
         }
     }
+}
+
+/// A JSON error message without the value it quotes: serde's "invalid
+/// type: integer `123`, expected a string" would echo a password or token
+/// sent with the wrong type. The field's path and what was expected stay.
+fn without_values(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        if let Some(start) = message.find(marker)
+            && let Some(len) = message[start..].find(", expected")
+        {
+            let kept = &marker[..marker.len() - 2];
+            return format!("{}{kept}{}", &message[..start], &message[start + len..]);
+        }
+    }
+    message.to_string()
 }
 
 /// What the channel knows of the customer's login at the company.
@@ -654,13 +679,15 @@ async fn list_conversations(
     };
     let rows = g.store.conversations(limit, before).await?;
     let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| format!("{}:{}", r.last_activity_at, r.id)))
+        .then(|| rows.last().map(|(r, _)| format!("{}:{}", r.last_activity_at, r.id)))
         .flatten();
-    let mut conversations = Vec::with_capacity(rows.len());
-    for summary in rows {
-        let auth_state = g.auth_state(&summary.id).await?;
-        conversations.push(ConversationItem { summary, auth_state });
-    }
+    let conversations = rows
+        .into_iter()
+        .map(|(summary, token)| ConversationItem {
+            summary,
+            auth_state: crate::auth_state_of(token),
+        })
+        .collect();
     Ok(Json(ConversationList {
         conversations,
         next_cursor: next,
@@ -985,4 +1012,24 @@ async fn metrics(State(g): State<Shared>) -> Response {
 )]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[test]
+    fn json_errors_keep_the_field_but_not_the_value() {
+        let m = "Failed to deserialize the JSON body into the target type: password: invalid type: integer `123456789`, expected a string at line 1 column 40";
+        let cleaned = without_values(m);
+        assert!(!cleaned.contains("123456789"), "{cleaned}");
+        assert!(
+            cleaned.contains("password: invalid type, expected a string at line 1"),
+            "{cleaned}"
+        );
+        let m = "token: invalid value: string \"s3cret\", expected something else";
+        assert_eq!(without_values(m), "token: invalid value, expected something else");
+        let m = "missing field `channel` at line 1 column 2";
+        assert_eq!(without_values(m), m);
+    }
 }

@@ -351,11 +351,11 @@ impl Gateway {
 
     /// `valid`, `expired` (or rejected by the company) or `none`.
     pub async fn auth_state(&self, conversation: &str) -> Result<&'static str, GatewayError> {
-        Ok(match self.store.token(conversation).await? {
-            None => "none",
-            Some(t) if t.rejected || t.expires_at.is_some_and(|e| e <= now()) => "expired",
-            Some(_) => "valid",
-        })
+        let token = self.store.token(conversation).await?;
+        Ok(auth_state_of(token.map(|t| store::TokenStatus {
+            expires_at: t.expires_at,
+            rejected: t.rejected,
+        })))
     }
 
     /// Runs an action for an agent in a conversation, and audits it off the
@@ -455,6 +455,16 @@ impl Gateway {
             }
         }
         Ok(found)
+    }
+}
+
+/// `valid`, `expired` (or rejected by the company) or `none`, from what is
+/// known of the conversation's customer token.
+pub fn auth_state_of(token: Option<store::TokenStatus>) -> &'static str {
+    match token {
+        None => "none",
+        Some(t) if t.rejected || t.expires_at.is_some_and(|e| e <= now()) => "expired",
+        Some(_) => "valid",
     }
 }
 

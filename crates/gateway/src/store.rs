@@ -48,6 +48,12 @@ pub struct EventRow {
     pub at: i64,
 }
 
+/// What is known of a customer token without opening it.
+pub struct TokenStatus {
+    pub expires_at: Option<i64>,
+    pub rejected: bool,
+}
+
 pub struct StoredToken {
     pub ciphertext: Vec<u8>,
     pub expires_at: Option<i64>,
@@ -340,12 +346,14 @@ impl Store {
         &self,
         limit: i64,
         before: Option<(i64, String)>,
-    ) -> Result<Vec<ConversationSummary>, GatewayError> {
+    ) -> Result<Vec<(ConversationSummary, Option<TokenStatus>)>, GatewayError> {
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+        // The token's state comes in the same read: a console lists a page on every event.
         let rows = sqlx::query(
             "SELECT c.id, c.connection, c.customer_key, c.created_at, c.last_activity_at,
-                    (SELECT group_concat(DISTINCT s.channel) FROM sessions s WHERE s.conversation_id = c.id)
-             FROM conversations c
+                    (SELECT group_concat(DISTINCT s.channel) FROM sessions s WHERE s.conversation_id = c.id),
+                    t.conversation_id IS NOT NULL, t.expires_at, t.rejected
+             FROM conversations c LEFT JOIN customer_tokens t ON t.conversation_id = c.id
              WHERE c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ? AND ? != '')
              ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?",
         )
@@ -360,7 +368,7 @@ impl Store {
             .into_iter()
             .map(|r| {
                 let channels: Option<String> = r.get(5);
-                ConversationSummary {
+                let summary = ConversationSummary {
                     id: r.get(0),
                     connection: r.get(1),
                     customer_id: r.get(2),
@@ -369,7 +377,12 @@ impl Store {
                     channels: channels
                         .map(|c| c.split(',').map(str::to_string).collect())
                         .unwrap_or_default(),
-                }
+                };
+                let token = r.get::<bool, _>(6).then(|| TokenStatus {
+                    expires_at: r.get(7),
+                    rejected: r.get::<Option<bool>, _>(8).unwrap_or(false),
+                });
+                (summary, token)
             })
             .collect())
     }

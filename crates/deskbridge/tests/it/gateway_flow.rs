@@ -292,6 +292,36 @@ async fn an_expired_customer_token_asks_the_channel_for_a_fresh_one() {
     assert_eq!(w.authenticate(session_id, &fresh).await.status(), 200);
     let r = w.action(conversation, "getprofile").await;
     assert_eq!(r.status(), 200);
+
+    // The list shows each conversation's state: valid again here, none for
+    // an anonymous chat, expired where the company refused the token.
+    let anonymous = body_json(w.open_session(json!({"channel": "web", "connection": "acme"})).await).await;
+    let (other, _) = w.customer_session(1, "ios").await;
+    let other = other["conversation_id"].as_str().unwrap();
+    w.gateway.gateway.store.mark_token_rejected(other).await.unwrap();
+    let list = body_json(
+        client()
+            .get(w.gateway.url("/v1/conversations"))
+            .bearer_auth(&w.agent)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let state_of = |id: &str| {
+        list["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["auth_state"].clone())
+    };
+    assert_eq!(state_of(conversation), Some(json!("valid")), "{list}");
+    assert_eq!(
+        state_of(anonymous["conversation_id"].as_str().unwrap()),
+        Some(json!("none"))
+    );
+    assert_eq!(state_of(other), Some(json!("expired")));
 }
 
 #[tokio::test]

@@ -154,6 +154,16 @@ async fn wrong_passwords_are_refused_alike_and_throttled() {
     ] {
         expect_problem(d.sign_in(body).await, 400, "invalid_request").await;
     }
+    // A password of the wrong type is refused without being echoed.
+    let body = expect_problem(
+        d.sign_in(json!({"username": "olga", "password": 918273645546372u64}))
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("password"), "{body}");
+    assert!(!body.to_string().contains("918273645546372"), "{body}");
     for _ in 0..2 {
         expect_problem(
             d.sign_in(json!({"username": "olga", "password": "guess"})).await,
