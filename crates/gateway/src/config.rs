@@ -306,7 +306,15 @@ pub struct ActionConfig {
     /// Output field -> JSON Pointer into the company's response; absent
     /// means the whole body.
     pub response: Option<BTreeMap<String, String>>,
+    /// Seconds a successful answer is reused for the same conversation
+    /// while its customer token stays the same; 0 = every run calls.
+    #[serde(default)]
+    pub cache_ttl_secs: u64,
 }
+
+/// Reused answers are a convenience for an agent re-opening a card, not a
+/// copy of the company's data: a few minutes at most.
+pub const MAX_CACHE_TTL_SECS: u64 = 300;
 
 fn default_method() -> String {
     "POST".into()
@@ -517,6 +525,9 @@ impl GatewayConfig {
                 if let Err(e) = check_action_path(&a.path) {
                     fail(at("path"), e);
                 }
+                if a.cache_ttl_secs > MAX_CACHE_TTL_SECS {
+                    fail(at("cache_ttl_secs"), format!("at most {MAX_CACHE_TTL_SECS}"));
+                }
                 for (field, pointer) in a.response.iter().flatten() {
                     if !(pointer.is_empty() || pointer.starts_with('/')) {
                         fail(
@@ -623,10 +634,15 @@ allowed_origins = ["https://www.example.com"]
             ]
         );
         let bad = GOOD
-            .replace("path = \"/getprofile\"", "path = \"/../admin\"")
+            .replace("path = \"/getprofile\"", "path = \"/../admin\"\ncache_ttl_secs = 301")
             .replace("https://www.example.com", "https://www.example.com/page");
         let problems = GatewayConfig::parse(&bad).unwrap_or_else(|p| panic!("{p:?}")).check();
         assert!(problems.iter().any(|p| p.path == "connections[0].actions[0].path"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "connections[0].actions[0].cache_ttl_secs")
+        );
         assert!(problems.iter().any(|p| p.path == "channels[0].allowed_origins[0]"));
     }
 

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Uri};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use reqwest::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Method, Url};
+use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -22,6 +25,7 @@ use crate::config::{ActionConfig, ConnectionConfig, CustomerAuthPlacement, Ident
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
 use crate::system_token::{Bearer, TokenError, TokenSource, describe_transport};
+use crate::upstream::Upstream;
 
 /// Why an action did not produce data. Each maps to one problem type.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,6 +76,8 @@ pub struct ActionResult {
     pub data: Box<RawValue>,
     pub status: u16,
     pub latency_ms: u64,
+    /// Reused from an earlier run (`cache_ttl_secs`), not a new call.
+    pub cached: bool,
 }
 
 struct Breaker {
@@ -99,7 +105,9 @@ impl Drop for Admission<'_> {
 
 pub struct Connection {
     pub config: ConnectionConfig,
+    /// For the probe; actions go through `upstream`.
     http: reqwest::Client,
+    upstream: Upstream,
     pub tokens: TokenSource,
     /// The API key header, built once; its value is marked sensitive.
     api_key: Option<(HeaderName, HeaderValue)>,
@@ -119,13 +127,14 @@ pub struct Connection {
     breaker_gauge: OnceLock<Gauge>,
 }
 
-/// An action's method and URL, parsed once, and its counter of successful calls.
+/// An action's method and path, parsed once, and its counter of successful calls.
 struct Target {
     method: Method,
-    /// `base_url` (less a trailing `/`) followed by the action's path, as
-    /// text. The path is validated at load (no '..', '//', '?'), so it
-    /// cannot leave the base URL.
-    url: Url,
+    /// The base URL's path (less a trailing `/`) followed by the action's
+    /// path, in origin form; the call goes to the base URL's host only. The
+    /// action path is validated at load (no '..', '//', '?'), so it cannot
+    /// leave the base path.
+    path: Uri,
     ok_calls: OnceLock<Counter>,
 }
 
@@ -134,7 +143,7 @@ struct Reply {
     status: u16,
     bearer_rejected: bool,
     customer_rejected: bool,
-    body: Vec<u8>,
+    body: Bytes,
 }
 
 impl Connection {
@@ -156,14 +165,18 @@ impl Connection {
             None => None,
         };
         let customer_header = HeaderName::from_bytes(config.customer_auth.name.as_bytes()).ok();
+        let base = Url::parse(&config.base_url).map_err(|e| format!("{}: base_url: {e}", config.name))?;
+        let upstream = Upstream::new(&base, config.max_concurrency).map_err(|e| format!("{}: {e}", config.name))?;
         let targets = config
             .actions
             .iter()
             .map(|a| {
-                let url = format!("{}{}", config.base_url.trim_end_matches('/'), a.path);
+                let path = format!("{}{}", base.path().trim_end_matches('/'), a.path);
                 Ok(Target {
                     method: Method::from_bytes(a.method.as_bytes()).unwrap_or(Method::POST),
-                    url: Url::parse(&url).map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
+                    path: path
+                        .parse()
+                        .map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
                     ok_calls: OnceLock::new(),
                 })
             })
@@ -180,6 +193,7 @@ impl Connection {
             timeout,
             config,
             http,
+            upstream,
             tokens,
             api_key,
             customer_header,
@@ -213,16 +227,7 @@ impl Connection {
             Some(index) => self.call_inner(index, customer_token).await,
             None => Err(ActionError::UnknownAction(action.to_string())),
         };
-        let count = |outcome: &str| {
-            self.metrics
-                .actions
-                .get_or_create(&ActionLabels {
-                    connection: self.config.name.clone(),
-                    action: action.to_string(),
-                    outcome: outcome.to_string(),
-                })
-                .clone()
-        };
+        let count = |outcome: &str| self.outcome_counter(action, outcome);
         match (&result, index) {
             (Ok(_), Some(index)) => self.targets[index].ok_calls.get_or_init(|| count("ok")).inc(),
             (Ok(_), None) => count("ok").inc(),
@@ -240,7 +245,20 @@ impl Connection {
             data,
             status,
             latency_ms: started.elapsed().as_millis() as u64,
+            cached: false,
         })
+    }
+
+    /// The `deskbridge_gateway_actions_total` counter of `action` and `outcome`.
+    pub fn outcome_counter(&self, action: &str, outcome: &str) -> Counter {
+        self.metrics
+            .actions
+            .get_or_create(&ActionLabels {
+                connection: self.config.name.clone(),
+                action: action.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .clone()
     }
 
     async fn call_inner(
@@ -290,7 +308,7 @@ impl Connection {
         }
         let data = match &spec.response {
             // No mapping: the body goes out as it came, once checked to be JSON.
-            None => String::from_utf8(reply.body)
+            None => String::from_utf8(reply.body.into())
                 .ok()
                 .and_then(|text| RawValue::from_string(text).ok()),
             Some(mapping) => serde_json::from_slice::<Value>(&reply.body)
@@ -314,21 +332,22 @@ impl Connection {
         bearer: Option<&Bearer>,
         customer_token: Option<&SecretString>,
     ) -> Result<Reply, ActionError> {
-        let mut request = self
-            .http
-            .request(target.method.clone(), target.url.clone())
-            .timeout(self.timeout);
-        if let Some(traceparent) = traceparent() {
-            request = request.header(TRACEPARENT, traceparent);
-        }
-        if let Some(bearer) = bearer {
-            request = request.header(reqwest::header::AUTHORIZATION, bearer.header().clone());
-        }
-        if let Some((name, value)) = &self.api_key {
-            request = request.header(name.clone(), value.clone());
-        }
         let placement = &self.config.customer_auth;
         let mut body = None;
+        let mut request = Request::new(Full::default());
+        *request.method_mut() = target.method.clone();
+        *request.uri_mut() = target.path.clone();
+        let headers = request.headers_mut();
+        headers.insert(HOST, self.upstream.authority().clone());
+        if let Some(traceparent) = traceparent() {
+            headers.insert(TRACEPARENT, traceparent);
+        }
+        if let Some(bearer) = bearer {
+            headers.insert(AUTHORIZATION, bearer.header().clone());
+        }
+        if let Some((name, value)) = &self.api_key {
+            headers.insert(name.clone(), value.clone());
+        }
         if let Some(token) = customer_token {
             let token = token.expose_secret();
             match placement.placement {
@@ -337,52 +356,36 @@ impl Connection {
                         .customer_header
                         .clone()
                         .ok_or_else(|| ActionError::Unreachable("invalid customer header name".into()))?;
-                    request = request.header(name, sensitive(&placement.format.replace("{token}", token))?);
+                    headers.insert(name, sensitive(&placement.format.replace("{token}", token))?);
                 }
                 CustomerAuthPlacement::Cookie => {
-                    request = request.header(
-                        reqwest::header::COOKIE,
-                        sensitive(&format!("{}={token}", placement.name))?,
-                    );
+                    headers.insert(COOKIE, sensitive(&format!("{}={token}", placement.name))?);
                 }
                 CustomerAuthPlacement::Body => {
                     let mut doc = Value::Object(Default::default());
                     set_pointer(&mut doc, &placement.pointer, Value::String(token.to_string()));
-                    body = Some(doc);
+                    body = Some(Bytes::from(doc.to_string()));
                 }
             }
         }
-        if let Some(doc) = body {
-            request = request.json(&doc);
-        } else if target.method != Method::GET {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body("{}");
+        if body.is_some() || target.method != Method::GET {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *request.body_mut() = Full::new(body.unwrap_or(Bytes::from_static(b"{}")));
         }
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                ActionError::Timeout
-            } else {
-                ActionError::Unreachable(describe_transport(&e))
-            }
-        })?;
-        let status = response.status().as_u16();
-        let challenge = response
-            .headers()
+        let answer = tokio::time::timeout(self.timeout, self.upstream.send(request))
+            .await
+            .map_err(|_| ActionError::Timeout)?
+            .map_err(|e| ActionError::Unreachable(e.to_string()))?;
+        let status = answer.head.status.as_u16();
+        let challenge = answer
+            .head
+            .headers
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                ActionError::Timeout
-            } else {
-                ActionError::Unreachable(describe_transport(&e))
-            }
-        })?;
+            .unwrap_or("");
         // Only a refusal carries an error code worth reading; a success body
         // is parsed once, by the caller.
-        let code = if status >= 400 { error_code(&body) } else { None };
+        let code = if status >= 400 { error_code(&answer.body) } else { None };
         let bearer_challenge = challenge.to_ascii_lowercase().starts_with("bearer");
         let customer_code = code.as_deref().is_some_and(|c| {
             matches!(
@@ -395,7 +398,7 @@ impl Connection {
             bearer_rejected: status == 401 && bearer_challenge && challenge.contains("invalid_token") && !customer_code,
             // A 401 that is not about our bearer token is about the customer's.
             customer_rejected: status == 401 && (customer_code || !bearer_challenge),
-            body: body.into(),
+            body: answer.body,
         })
     }
 

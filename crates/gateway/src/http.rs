@@ -762,6 +762,8 @@ struct ActionMeta {
     /// The status the company's API answered.
     status: u16,
     latency_ms: u64,
+    /// The answer was reused from a run less than the action's
+    /// `cache_ttl_secs` ago (same conversation, same customer token).
     cached: bool,
 }
 
@@ -805,7 +807,7 @@ async fn run_action(
         meta: ActionMeta {
             status: result.status,
             latency_ms: result.latency_ms,
-            cached: false,
+            cached: result.cached,
         },
     }))
 }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod metrics;
 pub mod store;
 pub mod system_token;
+mod upstream;
 pub mod vault;
 
 use std::collections::HashMap;
@@ -137,7 +138,10 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         // Redirects are never followed: a company's answer is final, and a
         // redirect could carry our credentials to another host.
+        // Token endpoint, JWKS and probe calls. Like action calls (see
+        // `upstream`), they go straight to the company: no environment proxy.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64)
             .build()
@@ -380,6 +384,7 @@ impl Gateway {
             connection: context.connection.clone(),
             action: action.to_string(),
             outcome: match &result {
+                Ok(r) if r.cached => "cached".to_string(),
                 Ok(_) => "ok".to_string(),
                 Err(e) => e.outcome().to_string(),
             },
@@ -407,9 +412,9 @@ impl Gateway {
             .connections
             .get(&context.connection)
             .ok_or_else(|| ActionError::UnknownAction(action.to_string()))?;
-        if connection.action(action).is_none() {
+        let Some(spec) = connection.action(action) else {
             return Err(ActionError::UnknownAction(action.to_string()));
-        }
+        };
         let token = match &context.token {
             Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => Some(
                 self.vault
@@ -422,7 +427,26 @@ impl Gateway {
             self.record_event(conversation, None, "authentication_required").await;
             return Err(ActionError::CustomerAuthRequired);
         };
+        // Only while the token is valid (checked above) and the same: a new
+        // or refused token ends the context and its answers with it.
+        let ttl = Duration::from_secs(spec.cache_ttl_secs);
+        if !ttl.is_zero()
+            && let Some((data, status)) = context.recent_answer(action)
+        {
+            connection.outcome_counter(action, "cached").inc();
+            return Ok(ActionResult {
+                data,
+                status,
+                latency_ms: 0,
+                cached: true,
+            });
+        }
         let result = connection.call(action, Some(&token)).await;
+        if let Ok(r) = &result
+            && !ttl.is_zero()
+        {
+            context.remember_answer(action, &r.data, r.status, ttl);
+        }
         if matches!(result, Err(ActionError::CustomerAuthRequired)) {
             let _ = self.store.mark_token_rejected(conversation).await;
             self.record_event(conversation, None, "authentication_required").await;

@@ -279,14 +279,14 @@ impl Store {
         // made-up ones must not push out real conversations.
         let Some(r) = row else { return Ok(None) };
         let ciphertext: Option<Vec<u8>> = r.get(1);
-        let context = Arc::new(ActionContext {
-            connection: r.get(0),
-            token: ciphertext.map(|ciphertext| StoredToken {
+        let context = Arc::new(ActionContext::new(
+            r.get(0),
+            ciphertext.map(|ciphertext| StoredToken {
                 ciphertext,
                 expires_at: r.get(2),
                 rejected: r.get::<Option<bool>, _>(3).unwrap_or(false),
             }),
-        });
+        ));
         self.contexts.fill(conversation_id, context.clone(), version);
         Ok(Some(context))
     }

@@ -154,3 +154,179 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
         ("getprofile", "ok")
     );
 }
+
+/// Kills a child process when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `deskbridge serve` with `envs` and returns it with its URL.
+fn serve(config: &std::path::Path, envs: &[(&str, &std::path::Path)]) -> (Reaped, String) {
+    let mut child = deskbridge()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .envs(envs.iter().copied())
+        .env("DESKBRIDGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    (Reaped(child), url)
+}
+
+/// A company API over HTTPS, served by `openssl s_server` (a TLS server
+/// nobody here wrote; HTTP/1.0, the body ends when it closes) with a
+/// certificate from a CA of the test's own. The gateway trusts it only when
+/// the platform's roots include that CA (here through `SSL_CERT_FILE`), and
+/// refuses the same server otherwise.
+#[tokio::test]
+async fn actions_reach_a_company_over_https_and_verify_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path();
+    // A CA of the test's own, and the server's certificate from it (a
+    // self-signed certificate is a CA, which TLS verification refuses as a
+    // server's).
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args(args)
+            .current_dir(www)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    };
+    openssl(&[
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=deskbridge-test-ca",
+    ]);
+    openssl(&[
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+    ]);
+    std::fs::write(www.join("profile.json"), r#"{"name":"Ada","tier":"gold"}"#).unwrap();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-cert",
+            "cert.pem",
+            "-key",
+            "key.pem",
+            "-WWW",
+        ])
+        .current_dir(www)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|l| l.strip_prefix("ACCEPT 127.0.0.1:").map(str::to_string))
+        .unwrap();
+    let _server = Reaped(server);
+
+    let config = www.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+data_dir = "{data}"
+[[connections]]
+name = "acme"
+base_url = "https://127.0.0.1:{port}"
+[connections.system_auth]
+kind = "none"
+[connections.identity]
+mode = "opaque"
+[[connections.actions]]
+name = "profile"
+method = "GET"
+path = "/profile.json"
+[[channels]]
+name = "web"
+app_key = "{APP_KEY}"
+"#,
+            data = www.join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = deskbridge()
+        .args(["agent", "add", "ana", "--role", "agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let ca = www.join("ca.pem");
+    for (trusted, envs) in [(true, vec![("SSL_CERT_FILE", ca.as_path())]), (false, vec![])] {
+        let (_gateway, url) = serve(&config, &envs);
+        let session: Value = client()
+            .post(format!("{url}/v1/sessions"))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&json!({"channel": "web", "connection": "acme",
+                "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let conversation = session["conversation_id"].as_str().unwrap();
+        let r = client()
+            .post(format!("{url}/v1/conversations/{conversation}/actions/profile"))
+            .bearer_auth(&agent)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if trusted {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["data"], json!({"name": "Ada", "tier": "gold"}));
+        } else {
+            assert_eq!(status, 502, "{body}");
+            assert_eq!(body["type"], "urn:deskbridge:problem:backend_error");
+            assert!(body["detail"].as_str().unwrap().contains("TLS"), "{body}");
+        }
+    }
+}

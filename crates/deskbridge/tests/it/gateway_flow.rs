@@ -1138,3 +1138,79 @@ app_key = "{APP_KEY}"
     assert_eq!(calls.load(Ordering::SeqCst), 7);
     gateway.stop().await;
 }
+
+/// An action with `cache_ttl_secs` answers again from memory for the same
+/// conversation and customer token (`meta.cached`, audited and counted as
+/// `cached`), and calls the company anew once the customer's token changes.
+#[tokio::test]
+async fn a_cached_action_reuses_its_answer_until_the_customer_token_changes() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let toml = gateway_toml(gdir.path(), &backend, &seed)
+        .replace("name = \"summary\"\n", "name = \"summary\"\ncache_ttl_secs = 60\n");
+    let gateway = TestGateway::start(&toml).await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let w = World {
+        _dirs: (bdir, gdir),
+        backend,
+        gateway,
+        seed,
+        agent,
+    };
+    let (session, _) = w.customer_session(0, "web").await;
+    let (session_id, conversation) = (
+        session["session_id"].as_str().unwrap(),
+        session["conversation_id"].as_str().unwrap(),
+    );
+    let before = profile_calls(&w.backend).await;
+
+    let first = body_json(w.action(conversation, "summary").await).await;
+    assert_eq!(first["meta"]["cached"], false);
+    let again = body_json(w.action(conversation, "summary").await).await;
+    assert_eq!(
+        (again["meta"]["cached"].as_bool(), again["meta"]["status"].as_u64()),
+        (Some(true), Some(200))
+    );
+    assert_eq!(again["data"], first["data"]);
+    assert_eq!(
+        profile_calls(&w.backend).await,
+        before + 1,
+        "the second run did not call"
+    );
+    // An action without a ttl always calls.
+    let plain = body_json(w.action(conversation, "getprofile").await).await;
+    assert_eq!(plain["meta"]["cached"], false);
+    assert_eq!(profile_calls(&w.backend).await, before + 2);
+
+    // A fresh token from the customer's app ends the reuse.
+    let u = &w.seed.users[0];
+    let fresh = login(&w.backend, &u.username, &u.password).await;
+    assert_eq!(w.authenticate(session_id, &fresh).await.status(), 200);
+    let after = body_json(w.action(conversation, "summary").await).await;
+    assert_eq!(after["meta"]["cached"], false);
+    assert_eq!(profile_calls(&w.backend).await, before + 3);
+
+    let metrics = client()
+        .get(w.gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"deskbridge_gateway_actions_total{connection="acme",action="summary",outcome="cached"} 1"#),
+        "{metrics}"
+    );
+    w.gateway.gateway.flush_audit().await;
+    let audit = w
+        .gateway
+        .gateway
+        .store
+        .audit(Some("ana"), Some(conversation), 10)
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = audit.iter().rev().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["ok", "cached", "ok", "ok"]);
+}

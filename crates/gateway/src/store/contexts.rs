@@ -9,9 +9,16 @@
 //! Removing, rather than writing the new value in, keeps the cache equal to
 //! the database whatever order concurrent changes finish in. The token stays
 //! sealed (AES-256-GCM), exactly as at rest.
+//!
+//! The answers of actions that may be reused (`cache_ttl_secs`) live in the
+//! same entry, so whatever ends the entry (a new or refused token, a moved
+//! conversation) ends them too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
+
+use serde_json::value::RawValue;
+use tokio::time::{Duration, Instant};
 
 use super::StoredToken;
 
@@ -21,6 +28,41 @@ pub struct ActionContext {
     pub connection: String,
     /// The customer's token, sealed; `None` when none was ever handed over.
     pub token: Option<StoredToken>,
+    /// Recent successful answers, by action name.
+    answers: Mutex<HashMap<String, Answer>>,
+}
+
+struct Answer {
+    data: Box<RawValue>,
+    status: u16,
+    until: Instant,
+}
+
+impl ActionContext {
+    pub fn new(connection: String, token: Option<StoredToken>) -> Self {
+        Self {
+            connection,
+            token,
+            answers: Mutex::default(),
+        }
+    }
+
+    /// The answer `action` gave less than its `cache_ttl_secs` ago: data and status.
+    pub fn recent_answer(&self, action: &str) -> Option<(Box<RawValue>, u16)> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let answer = answers.get(action).filter(|a| a.until > Instant::now())?;
+        Some((answer.data.clone(), answer.status))
+    }
+
+    pub fn remember_answer(&self, action: &str, data: &RawValue, status: u16, ttl: Duration) {
+        let answer = Answer {
+            data: data.to_owned(),
+            status,
+            until: Instant::now() + ttl,
+        };
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.insert(action.to_string(), answer);
+    }
 }
 
 /// At most this many conversations are remembered (about 10 MB with
@@ -109,14 +151,14 @@ mod tests {
     use super::*;
 
     fn context(connection: &str) -> Arc<ActionContext> {
-        Arc::new(ActionContext {
-            connection: connection.into(),
-            token: Some(StoredToken {
+        Arc::new(ActionContext::new(
+            connection.into(),
+            Some(StoredToken {
                 ciphertext: vec![1, 2, 3],
                 expires_at: None,
                 rejected: false,
             }),
-        })
+        ))
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! Action calls to one company origin: HTTP/1.1 keep-alive connections made
+//! with hyper's connection API and pooled here.
+//!
+//! Why not reqwest, which the gateway uses for its token endpoint and JWKS
+//! calls: an action is the gateway's hot path, and measured under load
+//! (`bench/gateway.sh`) reqwest's layers around hyper (URL re-parsing, the
+//! redirect and retry services, its pool and per-request boxing) cost a
+//! large share of the gateway's CPU per call. Connections here carry the
+//! same protocol code (hyper's), without those layers.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use reqwest::Url;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+/// The largest company answer an action reads; more is refused, not buffered.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection failed")]
+    Connect,
+    #[error("the TLS handshake failed")]
+    Tls,
+    #[error("the request failed")]
+    Request,
+    #[error("the response is larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    #[error("the response body could not be read")]
+    Body,
+}
+
+/// A response read in full.
+pub struct Answer {
+    pub head: http::response::Parts,
+    pub body: Bytes,
+}
+
+pub struct Upstream {
+    host: String,
+    port: u16,
+    /// The `Host` header: the authority as the base URL gives it.
+    authority: http::HeaderValue,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    max_idle: usize,
+}
+
+impl Upstream {
+    /// `base_url` was checked at load: http or https, with a host.
+    pub fn new(base_url: &Url, max_idle: usize) -> Result<Self, String> {
+        let host = base_url.host_str().ok_or("the base URL has no host")?;
+        let port = base_url.port_or_known_default().ok_or("the base URL has no port")?;
+        let authority = match base_url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let tls = match base_url.scheme() {
+            "https" => {
+                let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+                    .map_err(|e| format!("the base URL's host is not a TLS server name: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(tls_config()?)), name))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            authority: http::HeaderValue::from_str(&authority).map_err(|e| e.to_string())?,
+            tls,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        })
+    }
+
+    pub fn authority(&self) -> &http::HeaderValue {
+        &self.authority
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) and reads the answer.
+    /// A request that a pooled connection could not even send (the company
+    /// closed it while idle) goes once more on a new connection: it never
+    /// reached the company, so this is safe for any method.
+    pub async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Answer, UpstreamError> {
+        loop {
+            let (mut sender, pooled) = match self.checkout().await {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let answer = read(response).await?;
+                    self.checkin(sender);
+                    return Ok(answer);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(UpstreamError::Request),
+                },
+            }
+        }
+    }
+
+    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut sender = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            // Ready at once unless the connection is still finishing the last
+            // exchange; an error means the company closed it.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(sender);
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        // Requests are small and written whole: send them at once.
+        tcp.set_nodelay(true).map_err(|_| UpstreamError::Connect)?;
+        match &self.tls {
+            None => handshake(tcp).await,
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|_| UpstreamError::Tls)?;
+                handshake(tls).await
+            }
+        }
+    }
+}
+
+async fn handshake<S>(io: S) -> Result<SendRequest<Full<Bytes>>, UpstreamError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|_| UpstreamError::Connect)?;
+    // The connection runs until the company closes it or the sender (pooled
+    // or in use) is dropped.
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "company connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+async fn read(response: Response<hyper::body::Incoming>) -> Result<Answer, UpstreamError> {
+    let (head, body) = response.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            UpstreamError::TooLarge
+        } else {
+            UpstreamError::Body
+        }
+    })?;
+    Ok(Answer {
+        head,
+        body: body.to_bytes(),
+    })
+}
+
+/// The same trust as the gateway's other HTTPS calls (reqwest with rustls):
+/// the platform's roots, aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1 by ALPN.
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_platform_verifier()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
