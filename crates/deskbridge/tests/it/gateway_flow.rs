@@ -614,6 +614,11 @@ async fn broken_company() -> (String, String, Arc<AtomicUsize>) {
             post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"boom\"}") }),
         )
         .route(
+            "/huge",
+            // Valid JSON, one byte over the 4 MiB an action reads.
+            post(|| async { format!("\"{}\"", "x".repeat(4 * 1024 * 1024 - 1)) }),
+        )
+        .route(
             "/garbage",
             post(|| async { ([("content-type", "application/json")], "{not json") }),
         )
@@ -652,7 +657,7 @@ async fn broken_company() -> (String, String, Arc<AtomicUsize>) {
 async fn a_misbehaving_company_server_gets_documented_problems_and_no_panic() {
     let (url, reset_url, resets) = broken_company().await;
     let gdir = tempfile::tempdir().unwrap();
-    let actions: String = ["slow", "fails", "garbage", "customer401"]
+    let actions: String = ["slow", "fails", "huge", "garbage", "customer401"]
         .iter()
         .map(|a| format!("[[connections.actions]]\nname = \"{a}\"\npath = \"/{a}\"\n"))
         .collect();
@@ -725,6 +730,9 @@ app_key = "{APP_KEY}"
             .bearer_auth(&agent)
             .send()
     };
+    let body = expect_problem(act("huge", conversation.clone()).await.unwrap(), 502, "backend_error").await;
+    assert!(body["detail"].as_str().unwrap().contains("larger than"), "{body}");
+    // (The company's answer below resets the breaker's count.)
     expect_problem(
         act("customer401", conversation.clone()).await.unwrap(),
         409,
@@ -1213,4 +1221,75 @@ async fn a_cached_action_reuses_its_answer_until_the_customer_token_changes() {
         .unwrap();
     let outcomes: Vec<_> = audit.iter().rev().map(|r| r.outcome.as_str()).collect();
     assert_eq!(outcomes, ["ok", "cached", "ok", "ok"]);
+}
+
+/// A company that closes every connection after its answer, without saying
+/// so (no `Connection: close`): the gateway notices the idle connection is
+/// gone and sends each call on a new one, so every call succeeds.
+#[tokio::test]
+async fn a_company_that_closes_idle_connections_still_gets_every_call() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // The gateway writes a small request whole.
+                let mut request = vec![0; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let answer =
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    let gdir = tempfile::tempdir().unwrap();
+    let gateway = TestGateway::start(&format!(
+        r#"
+[server]
+data_dir = "{data}"
+[[connections]]
+name = "closing"
+base_url = "{url}"
+[connections.system_auth]
+kind = "none"
+[connections.identity]
+mode = "opaque"
+[[connections.actions]]
+name = "ping"
+path = "/ping"
+[[channels]]
+name = "web"
+app_key = "{APP_KEY}"
+"#,
+        data = gdir.path().display()
+    ))
+    .await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let r = client()
+        .post(gateway.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&json!({"channel": "web", "connection": "closing", "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
+        .send()
+        .await
+        .unwrap();
+    let conversation = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    for _ in 0..5 {
+        let r = client()
+            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/ping")))
+            .bearer_auth(&agent)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = body_json(r).await;
+        assert_eq!((status.as_u16(), &body["data"]), (200, &json!({"ok": true})), "{body}");
+        // Let the company's close arrive, as it would between an agent's clicks.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
 }
