@@ -1047,6 +1047,42 @@ async fn an_anonymous_conversation_joined_into_a_customer_one_is_gone_and_the_cu
     assert_eq!(body_json(r).await["data"]["customer_id"], carol.customer_id.as_str());
 }
 
+/// A gateway with one connection, `name`, to a company server of the test's
+/// own at `url` (no system credential, identity `opaque`; `extra` is TOML for
+/// the connection: breaker, actions), an agent, and a conversation whose
+/// customer token is valid for 10 minutes.
+async fn gateway_for(dir: &std::path::Path, name: &str, url: &str, extra: &str) -> (TestGateway, String, String) {
+    let gateway = TestGateway::start(&format!(
+        r#"
+[server]
+data_dir = "{data}"
+[[connections]]
+name = "{name}"
+base_url = "{url}"
+[connections.system_auth]
+kind = "none"
+[connections.identity]
+mode = "opaque"
+{extra}
+[[channels]]
+name = "web"
+app_key = "{APP_KEY}"
+"#,
+        data = dir.display()
+    ))
+    .await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let r = client()
+        .post(gateway.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&json!({"channel": "web", "connection": name, "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
+        .send()
+        .await
+        .unwrap();
+    let conversation = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    (gateway, agent, conversation)
+}
+
 /// After the breaker's open time, one trial call reaches the company while
 /// the others still fail fast; a failed trial re-opens it, a good one closes it.
 #[tokio::test]
@@ -1076,39 +1112,8 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let gdir = tempfile::tempdir().unwrap();
-    let gateway = TestGateway::start(&format!(
-        r#"
-[server]
-data_dir = "{data}"
-[[connections]]
-name = "flaky"
-base_url = "{url}"
-[connections.system_auth]
-kind = "none"
-[connections.identity]
-mode = "opaque"
-[connections.breaker]
-failure_threshold = 2
-open_secs = 1
-[[connections.actions]]
-name = "flaky"
-path = "/flaky"
-[[channels]]
-name = "web"
-app_key = "{APP_KEY}"
-"#,
-        data = gdir.path().display()
-    ))
-    .await;
-    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
-    let r = client()
-        .post(gateway.url("/v1/sessions"))
-        .header("x-deskbridge-app-key", APP_KEY)
-        .json(&json!({"channel": "web", "connection": "flaky", "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
-        .send()
-        .await
-        .unwrap();
-    let conversation = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 1\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
+    let (gateway, agent, conversation) = gateway_for(gdir.path(), "flaky", &url, breaker).await;
     let act = || {
         client()
             .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/flaky")))
@@ -1248,36 +1253,8 @@ async fn a_company_that_closes_idle_connections_still_gets_every_call() {
         }
     });
     let gdir = tempfile::tempdir().unwrap();
-    let gateway = TestGateway::start(&format!(
-        r#"
-[server]
-data_dir = "{data}"
-[[connections]]
-name = "closing"
-base_url = "{url}"
-[connections.system_auth]
-kind = "none"
-[connections.identity]
-mode = "opaque"
-[[connections.actions]]
-name = "ping"
-path = "/ping"
-[[channels]]
-name = "web"
-app_key = "{APP_KEY}"
-"#,
-        data = gdir.path().display()
-    ))
-    .await;
-    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
-    let r = client()
-        .post(gateway.url("/v1/sessions"))
-        .header("x-deskbridge-app-key", APP_KEY)
-        .json(&json!({"channel": "web", "connection": "closing", "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
-        .send()
-        .await
-        .unwrap();
-    let conversation = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    let ping = "[[connections.actions]]\nname = \"ping\"\npath = \"/ping\"\n";
+    let (gateway, agent, conversation) = gateway_for(gdir.path(), "closing", &url, ping).await;
     for _ in 0..5 {
         let r = client()
             .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/ping")))
