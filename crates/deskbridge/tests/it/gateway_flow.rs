@@ -66,6 +66,19 @@ impl World {
             .unwrap()
     }
 
+    /// `GET path` as the agent, as JSON.
+    async fn get(&self, path: &str) -> Value {
+        body_json(
+            client()
+                .get(self.gateway.url(path))
+                .bearer_auth(&self.agent)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
         client()
             .post(
@@ -220,27 +233,11 @@ async fn an_anonymous_web_chat_and_a_later_mobile_login_join_one_conversation() 
     assert_eq!(r.status(), 200);
     assert_eq!(body_json(r).await["conversation_id"], conversation);
 
-    let detail = body_json(
-        client()
-            .get(w.gateway.url(&format!("/v1/conversations/{conversation}")))
-            .bearer_auth(&w.agent)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let detail = w.get(&format!("/v1/conversations/{conversation}")).await;
     assert_eq!(detail["channels"], json!(["ios", "web"]));
     assert_eq!(detail["sessions"].as_array().unwrap().len(), 2);
     // The anonymous conversation is gone, folded into the customer's.
-    let list = body_json(
-        client()
-            .get(w.gateway.url("/v1/conversations"))
-            .bearer_auth(&w.agent)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = w.get("/v1/conversations").await;
     let ids: Vec<&str> = list["conversations"]
         .as_array()
         .unwrap()
@@ -275,15 +272,7 @@ async fn an_expired_customer_token_asks_the_channel_for_a_fresh_one() {
     })
     .await;
     assert_eq!(event["conversation_id"], conversation);
-    let state = body_json(
-        client()
-            .get(w.gateway.url(&format!("/v1/conversations/{conversation}")))
-            .bearer_auth(&w.agent)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let state = w.get(&format!("/v1/conversations/{conversation}")).await;
     assert_eq!(state["auth_state"], "expired");
 
     // The page logs the customer in again and hands over the fresh token.
@@ -299,15 +288,7 @@ async fn an_expired_customer_token_asks_the_channel_for_a_fresh_one() {
     let (other, _) = w.customer_session(1, "ios").await;
     let other = other["conversation_id"].as_str().unwrap();
     w.gateway.gateway.store.mark_token_rejected(other).await.unwrap();
-    let list = body_json(
-        client()
-            .get(w.gateway.url("/v1/conversations"))
-            .bearer_auth(&w.agent)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = w.get("/v1/conversations").await;
     let state_of = |id: &str| {
         list["conversations"]
             .as_array()
