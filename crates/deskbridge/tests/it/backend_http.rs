@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     ISSUER, TestBackend, access_token, client, config, expect_error, get_profile, json as body_json, login,
+    metrics_text,
 };
 
 async fn started() -> (tempfile::TempDir, TestBackend) {
@@ -275,7 +276,7 @@ async fn access_token_accepts_basic_post_and_grant_in_query() {
         assert!(body["access_token"].as_str().unwrap().len() > 40);
         assert!(body.get("refresh_token").is_none());
     }
-    let metrics = c.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(b.url("/metrics")).await;
     assert!(metrics.contains("deskbridge_access_tokens_issued_total 3"), "{metrics}");
 }
 
@@ -536,14 +537,7 @@ async fn getprofile_tells_system_key_and_customer_failures_apart() {
     )
     .await;
 
-    let metrics = client()
-        .get(b.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(b.url("/metrics")).await;
     assert!(
         metrics.contains("deskbridge_profile_requests_total{outcome=\"customer_token_expired\"} 1"),
         "{metrics}"

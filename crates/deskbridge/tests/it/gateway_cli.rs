@@ -99,23 +99,12 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
 
     let alice = &seed.users[0];
     let jwt = login(&backend, &alice.username, &alice.password).await;
-    let session: Value = client()
-        .post(format!("{url}/v1/sessions"))
-        .header("x-deskbridge-app-key", APP_KEY)
-        .json(&json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let conversation = session["conversation_id"].as_str().unwrap();
-    let r = client()
-        .post(format!("{url}/v1/conversations/{conversation}/actions/getprofile"))
-        .bearer_auth(&agent)
-        .send()
-        .await
-        .unwrap();
+    let conversation = open_conversation(
+        &url,
+        json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}),
+    )
+    .await;
+    let r = act(&url, &conversation, "getprofile", &agent).await;
     assert_eq!(r.status(), 200);
     // A failure path too: a wrong app key.
     let r = client()
@@ -153,6 +142,29 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
         (audit[0].action.as_str(), audit[0].outcome.as_str()),
         ("getprofile", "ok")
     );
+}
+
+/// Opens a session on the gateway at `url` (the test app key) and returns its conversation id.
+async fn open_conversation(url: &str, session: Value) -> String {
+    let r = client()
+        .post(format!("{url}/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&session)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    body["conversation_id"].as_str().unwrap().to_string()
+}
+
+/// Runs `action` on `conversation` as the agent with token `agent`.
+async fn act(url: &str, conversation: &str, action: &str, agent: &str) -> reqwest::Response {
+    client()
+        .post(format!("{url}/v1/conversations/{conversation}/actions/{action}"))
+        .bearer_auth(agent)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Kills a child process when the test ends, however it ends.
@@ -300,24 +312,13 @@ app_key = "{APP_KEY}"
     let ca = www.join("ca.pem");
     for (trusted, envs) in [(true, vec![("SSL_CERT_FILE", ca.as_path())]), (false, vec![])] {
         let (_gateway, url) = serve(&config, &envs);
-        let session: Value = client()
-            .post(format!("{url}/v1/sessions"))
-            .header("x-deskbridge-app-key", APP_KEY)
-            .json(&json!({"channel": "web", "connection": "acme",
-                "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let conversation = session["conversation_id"].as_str().unwrap();
-        let r = client()
-            .post(format!("{url}/v1/conversations/{conversation}/actions/profile"))
-            .bearer_auth(&agent)
-            .send()
-            .await
-            .unwrap();
+        let conversation = open_conversation(
+            &url,
+            json!({"channel": "web", "connection": "acme",
+                "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}),
+        )
+        .await;
+        let r = act(&url, &conversation, "profile", &agent).await;
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         if trusted {

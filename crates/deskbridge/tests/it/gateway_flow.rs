@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     APP_KEY, TestBackend, TestGateway, backend_counter, client, config, gateway_toml, json as body_json, login,
-    tokens_issued,
+    metrics_text, tokens_issued,
 };
 
 struct World {
@@ -366,14 +366,7 @@ async fn tokens_are_refreshed_ahead_of_expiry_so_agents_never_see_a_401() {
         (4..=8).contains(&issued),
         "renewed about every 2.4 s, not per call: {issued}"
     );
-    let metrics = client()
-        .get(w.backend.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(w.backend.url("/metrics")).await;
     assert!(
         !metrics.contains("outcome=\"invalid_token\""),
         "no call ever reached the backend with a stale token"
@@ -397,14 +390,7 @@ async fn a_revoked_system_token_is_purged_and_the_call_retried_once() {
     let r = w.action(conversation, "getprofile").await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(tokens_issued(&w.backend).await, 2);
-    let metrics = client()
-        .get(w.backend.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(w.backend.url("/metrics")).await;
     assert!(
         metrics.contains("deskbridge_profile_requests_total{outcome=\"invalid_token\"} 1"),
         "{metrics}"
@@ -771,14 +757,7 @@ app_key = "{APP_KEY}"
         );
     }
     assert_eq!(resets.load(Ordering::SeqCst), 4);
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(gateway.url("/metrics")).await;
     assert!(
         metrics.contains("deskbridge_gateway_breaker_open{connection=\"broken\"} 1"),
         "{metrics}"
@@ -1185,14 +1164,7 @@ async fn a_cached_action_reuses_its_answer_until_the_customer_token_changes() {
     assert_eq!(after["meta"]["cached"], false);
     assert_eq!(profile_calls(&w.backend).await, before + 3);
 
-    let metrics = client()
-        .get(w.gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(w.gateway.url("/metrics")).await;
     assert!(
         metrics.contains(r#"deskbridge_gateway_actions_total{connection="acme",action="summary",outcome="cached"} 1"#),
         "{metrics}"

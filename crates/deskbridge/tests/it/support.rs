@@ -173,16 +173,14 @@ pub async fn tokens_issued(b: &TestBackend) -> u64 {
     backend_counter(b, "deskbridge_access_tokens_issued_total").await
 }
 
+/// A `/metrics` page (the backend's or the gateway's), as text.
+pub async fn metrics_text(url: String) -> String {
+    client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A backend Prometheus counter, summed over all its labels.
 pub async fn backend_counter(b: &TestBackend, name: &str) -> u64 {
-    let text = client()
-        .get(b.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(b.url("/metrics")).await;
     text.lines()
         .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
         .map(|l| l.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap())
