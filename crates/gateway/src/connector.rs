@@ -386,7 +386,9 @@ impl Connection {
         // Only a refusal carries an error code worth reading; a success body
         // is parsed once, by the caller.
         let code = if status >= 400 { error_code(&answer.body) } else { None };
-        let bearer_challenge = challenge.to_ascii_lowercase().starts_with("bearer");
+        let bearer_challenge = challenge
+            .get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
         let customer_code = code.as_deref().is_some_and(|c| {
             matches!(
                 c,

@@ -61,16 +61,18 @@ impl Upstream {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
+        // An IPv6 literal is bracketed in a URL, bare in a socket address and a TLS name.
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let tls = match base_url.scheme() {
             "https" => {
-                let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+                let name = ServerName::try_from(bare_host.clone())
                     .map_err(|e| format!("the base URL's host is not a TLS server name: {e}"))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(tls_config()?)), name))
             }
             _ => None,
         };
         Ok(Self {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: bare_host,
             port,
             authority: http::HeaderValue::from_str(&authority).map_err(|e| e.to_string())?,
             tls,

@@ -102,6 +102,14 @@ impl World {
     }
 }
 
+/// A `POST /v1/sessions` answer's session and conversation ids.
+fn ids(session: &Value) -> (&str, &str) {
+    (
+        session["session_id"].as_str().unwrap(),
+        session["conversation_id"].as_str().unwrap(),
+    )
+}
+
 pub(crate) async fn expect_problem(r: reqwest::Response, status: u16, slug: &str) -> Value {
     let got = r.status().as_u16();
     let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
@@ -257,10 +265,7 @@ async fn an_anonymous_web_chat_and_a_later_mobile_login_join_one_conversation() 
 async fn an_expired_customer_token_asks_the_channel_for_a_fresh_one() {
     let w = world_with(|c| c.customer_token_ttl_secs = 60, false).await;
     let (session, _) = w.customer_session(0, "web").await;
-    let (session_id, conversation) = (
-        session["session_id"].as_str().unwrap(),
-        session["conversation_id"].as_str().unwrap(),
-    );
+    let (session_id, conversation) = ids(&session);
     assert_eq!(w.action(conversation, "getprofile").await.status(), 200);
 
     // The company's clock moves past the token's expiry: it refuses the
@@ -881,10 +886,7 @@ async fn profile_calls(b: &TestBackend) -> u64 {
 async fn a_refused_customer_token_is_not_sent_again_and_a_fresh_one_works_at_once() {
     let w = world_with(|c| c.customer_token_ttl_secs = 60, false).await;
     let (session, _) = w.customer_session(0, "web").await;
-    let (session_id, conversation) = (
-        session["session_id"].as_str().unwrap(),
-        session["conversation_id"].as_str().unwrap(),
-    );
+    let (session_id, conversation) = ids(&session);
     for _ in 0..2 {
         assert_eq!(w.action(conversation, "getprofile").await.status(), 200);
     }
@@ -938,10 +940,7 @@ async fn a_customer_token_is_not_sent_after_it_expires_and_a_fresh_one_works_at_
             .unwrap(),
     )
     .await;
-    let (session_id, conversation) = (
-        session["session_id"].as_str().unwrap(),
-        session["conversation_id"].as_str().unwrap(),
-    );
+    let (session_id, conversation) = ids(&session);
     let action = || {
         client()
             .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/getprofile")))
@@ -1132,10 +1131,7 @@ async fn a_cached_action_reuses_its_answer_until_the_customer_token_changes() {
         agent,
     };
     let (session, _) = w.customer_session(0, "web").await;
-    let (session_id, conversation) = (
-        session["session_id"].as_str().unwrap(),
-        session["conversation_id"].as_str().unwrap(),
-    );
+    let (session_id, conversation) = ids(&session);
     let before = profile_calls(&w.backend).await;
 
     let first = body_json(w.action(conversation, "summary").await).await;
@@ -1222,4 +1218,27 @@ async fn a_company_that_closes_idle_connections_still_gets_every_call() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(connections.load(Ordering::SeqCst), 5);
+}
+
+/// A company that is down (nothing listens on its port): a clear
+/// `502 backend_error`, and nothing of the customer's token in it.
+#[tokio::test]
+async fn a_company_that_is_down_gets_a_backend_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let gdir = tempfile::tempdir().unwrap();
+    let ping = "[[connections.actions]]\nname = \"ping\"\npath = \"/ping\"\n";
+    let (gateway, agent, conversation) = gateway_for(gdir.path(), "down", &url, ping).await;
+    let r = client()
+        .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/ping")))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    let body = expect_problem(r, 502, "backend_error").await;
+    assert_eq!(
+        body["detail"],
+        "the company's API could not be reached: connection failed"
+    );
 }
