@@ -538,10 +538,11 @@ async fn write_audit(store: Store, mut records: mpsc::Receiver<AuditRecord>) {
                 batch.push(record);
             }
         }
-        if let Err(e) = store.insert_audit(&batch).await {
-            tracing::error!(error = %e, count = batch.len(), "could not write audit records");
+        let count = batch.len();
+        let written = std::mem::replace(&mut batch, Vec::with_capacity(AUDIT_BATCH));
+        if let Err(e) = store.insert_audit(written).await {
+            tracing::error!(error = %e, count, "could not write audit records");
         }
-        batch.clear();
     }
 }
 

@@ -465,8 +465,9 @@ impl Store {
 
     /// Writes audit records with one multi-row `INSERT` per
     /// [`AUDIT_ROWS_PER_STATEMENT`] records: each statement is a round trip
-    /// to sqlx's worker thread.
-    pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), GatewayError> {
+    /// to sqlx's worker thread. Takes the records so their text is bound
+    /// without a copy.
+    pub async fn insert_audit(&self, records: Vec<AuditRecord>) -> Result<(), GatewayError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -480,8 +481,13 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in records.chunks(AUDIT_ROWS_PER_STATEMENT) {
-            audit_rows(chunk).build().persistent(false).execute(&mut *tx).await?;
+        let mut records = records.into_iter();
+        while records.len() > 0 {
+            audit_rows(records.by_ref().take(AUDIT_ROWS_PER_STATEMENT))
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -530,17 +536,17 @@ const AUDIT_ROWS_PER_STATEMENT: usize = SQLITE_MAX_BINDS / 8;
 /// Built fresh per batch and not kept prepared (`persistent(false)` at the
 /// call): each batch size is another statement, and keeping them would push
 /// the hot queries out of sqlx's statement cache.
-fn audit_rows(records: &[AuditRecord]) -> QueryBuilder<Sqlite> {
+fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sqlite> {
     let mut query = QueryBuilder::new(
         "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms) ",
     );
     query.push_values(records, |mut row, a| {
         row.push_bind(a.at)
-            .push_bind(a.agent.clone())
-            .push_bind(a.conversation_id.clone())
-            .push_bind(a.connection.clone())
-            .push_bind(a.action.clone())
-            .push_bind(a.outcome.clone())
+            .push_bind(a.agent)
+            .push_bind(a.conversation_id)
+            .push_bind(a.connection)
+            .push_bind(a.action)
+            .push_bind(a.outcome)
             .push_bind(a.status.map(i64::from))
             .push_bind(a.latency_ms as i64);
     });
