@@ -281,11 +281,13 @@ table() { # pass, connections
     "idle $(field idle_cpu_s <<<"$all" | total)."
 }
 
-# The gateway's stages: each row adds one piece of work to the one above.
+# The gateway's stages: each row adds one piece of work to the stage it
+# names (the 401 and the 404 both build on /healthz; the action on the 404).
 breakdown() { # pass
-  local pass=$1 entry target script var rps p50 gw sw bad prev_p50="" prev_gw="" added
-  echo "| gateway stage | answer | req/s (median) | p50 | gateway CPU µs/req | added CPU µs/req | added p50 | gateway context switches/req | unexpected answers |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  local pass=$1 entry target script var rps p50 gw sw bad base added what
+  local -A stage_gw stage_p50
+  echo "| gateway stage | answer | req/s (median) | p50 | gateway CPU µs/req | added CPU µs/req | added p50 | over | gateway context switches/req | unexpected answers |"
+  echo "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"
   for entry in "${STAGES[@]}" "gateway gateway_action.lua GATEWAY_URL"; do
     read -r target script var <<<"$entry"
     rps=$(values "$pass-$target" rps | median)
@@ -296,19 +298,21 @@ breakdown() { # pass
                 END { printf "%.1f\n", v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/$pass-$target-run$round.txt.bench"
          done | median)
     bad=$(values "$pass-$target" non200 | sum_field)
-    if [[ -n $prev_gw ]]; then
-      added=$(awk -v a="$gw" -v b="$prev_gw" -v p="$p50" -v q="$prev_p50" 'BEGIN { printf "%+.1f | %+.2f ms", a - b, (p - q) / 1000 }')
+    case $target in
+      gw-healthz) base="" what="GET /healthz: HTTP in and out, no work" ;;
+      gw-401-agent-read) base=gw-healthz what="401: one SQLite read (an unknown agent token; misses are not cached)" ;;
+      gw-404-read-audit) base=gw-healthz what="404: agent and conversation from memory, one audit record (queued)" ;;
+      gateway) base=gw-404-read-audit what="200: as the 404, plus the backend call (the measured action)" ;;
+    esac
+    if [[ -n $base ]]; then
+      added=$(awk -v a="$gw" -v b="${stage_gw[$base]}" -v p="$p50" -v q="${stage_p50[$base]}" \
+        'BEGIN { printf "%+.1f | %+.2f ms", a - b, (p - q) / 1000 }')
     else
       added="— | —"
     fi
-    case $target in
-      gw-healthz) what="GET /healthz: HTTP in and out, no work" ;;
-      gw-401-agent-read) what="401: one SQLite read (an unknown agent token; misses are not cached)" ;;
-      gw-404-read-audit) what="404: agent and conversation from memory, one audit record (queued)" ;;
-      gateway) what="200: as the 404, plus the backend call (the measured action)" ;;
-    esac
-    printf '| %s | %s | %.0f | %s | %.1f | %s | %s | %s |\n' "$target" "$what" "$rps" "$(ms "$p50")" "$gw" "$added" "$sw" "$bad"
-    prev_gw=$gw prev_p50=$p50
+    printf '| %s | %s | %.0f | %s | %.1f | %s | %s | %s | %s |\n' "$target" "$what" "$rps" "$(ms "$p50")" "$gw" "$added" \
+      "${base:-—}" "$sw" "$bad"
+    stage_gw[$target]=$gw stage_p50[$target]=$p50
   done
 }
 
