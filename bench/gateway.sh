@@ -21,6 +21,8 @@
 #                                    latency of one request with no queueing
 #                                    (1; 0 skips it)
 #   NGINX_WORKERS                    nginx worker_processes   (auto)
+#   GATEWAY_WORKERS                  the gateway's tokio worker threads
+#                                    (TOKIO_WORKER_THREADS; default: one per CPU)
 #   BREAKDOWN                        1: also measure stages of the gateway's
 #                                    request path (its /healthz; a 401 after
 #                                    one agent read; a 404 after one read and
@@ -45,6 +47,7 @@ WARMUP=${WARMUP:-3s}
 LOW_CONNECTIONS=${LOW_CONNECTIONS:-1}
 BREAKDOWN=${BREAKDOWN:-0}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
+GATEWAY_WORKERS=${GATEWAY_WORKERS:-}
 
 # Target name, wrk script, base URL variable (set once the servers run).
 COMPARED=(
@@ -116,8 +119,12 @@ export BENCH_CLIENT_SECRET=$CLIENT_SECRET BENCH_GATEWAY_API_KEY=$API_KEY BENCH_A
 
 AGENT_TOKEN=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$WORK/gateway.toml") \
   || die "deskbridge agent add failed"
+# For the gateway alone: the backend is already running. (tokio refuses an
+# empty value, so the variable is set only when asked for.)
+[[ -z $GATEWAY_WORKERS ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
 start_server gateway "$WORK/gateway.out" "$RESULTS_DIR/gateway.stderr" "deskbridge gateway listening on" \
   serve --config "$WORK/gateway.toml" --listen 127.0.0.1:0
+unset TOKIO_WORKER_THREADS
 GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
 
 CONVERSATION=$(curl -sS --fail-with-body -X POST "$GATEWAY_URL/v1/sessions" \
@@ -365,7 +372,7 @@ verdict() {
     "backend $((BACKEND_RSS_PEAK / 1024)) MiB ($((BACKEND_RSS_IDLE / 1024)) MiB idle);" \
     "nginx master + workers $((NGINX_RSS / 1024)) MiB."
   echo
-  echo "Conditions: wrk, the backend, nginx ($NGINX_WORKERS workers: $(echo $NGINX_WORKER_PIDS | wc -w)) and the gateway share the machine's $(nproc) CPUs" \
+  echo "Conditions: wrk, the backend, nginx ($NGINX_WORKERS workers: $(echo $NGINX_WORKER_PIDS | wc -w)) and the gateway (${GATEWAY_WORKERS:-one per CPU} tokio workers) share the machine's $(nproc) CPUs" \
     "($(cpu_model)); load average before the runs: $LOAD_BEFORE;" \
     "warm-up $WARMUP per path and pass; $(date -u '+%Y-%m-%d %H:%M UTC'); built from $BUILT_FROM;" \
     "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk_version)."
