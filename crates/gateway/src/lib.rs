@@ -519,8 +519,9 @@ impl Gateway {
     }
 }
 
-/// Records written at most per batch.
+/// Records written at most per batch (one statement).
 const AUDIT_BATCH: usize = 256;
+const _: () = assert!(AUDIT_BATCH <= store::MAX_AUDIT_ROWS);
 /// How long a batch that is not full waits for more records. Without it, a
 /// busy gateway wrote almost every record on its own (a round trip to the
 /// SQLite thread and a commit each); with it, a batch per 10 ms at most.

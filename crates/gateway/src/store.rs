@@ -463,33 +463,18 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Writes audit records with one multi-row `INSERT` per
-    /// [`AUDIT_ROWS_PER_STATEMENT`] records: each statement is a round trip
-    /// to sqlx's worker thread. Takes the records so their text is bound
-    /// without a copy.
+    /// Writes up to [`MAX_AUDIT_ROWS`] audit records as one multi-row
+    /// `INSERT`: one round trip to sqlx's worker thread, atomic by itself.
+    /// Takes the records so their text is bound without a copy.
     pub async fn insert_audit(&self, records: Vec<AuditRecord>) -> Result<(), GatewayError> {
         if records.is_empty() {
             return Ok(());
         }
-        if records.len() <= AUDIT_ROWS_PER_STATEMENT {
-            // One statement is atomic by itself: no BEGIN and COMMIT round trips.
-            audit_rows(records)
-                .build()
-                .persistent(false)
-                .execute(&self.pool)
-                .await?;
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut records = records.into_iter();
-        while records.len() > 0 {
-            audit_rows(records.by_ref().take(AUDIT_ROWS_PER_STATEMENT))
-                .build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        audit_rows(records)
+            .build()
+            .persistent(false)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -529,8 +514,8 @@ impl Store {
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`,
 /// 32,766 since 3.32; the bundled SQLite is newer).
 const SQLITE_MAX_BINDS: usize = 32_766;
-/// An audit row binds 8 values.
-const AUDIT_ROWS_PER_STATEMENT: usize = SQLITE_MAX_BINDS / 8;
+/// The most audit records one statement can write: a row binds 8 values.
+pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 8;
 
 /// `INSERT INTO audit … VALUES (…), (…), …` for `records` (not empty).
 /// Built fresh per batch and not kept prepared (`persistent(false)` at the
