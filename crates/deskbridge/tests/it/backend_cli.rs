@@ -1,13 +1,11 @@
 //! The `deskbridge backend` binary as an operator runs it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn deskbridge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deskbridge"))
-}
+use crate::support::{announced_url, deskbridge};
 
 fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = deskbridge()
@@ -109,12 +107,7 @@ async fn serve_prints_its_address_and_keeps_secrets_out_of_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{line}");
+    let url = announced_url(&mut child);
 
     let c = crate::support::client();
     let user = &seed["users"][0];

@@ -16,7 +16,7 @@ fn free_port() -> u16 {
 
 /// Starts the demo and returns it with everything it printed up to "Ctrl-C".
 fn start(dir: &std::path::Path, backend: u16, gateway: u16) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+    let mut child = crate::support::deskbridge()
         .args(["demo", "--data-dir"])
         .arg(dir)
         .args(["--backend-listen", &format!("127.0.0.1:{backend}")])

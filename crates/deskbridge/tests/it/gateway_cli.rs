@@ -6,11 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::support::{APP_KEY, TestBackend, client, config, gateway_toml, login};
-
-fn deskbridge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deskbridge"))
-}
+use crate::support::{APP_KEY, TestBackend, announced_url, client, config, deskbridge, gateway_toml, login};
 
 #[test]
 fn config_check_reports_every_problem_with_its_key_path() {
@@ -90,12 +86,7 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let url = announced_url(&mut child);
 
     let alice = &seed.users[0];
     let jwt = login(&backend, &alice.username, &alice.password).await;
@@ -187,12 +178,7 @@ fn serve(config: &std::path::Path, envs: &[(&str, &std::path::Path)]) -> (Reaped
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let url = announced_url(&mut child);
     (Reaped(child), url)
 }
 

@@ -1,7 +1,9 @@
 //! Test harness: the real backend on a free loopback port, in process, with
 //! a clock the test controls.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +20,23 @@ pub struct TestBackend {
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// The `deskbridge` binary under test.
+pub fn deskbridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+}
+
+/// The URL a started server prints as the last word of its first line
+/// (`… listening on http://127.0.0.1:PORT`); its stdout must be piped.
+pub fn announced_url(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{line}");
+    url
 }
 
 /// The issuer every test backend uses, so tokens survive a restart on a new port.

@@ -2,7 +2,7 @@
 //! the agents' event stream, the embedded assets, and the demo company
 //! site's session on the backend. The browser flows are in `e2e/`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 
@@ -474,7 +474,7 @@ async fn agent_add_sets_a_console_password_from_stdin() {
     )
     .unwrap();
     let add = |password: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+        let mut child = crate::support::deskbridge()
             .args(["agent", "add", "vera", "--role", "agent", "--password", "--config"])
             .arg(&file)
             .stdin(Stdio::piped())
