@@ -537,3 +537,61 @@ fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sq
     });
     query
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: i64, text: &str, status: Option<u16>) -> AuditRecord {
+        AuditRecord {
+            at: 1_700_000_000 + i,
+            agent: format!("agent {text}"),
+            conversation_id: format!("cnv_{i}"),
+            connection: "acme".into(),
+            action: text.into(),
+            outcome: "ok".into(),
+            status,
+            latency_ms: u64::from(u32::MAX) + i as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_batches_keep_every_field_and_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/gateway.db", dir.path().display()))
+            .await
+            .unwrap();
+        // Text that JSON must escape, and a missing status.
+        let awkward = [
+            "plain",
+            "quote \" and \\ backslash",
+            "line\nbreak",
+            "ünïcødé 🎧",
+            "",
+            "'; DROP TABLE audit; --",
+        ];
+        let batch: Vec<AuditRecord> = awkward
+            .iter()
+            .enumerate()
+            .map(|(i, text)| record(i as i64, text, (i % 2 == 0).then_some(200 + i as u16)))
+            .collect();
+        store.insert_audit(batch.clone()).await.unwrap();
+        store.insert_audit(Vec::new()).await.unwrap();
+        store.insert_audit(batch[..1].to_vec()).await.unwrap();
+
+        let read = store.audit(None, None, 100).await.unwrap();
+        // Newest first: the single record, then the batch backwards.
+        let expected: Vec<&AuditRecord> = batch[..1].iter().chain(batch.iter().rev()).collect();
+        let written = expected.len();
+        assert_eq!(read.len(), written);
+        for (got, want) in read.iter().zip(expected) {
+            assert_eq!(serde_json::to_value(got).unwrap(), serde_json::to_value(want).unwrap());
+        }
+
+        // The largest batch one statement takes fits SQLite's bind limit.
+        let full: Vec<AuditRecord> = (0..MAX_AUDIT_ROWS as i64).map(|i| record(i, "x", None)).collect();
+        store.insert_audit(full).await.unwrap();
+        let total = MAX_AUDIT_ROWS + written;
+        assert_eq!(store.audit(None, None, i64::MAX).await.unwrap().len(), total);
+    }
+}

@@ -329,18 +329,12 @@ impl TokenSource {
 fn token_with_lifetime(bearer: Bearer, lifetime: Duration) -> SystemToken {
     let now = Instant::now();
     let margin = (lifetime / 10).min(Duration::from_secs(5));
-    let jitter = lifetime.mul_f64(0.1 * jitter_fraction());
+    let jitter = lifetime.mul_f64(0.1 * fastrand::f64());
     SystemToken {
         bearer: Arc::new(bearer),
         expires_at: now + lifetime - margin,
         refresh_at: now + lifetime.mul_f64(0.8) - jitter,
     }
-}
-
-fn jitter_fraction() -> f64 {
-    let mut byte = [0u8; 1];
-    let _ = aws_lc_rs::rand::fill(&mut byte);
-    f64::from(byte[0]) / 255.0
 }
 
 /// Seconds until `exp` when the token is a JWT (unverified: used only to
