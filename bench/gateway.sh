@@ -205,16 +205,21 @@ BACKEND_RSS_IDLE=$(kib "$BACKEND_PID" VmRSS)
 measure() { # pass, round, target, threads, connections, script, url
   local pass=$1 round=$2 target=$3 threads=$4 conns=$5 script=$6 url=$7
   local out="$RESULTS_DIR/$pass-$target-run$round.txt"
-  local b0 g0 n0 busy0 idle0 b1 g1 n1 busy1 idle1 s0 s1
+  local b0 g0 n0 busy0 idle0 b1 g1 n1 busy1 idle1 s0 s1 gu0 nu0 gu1 nu1 user
   log "$pass round $round/$RUNS: $target (wrk -t$threads -c$conns -d$DURATION)"
   b0=$(ticks "$BACKEND_PID"); g0=$(ticks "$GATEWAY_PID"); n0=$(ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
+  gu0=$(user_ticks "$GATEWAY_PID"); nu0=$(user_ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
   read -r busy0 idle0 < <(machine_ticks)
   s0=$(gateway_switches)
   run_wrk "$threads" "$conns" "$script" "$url" "$DURATION" "$out"
   read -r busy1 idle1 < <(machine_ticks)
   s1=$(gateway_switches)
   b1=$(ticks "$BACKEND_PID"); g1=$(ticks "$GATEWAY_PID"); n1=$(ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
-  account_run "$out" $((busy1 - busy0)) $((idle1 - idle0)) " gateway_switches=$((s1 - s0))" \
+  gu1=$(user_ticks "$GATEWAY_PID"); nu1=$(user_ticks "$NGINX_PID" $NGINX_WORKER_PIDS)
+  # The proxies' user-space share, as extra fields (not processes: no double count).
+  user=$(awk -v g=$((gu1 - gu0)) -v n=$((nu1 - nu0)) -v h="$CLK_TCK" \
+    'BEGIN { printf " gateway_user_cpu_s=%.2f nginx_user_cpu_s=%.2f", g / h, n / h }')
+  account_run "$out" $((busy1 - busy0)) $((idle1 - idle0)) " gateway_switches=$((s1 - s0))$user" \
     backend=$((b1 - b0)) gateway=$((g1 - g0)) nginx=$((n1 - n0))
 }
 
@@ -255,8 +260,8 @@ table() { # pass, connections
   local direct_p50 direct_p99
   direct_p50=$(values "$pass-direct" p50_us | median)
   direct_p99=$(values "$pass-direct" p99_us | median)
-  echo "| path | req/s (median) | req/s per run | p50 | p99 | added p50 vs direct | added p99 vs direct | backend CPU µs/req | proxy CPU µs/req | wrk CPU µs/req | non-200 | socket errors |"
-  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| path | req/s (median) | req/s per run | p50 | p99 | added p50 vs direct | added p99 vs direct | backend CPU µs/req | proxy CPU µs/req | of which user space | wrk CPU µs/req | non-200 | socket errors |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for entry in "${COMPARED[@]}"; do
     read -r target script var <<<"$entry"
     rps=$(values "$pass-$target" rps | median)
@@ -266,16 +271,17 @@ table() { # pass, connections
     non200=$(values "$pass-$target" non200 | sum_field)
     sockerr=$(values "$pass-$target" socket_errors | sum_field)
     case $target in
-      direct) added50="—"; added99="—"; proxy_us="—" ;;
+      direct) added50="—"; added99="—"; proxy_us="—"; user_us="—" ;;
       *)
         added50=$(awk -v a="$p50" -v b="$direct_p50" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
         added99=$(awk -v a="$p99" -v b="$direct_p99" 'BEGIN { printf "%+.2f ms", (a - b) / 1000 }')
         proxy_us=$(per_request "$pass-$target" "${target}_cpu_s" | median | xargs printf "%.1f")
+        user_us=$(per_request "$pass-$target" "${target}_user_cpu_s" | median | xargs printf "%.1f")
         ;;
     esac
-    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
       "$target" "$rps" "$runs" "$(ms "$p50")" "$(ms "$p99")" "$added50" "$added99" \
-      "$(per_request "$pass-$target" backend_cpu_s | median | xargs printf "%.1f")" "$proxy_us" \
+      "$(per_request "$pass-$target" backend_cpu_s | median | xargs printf "%.1f")" "$proxy_us" "$user_us" \
       "$(per_request "$pass-$target" wrk_cpu_s | median | xargs printf "%.1f")" "$non200" "$sockerr"
   done
   local all
@@ -291,15 +297,16 @@ table() { # pass, connections
 # The gateway's stages: each row adds one piece of work to the stage it
 # names (the 401 and the 404 both build on /healthz; the action on the 404).
 breakdown() { # pass
-  local pass=$1 entry target script var rps p50 gw sw bad base added what
+  local pass=$1 entry target script var rps p50 gw gwu sw bad base added what
   local -A stage_gw stage_p50
-  echo "| gateway stage | answer | req/s (median) | p50 | gateway CPU µs/req | added CPU µs/req | added p50 | over | gateway context switches/req | unexpected answers |"
-  echo "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"
+  echo "| gateway stage | answer | req/s (median) | p50 | gateway CPU µs/req | of which user space | added CPU µs/req | added p50 | over | gateway context switches/req | unexpected answers |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
   for entry in "${STAGES[@]}" "gateway gateway_action.lua GATEWAY_URL"; do
     read -r target script var <<<"$entry"
     rps=$(values "$pass-$target" rps | median)
     p50=$(values "$pass-$target" p50_us | median)
     gw=$(per_request "$pass-$target" gateway_cpu_s | median)
+    gwu=$(per_request "$pass-$target" gateway_user_cpu_s | median)
     sw=$(for round in $(seq 1 "$RUNS"); do
            awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
                 END { printf "%.1f\n", v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/$pass-$target-run$round.txt.bench"
@@ -317,7 +324,7 @@ breakdown() { # pass
     else
       added="— | —"
     fi
-    printf '| %s | %s | %.0f | %s | %.1f | %s | %s | %s | %s |\n' "$target" "$what" "$rps" "$(ms "$p50")" "$gw" "$added" \
+    printf '| %s | %s | %.0f | %s | %.1f | %.1f | %s | %s | %s | %s |\n' "$target" "$what" "$rps" "$(ms "$p50")" "$gw" "$gwu" "$added" \
       "${base:-—}" "$sw" "$bad"
     stage_gw[$target]=$gw stage_p50[$target]=$p50
   done

@@ -164,6 +164,13 @@ ticks() { # pids...
   echo "$total"
 }
 
+# User-space CPU ticks of the given processes (the rest of ticks() is the kernel's).
+user_ticks() { # pids...
+  local pid total=0
+  for pid in "$@"; do total=$((total + $(awk '{ print $14 }' "/proc/$pid/stat"))); done
+  echo "$total"
+}
+
 # Whole-machine CPU ticks: "busy idle" (idle includes iowait).
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
 
