@@ -127,6 +127,9 @@ impl TokenSource {
         }
     }
 
+    /// Fetches are boxed (`Box::pin(self.fetch())`): a reqwest call's state
+    /// is kilobytes, and inline it would be carried by every action's future,
+    /// though nearly every call takes the cached token.
     async fn oauth_token(&self) -> Result<Arc<SystemToken>, TokenError> {
         let current = self.lock().current.clone();
         if let Some(token) = &current {
@@ -143,7 +146,7 @@ impl TokenSource {
                     return Ok(token.clone());
                 }
                 return match self.fetching.try_lock() {
-                    Ok(_guard) => match self.fetch().await {
+                    Ok(_guard) => match Box::pin(self.fetch()).await {
                         Ok(fresh) => Ok(fresh),
                         Err(e) => {
                             tracing::warn!(connection = %self.connection, error = %e, "token refresh failed; using the current token");
@@ -171,7 +174,7 @@ impl TokenSource {
         {
             return Err(error);
         }
-        self.fetch().await
+        Box::pin(self.fetch()).await
     }
 
     /// Fetches a new token now, bypassing the cache (which it then refreshes):
