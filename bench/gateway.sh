@@ -30,6 +30,11 @@
 #   RESULTS_DIR                      where raw wrk output and summary.md go
 #                                    (default: bench/results/gateway-<UTC time>)
 #   REV, DESKBRIDGE_BIN              as in bench/backend.sh
+#   COMPARE_BIN                      A/B mode: a second gateway from this binary
+#                                    (own data dir, agent and session) calls the
+#                                    same backend; RUNS rounds of the action
+#                                    alternate between the two gateways, and
+#                                    only that comparison runs
 #
 # The backend, the proxy under test and wrk all run on this machine and
 # share its CPUs: the numbers are "this box, load generator included".
@@ -127,10 +132,14 @@ start_server gateway "$WORK/gateway.out" "$RESULTS_DIR/gateway.stderr" "deskbrid
 unset TOKIO_WORKER_THREADS
 GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
 
-CONVERSATION=$(curl -sS --fail-with-body -X POST "$GATEWAY_URL/v1/sessions" \
-  -H "x-deskbridge-app-key: $APP_KEY" -H 'Content-Type: application/json' \
-  --data "$(jq -cn --arg t "$JWT" '{channel: "web", connection: "acme", auth: {token: $t}}')" \
-  | jq -er .conversation_id) || die "could not open a session on the gateway"
+# Opens a web session with the customer's JWT on the gateway at $1; prints its conversation.
+open_conversation() { # gateway URL
+  curl -sS --fail-with-body -X POST "$1/v1/sessions" \
+    -H "x-deskbridge-app-key: $APP_KEY" -H 'Content-Type: application/json' \
+    --data "$(jq -cn --arg t "$JWT" '{channel: "web", connection: "acme", auth: {token: $t}}')" \
+    | jq -er .conversation_id
+}
+CONVERSATION=$(open_conversation "$GATEWAY_URL") || die "could not open a session on the gateway"
 
 # --- nginx --------------------------------------------------------------------
 
@@ -241,6 +250,73 @@ run_pass() { # pass name, threads, connections
     done
   done
 }
+
+# --- A/B of two gateway binaries (COMPARE_BIN) --------------------------------
+
+# Each gateway's CPU per request is also given as a ratio to the backend's in
+# the same run: this machine's speed drifts between rounds (±15 % seen), and
+# the ratio moves much less than either number.
+compare_gateways() {
+  local conf="$WORK/gateway-b.toml" agent pid url conversation round side
+  sed "s|^data_dir = .*|data_dir = \"$WORK/gateway-b\"|" "$WORK/gateway.toml" >"$conf"
+  agent=$(DESKBRIDGE_LOG=warn "$COMPARE_BIN" agent add bench --role agent --config "$conf") \
+    || die "deskbridge agent add failed with COMPARE_BIN"
+  [[ -z $GATEWAY_WORKERS ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
+  BIN=$COMPARE_BIN start_server gateway-b "$WORK/gateway-b.out" "$RESULTS_DIR/gateway-b.stderr" \
+    "deskbridge gateway listening on" serve --config "$conf" --listen 127.0.0.1:0
+  unset TOKIO_WORKER_THREADS
+  pid=$SERVER_PID url=$SERVER_URL
+  conversation=$(open_conversation "$url") || die "could not open a session on gateway b"
+  expect_200 gateway-b -X POST "$url/v1/conversations/$conversation/actions/getprofile" -H "Authorization: Bearer $agent"
+  if [[ $WARMUP != 0 ]]; then
+    log "A/B warm-up ($WARMUP each)"
+    run_wrk "$THREADS" "$CONNECTIONS" gateway_action.lua "$GATEWAY_URL" "$WARMUP" "$RESULTS_DIR/ab-warmup-a.txt"
+    BENCH_CONVERSATION=$conversation BENCH_AGENT_TOKEN=$agent \
+      run_wrk "$THREADS" "$CONNECTIONS" gateway_action.lua "$url" "$WARMUP" "$RESULTS_DIR/ab-warmup-b.txt"
+  fi
+  for round in $(seq 1 "$RUNS"); do
+    for side in a b; do
+      if [[ $side == a ]]; then
+        measure ab "$round" a "$THREADS" "$CONNECTIONS" gateway_action.lua "$GATEWAY_URL"
+      else
+        GATEWAY_PID=$pid BENCH_CONVERSATION=$conversation BENCH_AGENT_TOKEN=$agent \
+          measure ab "$round" b "$THREADS" "$CONNECTIONS" gateway_action.lua "$url"
+      fi
+    done
+  done
+  {
+    echo "A/B: wrk -t$THREADS -c$CONNECTIONS -d$DURATION against each gateway's action, $RUNS rounds alternating (medians)."
+    echo
+    echo "| gateway | binary | req/s (median) | req/s per run | p50 | gateway CPU µs/req | of which user space | backend CPU µs/req | gateway ÷ backend CPU | context switches/req |"
+    echo "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    for side in a b; do
+      printf '| %s | %s | %.0f | %s | %s | %.1f | %.1f | %.1f | %.3f | %.2f |\n' "$side" \
+        "$([[ $side == a ]] && echo "$BUILT_FROM" || echo "binary $COMPARE_BIN")" \
+        "$(values "ab-$side" rps | median)" "$(values "ab-$side" rps | per_run)" \
+        "$(ms "$(values "ab-$side" p50_us | median)")" \
+        "$(per_request "ab-$side" gateway_cpu_s | median)" "$(per_request "ab-$side" gateway_user_cpu_s | median)" \
+        "$(per_request "ab-$side" backend_cpu_s | median)" \
+        "$(for round in $(seq 1 "$RUNS"); do
+             awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+                  END { print v["gateway_cpu_s"] / v["backend_cpu_s"] }' "$RESULTS_DIR/ab-$side-run$round.txt.bench"
+           done | median)" \
+        "$(for round in $(seq 1 "$RUNS"); do
+             awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+                  END { print v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/ab-$side-run$round.txt.bench"
+           done | median)"
+    done
+    echo
+    echo "Conditions: $(nproc) CPUs ($(cpu_model)) shared by wrk, the backend and both gateways;" \
+      "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')."
+  } >"$RESULTS_DIR/summary.md"
+}
+
+if [[ -n ${COMPARE_BIN:-} ]]; then
+  [[ -x $COMPARE_BIN ]] || die "COMPARE_BIN: no executable at $COMPARE_BIN"
+  compare_gateways
+  finish
+  exit
+fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 run_pass load "$THREADS" "$CONNECTIONS"
