@@ -296,14 +296,8 @@ compare_gateways() {
         "$(ms "$(values "ab-$side" p50_us | median)")" \
         "$(per_request "ab-$side" gateway_cpu_s | median)" "$(per_request "ab-$side" gateway_user_cpu_s | median)" \
         "$(per_request "ab-$side" backend_cpu_s | median)" \
-        "$(for round in $(seq 1 "$RUNS"); do
-             awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-                  END { print v["gateway_cpu_s"] / v["backend_cpu_s"] }' "$RESULTS_DIR/ab-$side-run$round.txt.bench"
-           done | median)" \
-        "$(for round in $(seq 1 "$RUNS"); do
-             awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-                  END { print v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/ab-$side-run$round.txt.bench"
-           done | median)"
+        "$(per_run_ratio "ab-$side" gateway_cpu_s backend_cpu_s | median)" \
+        "$(per_run_ratio "ab-$side" gateway_switches requests | median)"
     done
     echo
     echo "Conditions: $(nproc) CPUs ($(cpu_model)) shared by wrk, the backend and both gateways;" \
@@ -383,10 +377,7 @@ breakdown() { # pass
     p50=$(values "$pass-$target" p50_us | median)
     gw=$(per_request "$pass-$target" gateway_cpu_s | median)
     gwu=$(per_request "$pass-$target" gateway_user_cpu_s | median)
-    sw=$(for round in $(seq 1 "$RUNS"); do
-           awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-                END { printf "%.1f\n", v["gateway_switches"] / v["requests"] }' "$RESULTS_DIR/$pass-$target-run$round.txt.bench"
-         done | median)
+    sw=$(per_run_ratio "$pass-$target" gateway_switches requests | median | xargs printf "%.1f")
     bad=$(values "$pass-$target" non200 | sum_field)
     case $target in
       gw-healthz) base="" what="GET /healthz: HTTP in and out, no work" ;;

@@ -226,6 +226,14 @@ per_request() { # run file prefix, field
          END { printf "%.1f\n", v[f] * 1e6 / v["requests"] }' "$RESULTS_DIR/$1-run$round.txt.bench"
   done
 }
+# Field $2 divided by field $3, one value per run.
+per_run_ratio() { # run file prefix, numerator field, denominator field
+  local round
+  for round in $(seq 1 "$RUNS"); do
+    awk -v a="$2" -v b="$3" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+         END { print v[a] / v[b] }' "$RESULTS_DIR/$1-run$round.txt.bench"
+  done
+}
 # Each run's req/s, rounded, joined with " / ".
 per_run() { awk '{ printf "%s%.0f", (NR > 1 ? " / " : ""), $1 }'; }
 # Sum of the numbers on stdin, one decimal.
