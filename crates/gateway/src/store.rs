@@ -561,7 +561,7 @@ mod tests {
         let store = Store::open(&format!("sqlite://{}/gateway.db", dir.path().display()))
             .await
             .unwrap();
-        // Text that JSON must escape, and a missing status.
+        // Text that SQL or the API's JSON must take care with, and a missing status.
         let awkward = [
             "plain",
             "quote \" and \\ backslash",
