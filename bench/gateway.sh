@@ -122,15 +122,20 @@ app_key = { env = "BENCH_APP_KEY" }
 EOF
 export BENCH_CLIENT_SECRET=$CLIENT_SECRET BENCH_GATEWAY_API_KEY=$API_KEY BENCH_APP_KEY=$APP_KEY
 
-AGENT_TOKEN=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$WORK/gateway.toml") \
-  || die "deskbridge agent add failed"
-# For the gateway alone: the backend is already running. (tokio refuses an
-# empty value, so the variable is set only when asked for.)
-[[ -z $GATEWAY_WORKERS ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
-start_server gateway "$WORK/gateway.out" "$RESULTS_DIR/gateway.stderr" "deskbridge gateway listening on" \
-  serve --config "$WORK/gateway.toml" --listen 127.0.0.1:0
-unset TOKIO_WORKER_THREADS
-GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
+# Adds agent "bench" to a gateway's config and starts that gateway with $BIN:
+# sets AGENT (its token), SERVER_PID and SERVER_URL.
+start_gateway() { # name, config
+  AGENT=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$2") \
+    || die "deskbridge agent add failed ($1)"
+  # For the gateway alone: the backend is already running. (tokio refuses an
+  # empty value, so the variable is set only when asked for.)
+  [[ -z $GATEWAY_WORKERS ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
+  start_server "$1" "$WORK/$1.out" "$RESULTS_DIR/$1.stderr" "deskbridge gateway listening on" \
+    serve --config "$2" --listen 127.0.0.1:0
+  unset TOKIO_WORKER_THREADS
+}
+start_gateway gateway "$WORK/gateway.toml"
+AGENT_TOKEN=$AGENT GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
 
 # Opens a web session with the customer's JWT on the gateway at $1; prints its conversation.
 open_conversation() { # gateway URL
@@ -259,13 +264,8 @@ run_pass() { # pass name, threads, connections
 compare_gateways() {
   local conf="$WORK/gateway-b.toml" agent pid url conversation round side
   sed "s|^data_dir = .*|data_dir = \"$WORK/gateway-b\"|" "$WORK/gateway.toml" >"$conf"
-  agent=$(DESKBRIDGE_LOG=warn "$COMPARE_BIN" agent add bench --role agent --config "$conf") \
-    || die "deskbridge agent add failed with COMPARE_BIN"
-  [[ -z $GATEWAY_WORKERS ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
-  BIN=$COMPARE_BIN start_server gateway-b "$WORK/gateway-b.out" "$RESULTS_DIR/gateway-b.stderr" \
-    "deskbridge gateway listening on" serve --config "$conf" --listen 127.0.0.1:0
-  unset TOKIO_WORKER_THREADS
-  pid=$SERVER_PID url=$SERVER_URL
+  BIN=$COMPARE_BIN start_gateway gateway-b "$conf"
+  agent=$AGENT pid=$SERVER_PID url=$SERVER_URL
   conversation=$(open_conversation "$url") || die "could not open a session on gateway b"
   expect_200 gateway-b -X POST "$url/v1/conversations/$conversation/actions/getprofile" -H "Authorization: Bearer $agent"
   if [[ $WARMUP != 0 ]]; then
