@@ -23,6 +23,11 @@
 #   NGINX_WORKERS                    nginx worker_processes   (auto)
 #   GATEWAY_WORKERS                  the gateway's tokio worker threads
 #                                    (TOKIO_WORKER_THREADS; default: one per CPU)
+#   PROXY_CPUS, BACKEND_CPUS,        CPU placement (taskset lists; default:
+#   WRK_CPUS                         anywhere): e.g. PROXY_CPUS=1 BACKEND_CPUS=0
+#                                    WRK_CPUS=0 gives nginx and the gateway a
+#                                    CPU of their own, as a proxy in front of
+#                                    a company's servers would have
 #   BREAKDOWN                        1: also measure stages of the gateway's
 #                                    request path (its /healthz; a 401 after
 #                                    one agent read; a 404 after one read and
@@ -53,6 +58,8 @@ LOW_CONNECTIONS=${LOW_CONNECTIONS:-1}
 BREAKDOWN=${BREAKDOWN:-0}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
 GATEWAY_WORKERS=${GATEWAY_WORKERS:-}
+PROXY_CPUS=${PROXY_CPUS:-}
+BACKEND_CPUS=${BACKEND_CPUS:-}
 
 # Target name, wrk script, base URL variable (set once the servers run).
 COMPARED=(
@@ -86,6 +93,7 @@ seed_demo_data "$DATA"
 start_server backend "$WORK/backend.out" "$RESULTS_DIR/backend.stderr" "deskbridge backend listening on" \
   backend --data-dir "$DATA" --listen 127.0.0.1:0
 BACKEND_PID=$SERVER_PID BACKEND_URL=$SERVER_URL
+pin "$BACKEND_CPUS" "$BACKEND_PID"
 get_backend_credentials "$BACKEND_URL"
 
 # --- gateway ------------------------------------------------------------------
@@ -133,6 +141,7 @@ start_gateway() { # name, config
   start_server "$1" "$WORK/$1.out" "$RESULTS_DIR/$1.stderr" "deskbridge gateway listening on" \
     serve --config "$2" --listen 127.0.0.1:0
   unset TOKIO_WORKER_THREADS
+  pin "$PROXY_CPUS" "$SERVER_PID"
 }
 start_gateway gateway "$WORK/gateway.toml"
 AGENT_TOKEN=$AGENT GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
@@ -204,8 +213,19 @@ export BENCH_ACCESS_TOKEN=$ACCESS_TOKEN BENCH_API_KEY=$API_KEY BENCH_JWT=$JWT \
 
 # --- process accounting -------------------------------------------------------
 
+# Where the processes ran, for the summary.
+placement() {
+  if [[ -z $PROXY_CPUS$BACKEND_CPUS${WRK_CPUS:-} ]]; then
+    echo "shared by all"
+  else
+    echo "pinned: proxies on CPU ${PROXY_CPUS:-any}, backend on CPU ${BACKEND_CPUS:-any}, wrk on CPU ${WRK_CPUS:-any}"
+  fi
+}
+
 NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 [[ -n $NGINX_WORKER_PIDS ]] || die "no nginx worker processes"
+# shellcheck disable=SC2086 # one PID per word
+pin "$PROXY_CPUS" "$NGINX_PID" $NGINX_WORKER_PIDS
 
 # Context switches of all the gateway's threads so far (threads that have
 # ended drop out; the gateway's threads live as long as it does).
@@ -300,7 +320,7 @@ compare_gateways() {
         "$(per_run_ratio "ab-$side" gateway_switches requests | median)"
     done
     echo
-    echo "Conditions: $(nproc) CPUs ($(cpu_model)) shared by wrk, the backend and both gateways;" \
+    echo "Conditions: $(nproc) CPUs ($(cpu_model)) for wrk, the backend and both gateways, $(placement);" \
       "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')."
   } >"$RESULTS_DIR/summary.md"
 }
@@ -446,8 +466,8 @@ verdict() {
     "backend $((BACKEND_RSS_PEAK / 1024)) MiB ($((BACKEND_RSS_IDLE / 1024)) MiB idle);" \
     "nginx master + workers $((NGINX_RSS / 1024)) MiB."
   echo
-  echo "Conditions: wrk, the backend, nginx ($NGINX_WORKERS workers: $(echo $NGINX_WORKER_PIDS | wc -w)) and the gateway (${GATEWAY_WORKERS:-one per CPU} tokio workers) share the machine's $(nproc) CPUs" \
-    "($(cpu_model)); load average before the runs: $LOAD_BEFORE;" \
+  echo "Conditions: wrk, the backend, nginx ($NGINX_WORKERS workers: $(echo $NGINX_WORKER_PIDS | wc -w)) and the gateway (${GATEWAY_WORKERS:-one per CPU} tokio workers) on the machine's $(nproc) CPUs" \
+    "($(cpu_model)), $(placement); load average before the runs: $LOAD_BEFORE;" \
     "warm-up $WARMUP per path and pass; $(date -u '+%Y-%m-%d %H:%M UTC'); built from $BUILT_FROM;" \
     "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk_version)."
 } >"$RESULTS_DIR/summary.md"

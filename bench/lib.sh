@@ -177,10 +177,23 @@ machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 
 # A line of /proc/PID/status, in KiB (VmRSS, VmHWM).
 kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
+# Keeps every thread of each PID on the CPUs in $1 (a taskset list; empty:
+# anywhere). Threads started later inherit it from the thread that starts them.
+pin() { # cpus, pids...
+  local cpus=$1 pid
+  shift
+  [[ -n $cpus ]] || return 0
+  for pid in "$@"; do
+    taskset -a -p -c "$cpus" "$pid" >/dev/null || die "taskset could not pin pid $pid to CPUs $cpus"
+  done
+}
+
 # Runs wrk with a Lua script from bench/wrk; its output goes to $6, its own CPU seconds to $6.cpu.
+# On the CPUs in WRK_CPUS, when set.
 run_wrk() { # threads, connections, script, url, duration, output file
-  local TIMEFORMAT='%U %S' status=0
-  { time wrk -t"$1" -c"$2" -d"$5" --latency -s "$LUA_DIR/$3" "$4" >"$6" 2>&1; } 2>"$6.cpu" || status=$?
+  local TIMEFORMAT='%U %S' status=0 on_cpus=()
+  [[ -z ${WRK_CPUS:-} ]] || on_cpus=(taskset -c "$WRK_CPUS")
+  { time "${on_cpus[@]}" wrk -t"$1" -c"$2" -d"$5" --latency -s "$LUA_DIR/$3" "$4" >"$6" 2>&1; } 2>"$6.cpu" || status=$?
   ((status == 0)) || { cat "$6" >&2; die "wrk failed (see above)"; }
 }
 
