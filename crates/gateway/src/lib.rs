@@ -162,7 +162,7 @@ impl Gateway {
         let console_throttle = login::LoginThrottle::new(config.console.throttle.clone());
         let (events, _) = broadcast::channel(1024);
         let (audit, audit_rx) = mpsc::channel(10_000);
-        let audit_task = tokio::spawn(write_audit(store.clone(), audit_rx));
+        let audit_task = tokio::spawn(write_audit(store.clone(), metrics.clone(), audit_rx));
         Ok(Arc::new(Self {
             config,
             store,
@@ -398,6 +398,7 @@ impl Gateway {
         let sender = self.audit.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if sender.is_none_or(|s| s.try_send(record).is_err()) {
             tracing::error!("the audit queue is full; an audit record was dropped");
+            self.metrics.audit_dropped("queue_full", 1);
         }
         result
     }
@@ -527,8 +528,11 @@ const _: () = assert!(AUDIT_BATCH <= store::MAX_AUDIT_ROWS);
 /// SQLite thread and a commit each); with it, a batch per 10 ms at most.
 const AUDIT_LINGER: Duration = Duration::from_millis(10);
 
-/// Writes audit records in batches, off the request path.
-async fn write_audit(store: Store, mut records: mpsc::Receiver<AuditRecord>) {
+/// Writes audit records in batches, off the request path. A batch the store
+/// refuses is lost, not retried: the store already waits out a lock
+/// (`busy_timeout`), so what is left (a full disk, a read-only file) would
+/// not pass on a retry either. The loss is logged and counted.
+async fn write_audit(store: Store, metrics: Arc<Metrics>, mut records: mpsc::Receiver<AuditRecord>) {
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         if batch.len() < AUDIT_BATCH {
@@ -541,8 +545,14 @@ async fn write_audit(store: Store, mut records: mpsc::Receiver<AuditRecord>) {
         }
         let count = batch.len();
         let written = std::mem::replace(&mut batch, Vec::with_capacity(AUDIT_BATCH));
-        if let Err(e) = store.insert_audit(written).await {
-            tracing::error!(error = %e, count, "could not write audit records");
+        match store.insert_audit(written).await {
+            Ok(()) => {
+                metrics.audit_written.inc_by(count as u64);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, count, "could not write audit records");
+                metrics.audit_dropped("write_failed", count);
+            }
         }
     }
 }
@@ -563,5 +573,72 @@ async fn sweep_expired(gateway: Arc<Gateway>) {
             }
             Err(e) => tracing::warn!(error = %e, "could not expire customer tokens"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::DropReason;
+
+    fn record(action: &str) -> AuditRecord {
+        AuditRecord {
+            at: now(),
+            agent: "ana".into(),
+            conversation_id: "cnv_1".into(),
+            connection: "acme".into(),
+            action: action.into(),
+            outcome: "ok".into(),
+            status: Some(200),
+            latency_ms: 3,
+        }
+    }
+
+    /// A batch the store takes counts as written; one it refuses, here
+    /// because its table is gone, counts as lost and ends nothing else.
+    #[tokio::test]
+    async fn audit_writes_and_losses_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/gateway.db", dir.path().display()))
+            .await
+            .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (records, queue) = mpsc::channel(16);
+        let writer = tokio::spawn(write_audit(store.clone(), metrics.clone(), queue));
+
+        for action in ["a", "b", "c"] {
+            records.send(record(action)).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metrics.audit_written.get() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the first batch was not written"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.audit(None, None, 10).await.unwrap().len(), 3);
+
+        sqlx::query("DROP TABLE audit").execute(&store.pool).await.unwrap();
+        for action in ["d", "e"] {
+            records.send(record(action)).await.unwrap();
+        }
+        drop(records);
+        writer.await.unwrap();
+
+        let lost = |reason| metrics.audit_dropped.get_or_create(&DropReason { reason }).get();
+        assert_eq!(
+            (metrics.audit_written.get(), lost("write_failed"), lost("queue_full")),
+            (3, 2, 0)
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("deskbridge_gateway_audit_records_written_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deskbridge_gateway_audit_records_dropped_total{reason=\"write_failed\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -25,6 +25,12 @@ pub struct ConnectionLabel {
     pub connection: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropReason {
+    /// `queue_full` or `write_failed`.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub actions: Family<ActionLabels, Counter>,
@@ -32,6 +38,8 @@ pub struct Metrics {
     pub token_fetches: Family<ConnectionOutcome, Counter>,
     pub token_cache_hits: Counter,
     pub breaker_open: Family<ConnectionLabel, Gauge>,
+    pub audit_written: Counter,
+    pub audit_dropped: Family<DropReason, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +73,18 @@ impl Default for Metrics {
             "1 while a connection's circuit breaker is open",
             breaker_open.clone(),
         );
+        let audit_written = Counter::default();
+        registry.register(
+            "audit_records_written",
+            "Audit records written to the store",
+            audit_written.clone(),
+        );
+        let audit_dropped = Family::<DropReason, Counter>::default();
+        registry.register(
+            "audit_records_dropped",
+            "Audit records lost: the queue was full, or the store refused their batch",
+            audit_dropped.clone(),
+        );
         Self {
             registry,
             actions,
@@ -72,6 +92,8 @@ impl Default for Metrics {
             token_fetches,
             token_cache_hits,
             breaker_open,
+            audit_written,
+            audit_dropped,
         }
     }
 }
@@ -84,6 +106,12 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    pub fn audit_dropped(&self, reason: &'static str, count: usize) {
+        self.audit_dropped
+            .get_or_create(&DropReason { reason })
+            .inc_by(count as u64);
     }
 
     pub fn render(&self) -> String {
