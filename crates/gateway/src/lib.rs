@@ -580,34 +580,19 @@ async fn sweep_expired(gateway: Arc<Gateway>) {
 mod tests {
     use super::*;
     use crate::metrics::DropReason;
-
-    fn record(action: &str) -> AuditRecord {
-        AuditRecord {
-            at: now(),
-            agent: "ana".into(),
-            conversation_id: "cnv_1".into(),
-            connection: "acme".into(),
-            action: action.into(),
-            outcome: "ok".into(),
-            status: Some(200),
-            latency_ms: 3,
-        }
-    }
+    use crate::store::tests::{record, temp_store};
 
     /// A batch the store takes counts as written; one it refuses, here
     /// because its table is gone, counts as lost and ends nothing else.
     #[tokio::test]
     async fn audit_writes_and_losses_are_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/gateway.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (_dir, store) = temp_store().await;
         let metrics = Arc::new(Metrics::default());
         let (records, queue) = mpsc::channel(16);
         let writer = tokio::spawn(write_audit(store.clone(), metrics.clone(), queue));
 
-        for action in ["a", "b", "c"] {
-            records.send(record(action)).await.unwrap();
+        for i in 0..3 {
+            records.send(record(i, "a", Some(200))).await.unwrap();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while metrics.audit_written.get() < 3 {
@@ -620,8 +605,8 @@ mod tests {
         assert_eq!(store.audit(None, None, 10).await.unwrap().len(), 3);
 
         sqlx::query("DROP TABLE audit").execute(&store.pool).await.unwrap();
-        for action in ["d", "e"] {
-            records.send(record(action)).await.unwrap();
+        for i in 3..5 {
+            records.send(record(i, "b", None)).await.unwrap();
         }
         drop(records);
         writer.await.unwrap();

@@ -539,10 +539,19 @@ fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sq
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(i: i64, text: &str, status: Option<u16>) -> AuditRecord {
+    /// A store in a new temporary directory, which lives as long as the guard.
+    pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/gateway.db", dir.path().display()))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    pub(crate) fn record(i: i64, text: &str, status: Option<u16>) -> AuditRecord {
         AuditRecord {
             at: 1_700_000_000 + i,
             agent: format!("agent {text}"),
@@ -557,10 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn audit_batches_keep_every_field_and_their_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/gateway.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (_dir, store) = temp_store().await;
         // Text that SQL or the API's JSON must take care with, and a missing status.
         let awkward = [
             "plain",
