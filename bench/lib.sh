@@ -154,22 +154,18 @@ expect_200() { # name, curl args...
 
 # --- runs and CPU accounting --------------------------------------------------
 
-# CPU time (user+system, clock ticks) of the given processes so far.
-ticks() { # pids...
-  local pid total=0 t
-  for pid in "$@"; do
-    t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-    total=$((total + t))
-  done
+# The sum over the given processes of an awk expression of their
+# /proc/PID/stat fields: clock ticks so far.
+stat_ticks() { # awk expression, pids...
+  local expr=$1 pid total=0
+  shift
+  for pid in "$@"; do total=$((total + $(awk "{ print $expr }" "/proc/$pid/stat"))); done
   echo "$total"
 }
-
-# User-space CPU ticks of the given processes (the rest of ticks() is the kernel's).
-user_ticks() { # pids...
-  local pid total=0
-  for pid in "$@"; do total=$((total + $(awk '{ print $14 }' "/proc/$pid/stat"))); done
-  echo "$total"
-}
+# CPU time (user+system) of the given processes so far.
+ticks() { stat_ticks '$14 + $15' "$@"; }
+# The user-space part of it (the rest is the kernel's).
+user_ticks() { stat_ticks '$14' "$@"; }
 
 # Whole-machine CPU ticks: "busy idle" (idle includes iowait).
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
@@ -231,14 +227,6 @@ values() { # run file prefix, field
   local round
   for round in $(seq 1 "$RUNS"); do field "$2" <"$RESULTS_DIR/$1-run$round.txt.bench"; done
 }
-# CPU µs per request of a *_cpu_s field, one value per run.
-per_request() { # run file prefix, field
-  local round
-  for round in $(seq 1 "$RUNS"); do
-    awk -v f="$2" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-         END { printf "%.1f\n", v[f] * 1e6 / v["requests"] }' "$RESULTS_DIR/$1-run$round.txt.bench"
-  done
-}
 # Field $2 divided by field $3, one value per run.
 per_run_ratio() { # run file prefix, numerator field, denominator field
   local round
@@ -247,6 +235,8 @@ per_run_ratio() { # run file prefix, numerator field, denominator field
          END { print v[a] / v[b] }' "$RESULTS_DIR/$1-run$round.txt.bench"
   done
 }
+# CPU µs per request of a *_cpu_s field, one value per run.
+per_request() { per_run_ratio "$1" "$2" requests | awk '{ printf "%.1f\n", $1 * 1e6 }'; }
 # Each run's req/s, rounded, joined with " / ".
 per_run() { awk '{ printf "%s%.0f", (NR > 1 ? " / " : ""), $1 }'; }
 # Sum of the numbers on stdin, one decimal.

@@ -77,7 +77,7 @@ impl Vault {
     }
 }
 
-pub fn random<const N: usize>() -> Result<[u8; N], GatewayError> {
+fn random<const N: usize>() -> Result<[u8; N], GatewayError> {
     let mut out = [0u8; N];
     aws_lc_rs::rand::fill(&mut out).map_err(|_| GatewayError::Crypto("the random generator failed".into()))?;
     Ok(out)
