@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use contract::AccessTokenResponse;
 use gateway::config::{
     ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, GrantTypeIn, IdentityMode, SystemAuthConfig,
@@ -470,6 +470,14 @@ impl Context {
     pub(crate) fn secrets(&self) -> Vec<SecretString> {
         let mut all: Vec<SecretString> = self.users.iter().map(|u| u.password.clone()).collect();
         all.extend(self.client_secret.iter().cloned());
+        // A token endpoint may echo the Basic credential back, encoded as
+        // sent; matched without its padding, which an echo may drop.
+        if let (SystemAuthConfig::Oauth2ClientCredentials { client_id, .. }, Some(secret)) =
+            (&self.conn.system_auth, &self.client_secret)
+        {
+            let encoded = gateway::system_token::basic_credentials(client_id, secret.expose_secret());
+            all.push(SecretString::from(encoded.trim_end_matches('=')));
+        }
         all.extend(self.static_token.iter().cloned());
         all.extend(self.api_key.iter().map(|(_, v)| v.clone()));
         all.extend(self.obtained.iter().cloned());
@@ -1135,10 +1143,8 @@ impl Context {
         let mut request = self.http.post(url).timeout(AUTH_TIMEOUT);
         match method {
             ClientAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: each part form-urlencoded, then base64.
-                let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", enc(client_id), enc(secret));
-                let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
+                let credentials = gateway::system_token::basic_credentials(client_id, secret);
+                let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
                     .map_err(|_| "the client id or secret cannot go in a header".to_string())?;
                 value.set_sensitive(true);
                 request = request.header(AUTHORIZATION, value);

@@ -79,21 +79,15 @@ pub struct AccessTokenResponse {
 }
 
 fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-    match Option::<Raw>::deserialize(d)? {
-        None => Ok(None),
-        Some(Raw::Number(n)) => Ok(Some(n)),
-        Some(Raw::Text(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom("expires_in is not a number")),
-    }
+    let seconds = match Option::<serde_json::Value>::deserialize(d)? {
+        None => return Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    seconds
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("expires_in is not a whole, non-negative number of seconds"))
 }
 
 /// RFC 6749 §5.2 error codes of the token endpoint.
@@ -106,6 +100,29 @@ pub enum OAuthErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+}
+
+/// The error codes a token endpoint may answer that an OAuth registry
+/// defines: RFC 6749 §5.2 and §4.1.2.1, RFC 6750 §3.1, RFC 8707 §2.
+const REGISTERED_OAUTH_ERRORS: &[&str] = &[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "invalid_target",
+    "invalid_token",
+    "insufficient_scope",
+    "server_error",
+    "temporarily_unavailable",
+];
+
+/// `code` when it is a registered OAuth error code, else `None`. A caller
+/// repeats only these: an unregistered code is text the server chose, and a
+/// server can echo anything there, the credentials it was sent included.
+pub fn registered_oauth_error(code: &str) -> Option<&'static str> {
+    REGISTERED_OAUTH_ERRORS.iter().copied().find(|c| *c == code)
 }
 
 /// Error codes of the customer-facing and data APIs. Each says *whose*
@@ -222,11 +239,28 @@ mod tests {
         )?;
         assert_eq!(rfc.expires_in, Some(28799));
         assert_eq!(vendor.expires_in, Some(28799));
-        let bad = serde_json::from_str::<AccessTokenResponse>(
-            r#"{"token_type":"Bearer","access_token":"t","expires_in":"soon"}"#,
-        );
-        assert!(bad.is_err());
+        for bad in [r#""soon""#, "-5", "1.5", "true", "[]"] {
+            let body = format!(r#"{{"token_type":"Bearer","access_token":"t","expires_in":{bad}}}"#);
+            let error = serde_json::from_str::<AccessTokenResponse>(&body)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with("expires_in is not a whole"), "{bad}: {error:?}");
+        }
         Ok(())
+    }
+
+    #[test]
+    fn only_registered_oauth_errors_are_repeated() {
+        assert_eq!(registered_oauth_error("invalid_client"), Some("invalid_client"));
+        assert_eq!(
+            registered_oauth_error("temporarily_unavailable"),
+            Some("temporarily_unavailable")
+        );
+        // What a server could echo back: the Basic credential, or a log line.
+        assert_eq!(registered_oauth_error("YzpFQ0hPLVNFQ1JFVC12YWx1ZS03Nzc"), None);
+        assert_eq!(registered_oauth_error("bad\nINFO fake"), None);
+        assert_eq!(registered_oauth_error("Invalid_Client"), None);
     }
 
     #[test]

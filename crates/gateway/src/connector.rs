@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use crate::config::{ActionConfig, ConnectionConfig, CustomerAuthPlacement, IdentityMode};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
-use crate::system_token::{Bearer, TokenError, TokenSource, describe_transport};
-use crate::upstream::Upstream;
+use crate::system_token::{Bearer, TokenError, TokenSource, challenge_error, describe_transport};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Why an action did not produce data. Each maps to one problem type.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,8 +36,16 @@ pub enum ActionError {
     UnknownConversation,
     #[error("the customer must authenticate again")]
     CustomerAuthRequired,
+    /// `error`: the company's error code, when it gave a well-formed one.
     #[error("the company's API answered {status}")]
-    Backend { status: u16, detail: String },
+    Backend { status: u16, error: Option<String> },
+    #[error(
+        "the company's API answered {status} with more than {} bytes",
+        crate::upstream::MAX_RESPONSE_BYTES
+    )]
+    TooLarge { status: u16 },
+    #[error("the company's API answered {status} with a body that is not valid JSON")]
+    NotJson { status: u16 },
     #[error("the company's API did not answer in time")]
     Timeout,
     #[error("the company's API could not be reached: {0}")]
@@ -58,7 +66,7 @@ impl ActionError {
             Self::UnknownAction(_) => "unknown_action",
             Self::UnknownConversation => "not_found",
             Self::CustomerAuthRequired => "customer_auth_required",
-            Self::Backend { .. } => "backend_error",
+            Self::Backend { .. } | Self::TooLarge { .. } | Self::NotJson { .. } => "backend_error",
             Self::Timeout => "backend_timeout",
             Self::Unreachable(_) => "backend_unreachable",
             Self::TokenEndpoint(_) => "token_endpoint_error",
@@ -303,7 +311,7 @@ impl Connection {
             self.record(reply.status < 500);
             return Err(ActionError::Backend {
                 status: reply.status,
-                detail: error_code(&reply.body).unwrap_or_default(),
+                error: error_code(&reply.body),
             });
         }
         let data = match &spec.response {
@@ -317,10 +325,7 @@ impl Connection {
         };
         let Some(data) = data else {
             self.record(false);
-            return Err(ActionError::Backend {
-                status: reply.status,
-                detail: "the response is not valid JSON".into(),
-            });
+            return Err(ActionError::NotJson { status: reply.status });
         };
         self.record(true);
         Ok((data, reply.status))
@@ -375,7 +380,10 @@ impl Connection {
         let answer = tokio::time::timeout(self.timeout, self.upstream.send(request))
             .await
             .map_err(|_| ActionError::Timeout)?
-            .map_err(|e| ActionError::Unreachable(e.to_string()))?;
+            .map_err(|e| match e {
+                UpstreamError::TooLarge { status } => ActionError::TooLarge { status },
+                e => ActionError::Unreachable(e.to_string()),
+            })?;
         let status = answer.head.status.as_u16();
         let challenge = answer
             .head
@@ -397,7 +405,10 @@ impl Connection {
         });
         Ok(Reply {
             status,
-            bearer_rejected: status == 401 && bearer_challenge && challenge.contains("invalid_token") && !customer_code,
+            bearer_rejected: status == 401
+                && bearer_challenge
+                && challenge_error(challenge).as_deref() == Some("invalid_token")
+                && !customer_code,
             // A 401 that is not about our bearer token is about the customer's.
             customer_rejected: status == 401 && (customer_code || !bearer_challenge),
             body: answer.body,
@@ -480,12 +491,14 @@ fn sensitive(value: &str) -> Result<HeaderValue, ActionError> {
     Ok(v)
 }
 
+/// The `error` code of a refusal, when it looks like one (a short word of
+/// letters, digits and `_.:-`). Anything else is left out rather than
+/// shown to agents: it is free text, and could repeat what was sent.
 fn error_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Value>(body)
-        .ok()?
-        .get("error")?
-        .as_str()
-        .map(|s| s.chars().take(64).collect())
+    let value = serde_json::from_slice::<Value>(body).ok()?;
+    let code = value.get("error")?.as_str()?;
+    let word = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
+    (!code.is_empty() && code.len() <= 64 && code.bytes().all(word)).then(|| code.to_string())
 }
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

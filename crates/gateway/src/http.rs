@@ -157,8 +157,8 @@ pub(crate) struct Problem {
     status: StatusCode,
     slug: &'static str,
     detail: String,
-    /// The company API's status and error, on `backend_error`.
-    backend: Option<(u16, String)>,
+    /// The company API's status and error code, on `backend_error`.
+    backend: Option<(u16, Option<String>)>,
     /// Seconds to wait, sent as `Retry-After`.
     retry_after: Option<u64>,
 }
@@ -182,7 +182,8 @@ pub(crate) struct ProblemBody {
     /// On `backend_error`: the status the company's API answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     backend_status: Option<u16>,
-    /// On `backend_error`: the error the company's API gave.
+    /// On `backend_error`: the error code the company's API gave, when it
+    /// gave a well-formed one (`[A-Za-z0-9_.:-]`, at most 64 characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     backend_error: Option<String>,
 }
@@ -216,6 +217,7 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let (backend_status, backend_error) = self.backend.unzip();
+        let backend_error = backend_error.flatten();
         let body = ProblemBody {
             kind: format!("urn:deskbridge:problem:{}", self.slug),
             title: self.slug.replace('_', " "),
@@ -732,7 +734,10 @@ fn action_problem(e: &ActionError) -> Problem {
         ActionError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown_action"),
         ActionError::UnknownConversation => (StatusCode::NOT_FOUND, "not_found"),
         ActionError::CustomerAuthRequired => (StatusCode::CONFLICT, "customer_auth_required"),
-        ActionError::Backend { .. } | ActionError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "backend_error"),
+        ActionError::Backend { .. }
+        | ActionError::TooLarge { .. }
+        | ActionError::NotJson { .. }
+        | ActionError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "backend_error"),
         ActionError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend_timeout"),
         ActionError::TokenEndpoint(crate::system_token::TokenError::Refused { .. }) => {
             (StatusCode::BAD_GATEWAY, "token_endpoint_error")
@@ -742,8 +747,10 @@ fn action_problem(e: &ActionError) -> Problem {
         ActionError::Internal(cause) => return Problem::internal(cause),
     };
     let mut problem = Problem::new(status, slug, e.to_string());
-    if let ActionError::Backend { status, detail } = e {
-        problem.backend = Some((*status, detail.clone()));
+    match e {
+        ActionError::Backend { status, error } => problem.backend = Some((*status, error.clone())),
+        ActionError::TooLarge { status } | ActionError::NotJson { status } => problem.backend = Some((*status, None)),
+        _ => {}
     }
     problem
 }

@@ -390,7 +390,11 @@ impl Gateway {
             },
             status: match &result {
                 Ok(r) => Some(r.status),
-                Err(ActionError::Backend { status, .. }) => Some(*status),
+                Err(
+                    ActionError::Backend { status, .. }
+                    | ActionError::TooLarge { status }
+                    | ActionError::NotJson { status },
+                ) => Some(*status),
                 Err(_) => None,
             },
             latency_ms: started.elapsed().as_millis() as u64,

@@ -31,6 +31,9 @@ pub struct Bearer {
 
 impl Bearer {
     fn new(token: &SecretString) -> Result<Self, String> {
+        if token.expose_secret().trim().is_empty() {
+            return Err("the bearer token is empty".to_string());
+        }
         let mut header = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
             .map_err(|_| "the bearer token is not a valid header value".to_string())?;
         header.set_sensitive(true);
@@ -264,14 +267,8 @@ impl TokenSource {
         let mut request = self.http.post(url).timeout(self.timeout);
         match auth_method {
             ClientAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: each part form-urlencoded, then base64.
-                let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", enc(client_id), enc(secret));
-                let mut value = HeaderValue::from_str(&format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ))
-                .map_err(|e| TokenError::Unavailable(e.to_string()))?;
+                let mut value = HeaderValue::from_str(&format!("Basic {}", basic_credentials(client_id, secret)))
+                    .map_err(|e| TokenError::Unavailable(e.to_string()))?;
                 value.set_sensitive(true);
                 request = request.header(reqwest::header::AUTHORIZATION, value);
             }
@@ -290,17 +287,25 @@ impl TokenSource {
             .headers()
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .and_then(challenge_error);
         let body = response
             .bytes()
             .await
             .map_err(|e| TokenError::Unavailable(describe_transport(&e)))?;
         if status != 200 {
-            let error = serde_json::from_slice::<serde_json::Value>(&body)
+            // Only a registered code is repeated (in problems, the probe and
+            // logs): anything else is the server's own text, which could echo
+            // the client credentials back.
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .or(challenge)
-                .unwrap_or_else(|| "no error code".into());
+                .or(challenge);
+            let error = match code {
+                None => "no error code".to_string(),
+                Some(code) => contract::registered_oauth_error(&code)
+                    .unwrap_or("an unregistered error code")
+                    .to_string(),
+            };
             return if status >= 500 {
                 Err(TokenError::Unavailable(format!("HTTP {status}")))
             } else {
@@ -350,6 +355,22 @@ fn jwt_lifetime(token: &str) -> Option<u64> {
         .ok()?
         .as_secs();
     exp.checked_sub(now)
+}
+
+/// The credentials of `client_secret_basic`, as they follow `Basic `:
+/// RFC 6749 §2.3.1 form-urlencodes each part, then base64 encodes the pair.
+pub fn basic_credentials(client_id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(client_id), enc(secret)))
+}
+
+/// The `error` parameter of a `WWW-Authenticate` challenge (RFC 6750 §3).
+pub(crate) fn challenge_error(header: &str) -> Option<String> {
+    header.split([' ', ',']).find_map(|param| {
+        let (name, value) = param.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("error")
+            .then(|| value.trim().trim_matches('"').to_string())
+    })
 }
 
 /// A transport error in words, without the URL (it may carry a query).

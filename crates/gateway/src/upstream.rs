@@ -31,7 +31,7 @@ pub enum UpstreamError {
     #[error("the request failed")]
     Request,
     #[error("the response is larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge,
+    TooLarge { status: u16 },
     #[error("the response body could not be read")]
     Body,
 }
@@ -173,7 +173,9 @@ async fn read(response: Response<hyper::body::Incoming>) -> Result<Answer, Upstr
     let (head, body) = response.into_parts();
     let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() {
-            UpstreamError::TooLarge
+            UpstreamError::TooLarge {
+                status: head.status.as_u16(),
+            }
         } else {
             UpstreamError::Body
         }

@@ -200,6 +200,9 @@ struct Faults {
     /// The same plain `401 {"error":"unauthorized"}` for a bad system token
     /// and a bad customer token.
     same_errors: bool,
+    /// The token endpoint refuses every request, with the Basic credential
+    /// it was sent as its error code.
+    echoes_credentials: bool,
 }
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-fake-password-1"), ("bruno", "bruno-fake-password-2")];
@@ -274,6 +277,18 @@ async fn access_token(
             form.get("client_secret").map_or("", String::as_str),
         ),
     };
+    if c.faults.echoes_credentials {
+        let sent = match headers.get(header::AUTHORIZATION) {
+            // Without its padding, as a careless server might log it.
+            Some(basic) => basic
+                .to_str()
+                .unwrap()
+                .trim_start_matches("Basic ")
+                .trim_end_matches('='),
+            None => form.get("client_secret").map_or("", String::as_str),
+        };
+        return error(StatusCode::UNAUTHORIZED, sent);
+    }
     if id != CLIENT_ID || (secret != CLIENT_SECRET && !c.faults.ignores_secret) {
         let mut r = error(StatusCode::UNAUTHORIZED, "invalid_client");
         r.headers_mut()
@@ -486,6 +501,41 @@ async fn each_planted_fault_fails_exactly_its_rule() {
             _ => {}
         }
     }
+}
+
+#[tokio::test]
+async fn credentials_a_token_endpoint_echoes_back_are_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fake_company(Faults {
+        echoes_credentials: true,
+        ..Faults::default()
+    })
+    .await;
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, fake_toml(dir.path(), &url)).unwrap();
+    let out = run_check(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--only",
+            "system",
+            "--format",
+            "json",
+        ],
+        &[("FAKE_CLIENT_SECRET", CLIENT_SECRET)],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    let basic = gateway::system_token::basic_credentials(CLIENT_ID, CLIENT_SECRET);
+    let echoed = basic.trim_end_matches('=');
+    assert!(
+        !stdout.contains(echoed) && !stderr.contains(echoed),
+        "{stdout}\n{stderr}"
+    );
+    let results = outcomes(&out);
+    let issued = results.iter().find(|(id, _, _)| id == "system.token_issued").unwrap();
+    assert_eq!(issued.1, "fail", "{issued:?}");
+    assert!(issued.2.contains("HTTP 401 [redacted]"), "{issued:?}");
 }
 
 #[tokio::test]

@@ -595,6 +595,28 @@ async fn broken_company() -> (String, String, Arc<AtomicUsize>) {
             post(|| async { ([("content-type", "application/json")], "{not json") }),
         )
         .route(
+            "/chatty",
+            // An error "code" that is free text: a forged log line.
+            post(|| async {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "{\"error\":\"bad\\nINFO gateway: forged line\"}",
+                )
+            }),
+        )
+        .route(
+            "/echo_token",
+            // A token endpoint that echoes the Basic credential it was sent
+            // as its error "code".
+            post(|headers: axum::http::HeaderMap| async move {
+                let sent = headers["authorization"].to_str().unwrap().trim_start_matches("Basic ");
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::Json(serde_json::json!({ "error": sent })),
+                )
+            }),
+        )
+        .route(
             "/customer401",
             post(|| async {
                 (
@@ -629,7 +651,7 @@ async fn broken_company() -> (String, String, Arc<AtomicUsize>) {
 async fn a_misbehaving_company_server_gets_documented_problems_and_no_panic() {
     let (url, reset_url, resets) = broken_company().await;
     let gdir = tempfile::tempdir().unwrap();
-    let actions: String = ["slow", "fails", "huge", "garbage", "customer401"]
+    let actions: String = ["slow", "fails", "huge", "garbage", "chatty", "customer401"]
         .iter()
         .map(|a| format!("[[connections.actions]]\nname = \"{a}\"\npath = \"/{a}\"\n"))
         .collect();
@@ -677,6 +699,19 @@ mode = "opaque"
 [[connections.actions]]
 name = "fails"
 path = "/fails"
+[[connections]]
+name = "echoing"
+base_url = "{url}"
+[connections.system_auth]
+kind = "oauth2_client_credentials"
+token_url = "{url}/echo_token"
+client_id = "deskbridge"
+client_secret = "client-secret-for-tests"
+[connections.identity]
+mode = "opaque"
+[[connections.actions]]
+name = "fails"
+path = "/fails"
 [[channels]]
 name = "web"
 app_key = "{APP_KEY}"
@@ -703,7 +738,15 @@ app_key = "{APP_KEY}"
             .send()
     };
     let body = expect_problem(act("huge", conversation.clone()).await.unwrap(), 502, "backend_error").await;
-    assert!(body["detail"].as_str().unwrap().contains("larger than"), "{body}");
+    assert_eq!(body["backend_status"], 200);
+    assert!(
+        body["detail"].as_str().unwrap().contains("more than 4194304 bytes"),
+        "{body}"
+    );
+    // A refusal's error code is repeated only when it is a plain word.
+    let body = expect_problem(act("chatty", conversation.clone()).await.unwrap(), 502, "backend_error").await;
+    assert_eq!(body["backend_status"], 400);
+    assert!(body.get("backend_error").is_none(), "{body}");
     // (The company's answer below resets the breaker's count.)
     expect_problem(
         act("customer401", conversation.clone()).await.unwrap(),
@@ -718,13 +761,17 @@ app_key = "{APP_KEY}"
         .to_string();
     expect_problem(act("slow", conversation.clone()).await.unwrap(), 504, "backend_timeout").await;
     let body = expect_problem(act("fails", conversation.clone()).await.unwrap(), 502, "backend_error").await;
-    assert_eq!(body["backend_status"], 500);
-    expect_problem(
+    assert_eq!(
+        (&body["backend_status"], &body["backend_error"]),
+        (&json!(500), &json!("boom"))
+    );
+    let body = expect_problem(
         act("garbage", conversation.clone()).await.unwrap(),
         502,
         "backend_error",
     )
     .await;
+    assert!(body["detail"].as_str().unwrap().contains("not valid JSON"), "{body}");
     // Four failures in a row: the breaker opens and calls fail fast.
     expect_problem(act("fails", conversation.clone()).await.unwrap(), 502, "backend_error").await;
     expect_problem(act("fails", conversation.clone()).await.unwrap(), 503, "circuit_open").await;
@@ -762,6 +809,24 @@ app_key = "{APP_KEY}"
         );
     }
     assert_eq!(resets.load(Ordering::SeqCst), 4);
+
+    // A token endpoint that echoes the credentials it was sent as its error
+    // code: the problem names no code, and holds neither the credential
+    // nor the secret.
+    let echoing = body_json(open("echoing").await.unwrap()).await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = expect_problem(act("fails", echoing).await.unwrap(), 502, "token_endpoint_error").await;
+    let basic = gateway::system_token::basic_credentials("deskbridge", "client-secret-for-tests");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("401: an unregistered error code"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&basic), "{body}");
     let metrics = metrics_text(gateway.url("/metrics")).await;
     assert!(
         metrics.contains("deskbridge_gateway_breaker_open{connection=\"broken\"} 1"),
