@@ -1,5 +1,5 @@
 //! Who the customer is: a verified JWT's claim (keys from the company's
-//! JWKS, algorithm pinned per key, `exp`/`iss`/`aud` checked), or an opaque
+//! JWKS, algorithm pinned per key, `exp`/`nbf`/`iss`/`aud` checked), or an opaque
 //! identifier from the channel that must not look like PII.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use crate::config::IdentityConfig;
 /// A JWKS is refetched for an unknown `kid` at most this often, so garbage
 /// tokens cannot make us hammer the company.
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(5);
-/// Clock skew tolerated on `exp`.
+/// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +38,10 @@ pub struct JwtVerifier {
     config: IdentityConfig,
     http: reqwest::Client,
     keys: tokio::sync::RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// When the JWKS was last fetched, and how that went. Held while
+    /// fetching, so one fetch runs at a time.
+    last_fetch: tokio::sync::Mutex<Option<(Instant, Result<(), IdentityError>)>>,
+    refetch_min: Duration,
 }
 
 fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
@@ -62,15 +65,37 @@ impl JwtVerifier {
             http,
             keys: tokio::sync::RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
+            refetch_min: JWKS_REFETCH_MIN,
         }
     }
 
-    async fn refresh_keys(&self) -> Result<(), IdentityError> {
+    /// Makes sure the keys are as fresh as the company's JWKS was after
+    /// `asked`, the moment a token named `kid`, which was unknown then.
+    ///
+    /// At most one fetch per `refetch_min`: a fetch that began after
+    /// `asked` is the answer as it is (a failed one included, so a JWKS that
+    /// is down reads as down, not as a bad token). When the last fetch is
+    /// older than `asked` but too recent to repeat, the company may have
+    /// rotated its keys since (or a made-up `kid` spent the fetch): the call
+    /// waits for the next fetch rather than refuse a good token.
+    async fn refresh_keys(&self, kid: &str, asked: Instant) -> Result<(), IdentityError> {
         let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_MIN) {
+        if self.keys.read().await.contains_key(kid) {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        if let Some((at, outcome)) = &*last {
+            if *at >= asked || (outcome.is_err() && at.elapsed() < self.refetch_min) {
+                return outcome.clone();
+            }
+            tokio::time::sleep_until(*at + self.refetch_min).await;
+        }
+        let started = Instant::now();
+        let outcome = self.fetch_keys().await;
+        *last = Some((started, outcome.clone()));
+        outcome
+    }
+
+    async fn fetch_keys(&self) -> Result<(), IdentityError> {
         let url = self.config.jwks_url.clone().unwrap_or_default();
         let unavailable = |m: String| IdentityError::KeysUnavailable(m);
         let response = self
@@ -83,10 +108,12 @@ impl JwtVerifier {
         if !response.status().is_success() {
             return Err(unavailable(format!("HTTP {}", response.status().as_u16())));
         }
-        let set: JwkSet = response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|e| unavailable(format!("not a JWKS: {e}")))?;
+            .map_err(|e| unavailable(crate::system_token::describe_transport(&e)))?;
+        // The serde error, not reqwest's: that one names the URL.
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(format!("not a JWK Set: {e}")))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), algorithm_of(jwk)) else {
@@ -106,9 +133,14 @@ impl JwtVerifier {
             return Err(invalid("too long"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+        // RFC 7515 §4.1.11: extensions listed as critical must be understood,
+        // and this verifier understands none.
+        if header.crit.is_some() {
+            return Err(invalid("it names critical header extensions"));
+        }
         let kid = header.kid.ok_or_else(|| invalid("no kid"))?;
         if !self.keys.read().await.contains_key(&kid) {
-            self.refresh_keys().await?;
+            self.refresh_keys(&kid, Instant::now()).await?;
         }
         let keys = self.keys.read().await;
         let (alg, key) = keys.get(&kid).ok_or_else(|| invalid("signed by an unknown key"))?;
@@ -117,6 +149,7 @@ impl JwtVerifier {
         }
         let mut validation = Validation::new(*alg);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         if let Some(iss) = &self.config.issuer {
             validation.set_issuer(&[iss]);
         }
@@ -206,7 +239,165 @@ fn entropy_bits(s: &str) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
     use super::*;
+    use crate::config::{IdentityMode, Opacity};
+
+    /// A company's JWKS endpoint whose key set the test changes, counting fetches.
+    struct Jwks {
+        url: String,
+        keys: Arc<Mutex<Vec<Jwk>>>,
+        fetches: Arc<AtomicUsize>,
+    }
+
+    async fn jwks_server() -> Jwks {
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        let app = axum::Router::new()
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let keys = served.lock().unwrap().clone();
+                    async move { axum::Json(json!({ "keys": keys })) }
+                }),
+            )
+            .route("/html", axum::routing::get(|| async { "<html>a sign-in page</html>" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Jwks { url, keys, fetches }
+    }
+
+    /// A signing key and its public JWK under `kid`.
+    fn signing_key(kid: &str) -> (EncodingKey, Jwk) {
+        let pkcs8 =
+            aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                .unwrap()
+                .to_pkcs8v1()
+                .unwrap();
+        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        (key, jwk)
+    }
+
+    fn token(key: &EncodingKey, kid: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    fn claims() -> serde_json::Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_x", "exp": now + 600})
+    }
+
+    fn verifier(jwks_url: &str, refetch_min: Duration) -> JwtVerifier {
+        let config = IdentityConfig {
+            mode: IdentityMode::Jwt,
+            jwks_url: Some(jwks_url.into()),
+            issuer: Some("https://acme.test".into()),
+            audience: Some("deskbridge".into()),
+            claim: "sub".into(),
+            opacity: Opacity::default(),
+        };
+        let mut v = JwtVerifier::new(config, reqwest::Client::new());
+        v.refetch_min = refetch_min;
+        v
+    }
+
+    #[tokio::test]
+    async fn a_key_rotated_just_after_a_fetch_is_waited_for_not_refused() {
+        let jwks = jwks_server().await;
+        let (old, old_jwk) = signing_key("old");
+        let (new, new_jwk) = signing_key("new");
+        jwks.keys.lock().unwrap().push(old_jwk);
+        let v = verifier(&jwks.url, Duration::from_millis(600));
+        assert_eq!(
+            v.verify(&token(&old, "old", claims())).await.unwrap().customer_key,
+            "cus_x"
+        );
+        // A made-up kid spends the next fetch, once the pause is over.
+        let (forged, _) = signing_key("made-up");
+        let refused = v.verify(&token(&forged, "made-up", claims())).await;
+        assert!(matches!(refused, Err(IdentityError::Invalid(_))), "{refused:?}");
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
+
+        // The company rotates at once; its new tokens still verify.
+        jwks.keys.lock().unwrap().push(new_jwk);
+        let started = Instant::now();
+        assert_eq!(
+            v.verify(&token(&new, "new", claims())).await.unwrap().customer_key,
+            "cus_x"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "it waited for the pause"
+        );
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3);
+
+        // Many tokens with unknown kids at once: one fetch for all of them.
+        let tokens: Vec<String> = (0..20).map(|i| token(&forged, &format!("x{i}"), claims())).collect();
+        let results = futures_util::future::join_all(tokens.iter().map(|t| v.verify(t))).await;
+        assert!(results.iter().all(|r| matches!(r, Err(IdentityError::Invalid(_)))));
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_jwks_that_cannot_be_fetched_reads_as_unavailable_every_time() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", closed.local_addr().unwrap());
+        drop(closed);
+        let v = verifier(&url, Duration::from_secs(5));
+        let (key, _) = signing_key("k");
+        for _ in 0..2 {
+            let r = v.verify(&token(&key, "k", claims())).await;
+            assert!(
+                matches!(&r, Err(IdentityError::KeysUnavailable(m)) if !m.contains("127.0.0.1")),
+                "{r:?}"
+            );
+        }
+
+        // Not a JWK Set: the reason, without the URL.
+        let jwks = jwks_server().await;
+        let garbage = verifier(&jwks.url.replace("/jwks", "/html"), Duration::from_secs(5));
+        let r = garbage.verify(&token(&key, "k", claims())).await;
+        assert!(
+            matches!(&r, Err(IdentityError::KeysUnavailable(m)) if m.starts_with("not a JWK Set") && !m.contains("127.0.0.1")),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_yet_valid_tokens_and_critical_extensions_are_refused() {
+        let jwks = jwks_server().await;
+        let (key, jwk) = signing_key("k");
+        jwks.keys.lock().unwrap().push(jwk);
+        let v = verifier(&jwks.url, Duration::from_secs(5));
+        let mut early = claims();
+        early["nbf"] = json!(early["exp"]);
+        let r = v.verify(&token(&key, "k", early)).await;
+        assert!(matches!(r, Err(IdentityError::Invalid(_))), "{r:?}");
+
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k".into());
+        header.crit = Some(vec!["exp-ext".into()]);
+        let critical = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
+        let r = v.verify(&critical).await;
+        assert!(matches!(r, Err(IdentityError::Invalid(_))), "{r:?}");
+        assert!(v.verify(&token(&key, "k", claims())).await.is_ok());
+    }
 
     #[test]
     fn pii_and_guessable_identifiers_are_not_opaque() {
