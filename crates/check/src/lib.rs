@@ -121,7 +121,7 @@ impl Group {
     }
 
     /// Whether its rules log the test users in.
-    fn needs_logins(self) -> bool {
+    pub fn needs_logins(self) -> bool {
         matches!(self, Self::Login | Self::Identifier | Self::Action)
     }
 }

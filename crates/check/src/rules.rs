@@ -237,6 +237,24 @@ impl Challenge {
     }
 }
 
+/// The token a token endpoint's answer issues, or what is wrong with it.
+fn issued_token(reply: &Reply) -> Result<AccessTokenResponse, String> {
+    if reply.status != 200 {
+        return Err(reply.describe());
+    }
+    let parsed = serde_json::from_slice::<AccessTokenResponse>(&reply.body).map_err(|_| {
+        "HTTP 200, but not a token response (token_type, access_token, expires_in as a number)".to_string()
+    })?;
+    if !parsed.token_type.eq_ignore_ascii_case("bearer") {
+        let shown = printable_token(&parsed.token_type).unwrap_or_else(|| "?".into());
+        return Err(format!("token_type {shown}, not Bearer"));
+    }
+    if parsed.access_token.is_empty() {
+        return Err("an empty access_token".into());
+    }
+    Ok(parsed)
+}
+
 fn printable_token(s: &str) -> Option<String> {
     (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/+".contains(&b)))
         .then(|| s.to_string())
@@ -725,7 +743,16 @@ impl Context {
     }
 
     fn verify_jwt(&self, token: &str, jwks: &JwkSet) -> Result<(Algorithm, String), String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| "the JWT header cannot be read".to_string())?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            // Readable, but with an `alg` no verifier accepts (`none`, say)?
+            match jwt_parts(token).and_then(|(h, _)| h.get("alg").and_then(Value::as_str).map(str::to_string)) {
+                Some(alg) => format!(
+                    "the JWT's alg {} is not a signature algorithm (use ES256, RS256 or EdDSA)",
+                    printable_token(&alg).unwrap_or_else(|| "(unprintable)".into())
+                ),
+                None => "the JWT header cannot be read".to_string(),
+            }
+        })?;
         let kid = header.kid.ok_or("the JWT header has no kid")?;
         let shown = printable_token(&kid).unwrap_or_else(|| "(unprintable)".into());
         let jwk = jwks
@@ -977,17 +1004,20 @@ impl Context {
 
     // ---- identifier.* ----
 
-    /// The customer identifier of a login: the configured claim of its JWT.
-    /// `Err(None)`: not applicable (a cookie session); `Err(Some(why))`: a failure.
-    fn identifier(&self, login: &Login) -> Result<String, Option<String>> {
+    /// The customer identifier of a login: the configured claim of its JWT;
+    /// else the verdict of a rule that needs it: a failure when the JWT
+    /// lacks the claim, a skip when there is no JWT to judge.
+    fn identifier(&self, login: &Login) -> Result<String, Verdict> {
         let claim = &self.conn.identity.claim;
         match &login.credential {
             Some(Credential::Jwt(token)) => jwt_parts(token)
                 .and_then(|(_, claims)| claims.get(claim).and_then(Value::as_str).map(str::to_string))
                 .filter(|id| !id.is_empty())
-                .ok_or_else(|| Some(format!("the JWT has no string claim `{claim}` (identity.claim)"))),
-            Some(Credential::Cookie { .. }) => Err(None),
-            None => Err(Some("no customer token came back; see login.credential".into())),
+                .ok_or_else(|| fail(format!("the JWT has no string claim `{claim}` (identity.claim)"))),
+            Some(Credential::Cookie { .. }) => Err(skip(
+                "the login returns a session cookie: the identifier comes from the channel, not from the login",
+            )),
+            None => Err(skip("no customer token came back; see login.credential")),
         }
     }
 
@@ -1002,12 +1032,8 @@ impl Context {
         for (user, login) in logins {
             match self.identifier(login) {
                 Ok(id) => out.push((user.name.clone(), id)),
-                Err(None) => {
-                    return Err(skip(
-                        "the login returns a session cookie: the identifier comes from the channel, not from the login",
-                    ));
-                }
-                Err(Some(why)) => return Err(fail(format!("{}: {why}", user.name))),
+                Err(v) if v.status == Status::Fail => return Err(fail(format!("{}: {}", user.name, v.evidence))),
+                Err(v) => return Err(v),
             }
         }
         Ok(out)
@@ -1035,7 +1061,8 @@ impl Context {
         match again {
             Ok(second) if second == id => pass(format!("two logins of {name}: the same `{claim}`")),
             Ok(_) => fail(format!("two logins of {name} gave different `{claim}` values")),
-            Err(why) => fail(format!("second login of {name}: {}", why.unwrap_or_default())),
+            Err(v) if v.status == Status::Fail => fail(format!("second login of {name}: {}", v.evidence)),
+            Err(v) => v,
         }
     }
 
@@ -1183,14 +1210,7 @@ impl Context {
     async fn access_token(&mut self) -> Result<String, String> {
         let method = self.configured_method();
         let reply = self.token(method).await?;
-        if reply.status != 200 {
-            return Err(reply.describe());
-        }
-        reply
-            .json()
-            .and_then(|b| b.get("access_token").and_then(Value::as_str).map(str::to_string))
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| "no access_token in the answer".into())
+        issued_token(&reply).map(|t| t.access_token)
     }
 
     async fn system_token_issued(&mut self) -> Verdict {
@@ -1202,22 +1222,10 @@ impl Context {
             Ok(r) => r,
             Err(e) => return fail(format!("{}: {e}", method_name(method))),
         };
-        if reply.status != 200 {
-            return fail(format!("{}: {}", method_name(method), reply.describe()));
-        }
-        let Ok(parsed) = serde_json::from_slice::<AccessTokenResponse>(&reply.body) else {
-            return fail(format!(
-                "{}: HTTP 200, but not a token response (token_type, access_token, expires_in as a number)",
-                method_name(method)
-            ));
+        let parsed = match issued_token(&reply) {
+            Ok(parsed) => parsed,
+            Err(why) => return fail(format!("{}: {why}", method_name(method))),
         };
-        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
-            let shown = printable_token(&parsed.token_type).unwrap_or_else(|| "?".into());
-            return fail(format!("{}: token_type {shown}, not Bearer", method_name(method)));
-        }
-        if parsed.access_token.is_empty() {
-            return fail(format!("{}: an empty access_token", method_name(method)));
-        }
         match parsed.expires_in {
             Some(secs) => pass(format!(
                 "{}: HTTP 200, token_type Bearer, expires_in {}",
@@ -1309,13 +1317,11 @@ impl Context {
             (ClientAuthMethod::ClientSecretBasic, "basic"),
             (ClientAuthMethod::ClientSecretPost, "post"),
         ] {
-            let result = self.token(method).await;
-            let ok = matches!(&result, Ok(r) if r.status == 200);
-            works.insert(method, ok);
-            parts.push(match result {
-                Ok(_) if ok => format!("{short}: ok"),
-                Ok(r) => format!("{short}: {}", r.describe()),
-                Err(e) => format!("{short}: {e}"),
+            let issued = self.token(method).await.and_then(|r| issued_token(&r).map(|_| ()));
+            works.insert(method, issued.is_ok());
+            parts.push(match issued {
+                Ok(()) => format!("{short}: ok"),
+                Err(why) => format!("{short}: {why}"),
             });
         }
         let evidence = parts.join(", ");

@@ -200,6 +200,8 @@ struct Faults {
     /// The same plain `401 {"error":"unauthorized"}` for a bad system token
     /// and a bad customer token.
     same_errors: bool,
+    /// Login and token endpoint answer 200 with an HTML page.
+    html_answers: bool,
     /// The token endpoint refuses every request, with the Basic credential
     /// it was sent as its error code.
     echoes_credentials: bool,
@@ -241,6 +243,9 @@ async fn customer_authenticate(State(c): State<Arc<Company>>, Form(form): Form<H
     if !USERS.contains(&(username.as_str(), password.as_str())) {
         return error(StatusCode::UNAUTHORIZED, "invalid_credentials");
     }
+    if c.faults.html_answers {
+        return axum::response::Html("<html>welcome</html>").into_response();
+    }
     let sub = if c.faults.sub_is_username {
         username.clone()
     } else {
@@ -277,6 +282,9 @@ async fn access_token(
             form.get("client_secret").map_or("", String::as_str),
         ),
     };
+    if c.faults.html_answers {
+        return axum::response::Html("<html>welcome</html>").into_response();
+    }
     if c.faults.echoes_credentials {
         let sent = match headers.get(header::AUTHORIZATION) {
             // Without its padding, as a careless server might log it.
@@ -504,6 +512,35 @@ async fn each_planted_fault_fails_exactly_its_rule() {
 }
 
 #[tokio::test]
+async fn html_answers_fail_their_rules_and_what_depends_on_them_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fake_company(Faults {
+        html_answers: true,
+        ..Faults::default()
+    })
+    .await;
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, fake_toml(dir.path(), &url)).unwrap();
+    let out = run_check(
+        &["--config", file.to_str().unwrap(), "--format", "json"],
+        &[
+            ("DESKBRIDGE_TEST_USERS", &fake_users()),
+            ("FAKE_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    let results = outcomes(&out);
+    let status: HashMap<&str, &str> = results.iter().map(|(id, s, _)| (id.as_str(), s.as_str())).collect();
+    for id in ["login.credential", "system.token_issued", "system.auth_methods"] {
+        assert_eq!(status[id], "fail", "{id}: {results:?}");
+    }
+    for id in ["identifier.consistent", "identifier.unique", "identifier.opaque"] {
+        assert_eq!(status[id], "skip", "{id}: {results:?}");
+    }
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
 async fn credentials_a_token_endpoint_echoes_back_are_not_printed() {
     let dir = tempfile::tempdir().unwrap();
     let url = fake_company(Faults {
@@ -676,6 +713,14 @@ async fn only_system_needs_no_test_users() {
         assert_eq!(status, "pass", "{id}: {evidence}");
     }
     assert!(stderr.contains("5 rules: 5 pass, 0 warn, 0 fail, 0 skip"), "{stderr}");
+
+    // Test users that would not parse do not matter to groups that do not log in.
+    let out = run_check(
+        &["--config", file, "--only", "system", "--test-user", "no-colon"],
+        &[("DESKBRIDGE_TEST_USERS", "no-colon")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
 
     // Two groups, in the usual order whatever order they are named in.
     let out = run_check(
