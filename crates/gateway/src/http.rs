@@ -251,7 +251,7 @@ impl From<IntakeError> for Problem {
         let (status, slug) = match &e {
             IntakeError::UnknownConnection(_) => (StatusCode::NOT_FOUND, "unknown_connection"),
             IntakeError::NotOpaque(_) => (StatusCode::UNPROCESSABLE_ENTITY, "identifier_not_opaque"),
-            IntakeError::IdentityMismatch => (StatusCode::UNAUTHORIZED, "identity_mismatch"),
+            IntakeError::IdentityMismatch(_) => (StatusCode::UNAUTHORIZED, "identity_mismatch"),
             IntakeError::Identity(I::Expired) => (StatusCode::UNAUTHORIZED, "customer_token_expired"),
             IntakeError::Identity(I::Invalid(_)) => (StatusCode::UNAUTHORIZED, "invalid_customer_token"),
             IntakeError::Identity(I::KeysUnavailable(_)) => (StatusCode::BAD_GATEWAY, "identity_provider_unavailable"),

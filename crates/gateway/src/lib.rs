@@ -63,8 +63,9 @@ pub enum IntakeError {
     UnknownConnection(String),
     #[error("the customer identifier {0}")]
     NotOpaque(&'static str),
-    #[error("customer_id does not match the identifier in the token")]
-    IdentityMismatch,
+    /// The words say which identifiers disagree.
+    #[error("{0}")]
+    IdentityMismatch(&'static str),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("a token is required to authenticate")]
@@ -240,7 +241,11 @@ impl Gateway {
         connection: &Connection,
         handoff: &CustomerHandoff,
     ) -> Result<(String, Option<i64>), IntakeError> {
-        let token_expiry = handoff.expires_in.map(|s| now() + s as i64);
+        // Saturating: an absurd `expires_in` or `exp` (up to 2^64 - 1)
+        // means "far in the future", not a wrapped, negative instant.
+        let token_expiry = handoff
+            .expires_in
+            .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
         if let Some(verifier) = &connection.verifier {
             let token = handoff.token.as_ref().ok_or(IntakeError::MissingToken)?;
             let verified = verifier.verify(token.expose_secret()).await?;
@@ -249,9 +254,14 @@ impl Gateway {
                 .as_ref()
                 .is_some_and(|id| *id != verified.customer_key)
             {
-                return Err(IntakeError::IdentityMismatch);
+                return Err(IntakeError::IdentityMismatch(
+                    "customer_id does not match the identifier in the token",
+                ));
             }
-            let expires = verified.expires_at.map(|e| e as i64).or(token_expiry);
+            let expires = verified
+                .expires_at
+                .map(|e| i64::try_from(e).unwrap_or(i64::MAX))
+                .or(token_expiry);
             return Ok((verified.customer_key, expires));
         }
         let id = handoff.customer_id.clone().ok_or(IntakeError::MissingCustomerId)?;
@@ -316,7 +326,9 @@ impl Gateway {
         let connection = self.connection(&connection_name)?;
         let (key, expires) = self.customer_key(connection, &handoff).await?;
         if current_key.as_ref().is_some_and(|k| *k != key) {
-            return Err(IntakeError::IdentityMismatch);
+            return Err(IntakeError::IdentityMismatch(
+                "this session already belongs to another customer; open a new session for this one",
+            ));
         }
         let t = now();
         let conversation = self

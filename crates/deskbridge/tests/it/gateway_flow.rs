@@ -503,6 +503,30 @@ async fn channel_intake_checks_app_key_origin_identity_and_opacity() {
             .unwrap();
         assert_eq!(r.status(), status, "{id}");
     }
+    // An absurd expires_in means "far off", not an instant in the past.
+    let agent = opaque.gateway.add_agent("ana", "agent").await.unwrap();
+    let r = client()
+        .post(opaque.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(
+            &json!({"channel": "web", "connection": "acme", "customer_id": seed.users[0].customer_id,
+                      "auth": {"token": "t", "expires_in": u64::MAX}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let conversation = body_json(r).await["conversation_id"].as_str().unwrap().to_string();
+    let view = body_json(
+        client()
+            .get(opaque.url(&format!("/v1/conversations/{conversation}")))
+            .bearer_auth(&agent)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(view["auth_state"], "valid", "{view}");
 }
 
 #[tokio::test]
