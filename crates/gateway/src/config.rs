@@ -503,11 +503,18 @@ impl GatewayConfig {
                     Some(u) => check_url(u, at("identity.jwks_url"), &mut fail),
                     None => fail(at("identity.jwks_url"), "required when mode = \"jwt\"".into()),
                 }
-                if c.identity.issuer.is_none() {
-                    fail(at("identity.issuer"), "required when mode = \"jwt\"".into());
+                // Empty would accept tokens whose claim is empty, too.
+                if c.identity.issuer.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    fail(at("identity.issuer"), "required (not empty) when mode = \"jwt\"".into());
                 }
-                if c.identity.audience.is_none() {
-                    fail(at("identity.audience"), "required when mode = \"jwt\"".into());
+                if c.identity.audience.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    fail(
+                        at("identity.audience"),
+                        "required (not empty) when mode = \"jwt\"".into(),
+                    );
+                }
+                if c.identity.claim.trim().is_empty() {
+                    fail(at("identity.claim"), "must be a non-empty claim name".into());
                 }
             }
             let mut actions = HashSet::new();
@@ -587,6 +594,15 @@ pub(crate) fn check_action_path(path: &str) -> Result<(), String> {
     if path.contains("//") || path.contains('\\') || path.contains('?') || path.contains('#') || path.contains('%') {
         return Err("must not contain '//', '\\', '?', '#' or '%'".into());
     }
+    // RFC 3986 path characters, unencoded: what an HTTP request line can carry as is.
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(*c)))
+    {
+        return Err(format!(
+            "must not contain {c:?}: letters, digits and -._~!$&'()*+,;=:@ only"
+        ));
+    }
     if path.split('/').any(|seg| seg == ".." || seg == ".") {
         return Err("must not contain '.' or '..' segments".into());
     }
@@ -665,9 +681,28 @@ allowed_origins = ["https://www.example.com"]
 
     #[test]
     fn action_paths_cannot_escape_the_base_url() {
-        for bad in ["getprofile", "//evil.com/x", "/a/../b", "/a?x=1", "/a%2f..", "/./a"] {
+        for bad in [
+            "getprofile",
+            "//evil.com/x",
+            "/a/../b",
+            "/a?x=1",
+            "/a%2f..",
+            "/./a",
+            "/a b",
+            "/a\nb",
+            "/a\0b",
+            "/é",
+        ] {
             assert!(check_action_path(bad).is_err(), "{bad}");
         }
-        assert!(check_action_path("/v1/getprofile").is_ok());
+        for good in [
+            "/v1/getprofile",
+            "/v1/customers:lookup",
+            "/profile.json",
+            "/a_b-c~d/@me",
+        ] {
+            assert!(check_action_path(good).is_ok(), "{good}");
+            assert!(good.parse::<http::Uri>().is_ok(), "{good}");
+        }
     }
 }

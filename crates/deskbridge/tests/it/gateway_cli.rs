@@ -25,9 +25,14 @@ client_id = "x"
 client_secret = { env = "DESKBRIDGE_TEST_SECRET_THAT_IS_NOT_SET" }
 [connections.identity]
 mode = "jwt"
+issuer = ""
+claim = ""
 [[connections.actions]]
 name = "getprofile"
 path = "/../admin"
+[[connections.actions]]
+name = "spaced"
+path = "/a b"
 "#,
     )
     .unwrap();
@@ -38,7 +43,11 @@ path = "/../admin"
         "connections[0].base_url",
         "connections[0].system_auth.client_secret",
         "connections[0].identity.jwks_url",
+        "connections[0].identity.issuer",
+        "connections[0].identity.audience",
+        "connections[0].identity.claim",
         "connections[0].actions[0].path",
+        "connections[0].actions[1].path",
     ] {
         assert!(
             stdout.contains(&format!("error: {path}:")),
