@@ -144,7 +144,7 @@ async fn check(args: CheckArgs) -> Result<u8, String> {
     let stdout = std::io::stdout();
     let text = match args.format {
         Format::Table => {
-            let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let colour = crate::colour(&stdout);
             report::table(&outcomes, colour)
         }
         Format::Json => report::json(&outcomes),

@@ -46,12 +46,19 @@ enum Command {
     Check(check_cmd::CheckArgs),
 }
 
+/// Colour for a terminal, unless `NO_COLOR` is set (no-color.org); never
+/// for a file or a pipe, where escape codes are noise.
+fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() -> std::process::ExitCode {
     // Logs go to stderr, so stdout carries only what a command prints for
     // people and scripts (addresses, JSON).
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("DESKBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(colour(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

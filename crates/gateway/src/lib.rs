@@ -526,6 +526,14 @@ impl Gateway {
         if !matches!(role, "agent" | "admin") {
             return Err(GatewayError::Config("role is agent or admin".into()));
         }
+        // Names go into the audit log, log lines and the console: plain
+        // words only (an email address is fine), nothing to forge a line with.
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.@".contains(&b);
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
+            return Err(GatewayError::Config(
+                "an agent name is 1-64 letters, digits, '-', '_', '.' or '@'".into(),
+            ));
+        }
         let token = random_id("dbg_")?;
         self.store
             .insert_agent(name, role, &agent_token_digest(&token), now())

@@ -122,6 +122,7 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
     assert!(out.status.success(), "clean exit on SIGTERM");
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(logs.contains("system token fetched"), "trace logging is on: {logs}");
+    assert!(!logs.contains('\x1b'), "no colour codes in a log that goes to a pipe");
     let secrets = [
         seed.clients[0].client_secret.as_str(),
         seed.api_keys[0].key.as_str(),

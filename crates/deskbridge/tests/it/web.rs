@@ -486,6 +486,19 @@ async fn agent_add_sets_a_console_password_from_stdin() {
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
         child.wait_with_output().unwrap()
     };
+    // A name that could forge a log line, or an empty one, is refused.
+    for name in ["evil\nINFO gateway: console sign-in agent=root", "", "two words"] {
+        let out = crate::support::deskbridge()
+            .args(["agent", "add", name, "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("an agent name is"),
+            "{name:?}"
+        );
+    }
     let short = add("short");
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
