@@ -391,9 +391,14 @@ fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> R
     if !bool::from(presented.ct_eq(key.expose_secret().as_bytes())) {
         return Err(forbidden());
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
-        && !config.allowed_origins.iter().any(|o| o == origin)
-    {
+    // Every Origin header counts, and one that is not text is allowed by
+    // no list: neither may slip past as if there were no Origin at all.
+    let allowed = |origin: &HeaderValue| {
+        origin
+            .to_str()
+            .is_ok_and(|origin| config.allowed_origins.iter().any(|o| o == origin))
+    };
+    if !headers.get_all(header::ORIGIN).iter().all(allowed) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",

@@ -430,6 +430,20 @@ async fn channel_intake_checks_app_key_origin_identity_and_opacity() {
         "origin_not_allowed",
     )
     .await;
+    // A second Origin, or one that is not text, does not slip past.
+    for origins in [
+        vec![b"https://shop.example.com".to_vec(), b"https://evil.example".to_vec()],
+        vec![b"https://\xffevil.example".to_vec()],
+    ] {
+        let mut r = client()
+            .post(w.gateway.url("/v1/sessions"))
+            .header("x-deskbridge-app-key", APP_KEY)
+            .json(&body);
+        for origin in origins {
+            r = r.header("origin", reqwest::header::HeaderValue::from_bytes(&origin).unwrap());
+        }
+        expect_problem(r.send().await.unwrap(), 403, "origin_not_allowed").await;
+    }
     let allowed = post(APP_KEY, Some("https://shop.example.com"), body.clone())
         .await
         .unwrap();
