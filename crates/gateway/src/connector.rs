@@ -3,7 +3,7 @@
 //! (timeout, concurrency cap, circuit breaker, purge-and-retry on a rejected
 //! system token).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -319,9 +319,10 @@ impl Connection {
             None => String::from_utf8(reply.body.into())
                 .ok()
                 .and_then(|text| RawValue::from_string(text).ok()),
-            Some(mapping) => serde_json::from_slice::<Value>(&reply.body)
+            Some(mapping) => std::str::from_utf8(&reply.body)
                 .ok()
-                .and_then(|body| serde_json::value::to_raw_value(&map_response(&body, Some(mapping))).ok()),
+                .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+                .and_then(|body| map_response(body, mapping)),
         };
         let Some(data) = data else {
             self.record(false);
@@ -524,17 +525,43 @@ fn traceparent() -> Option<HeaderValue> {
     HeaderValue::from_bytes(&text).ok()
 }
 
-/// Output field -> JSON Pointer; no mapping means the whole body.
-pub fn map_response(body: &Value, mapping: Option<&BTreeMap<String, String>>) -> Value {
-    match mapping {
-        None => body.clone(),
-        Some(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(field, pointer)| (field.clone(), body.pointer(pointer).cloned().unwrap_or(Value::Null)))
-                .collect(),
-        ),
+/// The mapped answer: each output field set to the value at its JSON
+/// Pointer, or `null`. Values are copied as the company wrote them, so a
+/// number keeps every digit (a `Value` would round a long one to an f64).
+fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
+    let mapped: BTreeMap<&str, Option<&RawValue>> = fields
+        .iter()
+        .map(|(field, pointer)| (field.as_str(), raw_pointer(body, pointer)))
+        .collect();
+    serde_json::value::to_raw_value(&mapped).ok()
+}
+
+/// The value at a JSON Pointer (RFC 6901) in raw JSON, unparsed.
+fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+    if pointer.is_empty() {
+        return Some(at);
     }
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match at.get().as_bytes().first()? {
+            b'{' => serde_json::from_str::<HashMap<String, &RawValue>>(at.get())
+                .ok()?
+                .remove(&token)?,
+            b'[' => {
+                // An index is "0" or digits without a leading zero.
+                if token.is_empty() || (token.len() > 1 && token.starts_with('0')) {
+                    return None;
+                }
+                let index: usize = token.parse().ok()?;
+                serde_json::from_str::<Vec<&RawValue>>(at.get())
+                    .ok()?
+                    .get(index)
+                    .copied()?
+            }
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 /// Sets `value` at a JSON Pointer, creating objects on the way.
@@ -565,22 +592,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn response_mapping_picks_fields_by_pointer() {
-        let body = serde_json::json!({"name": "A", "accounts": [{"id": 1}], "nested": {"tier": "gold"}});
+    fn response_mapping_picks_fields_by_pointer_as_written() {
+        let body = r#" {"name": "A", "accounts": [{"id": 12345678901234567890123}, {"id": 2.50}],
+                       "nested": {"tier": "gold", "a/b": {"~x": true}}, "list": [0]} "#;
+        let body: &RawValue = serde_json::from_str(body).unwrap();
         let mapping: BTreeMap<String, String> = [
             ("name", "/name"),
             ("tier", "/nested/tier"),
             ("first", "/accounts/0/id"),
+            ("second", "/accounts/1/id"),
+            ("escaped", "/nested/a~1b/~0x"),
+            ("whole_list", "/list"),
             ("gone", "/nope"),
+            ("leading_zero", "/accounts/01"),
+            ("past_the_end", "/accounts/2"),
+            ("into_a_string", "/name/0"),
         ]
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
+        let mapped = map_response(body, &mapping).unwrap();
+        let value: Value = serde_json::from_str(mapped.get()).unwrap();
         assert_eq!(
-            map_response(&body, Some(&mapping)),
-            serde_json::json!({"name": "A", "tier": "gold", "first": 1, "gone": null})
+            value,
+            serde_json::json!({"name": "A", "tier": "gold", "escaped": true, "whole_list": [0],
+                               "gone": null, "leading_zero": null, "past_the_end": null, "into_a_string": null,
+                               "first": value["first"], "second": value["second"]})
         );
-        assert_eq!(map_response(&body, None), body);
+        // Numbers keep the company's digits.
+        assert!(mapped.get().contains(r#""first":12345678901234567890123"#), "{mapped}");
+        assert!(mapped.get().contains(r#""second":2.50"#), "{mapped}");
     }
 
     #[test]
