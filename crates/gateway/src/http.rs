@@ -474,11 +474,13 @@ async fn open_session(
 async fn authenticate_session(
     State(g): State<Shared>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Body(body): Body<Authenticate>,
+    request: axum::extract::Request,
 ) -> Result<Json<SessionOpened>, Problem> {
+    // The session, then its channel's app key, then the body: a caller
+    // without the key learns nothing about what the body should hold.
     let (_, channel, _, _) = g.store.session(&id).await?.ok_or(IntakeError::UnknownSession)?;
-    authorize_channel(&g, &channel, &headers)?;
+    authorize_channel(&g, &channel, request.headers())?;
+    let Body(body) = <Body<Authenticate> as axum::extract::FromRequest<Shared>>::from_request(request, &g).await?;
     let conversation_id = g
         .authenticate_session(&id, handoff(body.customer_id, body.auth))
         .await?;
@@ -939,6 +941,7 @@ struct AuditQuery {
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "Audit records", body = AuditList),
+        (status = 400, description = "`invalid_request`: a query parameter that cannot be read", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),

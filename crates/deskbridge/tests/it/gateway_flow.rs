@@ -452,6 +452,22 @@ async fn channel_intake_checks_app_key_origin_identity_and_opacity() {
         allowed.headers()["access-control-allow-origin"],
         "https://shop.example.com"
     );
+    // Authenticating: the session, then the app key, and only then the body.
+    let session = body_json(allowed).await["session_id"].as_str().unwrap().to_string();
+    for (id, key, status, slug) in [
+        ("ses_nope", APP_KEY, 404, "unknown_session"),
+        (session.as_str(), "wrong-key", 401, "invalid_app_key"),
+        (session.as_str(), APP_KEY, 400, "invalid_request"),
+    ] {
+        let r = client()
+            .post(w.gateway.url(&format!("/v1/sessions/{id}/authenticate")))
+            .header("x-deskbridge-app-key", key)
+            .json(&json!({"unexpected": 1}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(r, status, slug).await;
+    }
     // A browser's preflight from an allowed origin may send the app key; others get no CORS grant.
     for (origin, granted) in [("https://shop.example.com", true), ("https://evil.example", false)] {
         let r = client()
