@@ -460,18 +460,7 @@ async fn each_planted_fault_fails_exactly_its_rule() {
         ),
     ];
     for (faults, broken) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let url = fake_company(faults).await;
-        let file = dir.path().join("gateway.toml");
-        std::fs::write(&file, fake_toml(dir.path(), &url)).unwrap();
-        let out = run_check(
-            &["--config", file.to_str().unwrap(), "--format", "json"],
-            &[
-                ("DESKBRIDGE_TEST_USERS", &fake_users()),
-                ("FAKE_CLIENT_SECRET", CLIENT_SECRET),
-            ],
-        )
-        .await;
+        let out = check_fake_company(faults, &[]).await;
         let results = outcomes(&out);
         let ids: Vec<&str> = results.iter().map(|(id, _, _)| id.as_str()).collect();
         assert_eq!(ids, rule_ids(&["getprofile"]), "{faults:?}");
@@ -511,24 +500,32 @@ async fn each_planted_fault_fails_exactly_its_rule() {
     }
 }
 
-#[tokio::test]
-async fn html_answers_fail_their_rules_and_what_depends_on_them_is_skipped() {
+/// `deskbridge check --format json ARGS` against a fake company with
+/// `faults`, with both test users and the client secret.
+async fn check_fake_company(faults: Faults, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let url = fake_company(Faults {
-        html_answers: true,
-        ..Faults::default()
-    })
-    .await;
+    let url = fake_company(faults).await;
     let file = dir.path().join("gateway.toml");
     std::fs::write(&file, fake_toml(dir.path(), &url)).unwrap();
-    let out = run_check(
-        &["--config", file.to_str().unwrap(), "--format", "json"],
+    let mut all = vec!["--config", file.to_str().unwrap(), "--format", "json"];
+    all.extend_from_slice(args);
+    run_check(
+        &all,
         &[
             ("DESKBRIDGE_TEST_USERS", &fake_users()),
             ("FAKE_CLIENT_SECRET", CLIENT_SECRET),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn html_answers_fail_their_rules_and_what_depends_on_them_is_skipped() {
+    let faults = Faults {
+        html_answers: true,
+        ..Faults::default()
+    };
+    let out = check_fake_company(faults, &[]).await;
     let results = outcomes(&out);
     let status: HashMap<&str, &str> = results.iter().map(|(id, s, _)| (id.as_str(), s.as_str())).collect();
     for id in ["login.credential", "system.token_issued", "system.auth_methods"] {
@@ -542,26 +539,11 @@ async fn html_answers_fail_their_rules_and_what_depends_on_them_is_skipped() {
 
 #[tokio::test]
 async fn credentials_a_token_endpoint_echoes_back_are_not_printed() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = fake_company(Faults {
+    let faults = Faults {
         echoes_credentials: true,
         ..Faults::default()
-    })
-    .await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(&file, fake_toml(dir.path(), &url)).unwrap();
-    let out = run_check(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--only",
-            "system",
-            "--format",
-            "json",
-        ],
-        &[("FAKE_CLIENT_SECRET", CLIENT_SECRET)],
-    )
-    .await;
+    };
+    let out = check_fake_company(faults, &["--only", "system"]).await;
     let (stdout, stderr) = text(&out);
     let basic = gateway::system_token::basic_credentials(CLIENT_ID, CLIENT_SECRET);
     let echoed = basic.trim_end_matches('=');
