@@ -399,4 +399,99 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
       assert.ok(existsSync(path) && statSync(path).size > 5_000, `screenshot ${name}.png`);
     }
   });
+
+  test('6. the SDK: a provider that never answers holds nothing up for good; refused and missing logins are asked for again', async () => {
+    const visitor = await newWatchedContext(browser);
+    try {
+      const site = await visitor.page();
+      await site.goto(`${demo.backendUrl}/`);
+      await site.locator(`${tid('chat-open-anonymous')}:not([disabled])`).waitFor();
+      await site.locator(tid('site-username')).fill('alice');
+      await site.locator(tid('site-password')).fill(demo.password('alice'));
+      await site.locator(tid('site-signin-submit')).click();
+      await site.locator(`${tid('chat-auth')}[data-authenticated="true"]`).waitFor();
+      // The refused token below is the gateway's 401, on purpose.
+      visitor.expect(/\/v1\/sessions$/, 401);
+
+      const seen = await site.evaluate(async () => {
+        const config = await (await fetch('/demo/config.json')).json();
+        const D = window.Deskbridge;
+        const options = (contextProvider) => ({
+          gateway: config.gateway_url,
+          appKey: config.app_key,
+          channel: config.channel || 'web',
+          connection: config.connection,
+          contextProvider,
+        });
+        const login = (callback) =>
+          fetch('/demo/token', { method: 'POST' })
+            .then((r) => r.json())
+            .then((t) => callback({ auth: { token: t.JWT, expiresIn: Number(t.expires_in) } }));
+        const never = () => {};
+        const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+        const until = async (what, ok, ms = 15_000) => {
+          const end = Date.now() + ms;
+          while (!ok()) {
+            if (Date.now() > end) throw new Error(`timed out: ${what} (${JSON.stringify(D.getState())})`);
+            await sleep(50);
+          }
+        };
+        const authenticated = () => D.getState().authenticated && D.getState().status === 'connected';
+        let errors = [];
+        D.on('error', (e) => errors.push(`${e.where}:${e.code}`));
+        const seen = {};
+
+        // A provider that never calls back, then clear(): the next load is not held up.
+        D.clear();
+        D.load(options(never));
+        await sleep(300);
+        D.clear();
+        D.load(options(login));
+        await until('a load after a stuck one', authenticated);
+
+        // setCustomer with a new provider ends the wait on the old one.
+        D.clear();
+        D.load(options(never));
+        await sleep(300);
+        D.setCustomer({ contextProvider: login });
+        await until('setCustomer after a stuck provider', authenticated);
+
+        seen.stuckErrors = errors;
+
+        // A token the gateway refuses at open: the next try asks for a fresh one.
+        D.clear();
+        errors = [];
+        const asked = [];
+        D.load(options((callback, needsRefresh) => {
+          asked.push(needsRefresh);
+          return needsRefresh ? login(callback) : callback({ auth: { token: 'not-a-jwt' } });
+        }));
+        await until('a refused token replaced by a fresh one', authenticated);
+        seen.asked = asked;
+        seen.refusedErrors = errors;
+
+        // No token at load: the chat opens anonymously, says no_token, and the
+        // login joins when the page has one (asked again after 4 s).
+        D.clear();
+        errors = [];
+        let give = false;
+        D.load(options((callback) => (give ? login(callback) : callback(null))));
+        await until('an anonymous session meanwhile', () => D.getState().status === 'connected');
+        seen.anonymous = D.getState().authenticated;
+        give = true;
+        await until('the login joins later', authenticated);
+        seen.missingErrors = errors;
+        D.clear();
+        return seen;
+      });
+      assert.deepEqual(seen.stuckErrors, [], 'a replaced provider is not an error');
+      assert.deepEqual(seen.asked, [false, true], 'asked again with needsRefresh after the refusal');
+      assert.deepEqual(seen.refusedErrors, ['open:invalid_customer_token']);
+      assert.equal(seen.anonymous, false);
+      assert.deepEqual(seen.missingErrors, ['open:no_token']);
+      assertNoProblems(visitor);
+    } finally {
+      await visitor.context.close();
+    }
+  });
 });

@@ -25,6 +25,11 @@
   var lastRefreshAt = 0;
   var refreshCount = 0;
   var refreshFailures = 0;
+  // The provider call the SDK is waiting on, if any: { abandon }. A provider
+  // that never calls back must not hold up what comes after it for good.
+  var pendingAsk = null;
+  // Opening failed on the customer's token: the next try asks for a fresh one.
+  var openNeedsRefresh = false;
 
   function emit(name, detail) {
     (listeners[name] || []).slice().forEach(function (fn) {
@@ -130,6 +135,7 @@
   }
 
   function reportError(where, err) {
+    if (err && err.code === "superseded") return;
     // Never pass a token along: errors carry the gateway's problem only.
     emit("error", {
       where: where,
@@ -141,33 +147,55 @@
 
   // --- the customer's context -------------------------------------------------
 
+  function noToken(detail) {
+    return new GatewayError(0, { type: "urn:deskbridge:problem:no_token", detail: detail });
+  }
+
   function askContext(needsRefresh) {
     var provider = config.contextProvider;
     if (typeof provider !== "function") return Promise.resolve(null);
     return new Promise(function (resolve, reject) {
       var settled = false;
-      function done(ctx) {
+      var mine = {};
+      function settle(finish) {
         if (settled) return;
         settled = true;
-        resolve(ctx || null);
+        if (pendingAsk === mine) pendingAsk = null;
+        finish();
       }
+      function done(ctx) {
+        settle(function () {
+          resolve(ctx || null);
+        });
+      }
+      // The page's own error is not passed on: it could hold anything.
+      function failed() {
+        settle(function () {
+          reject(noToken("the contextProvider failed"));
+        });
+      }
+      // Not an error to report: the page replaced the provider, or cleared.
+      mine.abandon = function () {
+        settle(function () {
+          reject(new GatewayError(0, { type: "urn:deskbridge:problem:superseded", detail: "replaced before it answered" }));
+        });
+      };
+      pendingAsk = mine;
       try {
         var returned = provider(done, needsRefresh === true);
         if (returned && typeof returned.then === "function") {
           returned.then(function (ctx) {
             if (ctx !== undefined) done(ctx);
-          }, function (e) {
-            if (!settled) {
-              settled = true;
-              reject(e);
-            }
-          });
+          }, failed);
         }
       } catch (e) {
-        settled = true;
-        reject(e);
+        failed();
       }
     });
+  }
+
+  function abandonAsk() {
+    if (pendingAsk) pendingAsk.abandon();
   }
 
   function authBody(ctx) {
@@ -208,15 +236,27 @@
 
   function openSession(gen) {
     setState({ status: "connecting" });
-    return askContext(false).then(function (ctx) {
+    return askContext(openNeedsRefresh).then(function (ctx) {
       if (gen !== generation) return null;
       var body = authBody(ctx);
       body.channel = config.channel;
       body.connection = config.connection;
-      return post("/v1/sessions", body).then(function (session) {
-        adopt(gen, session);
-        return session;
-      });
+      return post("/v1/sessions", body).then(
+        function (session) {
+          openNeedsRefresh = false;
+          adopt(gen, session);
+          if (gen === generation && config.contextProvider && !body.auth) {
+            // The chat works anonymously meanwhile; the login is asked for again.
+            reportError("open", noToken("the contextProvider gave no token"));
+            retryAuthenticate();
+          }
+          return session;
+        },
+        function (err) {
+          if (err.code === "customer_token_expired" || err.code === "invalid_customer_token") openNeedsRefresh = true;
+          throw err;
+        }
+      );
     });
   }
 
@@ -230,9 +270,7 @@
     return askContext(needsRefresh).then(function (ctx) {
       if (gen !== generation) return null;
       if (!state.sessionId) return openSession(gen);
-      if (!ctx || !ctx.auth || !ctx.auth.token) {
-        throw new GatewayError(0, { type: "urn:deskbridge:problem:no_token", detail: "the contextProvider gave no token" });
-      }
+      if (!ctx || !ctx.auth || !ctx.auth.token) throw noToken("the contextProvider gave no token");
       return post("/v1/sessions/" + encodeURIComponent(state.sessionId) + "/authenticate", authBody(ctx)).then(
         function (session) {
           adopt(gen, session);
@@ -253,22 +291,38 @@
 
   // The gateway asked for a fresh login (authentication_required).
   function refresh() {
+    renewLogin(true);
+  }
+
+  // The page gave no login when it was asked: ask again later (4 s, 8 s, …).
+  function retryAuthenticate() {
+    refreshFailures = Math.max(refreshFailures, 1);
+    lastRefreshAt = Date.now();
+    renewLogin(false);
+  }
+
+  // Authenticates the session with a login from the contextProvider, with
+  // needsRefresh, and keeps trying (spaced out) until one gets through.
+  function renewLogin(needsRefresh) {
     if (!config || typeof config.contextProvider !== "function" || refreshing || refreshTimer) return;
     var wait = lastRefreshAt + REFRESH_SPACING_MS - Date.now();
+    if (refreshFailures > 0) {
+      wait = Math.max(wait, lastRefreshAt + Math.min(BACKOFF_MIN_MS * Math.pow(2, refreshFailures + 1), BACKOFF_MAX_MS) - Date.now());
+    }
     if (wait > 0) {
       refreshTimer = setTimeout(function () {
         refreshTimer = null;
-        refresh();
+        renewLogin(needsRefresh);
       }, wait);
       return;
     }
     refreshing = true;
     var gen = generation;
     enqueue(function (g) {
-      return authenticate(g, true);
+      return authenticate(g, needsRefresh);
     })
       .then(function (session) {
-        if (gen !== generation || !session) return;
+        if (gen !== generation || !session || !needsRefresh) return;
         refreshCount += 1;
         emit("refresh", { count: refreshCount, at: new Date(), conversationId: state.conversationId });
         emit("state", getState());
@@ -278,8 +332,8 @@
           refreshFailures = 0;
         },
         function (err) {
-          if (gen !== generation) return;
-          reportError("refresh", err);
+          if (gen !== generation || err.code === "superseded") return;
+          reportError(needsRefresh ? "refresh" : "authenticate", err);
           refreshFailures += 1;
         }
       )
@@ -287,14 +341,8 @@
         if (gen !== generation) return;
         refreshing = false;
         lastRefreshAt = Date.now();
-        if (refreshFailures > 0) {
-          // The gateway asked once; keep trying until a fresh login gets through.
-          var delay = Math.min(BACKOFF_MIN_MS * Math.pow(2, refreshFailures + 1), BACKOFF_MAX_MS);
-          refreshTimer = setTimeout(function () {
-            refreshTimer = null;
-            refresh();
-          }, delay);
-        }
+        // Asked once; keep trying (spaced out, see above) until a login gets through.
+        if (refreshFailures > 0) renewLogin(needsRefresh);
       });
   }
 
@@ -349,6 +397,7 @@
           stream = null;
           setState({ sessionId: null, conversationId: null, authenticated: false });
           enqueue(ensureSession).catch(function (err) {
+            if (err.code === "superseded") return; // the replacing call opens it
             reportError("open", err);
             scheduleRetryOpen(gen);
           });
@@ -385,6 +434,7 @@
       reconnectTimer = null;
       if (gen !== generation || state.sessionId) return;
       enqueue(ensureSession).catch(function (err) {
+        if (err.code === "superseded") return;
         reportError("open", err);
         scheduleRetryOpen(gen);
       });
@@ -464,6 +514,7 @@
       contextProvider: typeof opts.contextProvider === "function" ? opts.contextProvider : null,
     };
     if (config) reset(false);
+    var gen = generation;
     config = next;
     refreshCount = 0;
     var stored = loadStored();
@@ -479,15 +530,18 @@
         enqueue(function (gen) {
           return authenticate(gen, false);
         }).catch(function (err) {
+          if (gen !== generation) return;
           reportError("authenticate", err);
+          if (err && err.code === "no_token") retryAuthenticate();
         });
       }
       connectStream();
       return;
     }
     enqueue(openSession).catch(function (err) {
+      if (gen !== generation || err.code === "superseded") return;
       reportError("open", err);
-      scheduleRetryOpen(generation);
+      scheduleRetryOpen(gen);
     });
   }
 
@@ -499,15 +553,25 @@
     }
     config.customerId = opts.customerId || null;
     config.contextProvider = opts.contextProvider;
-    return enqueue(function (gen) {
-      return state.sessionId ? authenticate(gen, false) : openSession(gen);
+    // A call to the old provider that has not answered is superseded.
+    abandonAsk();
+    var gen = generation;
+    return enqueue(function (g) {
+      return state.sessionId ? authenticate(g, false) : openSession(g);
     }).catch(function (err) {
+      if (gen !== generation) return;
       reportError("authenticate", err);
+      if (err && err.code === "no_token") retryAuthenticate();
     });
   }
 
   function reset(keepNothing) {
     generation += 1;
+    // Work of the old generation is dropped, even a job stuck on a provider
+    // that never answers: the new one starts on a queue of its own.
+    abandonAsk();
+    queue = Promise.resolve();
+    openNeedsRefresh = false;
     closeStream();
     if (refreshTimer) {
       clearTimeout(refreshTimer);
