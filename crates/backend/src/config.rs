@@ -134,6 +134,19 @@ impl BackendConfig {
         if self.audience.is_empty() {
             return bad("audience must not be empty");
         }
+        if let Some((key, problem)) = self.throttle.problems().first() {
+            return bad(&format!("throttle.{key} {problem}"));
+        }
+        // Both name this server in tokens and discovery (RFC 8414 §2): a URL.
+        for (key, value) in [("public_url", &self.public_url), ("issuer", &self.issuer)] {
+            if let Some(url) = value
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return bad(&format!(
+                    "{key} must be an http(s) URL, such as https://api.example.com"
+                ));
+            }
+        }
         if self.cookie_name.is_empty()
             || !self
                 .cookie_name

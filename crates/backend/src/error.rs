@@ -105,7 +105,19 @@ impl From<BackendError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        // RFC 6749 §5.2: the description is ASCII without `"` and `\`; what
+        // a caller sent and is quoted back is made to fit, not passed raw.
+        let description: String = self
+            .description
+            .chars()
+            .map(|c| match c {
+                '"' => '\'',
+                '\\' => '/',
+                ' '..='~' => c,
+                _ => '?',
+            })
+            .collect();
+        let body = serde_json::json!({"error": self.code, "error_description": description});
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

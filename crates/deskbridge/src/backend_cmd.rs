@@ -130,7 +130,11 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             let seed = backend.admin().seed_demo().await?;
             print_seed(&mut out, &seed)?;
         }
-        writeln!(out, "deskbridge backend listening on {}", config.public_url())?;
+        // The socket's own address (port 0 resolved), whatever public_url says.
+        writeln!(out, "deskbridge backend listening on http://{}", config.listen)?;
+        if config.public_url.is_some() {
+            writeln!(out, "public URL: {}", config.public_url())?;
+        }
         out.flush()?;
         drop(out);
         backend.serve(listener, crate::shutdown_signal()).await?;

@@ -431,8 +431,8 @@ impl GatewayConfig {
                 "must be between 60 and 604800 (a week)".into(),
             );
         }
-        if self.console.throttle.window_secs == 0 {
-            fail("console.throttle.window_secs".into(), "must be at least 1".into());
+        for (key, problem) in self.console.throttle.problems() {
+            fail(format!("console.throttle.{key}"), problem.into());
         }
         if let Some(url) = &self.store.url
             && !url.starts_with("sqlite:")

@@ -235,6 +235,14 @@ impl IntoResponse for Problem {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // RFC 9110 §15.5.2: a 401 says how to authenticate; the agent API
+        // takes a bearer token (RFC 6750 §3).
+        if self.slug == "unauthorized" {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"deskbridge\""),
+            );
+        }
         response
     }
 }

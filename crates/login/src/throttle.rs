@@ -16,6 +16,24 @@ pub struct ThrottleConfig {
     pub window_secs: u64,
 }
 
+impl ThrottleConfig {
+    /// What is wrong with the settings, by key: a zero window would turn
+    /// throttling off, a zero limit would lock every name at its first slip.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.window_secs == 0 {
+            out.push(("window_secs", "must be at least 1"));
+        }
+        if self.max_failures_per_user == 0 {
+            out.push(("max_failures_per_user", "must be at least 1"));
+        }
+        if self.max_failures_per_address == 0 {
+            out.push(("max_failures_per_address", "must be at least 1"));
+        }
+        out
+    }
+}
+
 impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {

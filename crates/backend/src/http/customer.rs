@@ -100,9 +100,7 @@ pub(crate) async fn authenticate(
             response
         }
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    super::no_store(&mut response);
     Ok(response)
 }
 

@@ -117,9 +117,7 @@ async fn token(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Resul
         _ => return Err(invalid()),
     };
     let mut response = Json(super::customer::issue_jwt(&state, customer_id, now)?).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    super::no_store(&mut response);
     Ok(response)
 }
 

@@ -121,6 +121,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
 }
 
 /// True when the request's media type (parameters aside) is `expected`.
+/// Marks an answer that carries a credential as never to be cached
+/// (RFC 6749 §5.1: `Cache-Control: no-store`, and `Pragma: no-cache` for
+/// HTTP/1.0 caches).
+pub(crate) fn no_store(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+}
+
 pub(crate) fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)

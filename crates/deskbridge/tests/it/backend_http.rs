@@ -53,6 +53,7 @@ async fn customer_login_returns_a_jwt_verifiable_from_the_published_jwks() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["pragma"], "no-cache");
     let body = body_json(r).await;
     for field in ["issued_at", "JWT", "expires_in"] {
         assert!(body[field].is_string(), "{field} must be a string: {body}");
@@ -297,6 +298,27 @@ async fn access_token_errors_follow_rfc_6749() {
         .unwrap();
     let h = expect_error(r, 401, "invalid_client").await;
     assert!(h["www-authenticate"].to_str().unwrap().starts_with("Basic "));
+
+    // What is quoted back fits RFC 6749 §5.2's characters: no '"', no '\\',
+    // nothing outside printable ASCII.
+    let r = c
+        .post(&url)
+        .basic_auth(&cl.client_id, Some(&cl.client_secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&scope=%ff%22%5c")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = body_json(r).await;
+    let description = body["error_description"].as_str().unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        description
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'),
+        "{description:?}"
+    );
 
     let r = c
         .post(&url)

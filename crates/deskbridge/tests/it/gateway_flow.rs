@@ -565,6 +565,7 @@ async fn the_agent_api_requires_agents_and_admin_endpoints_require_admins() {
     let (session, _) = w.customer_session(0, "web").await;
     let conversation = session["conversation_id"].as_str().unwrap();
     let r = client().get(w.gateway.url("/v1/conversations")).send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"deskbridge\"");
     expect_problem(r, 401, "unauthorized").await;
     let r = client()
         .get(w.gateway.url("/v1/conversations"))

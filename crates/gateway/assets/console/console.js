@@ -974,7 +974,14 @@
     const [path, qs] = raw.split("?");
     const query = new URLSearchParams(qs || "");
     const m = /^\/c\/([^/]+)$/.exec(path);
-    if (m) return { view: "conversation", id: decodeURIComponent(m[1]), query };
+    if (m) {
+      // A mangled link (`#/c/%E0`) is not a conversation: show the list.
+      try {
+        return { view: "conversation", id: decodeURIComponent(m[1]), query };
+      } catch (e) {
+        return { view: "list", id: null, query };
+      }
+    }
     if (path === "/admin") return { view: "admin", id: null, query };
     return { view: "list", id: null, query };
   }
