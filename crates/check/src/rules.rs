@@ -198,14 +198,10 @@ impl Reply {
     /// `WWW-Authenticate`: its scheme and its `error` parameter, nothing else.
     fn challenge(&self) -> Option<Challenge> {
         let header = self.header("www-authenticate")?;
-        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-        let error = params.split(',').find_map(|p| {
-            let (name, value) = p.trim().split_once('=')?;
-            (name.trim().eq_ignore_ascii_case("error")).then(|| value.trim().trim_matches('"').to_string())
-        });
+        let scheme = header.split_whitespace().next().unwrap_or_default();
         Some(Challenge {
             scheme: printable_token(scheme).unwrap_or_else(|| "?".into()),
-            error: error.and_then(|e| printable_token(&e)),
+            error: gateway::system_token::challenge_error(header).and_then(|e| printable_token(&e)),
         })
     }
 

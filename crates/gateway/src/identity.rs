@@ -112,8 +112,16 @@ impl JwtVerifier {
             .bytes()
             .await
             .map_err(|e| unavailable(crate::system_token::describe_transport(&e)))?;
-        // The serde error, not reqwest's: that one names the URL.
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(format!("not a JWK Set: {e}")))?;
+        // Where it broke, not serde's message: that can quote the body, and
+        // this text reaches the channel (reqwest's own would name the URL).
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| {
+            unavailable(format!(
+                "not a JWK Set ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), algorithm_of(jwk)) else {
@@ -269,7 +277,11 @@ mod tests {
                     async move { axum::Json(json!({ "keys": keys })) }
                 }),
             )
-            .route("/html", axum::routing::get(|| async { "<html>a sign-in page</html>" }));
+            .route(
+                // JSON, but not a key set: serde's own message would quote it.
+                "/not-a-set",
+                axum::routing::get(|| async { axum::Json(json!({ "keys": "session-7f3e" })) }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/jwks", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -371,10 +383,11 @@ mod tests {
 
         // Not a JWK Set: the reason, without the URL.
         let jwks = jwks_server().await;
-        let garbage = verifier(&jwks.url.replace("/jwks", "/html"), Duration::from_secs(5));
+        let garbage = verifier(&jwks.url.replace("/jwks", "/not-a-set"), Duration::from_secs(5));
         let r = garbage.verify(&token(&key, "k", claims())).await;
         assert!(
-            matches!(&r, Err(IdentityError::KeysUnavailable(m)) if m.starts_with("not a JWK Set") && !m.contains("127.0.0.1")),
+            matches!(&r, Err(IdentityError::KeysUnavailable(m))
+                if m.starts_with("not a JWK Set") && !m.contains("127.0.0.1") && !m.contains("session-7f3e")),
             "{r:?}"
         );
     }

@@ -364,11 +364,14 @@ pub fn basic_credentials(client_id: &str, secret: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(client_id), enc(secret)))
 }
 
-/// The `error` parameter of a `WWW-Authenticate` challenge (RFC 6750 §3).
-pub(crate) fn challenge_error(header: &str) -> Option<String> {
-    header.split([' ', ',']).find_map(|param| {
+/// The `error` parameter of a `WWW-Authenticate` challenge (RFC 6750 §3):
+/// the parameters after the scheme, split at commas.
+pub fn challenge_error(header: &str) -> Option<String> {
+    let (_scheme, params) = header.trim().split_once(' ')?;
+    params.split(',').find_map(|param| {
         let (name, value) = param.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("error")
+        name.trim()
+            .eq_ignore_ascii_case("error")
             .then(|| value.trim().trim_matches('"').to_string())
     })
 }

@@ -120,7 +120,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
     }
 }
 
-/// True when the request's media type (parameters aside) is `expected`.
 /// Marks an answer that carries a credential as never to be cached
 /// (RFC 6749 §5.1: `Cache-Control: no-store`, and `Pragma: no-cache` for
 /// HTTP/1.0 caches).
@@ -130,6 +129,7 @@ pub(crate) fn no_store(response: &mut Response) {
     headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
 }
 
+/// True when the request's media type (parameters aside) is `expected`.
 pub(crate) fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
