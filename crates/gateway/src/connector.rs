@@ -612,16 +612,16 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
         let mapped = map_response(body, &mapping).unwrap();
-        let value: Value = serde_json::from_str(mapped.get()).unwrap();
+        // The whole answer, byte for byte: fields in order, values as the
+        // company wrote them (numbers keep their digits), null where nothing is.
         assert_eq!(
-            value,
-            serde_json::json!({"name": "A", "tier": "gold", "escaped": true, "whole_list": [0],
-                               "gone": null, "leading_zero": null, "past_the_end": null, "into_a_string": null,
-                               "first": value["first"], "second": value["second"]})
+            mapped.get(),
+            concat!(
+                r#"{"escaped":true,"first":12345678901234567890123,"gone":null,"into_a_string":null,"#,
+                r#""leading_zero":null,"name":"A","past_the_end":null,"second":2.50,"tier":"gold","#,
+                r#""whole_list":[0]}"#
+            )
         );
-        // Numbers keep the company's digits.
-        assert!(mapped.get().contains(r#""first":12345678901234567890123"#), "{mapped}");
-        assert!(mapped.get().contains(r#""second":2.50"#), "{mapped}");
     }
 
     #[test]
