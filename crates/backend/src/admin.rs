@@ -60,6 +60,7 @@ impl Admin {
     pub async fn add_user(&self, username: &str, password: &str, profile: &NewProfile) -> Result<String, BackendError> {
         validate_username(username)?;
         validate_password(password)?;
+        validate_profile(profile)?;
         let hash = self.state.passwords.hash(password.to_string()).await?;
         let secrets = &self.state.secrets;
         let (_, customer_id) = self
@@ -87,7 +88,7 @@ impl Admin {
             || client_id.contains(':')
             || client_id.chars().any(char::is_control)
         {
-            return Err(BackendError::Config(
+            return Err(BackendError::Invalid(
                 "a client id is 1-128 printable characters without ':'".into(),
             ));
         }
@@ -97,7 +98,7 @@ impl Admin {
             .collect::<Vec<_>>()
             .join(" ");
         if scopes.is_empty() {
-            return Err(BackendError::Config("a client needs at least one scope".into()));
+            return Err(BackendError::Invalid("a client needs at least one scope".into()));
         }
         let secret = random_token("")?;
         let digest = self.state.secrets.digest(Purpose::ClientSecret, secret.as_bytes());
@@ -114,7 +115,7 @@ impl Admin {
 
     pub async fn add_api_key(&self, apis: &[String]) -> Result<NewApiKey, BackendError> {
         if apis.is_empty() || apis.iter().any(|a| a.is_empty() || a.contains(',')) {
-            return Err(BackendError::Config(
+            return Err(BackendError::Invalid(
                 "name at least one API, e.g. --api getprofile".into(),
             ));
         }
@@ -207,16 +208,91 @@ pub fn random_secret() -> Result<String, BackendError> {
 
 fn validate_username(username: &str) -> Result<(), BackendError> {
     if username.is_empty() || username.len() > 128 || username.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(BackendError::Config(
+        return Err(BackendError::Invalid(
             "a username is 1-128 characters without spaces".into(),
         ));
     }
     Ok(())
 }
 
+/// A profile's values as the API serves them: amounts as plain decimals
+/// (what a platform can parse without losing digits), ISO 4217-shaped
+/// currencies, a real calendar date, and account ids unique to the profile.
+fn validate_profile(profile: &NewProfile) -> Result<(), BackendError> {
+    let bad = |m: String| Err(BackendError::Invalid(m));
+    if !is_calendar_date(&profile.member_since) {
+        return bad(format!(
+            "member since {:?}: expected a date as YYYY-MM-DD",
+            profile.member_since
+        ));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for a in &profile.accounts {
+        if a.id.is_empty() || a.id.len() > 64 || a.id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return bad(format!("account id {:?}: 1-64 characters without spaces", a.id));
+        }
+        if !ids.insert(a.id.as_str()) {
+            return bad(format!("account id {:?} is given twice", a.id));
+        }
+        if a.kind.is_empty() || a.kind.len() > 32 || a.kind.chars().any(char::is_control) {
+            return bad(format!("account {}: a type is 1-32 printable characters", a.id));
+        }
+        if !is_decimal(&a.balance.amount) {
+            return bad(format!(
+                "account {}: amount {:?} is not a decimal number such as 120.50",
+                a.id, a.balance.amount
+            ));
+        }
+        if !(a.balance.currency.len() == 3 && a.balance.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            return bad(format!(
+                "account {}: currency {:?} is not a 3-letter code such as USD",
+                a.id, a.balance.currency
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `-?D+(.D+)?`, at most 32 characters: no exponent, no `inf` or `NaN`.
+fn is_decimal(amount: &str) -> bool {
+    let digits = amount.strip_prefix('-').unwrap_or(amount);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    amount.len() <= 32
+        && !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+}
+
+/// `YYYY-MM-DD` naming a day that exists (so not 2019-02-29).
+fn is_calendar_date(date: &str) -> bool {
+    let b = date.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &date[range];
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days_in_month).contains(&day)
+}
+
 fn validate_password(password: &str) -> Result<(), BackendError> {
     if password.chars().count() < 8 || password.len() > 256 {
-        return Err(BackendError::Config("a password is 8 to 256 characters".into()));
+        return Err(BackendError::Invalid("a password is 8 to 256 characters".into()));
     }
     Ok(())
 }

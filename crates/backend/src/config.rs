@@ -63,6 +63,8 @@ pub struct BackendConfig {
     /// Password hashes computed at once; defaults to the number of CPUs.
     pub password_hash_concurrency: Option<usize>,
     pub throttle: ThrottleConfig,
+    /// Read deadlines and the connection cap (`[http]`).
+    pub http: serving::Limits,
     /// The demo company site at `/` (set by `deskbridge demo`): absent, the
     /// backend serves only the company's APIs.
     pub demo_site: Option<DemoSiteConfig>,
@@ -104,6 +106,7 @@ impl Default for BackendConfig {
             max_body_bytes: 16 * 1024,
             password_hash_concurrency: None,
             throttle: ThrottleConfig::default(),
+            http: serving::Limits::default(),
             demo_site: None,
         }
     }
@@ -114,7 +117,11 @@ impl BackendConfig {
     pub fn from_file(path: &Path) -> Result<Self, BackendError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml(&text).map_err(|e| match e {
+            // Named once: "configuration: FILE: what is wrong".
+            BackendError::Config(why) => BackendError::Config(format!("{}: {why}", path.display())),
+            other => other,
+        })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, BackendError> {
@@ -136,6 +143,9 @@ impl BackendConfig {
         }
         if let Some((key, problem)) = self.throttle.problems().first() {
             return bad(&format!("throttle.{key} {problem}"));
+        }
+        if let Some((key, problem)) = self.http.problems().first() {
+            return bad(&format!("http.{key} {problem}"));
         }
         // Both name this server in tokens and discovery (RFC 8414 §2): a URL.
         for (key, value) in [("public_url", &self.public_url), ("issuer", &self.issuer)] {
@@ -193,6 +203,10 @@ mod tests {
         assert!(BackendConfig::from_toml("listn = \"127.0.0.1:1\"").is_err());
         assert!(BackendConfig::from_toml("access_token_ttl_secs = 0").is_err());
         assert!(BackendConfig::from_toml("cookie_name = \"a b\"").is_err());
+        assert!(BackendConfig::from_toml("[http]\nheader_read_timeout_secs = 0").is_err());
+        assert!(BackendConfig::from_toml("[http]\nmax_connections = 0").is_err());
+        assert!(BackendConfig::from_toml("[http]\nbody_read_timeout = 5").is_err());
+        assert!(BackendConfig::from_toml("[http]\nbody_read_timeout_secs = 5").is_ok());
         assert!(BackendConfig::from_toml("session_mode = \"cookie\"\nsigning_alg = \"EdDSA\"").is_ok());
     }
 

@@ -10,6 +10,10 @@ use contract::{ApiErrorCode, OAuthErrorCode};
 pub enum BackendError {
     #[error("configuration: {0}")]
     Config(String),
+    /// An administrative request that cannot be carried out as given (a
+    /// short password, a malformed amount): the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
     #[error("i/o: {0}")]
     Io(String),
     #[error("database: {0}")]

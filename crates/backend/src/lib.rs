@@ -26,6 +26,9 @@ pub use crate::config::{BackendConfig, SessionMode, SigningAlg};
 pub use crate::error::BackendError;
 pub use crate::store::NewProfile;
 
+/// The APIs this backend serves, by the names API keys grant.
+pub const APIS: &[&str] = &[http::profile::API];
+
 use crate::access_tokens::AccessTokens;
 use crate::crypto::Secrets;
 use crate::customer_auth::VerifiedTokens;
@@ -125,16 +128,10 @@ impl Backend {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BackendError> {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| BackendError::Io(e.to_string()));
+        serving::serve(listener, self.router(), self.state.config.http, shutdown).await;
         upkeep.abort();
         self.state.store.close().await;
-        served
+        Ok(())
     }
 }
 

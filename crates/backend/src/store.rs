@@ -9,6 +9,11 @@ use sqlx::{Row, SqlitePool};
 
 use crate::BackendError;
 
+/// How long an expired session is kept: a cookie presented that late is
+/// told it has expired (the channel refreshes it), not that it is unknown.
+/// The row holds only the cookie's keyed digest.
+pub(crate) const EXPIRED_SESSIONS_KEPT_SECS: i64 = 24 * 3600;
+
 #[derive(Clone)]
 pub(crate) struct Store {
     pool: SqlitePool,
@@ -135,7 +140,13 @@ impl Store {
                 .bind(&account.balance.amount)
                 .bind(&account.balance.currency)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        BackendError::Conflict(format!("another user has the account id {:?}", account.id))
+                    }
+                    other => other.into(),
+                })?;
         }
         tx.commit().await?;
         Ok((user_id, customer_id))
@@ -271,9 +282,11 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Drops revocations that no longer matter and sessions that expired
+    /// [`EXPIRED_SESSIONS_KEPT_SECS`] ago or longer.
     pub(crate) async fn delete_expired(&self, now: i64) -> Result<(), BackendError> {
         sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
-            .bind(now)
+            .bind(now.saturating_sub(EXPIRED_SESSIONS_KEPT_SECS))
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= ?")
@@ -354,6 +367,42 @@ impl Store {
             .bind(expires_at)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_expired_session_is_kept_a_day_before_the_sweep_drops_it() -> Result<(), BackendError> {
+        let dir = tempfile::tempdir().map_err(|e| BackendError::Io(e.to_string()))?;
+        let store = Store::open(dir.path()).await?;
+        let profile = NewProfile {
+            name: "Dana".into(),
+            email: "dana@example.com".into(),
+            phone: String::new(),
+            tier: "basic".into(),
+            member_since: "2020-01-01".into(),
+            accounts: Vec::new(),
+        };
+        let (user, customer) = store
+            .insert_user("dana", "hash", 0, |id| format!("cus_{id}"), &profile)
+            .await?;
+        let expired_at = 1_000;
+        store.insert_session(b"digest", user, 0, expired_at).await?;
+
+        store
+            .delete_expired(expired_at + EXPIRED_SESSIONS_KEPT_SECS - 1)
+            .await?;
+        assert_eq!(
+            store.session(b"digest").await?,
+            Some((customer, expired_at)),
+            "still known as expired"
+        );
+        store.delete_expired(expired_at + EXPIRED_SESSIONS_KEPT_SECS).await?;
+        assert_eq!(store.session(b"digest").await?, None);
         Ok(())
     }
 }

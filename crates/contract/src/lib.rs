@@ -152,6 +152,8 @@ pub enum ApiErrorCode {
     InvalidRequest,
     UnsupportedMediaType,
     PayloadTooLarge,
+    /// The request's body did not arrive within the server's deadline.
+    RequestTimeout,
     NotFound,
     MethodNotAllowed,
     Internal,

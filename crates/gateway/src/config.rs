@@ -93,6 +93,8 @@ impl Default for ConsoleConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Read deadlines and the connection cap (`[server.http]`).
+    pub http: serving::Limits,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +102,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./deskbridge-data"),
+            http: serving::Limits::default(),
         }
     }
 }
@@ -430,6 +433,9 @@ impl GatewayConfig {
                 "console.session_ttl_secs".into(),
                 "must be between 60 and 604800 (a week)".into(),
             );
+        }
+        for (key, problem) in self.server.http.problems() {
+            fail(format!("server.http.{key}"), problem.into());
         }
         for (key, problem) in self.console.throttle.problems() {
             fail(format!("console.throttle.{key}"), problem.into());

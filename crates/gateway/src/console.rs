@@ -371,7 +371,7 @@ impl Gateway {
     /// sessions, since its credentials changed.
     pub async fn set_agent_password(&self, name: &str, password: &str) -> Result<(), GatewayError> {
         if let Some(problem) = password_problem(password) {
-            return Err(GatewayError::Config(problem));
+            return Err(GatewayError::Invalid(problem));
         }
         let hash = self
             .passwords
@@ -400,7 +400,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if updated.rows_affected() == 0 {
-            return Err(GatewayError::Config(format!("no agent named {name:?}")));
+            return Err(GatewayError::Invalid(format!("no agent named {name:?}")));
         }
         sqlx::query("DELETE FROM console_sessions WHERE agent = ?")
             .bind(name)

@@ -310,6 +310,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
                 "payload_too_large",
                 "the body is too large",
             )),
+            Err(JsonRejection::BytesRejection(e)) if serving::is_body_timeout(&e) => Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the body did not arrive in time",
+            )),
             Err(e) => Err(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",

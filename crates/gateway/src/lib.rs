@@ -36,6 +36,10 @@ use crate::vault::{Vault, random_id};
 pub enum GatewayError {
     #[error("configuration: {0}")]
     Config(String),
+    /// An administrative request that cannot be carried out as given (a
+    /// malformed agent name, a short password): the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
     #[error("i/o: {0}")]
     Io(String),
     #[error("database: {0}")]
@@ -118,7 +122,9 @@ impl Gateway {
             .check()
             .into_iter()
             .filter(|p| p.fatal)
-            .map(|p| p.to_string())
+            // "configuration: server.http.max_connections: must be …", the
+            // level left out: every one of these is an error.
+            .map(|p| format!("{}: {}", p.path, p.message))
             .collect();
         if !fatal.is_empty() {
             return Err(GatewayError::Config(fatal.join("; ")));
@@ -197,18 +203,11 @@ impl Gateway {
             shutdown.await;
             closing.send_replace(true);
         };
-        let served = axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| GatewayError::Io(e.to_string()));
+        serving::serve(listener, self.router(), self.config.server.http, shutdown).await;
         sweeper.abort();
         self.flush_audit().await;
         self.store.close().await;
-        served
+        Ok(())
     }
 
     /// Resolves once shutdown has begun.
@@ -524,13 +523,13 @@ impl Gateway {
     /// Creates an agent (or replaces its token); returns the new token.
     pub async fn add_agent(&self, name: &str, role: &str) -> Result<String, GatewayError> {
         if !matches!(role, "agent" | "admin") {
-            return Err(GatewayError::Config("role is agent or admin".into()));
+            return Err(GatewayError::Invalid("role is agent or admin".into()));
         }
         // Names go into the audit log, log lines and the console: plain
         // words only (an email address is fine), nothing to forge a line with.
         let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.@".contains(&b);
         if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
-            return Err(GatewayError::Config(
+            return Err(GatewayError::Invalid(
                 "an agent name is 1-64 letters, digits, '-', '_', '.' or '@'".into(),
             ));
         }

@@ -82,9 +82,12 @@ impl LoginThrottle {
 
     /// A sign-in without a username (e.g. with a token) counts against its
     /// address only, so nobody can lock such sign-ins out for everyone.
+    /// Usernames count as written: logins match them exactly, so `Dana` is
+    /// another account than `dana`, and failures for one must not lock the
+    /// other out.
     fn subjects(username: Option<&str>, address: IpAddr) -> impl Iterator<Item = Subject> {
         username
-            .map(|u| Subject::User(u.to_lowercase()))
+            .map(|u| Subject::User(u.to_string()))
             .into_iter()
             .chain([Subject::Address(address)])
     }
@@ -128,7 +131,7 @@ impl LoginThrottle {
 
     pub fn record_success(&self, username: &str) {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        windows.remove(&Subject::User(username.to_lowercase()));
+        windows.remove(&Subject::User(username.to_string()));
     }
 }
 
@@ -152,9 +155,13 @@ mod tests {
             assert!(t.check(Some("Alice"), ip, 100).is_ok());
             t.record_failure(Some("Alice"), ip, 100);
         }
-        assert_eq!(t.check(Some("alice"), [10, 0, 0, 2].into(), 110), Err(50));
+        assert_eq!(t.check(Some("Alice"), [10, 0, 0, 2].into(), 110), Err(50));
         assert!(t.check(Some("bob"), ip, 110).is_ok());
-        assert!(t.check(Some("alice"), ip, 160).is_ok());
+        assert!(
+            t.check(Some("alice"), [10, 0, 0, 2].into(), 110).is_ok(),
+            "another account"
+        );
+        assert!(t.check(Some("Alice"), ip, 160).is_ok());
     }
 
     #[test]

@@ -20,6 +20,11 @@ use crate::{BackendError, State};
 /// any hashing, so a huge password cannot buy extra CPU.
 const MAX_CREDENTIAL_LEN: usize = 256;
 
+/// Every 401 names how to authenticate (RFC 9110 §11.6.1): here, by posting
+/// the login form. `Form` is not a registered HTTP scheme; browsers ignore
+/// it, so no password dialog appears.
+const LOGIN_CHALLENGE: &str = "Form realm=\"customer\"";
+
 pub(crate) async fn authenticate(
     Extract(state): Extract<Arc<State>>,
     ClientAddress(address): ClientAddress,
@@ -66,7 +71,8 @@ pub(crate) async fn authenticate(
             StatusCode::UNAUTHORIZED,
             ApiErrorCode::InvalidCredentials,
             "the username or password is not correct",
-        ));
+        )
+        .www_authenticate(LOGIN_CHALLENGE.into()));
     };
     state.throttle.record_success(username);
     count("ok");
@@ -139,7 +145,8 @@ pub(crate) async fn logout(Extract(state): Extract<Arc<State>>, headers: HeaderM
             StatusCode::UNAUTHORIZED,
             ApiErrorCode::InvalidCustomerToken,
             "no session cookie to log out",
-        ));
+        )
+        .www_authenticate(LOGIN_CHALLENGE.into()));
     };
     let digest = state.secrets.digest(Purpose::Session, session.as_bytes());
     state.store.delete_session(&digest).await?;

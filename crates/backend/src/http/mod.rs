@@ -5,7 +5,7 @@ mod customer;
 mod demo_site;
 mod meta;
 mod oauth;
-mod profile;
+pub(crate) mod profile;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -99,6 +99,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                     "the request body is too large",
                 ))
             }
+            Err(BytesRejection::FailedToBufferBody(e)) if serving::is_body_timeout(&e) => Err(HttpError::api(
+                StatusCode::REQUEST_TIMEOUT,
+                ApiErrorCode::RequestTimeout,
+                "the request body did not arrive in time",
+            )),
             Err(_) => Err(HttpError::bad_request("the request body could not be read")),
         }
     }

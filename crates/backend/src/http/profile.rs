@@ -84,12 +84,9 @@ fn check_system_token(state: &State, headers: &HeaderMap) -> Result<(), Failure>
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-        .ok_or_else(|| {
-            bearer_error(
-                Some("invalid_request"),
-                "the Authorization header is not a Bearer token",
-            )
-        })?;
+        // RFC 6750 §3.1: another scheme (Basic, say) is a request without
+        // a bearer credential, so the challenge names no error either.
+        .ok_or_else(|| bearer_error(None, "the Authorization header is not a Bearer token"))?;
     let grant = state
         .access_tokens
         .verify(&state.secrets, token, state.now())

@@ -70,6 +70,43 @@ fn admin_commands_create_users_clients_keys_and_trace_identifiers() {
         "short\n",
     );
     assert!(!ok && err.contains("8 to 256"), "{err}");
+    // Profile values are checked before anything is stored, and a clash
+    // with another user's account is named, not a database error.
+    for (extra, expected) in [
+        (["--account", "acc-x:checking:Infinity:USD"], "not a decimal number"),
+        (["--account", "acc-x:checking:1e9:USD"], "not a decimal number"),
+        (["--account", "acc-x:checking:10.00:12$"], "not a 3-letter code"),
+        (["--member-since", "2019-02-29"], "YYYY-MM-DD"),
+        (
+            ["--account", "acc-9:savings:1.00:EUR"],
+            "another user has the account id \"acc-9\"",
+        ),
+    ] {
+        let mut args = vec!["backend", "--data-dir", d, "user", "add", "frank", "--name", "Frank"];
+        args.extend(extra);
+        let (ok, _, err) = run(&args, "a-long-password\n");
+        assert!(!ok && err.contains(expected), "{extra:?}: {err}");
+        assert!(
+            !err.to_lowercase().contains("sqlite") && !err.contains("UNIQUE"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = run(
+        &[
+            "backend",
+            "--data-dir",
+            d,
+            "user",
+            "add",
+            "frank",
+            "--name",
+            "Frank",
+            "--member-since",
+            "2020-02-29",
+        ],
+        "a-long-password\n",
+    );
+    assert!(ok, "a leap day is a date: {err}");
 
     let (ok, out, _) = run(
         &[
@@ -87,8 +124,25 @@ fn admin_commands_create_users_clients_keys_and_trace_identifiers() {
     assert!(ok && out.contains("client_secret:"), "{out}");
     let (ok, key, _) = run(&["backend", "--data-dir", d, "key", "add", "--api", "getprofile"], "");
     assert!(ok && key.trim().starts_with("dbk_"));
+    let (ok, _, err) = run(&["backend", "--data-dir", d, "key", "add", "--api", "getprofle"], "");
+    assert!(!ok && err.contains("no such API (it serves getprofile)"), "{err}");
     let (ok, out, _) = run(&["backend", "--data-dir", d, "signing-key", "rotate"], "");
     assert!(ok && out.contains("new signing key"));
+
+    // What is wrong is said once, under the right name.
+    let (_, _, err) = run(
+        &["backend", "--data-dir", d, "user", "add", "gina", "--name", "Gina"],
+        "short\n",
+    );
+    assert!(
+        !err.contains("configuration"),
+        "an argument, not the configuration: {err}"
+    );
+    let config = dir.path().join("backend.toml");
+    std::fs::write(&config, "access_token_ttl_secs = 0\n").unwrap();
+    let (ok, _, err) = run(&["backend", "--config", config.to_str().unwrap(), "seed-demo"], "");
+    assert!(!ok && err.matches("configuration").count() == 1, "{err}");
+    assert!(err.contains("backend.toml: token lifetimes"), "{err}");
 }
 
 /// The server prints its bound address, serves, never logs a secret even at

@@ -135,6 +135,8 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let unknown = attempt("nobody-by-this-name").await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(unknown.status(), 401);
+    // Every 401 carries a challenge (RFC 9110 §15.5.2), one no browser acts on.
+    assert_eq!(wrong.headers()["www-authenticate"], "Form realm=\"customer\"");
     assert_eq!(body_json(wrong).await, body_json(unknown).await);
 }
 
@@ -491,6 +493,17 @@ async fn getprofile_tells_system_key_and_customer_failures_apart() {
         "invalid_token",
     )
     .await;
+    // Another scheme is no bearer credential at all: no error code either.
+    let r = client()
+        .post(b.url("/getprofile"))
+        .basic_auth("deskbridge", Some("secret"))
+        .header("api-key", key)
+        .header("customer-auth", format!("JWT {jwt}"))
+        .send()
+        .await
+        .unwrap();
+    let h = expect_error(r, 401, "invalid_token").await;
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"deskbridge\"");
     // A customer JWT is not a system token.
     expect_error(
         get_profile(&b, Some(&jwt), Some(key), Some(&jwt)).await,
@@ -752,7 +765,8 @@ async fn cookie_mode_sets_a_session_cookie_that_logout_revokes() {
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     expect_error(profile().await.unwrap(), 401, "invalid_customer_token").await;
     let r = client().post(b.url("/customer_logout")).send().await.unwrap();
-    expect_error(r, 401, "invalid_customer_token").await;
+    let h = expect_error(r, 401, "invalid_customer_token").await;
+    assert_eq!(h["www-authenticate"], "Form realm=\"customer\"");
 }
 
 #[tokio::test]

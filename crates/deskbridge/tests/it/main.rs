@@ -8,5 +8,6 @@ mod check;
 mod demo;
 mod gateway_cli;
 mod gateway_flow;
+mod serving;
 mod support;
 mod web;

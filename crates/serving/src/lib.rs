@@ -1,0 +1,148 @@
+//! The HTTP/1.1 serve loop of the backend and the gateway. `axum::serve`
+//! sets no read deadline at all, so a client that sends half a request line
+//! (or half a body) and goes quiet holds a connection for ever; this loop
+//! closes it. It owns three limits ([`Limits`]):
+//!
+//! - the request head must arrive within `header_read_timeout_secs` (hyper
+//!   starts that clock when it waits for a head, so it also ends idle
+//!   keep-alive connections);
+//! - the whole request body must arrive within `body_read_timeout_secs` of
+//!   the head: a deadline for the body, not a timeout per read, so a client
+//!   trickling a byte at a time does not keep it open;
+//! - at most `max_connections` connections are served at once; the next one
+//!   waits in the kernel's accept queue.
+
+mod deadline;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_service::Service;
+
+pub use deadline::{BodyDeadline, BodyReadTimeout, is_body_timeout};
+
+/// How long a client may take to send a request, and how many may connect.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Seconds to receive a request's head, and the most a keep-alive
+    /// connection may sit idle.
+    pub header_read_timeout_secs: u64,
+    /// Seconds to receive a request's whole body once its head is in.
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 30,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// What is wrong with these limits, as (key, problem) pairs.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems = Vec::new();
+        for (key, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                problems.push((key, "must be between 1 and 3600"));
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push(("max_connections", "must be at least 1"));
+        }
+        problems
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting and waits for the connections being served to finish their
+/// requests. Handlers see the peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
+    let body_deadline = Duration::from_secs(limits.body_read_timeout_secs);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept(&listener, &slots) => accepted,
+        };
+        let Some((stream, peer, slot)) = accepted else { continue };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            let request = hyper::Request::from_parts(parts, BodyDeadline::new(body, body_deadline));
+            // A Router is always ready, so `call` needs no `poll_ready` first.
+            let mut router = router.clone();
+            async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that goes away or sends garbage ends its own
+            // connection; hyper has answered what could be answered.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The next connection, once a slot is free. `None` for an accept error,
+/// after a pause when the error is the server's (out of file descriptors)
+/// rather than the client's.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            // Answers go out in one write each; Nagle would only delay them.
+            let _ = stream.set_nodelay(true);
+            Some((stream, peer, slot))
+        }
+        Err(e) if is_client_error(&e) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "could not accept a connection; pausing for a second");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            None
+        }
+    }
+}
+
+fn is_client_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
+}
