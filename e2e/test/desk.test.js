@@ -281,6 +281,10 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
       const rows = await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => [e.dataset.conversationId, e.dataset.agent]));
       return rows.length > 0 && rows.every(([c]) => c === conversationId) && new Set(rows.map(([, a]) => a)).size === 2;
     });
+    // Each record names the trace of the request that ran it.
+    for (const trace of await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => e.dataset.traceId))) {
+      assert.match(trace, /^[0-9a-f]{32}$/);
+    }
     await page.locator(tid('audit-reset')).click();
     await eventually('all audit rows again', async () => {
       const agents = await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => e.dataset.agent));
@@ -301,6 +305,7 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
       route.fulfill({
         status: 502,
         contentType: 'application/problem+json',
+        headers: { 'x-trace-id': '0b8e41d2c39f4a7e96d15f0a2c7b83e4' },
         body: JSON.stringify({
           type: 'urn:deskbridge:problem:backend_error',
           title: 'backend error',
@@ -316,6 +321,8 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
     const text = await page.locator(tid('card-error')).textContent();
     assert.match(text, /The company's API refused the request: it answered HTTP 403 \(invalid api key\)\./);
     assert.doesNotMatch(text, /[{}"]|urn:deskbridge/, 'no JSON on screen');
+    // The trace to quote, so an operator finds the call in the logs and the audit log.
+    assert.match(await page.locator(tid('card-trace')).textContent(), /Trace 0b8e41d2c39f4a7e96d15f0a2c7b83e4/);
     assert.equal(await page.locator(tid('card-error')).getAttribute('role'), 'alert');
     await page.unroute(action);
     await page.locator(tid('card-retry')).click();

@@ -18,6 +18,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use serving::{TRACEPARENT, TraceId};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -227,12 +228,18 @@ impl Connection {
         }
     }
 
-    /// Runs `action` for a customer whose current token is `customer_token`.
-    pub async fn call(&self, action: &str, customer_token: Option<&SecretString>) -> Result<ActionResult, ActionError> {
+    /// Runs `action` for a customer whose current token is `customer_token`;
+    /// the company is sent a `traceparent` in `trace`.
+    pub async fn call(
+        &self,
+        action: &str,
+        customer_token: Option<&SecretString>,
+        trace: TraceId,
+    ) -> Result<ActionResult, ActionError> {
         let started = Instant::now();
         let index = self.config.actions.iter().position(|a| a.name == action);
         let result = match index {
-            Some(index) => self.call_inner(index, customer_token).await,
+            Some(index) => self.call_inner(index, customer_token, trace).await,
             None => Err(ActionError::UnknownAction(action.to_string())),
         };
         let count = |outcome: &str| self.outcome_counter(action, outcome);
@@ -273,18 +280,19 @@ impl Connection {
         &self,
         index: usize,
         customer_token: Option<&SecretString>,
+        trace: TraceId,
     ) -> Result<(Box<RawValue>, u16), ActionError> {
         let (spec, target) = (&self.config.actions[index], &self.targets[index]);
         let _admission = self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
         let mut bearer = self.tokens.get().await?;
-        let mut reply = self.send(target, bearer.as_deref(), customer_token).await;
+        let mut reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
         if spec.method == "GET" && matches!(reply, Err(ActionError::Unreachable(_))) {
             // Only a safe method is retried, once, after a jittered pause;
             // a POST may have reached the company, so it is never repeated.
             let pause = fastrand::u64(50..=150);
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            reply = self.send(target, bearer.as_deref(), customer_token).await;
+            reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
         }
         if let Ok(r) = &reply
             && r.bearer_rejected
@@ -293,7 +301,7 @@ impl Connection {
             // Our token was revoked or rotated early: fetch anew, once.
             self.tokens.purge(rejected);
             bearer = self.tokens.get().await?;
-            reply = self.send(target, bearer.as_deref(), customer_token).await;
+            reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
         }
         let reply = match reply {
             Ok(r) => r,
@@ -337,6 +345,7 @@ impl Connection {
         target: &Target,
         bearer: Option<&Bearer>,
         customer_token: Option<&SecretString>,
+        trace: TraceId,
     ) -> Result<Reply, ActionError> {
         let placement = &self.config.customer_auth;
         let mut body = None;
@@ -345,9 +354,7 @@ impl Connection {
         *request.uri_mut() = target.path.clone();
         let headers = request.headers_mut();
         headers.insert(HOST, self.upstream.authority().clone());
-        if let Some(traceparent) = traceparent() {
-            headers.insert(TRACEPARENT, traceparent);
-        }
+        headers.insert(TRACEPARENT, trace.traceparent());
         if let Some(bearer) = bearer {
             headers.insert(AUTHORIZATION, bearer.header().clone());
         }
@@ -502,29 +509,6 @@ fn error_code(body: &[u8]) -> Option<String> {
     (!code.is_empty() && code.len() <= 64 && code.bytes().all(word)).then(|| code.to_string())
 }
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// A fresh W3C trace context (random trace and span ids, sampled), so the
-/// company can correlate our calls. Written in place: this runs per call.
-/// The ids need to be unique, not secret: they come from fastrand's
-/// thread-local generator (seeded from the OS), not the CSPRNG, which cost
-/// about 1 % of the gateway's CPU under load (bench/README.md).
-fn traceparent() -> Option<HeaderValue> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut random = [0u8; 24];
-    // All-zero ids are invalid (W3C Trace Context §3.2.2.3, §3.2.2.4).
-    random[..16].copy_from_slice(&fastrand::u128(1..).to_be_bytes());
-    random[16..].copy_from_slice(&fastrand::u64(1..).to_be_bytes());
-    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    // The trace id fills bytes 3..35 and the span id 36..52.
-    for (i, b) in random.iter().enumerate() {
-        let at = if i < 16 { 3 + 2 * i } else { 4 + 2 * i };
-        text[at] = HEX[usize::from(b >> 4)];
-        text[at + 1] = HEX[usize::from(b & 0x0f)];
-    }
-    HeaderValue::from_bytes(&text).ok()
-}
-
 /// The mapped answer: each output field set to the value at its JSON
 /// Pointer, or `null`. Values are copied as the company wrote them, so a
 /// number keeps every digit (a `Value` would round a long one to an f64).
@@ -622,22 +606,6 @@ mod tests {
                 r#""whole_list":[0]}"#
             )
         );
-    }
-
-    #[test]
-    fn each_call_gets_its_own_well_formed_traceparent() {
-        let (a, b) = (traceparent().unwrap(), traceparent().unwrap());
-        assert_ne!(a, b);
-        for value in [a, b] {
-            let parts: Vec<&str> = value.to_str().unwrap().split('-').collect();
-            assert_eq!(parts.len(), 4, "{value:?}");
-            assert_eq!((parts[0], parts[3]), ("00", "01"));
-            for (id, len) in [(parts[1], 32), (parts[2], 16)] {
-                assert_eq!(id.len(), len);
-                assert!(id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
-                assert!(id.bytes().any(|c| c != b'0'));
-            }
-        }
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .merge(channel)
         .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(serving::log_request))
         .with_state(gateway)
 }
 
@@ -825,8 +826,10 @@ async fn run_action(
     request: axum::extract::Request,
 ) -> Result<Json<ActionOutcome>, Problem> {
     let (agent_name, _) = agent(&g, request.headers()).await?;
+    // Set by the serve loop; a test router without it starts a trace.
+    let trace = request.extensions().get().copied().unwrap_or_default();
     let result = g
-        .run_action(&agent_name, &id, &action)
+        .run_action(&agent_name, &id, &action, trace)
         .await
         .map_err(|e| action_problem(&e))?;
     Ok(Json(ActionOutcome {

@@ -375,7 +375,15 @@ impl Gateway {
 
     /// Runs an action for an agent in a conversation, and audits it off the
     /// request path.
-    pub async fn run_action(&self, agent: &str, conversation: &str, action: &str) -> Result<ActionResult, ActionError> {
+    /// Runs `action` for `agent` in `conversation`, as part of `trace`, and
+    /// queues its audit record.
+    pub async fn run_action(
+        &self,
+        agent: &str,
+        conversation: &str,
+        action: &str,
+        trace: serving::TraceId,
+    ) -> Result<ActionResult, ActionError> {
         let started = std::time::Instant::now();
         // The conversation's connection and its customer's (sealed) token:
         // from memory, or one read.
@@ -387,7 +395,7 @@ impl Gateway {
         let Some(context) = context else {
             return Err(ActionError::UnknownConversation);
         };
-        let result = self.run_action_inner(conversation, &context, action).await;
+        let result = self.run_action_inner(conversation, &context, action, trace).await;
         let record = AuditRecord {
             at: now(),
             agent: agent.to_string(),
@@ -409,6 +417,7 @@ impl Gateway {
                 Err(_) => None,
             },
             latency_ms: started.elapsed().as_millis() as u64,
+            trace_id: Some(trace.to_string()),
         };
         let sender = self.audit.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if sender.is_none_or(|s| s.try_send(record).is_err()) {
@@ -423,6 +432,7 @@ impl Gateway {
         conversation: &str,
         context: &store::ActionContext,
         action: &str,
+        trace: serving::TraceId,
     ) -> Result<ActionResult, ActionError> {
         let connection = self
             .connections
@@ -457,7 +467,7 @@ impl Gateway {
                 cached: true,
             });
         }
-        let result = connection.call(action, Some(&token)).await;
+        let result = connection.call(action, Some(&token), trace).await;
         if let Ok(r) = &result
             && !ttl.is_zero()
         {

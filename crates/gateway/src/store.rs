@@ -70,6 +70,10 @@ pub struct AuditRecord {
     pub outcome: String,
     pub status: Option<u16>,
     pub latency_ms: u64,
+    /// The trace of the request: its `x-trace-id`, and the trace id of the
+    /// `traceparent` the company was sent. Absent on records written before
+    /// the gateway kept it.
+    pub trace_id: Option<String>,
 }
 
 impl Store {
@@ -485,7 +489,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms FROM audit
+            "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id FROM audit
              WHERE (? IS NULL OR agent = ?) AND (? IS NULL OR conversation_id = ?) ORDER BY id DESC LIMIT ?",
         )
         .bind(agent)
@@ -506,6 +510,7 @@ impl Store {
                 outcome: r.get(5),
                 status: r.get::<Option<i64>, _>(6).map(|s| s as u16),
                 latency_ms: r.get::<i64, _>(7) as u64,
+                trace_id: r.get(8),
             })
             .collect())
     }
@@ -514,8 +519,8 @@ impl Store {
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`,
 /// 32,766 since 3.32; the bundled SQLite is newer).
 const SQLITE_MAX_BINDS: usize = 32_766;
-/// The most audit records one statement can write: a row binds 8 values.
-pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 8;
+/// The most audit records one statement can write: a row binds 9 values.
+pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 9;
 
 /// `INSERT INTO audit … VALUES (…), (…), …` for `records` (not empty).
 /// Built fresh per batch and not kept prepared (`persistent(false)` at the
@@ -523,7 +528,7 @@ pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 8;
 /// the hot queries out of sqlx's statement cache.
 fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sqlite> {
     let mut query = QueryBuilder::new(
-        "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms) ",
+        "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id) ",
     );
     query.push_values(records, |mut row, a| {
         row.push_bind(a.at)
@@ -533,7 +538,8 @@ fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sq
             .push_bind(a.action)
             .push_bind(a.outcome)
             .push_bind(a.status.map(i64::from))
-            .push_bind(a.latency_ms as i64);
+            .push_bind(a.latency_ms as i64)
+            .push_bind(a.trace_id);
     });
     query
 }
@@ -561,6 +567,7 @@ pub(crate) mod tests {
             outcome: "ok".into(),
             status,
             latency_ms: u64::from(u32::MAX) + i as u64,
+            trace_id: (i % 3 != 0).then(|| format!("{i:032x}")),
         }
     }
 

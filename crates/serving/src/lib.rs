@@ -11,8 +11,13 @@
 //!   trickling a byte at a time does not keep it open;
 //! - at most `max_connections` connections are served at once; the next one
 //!   waits in the kernel's accept queue.
+//!
+//! Every request also gets its trace ([`TraceId`], from the caller's
+//! `traceparent` or new), as a request extension and as `x-trace-id` on the
+//! answer; [`log_request`] logs it with the route and status.
 
 mod deadline;
+mod trace;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +35,7 @@ use tokio::sync::Semaphore;
 use tower_service::Service;
 
 pub use deadline::{BodyDeadline, BodyReadTimeout, is_body_timeout};
+pub use trace::{TRACEPARENT, TraceId, X_TRACE_ID};
 
 /// How long a client may take to send a request, and how many may connect.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -99,11 +105,17 @@ pub async fn serve(
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let (mut parts, body) = request.into_parts();
+            let trace = TraceId::of(&parts.headers);
             parts.extensions.insert(ConnectInfo(peer));
+            parts.extensions.insert(trace);
             let request = hyper::Request::from_parts(parts, BodyDeadline::new(body, body_deadline));
             // A Router is always ready, so `call` needs no `poll_ready` first.
             let mut router = router.clone();
-            async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
+            async move {
+                let mut response = router.call(request).await.unwrap_or_else(|e| match e {});
+                response.headers_mut().insert(X_TRACE_ID, trace.header_value());
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -145,4 +157,26 @@ async fn accept(
 fn is_client_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
+}
+
+/// Middleware: one line per request, with the log target `requests`, at
+/// debug level (warn for a 5xx): method, route pattern, status, latency and
+/// trace id. Paths, query strings and headers are never logged, since a
+/// client may put a secret in any.
+pub async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let trace = request.extensions().get::<TraceId>().copied();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    let trace = trace.map(tracing::field::display);
+    if status >= 500 {
+        tracing::warn!(target: "requests", %method, route, status, latency_us, trace_id = trace, "request");
+    } else {
+        tracing::debug!(target: "requests", %method, route, status, latency_us, trace_id = trace, "request");
+    }
+    response
 }

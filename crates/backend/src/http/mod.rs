@@ -10,15 +10,14 @@ pub(crate) mod profile;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
 use contract::{ApiErrorCode, paths};
@@ -46,7 +45,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(serving::log_request))
         .with_state(state)
 }
 
@@ -60,27 +59,6 @@ async fn method_not_allowed() -> HttpError {
         ApiErrorCode::MethodNotAllowed,
         "this endpoint does not accept that method",
     )
-}
-
-/// One line per request, at debug level: method, route and status only.
-/// Query strings and headers are never logged, since a client may put a
-/// secret in either.
-async fn log_request(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
-    if status >= 500 {
-        tracing::warn!(%method, route, status, latency_us, "request");
-    } else {
-        tracing::debug!(%method, route, status, latency_us, "request");
-    }
-    response
 }
 
 /// The request body, with a size or read failure turned into a JSON error.

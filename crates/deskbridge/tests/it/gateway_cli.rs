@@ -106,6 +106,7 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
     .await;
     let r = act(&url, &conversation, "getprofile", &agent).await;
     assert_eq!(r.status(), 200);
+    let trace = r.headers()["x-trace-id"].to_str().unwrap().to_string();
     // A failure path too: a wrong app key.
     let r = client()
         .post(format!("{url}/v1/sessions"))
@@ -134,6 +135,16 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
     for secret in secrets {
         assert!(!logs.contains(secret), "a credential reached the log");
     }
+    // The request's line: its route pattern and trace, never its path.
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&format!("trace_id={trace}")) && l.contains(" requests: "))
+        .unwrap_or_else(|| panic!("no request line with trace {trace}: {logs}"));
+    assert!(
+        line.contains("route=\"/v1/conversations/{id}/actions/{action}\"") && line.contains("status=200"),
+        "{line}"
+    );
+    assert!(!line.contains(&conversation), "{line}");
     // The audit record was flushed before the process exited.
     let url = format!("sqlite://{}", gdir.path().join("gateway.db").display());
     let store = gateway::store::Store::open(&url).await.unwrap();
@@ -143,6 +154,7 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
         (audit[0].action.as_str(), audit[0].outcome.as_str()),
         ("getprofile", "ok")
     );
+    assert_eq!(audit[0].trace_id.as_deref(), Some(trace.as_str()));
 }
 
 /// Opens a session on the gateway at `url` (the test app key) and returns its conversation id.

@@ -1362,3 +1362,80 @@ async fn a_company_that_is_down_gets_a_backend_error() {
         "the company's API could not be reached: connection failed"
     );
 }
+
+/// One trace id follows an agent's request: its answer's `x-trace-id`, the
+/// `traceparent` the company receives (a new span per call), and the audit
+/// record. An agent tool's own `traceparent` is continued.
+#[tokio::test]
+async fn an_action_carries_one_trace_from_the_agent_to_the_company_and_the_audit_log() {
+    let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = received.clone();
+    let app = axum::Router::new().route(
+        "/ping",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let traceparent = headers.get("traceparent").map(|v| v.to_str().unwrap().to_string());
+                seen.lock().unwrap().push(traceparent.unwrap_or_default());
+                axum::Json(json!({"ok": true}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gdir = tempfile::tempdir().unwrap();
+    let ping = "[[connections.actions]]\nname = \"ping\"\npath = \"/ping\"\n";
+    let (gateway, agent, conversation) = gateway_for(gdir.path(), "traced", &url, ping).await;
+    let act = |traceparent: Option<&'static str>| {
+        let mut request = client()
+            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/ping")))
+            .bearer_auth(&agent);
+        if let Some(t) = traceparent {
+            request = request.header("traceparent", t);
+        }
+        request.send()
+    };
+    let trace_of = |r: &reqwest::Response| r.headers()["x-trace-id"].to_str().unwrap().to_string();
+
+    let (first, second) = (act(None).await.unwrap(), act(None).await.unwrap());
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let traces = [trace_of(&first), trace_of(&second)];
+    assert_ne!(traces[0], traces[1], "each request starts its own trace");
+    let continued = act(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+        .await
+        .unwrap();
+    assert_eq!(trace_of(&continued), "4bf92f3577b34da6a3ce929d0e0e4736");
+    // Errors carry it too, so an agent can quote it.
+    let unknown = client()
+        .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/nope")))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(trace_of(&unknown).len(), 32);
+
+    let expected = [
+        traces[0].as_str(),
+        traces[1].as_str(),
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+    ];
+    {
+        let received = received.lock().unwrap();
+        assert_eq!(received.len(), 3);
+        for (traceparent, trace) in received.iter().zip(expected) {
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(parts.len(), 4, "{traceparent}");
+            assert_eq!(parts[1], trace, "{traceparent}");
+            assert_ne!(parts[2], "00f067aa0ba902b7", "the gateway's call is a span of its own");
+        }
+    }
+    gateway.gateway.flush_audit().await;
+    let audit = gateway.gateway.store.audit(Some("ana"), None, 10).await.unwrap();
+    // Oldest first: the three calls, then the refused action.
+    let logged: Vec<Option<&str>> = audit.iter().rev().map(|a| a.trace_id.as_deref()).collect();
+    let unknown = trace_of(&unknown);
+    let want: Vec<Option<&str>> = expected.into_iter().chain([unknown.as_str()]).map(Some).collect();
+    assert_eq!(logged, want);
+}

@@ -152,6 +152,8 @@
       this.backendStatus = body ? body.backend_status : undefined;
       this.backendError = body ? body.backend_error : undefined;
       this.retryAfter = headers ? Number(headers.get("retry-after")) || 0 : 0;
+      // The request's trace, for an operator to find it in the logs and the audit log.
+      this.traceId = headers ? headers.get("x-trace-id") || "" : "";
     }
   }
 
@@ -731,7 +733,8 @@
           "div",
           { class: "card-error", role: "alert", "data-testid": "card-error" },
           h("p", {}, sentence(p)),
-          p.detail && p.slug !== "network" ? h("p", { class: "muted small" }, `Details: ${p.detail}`) : null
+          p.detail && p.slug !== "network" ? h("p", { class: "muted small" }, `Details: ${p.detail}`) : null,
+          p.traceId ? h("p", { class: "muted small", "data-testid": "card-trace" }, "Trace ", h("code", {}, p.traceId), ": quote it when you report this.") : null
         )
       );
       body.replaceChildren();
@@ -942,7 +945,7 @@
     const ok = r.outcome === "ok";
     return h(
       "tr",
-      { "data-testid": "audit-row", "data-agent": r.agent, "data-conversation-id": r.conversation_id, "data-outcome": r.outcome },
+      { "data-testid": "audit-row", "data-agent": r.agent, "data-conversation-id": r.conversation_id, "data-outcome": r.outcome, "data-trace-id": r.trace_id || "", title: r.trace_id ? `trace ${r.trace_id}` : "" },
       h("td", {}, timeEl(r.at)),
       h("td", {}, r.agent),
       h("td", {}, h("a", { href: `#/c/${encodeURIComponent(r.conversation_id)}`, title: r.conversation_id }, h("code", {}, shortId(r.conversation_id)))),
