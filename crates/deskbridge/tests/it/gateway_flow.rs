@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     APP_KEY, TestBackend, TestGateway, backend_counter, client, config, gateway_toml, json as body_json, login,
-    metrics_text, tokens_issued,
+    metrics_text, spawn_company, tokens_issued,
 };
 
 struct World {
@@ -681,9 +681,7 @@ async fn broken_company() -> (String, String, Arc<AtomicUsize>) {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = spawn_company(app).await;
     let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let reset_url = format!("http://{}", reset.local_addr().unwrap());
     let resets = Arc::new(AtomicUsize::new(0));
@@ -1187,9 +1185,7 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = spawn_company(app).await;
     let gdir = tempfile::tempdir().unwrap();
     let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 1\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
     let (gateway, agent, conversation) = gateway_for(gdir.path(), "flaky", &url, breaker).await;
@@ -1381,9 +1377,7 @@ async fn an_action_carries_one_trace_from_the_agent_to_the_company_and_the_audit
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = spawn_company(app).await;
     let gdir = tempfile::tempdir().unwrap();
     let ping = "[[connections.actions]]\nname = \"ping\"\npath = \"/ping\"\n";
     let (gateway, agent, conversation) = gateway_for(gdir.path(), "traced", &url, ping).await;

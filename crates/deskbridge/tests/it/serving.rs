@@ -40,12 +40,17 @@ fn limits(header: u64, body: u64, connections: usize) -> serving::Limits {
     }
 }
 
-#[tokio::test]
-async fn a_stalled_head_or_body_ends_its_connection_at_the_backend() {
+async fn backend_with(http: serving::Limits) -> (tempfile::TempDir, TestBackend) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.http = limits(1, 1, 100);
-    let b = TestBackend::start(cfg).await;
+    cfg.http = http;
+    let backend = TestBackend::start(cfg).await;
+    (dir, backend)
+}
+
+#[tokio::test]
+async fn a_stalled_head_or_body_ends_its_connection_at_the_backend() {
+    let (_dir, b) = backend_with(limits(1, 1, 100)).await;
 
     // Half a head, then silence: closed without an answer.
     let mut stream = TcpStream::connect(address(&b.url)).await.unwrap();
@@ -107,10 +112,7 @@ async fn a_stalled_head_or_body_ends_its_connection_at_the_backend() {
 
 #[tokio::test]
 async fn the_backend_serves_no_more_connections_than_its_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.http = limits(30, 30, 2);
-    let b = TestBackend::start(cfg).await;
+    let (_dir, b) = backend_with(limits(30, 30, 2)).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(address(&b.url)).await.unwrap();

@@ -116,6 +116,15 @@ impl TestBackend {
     }
 }
 
+/// Serves `app` (a stand-in company server of a test's own) on a free
+/// loopback port; returns its base URL.
+pub async fn spawn_company(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
