@@ -373,10 +373,8 @@ impl Gateway {
         })))
     }
 
-    /// Runs an action for an agent in a conversation, and audits it off the
-    /// request path.
     /// Runs `action` for `agent` in `conversation`, as part of `trace`, and
-    /// queues its audit record.
+    /// queues its audit record (written off the request path).
     pub async fn run_action(
         &self,
         agent: &str,

@@ -11,7 +11,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The error a body yields once its deadline has passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyReadTimeout;
+pub(crate) struct BodyReadTimeout;
 
 impl std::fmt::Display for BodyReadTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,7 +36,7 @@ pub fn is_body_timeout(error: &(dyn Error + 'static)) -> bool {
 
 /// `inner`, failing with [`BodyReadTimeout`] once `limit` has passed since
 /// it was made (when the request's head was read).
-pub struct BodyDeadline<B> {
+pub(crate) struct BodyDeadline<B> {
     inner: B,
     deadline: Instant,
     /// Made the first time the body is not ready, so a request whose body
@@ -45,7 +45,7 @@ pub struct BodyDeadline<B> {
 }
 
 impl<B> BodyDeadline<B> {
-    pub fn new(inner: B, limit: Duration) -> Self {
+    pub(crate) fn new(inner: B, limit: Duration) -> Self {
         Self {
             inner,
             deadline: Instant::now() + limit,

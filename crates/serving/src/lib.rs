@@ -34,8 +34,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
-pub use deadline::{BodyDeadline, BodyReadTimeout, is_body_timeout};
-pub use trace::{TRACEPARENT, TraceId, X_TRACE_ID};
+use deadline::BodyDeadline;
+pub use deadline::is_body_timeout;
+use trace::X_TRACE_ID;
+pub use trace::{TRACEPARENT, TraceId};
 
 /// How long a client may take to send a request, and how many may connect.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Sent on every answer: the trace id of the request, to quote when asking
 /// what happened to it.
-pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+pub(crate) const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

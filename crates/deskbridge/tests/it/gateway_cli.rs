@@ -15,6 +15,9 @@ fn config_check_reports_every_problem_with_its_key_path() {
     std::fs::write(
         &file,
         r#"
+[server.http]
+header_read_timeout_secs = 0
+max_connections = 0
 [[connections]]
 name = "acme"
 base_url = "not a url"
@@ -40,6 +43,8 @@ path = "/a b"
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     for path in [
+        "server.http.header_read_timeout_secs",
+        "server.http.max_connections",
         "connections[0].base_url",
         "connections[0].system_auth.client_secret",
         "connections[0].identity.jwks_url",

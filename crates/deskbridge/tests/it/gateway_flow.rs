@@ -1381,9 +1381,9 @@ async fn an_action_carries_one_trace_from_the_agent_to_the_company_and_the_audit
     let gdir = tempfile::tempdir().unwrap();
     let ping = "[[connections.actions]]\nname = \"ping\"\npath = \"/ping\"\n";
     let (gateway, agent, conversation) = gateway_for(gdir.path(), "traced", &url, ping).await;
-    let act = |traceparent: Option<&'static str>| {
+    let act = |action: &str, traceparent: Option<&'static str>| {
         let mut request = client()
-            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/ping")))
+            .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/{action}")))
             .bearer_auth(&agent);
         if let Some(t) = traceparent {
             request = request.header("traceparent", t);
@@ -1392,21 +1392,16 @@ async fn an_action_carries_one_trace_from_the_agent_to_the_company_and_the_audit
     };
     let trace_of = |r: &reqwest::Response| r.headers()["x-trace-id"].to_str().unwrap().to_string();
 
-    let (first, second) = (act(None).await.unwrap(), act(None).await.unwrap());
+    let (first, second) = (act("ping", None).await.unwrap(), act("ping", None).await.unwrap());
     assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
     let traces = [trace_of(&first), trace_of(&second)];
     assert_ne!(traces[0], traces[1], "each request starts its own trace");
-    let continued = act(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+    let continued = act("ping", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
         .await
         .unwrap();
     assert_eq!(trace_of(&continued), "4bf92f3577b34da6a3ce929d0e0e4736");
     // Errors carry it too, so an agent can quote it.
-    let unknown = client()
-        .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/nope")))
-        .bearer_auth(&agent)
-        .send()
-        .await
-        .unwrap();
+    let unknown = act("nope", None).await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(trace_of(&unknown).len(), 32);
 
