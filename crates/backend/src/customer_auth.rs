@@ -1,6 +1,7 @@
 //! Establishing *which customer* a data call is for: a customer JWT (verified
-//! with the algorithm pinned to its key, `exp`/`iss`/`aud` checked against our
-//! clock) or a server-side session cookie.
+//! with the algorithm pinned to its key, `exp`/`nbf`/`iss`/`aud` checked
+//! against our clock, critical header extensions refused) or a server-side
+//! session cookie.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -16,7 +17,7 @@ use crate::crypto::Purpose;
 const MAX_JWT_LEN: usize = 4096;
 /// Bound on remembered verifications; the cache is emptied when it is full.
 const VERIFIED_CAPACITY: usize = 50_000;
-/// Tolerated clock skew for `iat` in the future.
+/// Tolerated clock skew for `iat` and `nbf` in the future.
 const IAT_SKEW_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,14 @@ impl VerifiedTokens {
     }
 }
 
+/// The claims a customer JWT carries, and `nbf` when it has one.
+#[derive(serde::Deserialize)]
+struct Verified {
+    #[serde(flatten)]
+    claims: CustomerClaims,
+    nbf: Option<u64>,
+}
+
 fn token_key(token: &str) -> [u8; 32] {
     let mut key = [0u8; 32];
     key.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
@@ -77,6 +86,13 @@ impl State {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| CustomerAuthError::Invalid("the customer token is not a well-formed JWT"))?;
+        // RFC 7515 §4.1.11: extensions marked critical must be understood,
+        // and this verifier understands none.
+        if header.crit.is_some() {
+            return Err(CustomerAuthError::Invalid(
+                "the customer token names critical header extensions",
+            ));
+        }
         let kid = header
             .kid
             .ok_or(CustomerAuthError::Invalid("the customer token names no signing key"))?;
@@ -97,13 +113,18 @@ impl State {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<CustomerClaims>(token, key, &validation)
+        let Verified { claims, nbf } = jsonwebtoken::decode::<Verified>(token, key, &validation)
             .map_err(|_| CustomerAuthError::Invalid("the customer token failed verification"))?
             .claims;
         if claims.iat > now + IAT_SKEW_SECS {
             return Err(CustomerAuthError::Invalid(
                 "the customer token was issued in the future",
             ));
+        }
+        // Checked here against the injected clock, like `exp`; a token not
+        // yet valid is not remembered, so it is judged again once it is.
+        if nbf.is_some_and(|nbf| nbf > now + IAT_SKEW_SECS) {
+            return Err(CustomerAuthError::Invalid("the customer token is not valid yet"));
         }
         self.verified.put(cache_key, claims.sub.clone(), claims.exp);
         if claims.exp <= now {

@@ -35,7 +35,7 @@ use crate::customer_auth::VerifiedTokens;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use login::{LoginThrottle, PasswordHasher};
+use login::{HashQueue, LoginThrottle, PasswordHasher};
 
 /// How often the keyring is re-read from the store, so a key rotated by the
 /// admin command is picked up by a running server.
@@ -45,11 +45,14 @@ pub(crate) struct State {
     config: BackendConfig,
     issuer: String,
     public_url: String,
+    /// Origins whose pages may sign a visitor in or out ([`http::refuse_cross_site`]).
+    allowed_origins: Vec<String>,
     store: Store,
     secrets: Secrets,
     keyring: RwLock<Arc<Keyring>>,
     access_tokens: AccessTokens,
     passwords: PasswordHasher,
+    hash_queue: HashQueue,
     throttle: LoginThrottle,
     api_keys: http::ApiKeyCache,
     verified: VerifiedTokens,
@@ -91,8 +94,10 @@ impl Backend {
         let state = State {
             issuer: config.issuer(),
             public_url: config.public_url(),
+            allowed_origins: config.allowed_origins(),
             throttle: LoginThrottle::new(config.throttle.clone()),
             passwords: PasswordHasher::new(concurrency).await?,
+            hash_queue: HashQueue::new(config.password_hash_queue, config.password_hash_queue_per_address),
             access_tokens: {
                 let tokens = AccessTokens::with_revoked(revoked.into_iter().map(|(j, e)| (j, e.max(0) as u64)));
                 tokens.set_client_revocations(client_revocations);

@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod gateway_cli;
 mod gateway_flow;
+mod login_attacks;
 mod serving;
 mod support;
 mod web;
