@@ -83,6 +83,11 @@ impl Backend {
     pub async fn open(config: BackendConfig, clock: Arc<dyn Clock>) -> Result<Self, BackendError> {
         config.validate()?;
         create_private_dir(&config.data_dir)?;
+        // The files in it are each required to be private; a shared
+        // directory only shows their names, so it is warned about.
+        if let Some(problem) = crypto::shared_access(&config.data_dir)? {
+            tracing::warn!("data directory {problem}");
+        }
         let store = Store::open(&config.data_dir).await?;
         let secrets = Secrets::load_or_create(&config.server_secret_path())?;
         let keyring = load_keyring(&store, &config, clock.unix_secs()).await?;
@@ -169,6 +174,7 @@ async fn upkeep(state: Arc<State>) {
 async fn load_keyring(store: &Store, config: &BackendConfig, now: u64) -> Result<Keyring, BackendError> {
     let file_pem = match &config.signing_key_file {
         Some(path) => {
+            crypto::require_private(path)?;
             Some(std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?)
         }
         None => None,

@@ -48,6 +48,12 @@ pub struct NewProfile {
 impl Store {
     pub(crate) async fn open(data_dir: &Path) -> Result<Self, BackendError> {
         let path = data_dir.join("backend.db");
+        // Made private before SQLite creates it with the umask's mode; its
+        // WAL and shared-memory files take the database's mode.
+        if !path.exists() {
+            crate::crypto::write_private_file(&path, b"")?;
+        }
+        crate::crypto::require_private(&path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&path)
             .create_if_missing(true)

@@ -2,6 +2,7 @@
 //! Every test talks HTTP to real servers on 127.0.0.1:0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backend_attacks;
 mod backend_cli;
 mod backend_http;
 mod check;

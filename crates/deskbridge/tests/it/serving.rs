@@ -19,14 +19,14 @@ fn address(url: &str) -> String {
 }
 
 /// A new connection to the server at `url` that has sent `bytes`.
-async fn sent(url: &str, bytes: &[u8]) -> TcpStream {
+pub(crate) async fn sent(url: &str, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(address(url)).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     stream
 }
 
 /// Everything the server sends until it closes the connection.
-async fn read_until_closed(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_until_closed(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
         .await
