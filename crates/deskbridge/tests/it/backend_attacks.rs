@@ -30,15 +30,31 @@ fn demo_site(c: &mut backend::BackendConfig) {
     });
 }
 
+/// A bodiless POST to `path` with `headers` (a cookie, what a browser adds).
+async fn post(b: &TestBackend, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    headers
+        .iter()
+        .fold(client().post(b.url(path)), |request, (name, value)| {
+            request.header(*name, *value)
+        })
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A login form post, with `headers` a browser would add.
 async fn post_login(b: &TestBackend, username: &str, password: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = client()
-        .post(b.url("/customer_authenticate"))
-        .form(&[("username", username), ("password", password)]);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
+    headers
+        .iter()
+        .fold(
+            client()
+                .post(b.url("/customer_authenticate"))
+                .form(&[("username", username), ("password", password)]),
+            |request, (name, value)| request.header(*name, *value),
+        )
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The session cookie (`name=value`) an answer sets, if any.
@@ -79,20 +95,9 @@ async fn cross_site_logins_and_logouts_are_refused() {
     // Logging a visitor out from another site is refused too.
     let r = post_login(&b, &alice.username, &alice.password, &[]).await;
     let session = set_cookie(&r).unwrap();
-    let out = client()
-        .post(b.url("/customer_logout"))
-        .header("cookie", &session)
-        .header("origin", HOSTILE)
-        .send()
-        .await
-        .unwrap();
+    let out = post(&b, "/customer_logout", &[("cookie", &session), ("origin", HOSTILE)]).await;
     expect_error(out, 403, "cross_site_request").await;
-    let out = client()
-        .post(b.url("/customer_logout"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let out = post(&b, "/customer_logout", &[("cookie", &session)]).await;
     assert_eq!(out.status(), 204);
 }
 
@@ -107,21 +112,10 @@ async fn the_demo_sites_endpoints_refuse_other_sites() {
     let r = post_login(&b, &alice.username, &alice.password, &[("origin", &b.url)]).await;
     let site = set_cookie(&r).unwrap();
     for path in ["/demo/token", "/demo/logout"] {
-        let r = client()
-            .post(b.url(path))
-            .header("cookie", &site)
-            .header("sec-fetch-site", "cross-site")
-            .send()
-            .await
-            .unwrap();
+        let r = post(&b, path, &[("cookie", &site), ("sec-fetch-site", "cross-site")]).await;
         expect_error(r, 403, "cross_site_request").await;
     }
-    let r = client()
-        .post(b.url("/demo/token"))
-        .header("cookie", &site)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&b, "/demo/token", &[("cookie", &site)]).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -167,14 +161,15 @@ async fn a_password_reset_ends_demo_site_sessions() {
     let alice = &seed.users[0];
     let r = post_login(&b, &alice.username, &alice.password, &[]).await;
     let site = set_cookie(&r).unwrap();
-    let fresh_token = || client().post(b.url("/demo/token")).header("cookie", &site).send();
-    assert_eq!(fresh_token().await.unwrap().status(), 200);
+    let with_site = [("cookie", site.as_str())];
+    let fresh_token = || post(&b, "/demo/token", &with_site);
+    assert_eq!(fresh_token().await.status(), 200);
     b.backend
         .admin()
         .set_password(&alice.username, "a-new-password-1")
         .await
         .unwrap();
-    expect_error(fresh_token().await.unwrap(), 401, "invalid_customer_token").await;
+    expect_error(fresh_token().await, 401, "invalid_customer_token").await;
 }
 
 #[cfg(unix)]
