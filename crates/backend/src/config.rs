@@ -265,6 +265,8 @@ mod tests {
         assert!(BackendConfig::from_toml("cookie_name = \"a b\"").is_err());
         assert!(BackendConfig::from_toml("[http]\nheader_read_timeout_secs = 0").is_err());
         assert!(BackendConfig::from_toml("[http]\nmax_connections = 0").is_err());
+        assert!(BackendConfig::from_toml("[http]\nwrite_timeout_secs = 0").is_err());
+        assert!(BackendConfig::from_toml("[http]\nmax_connections_per_address = 0").is_err());
         assert!(BackendConfig::from_toml("[http]\nbody_read_timeout = 5").is_err());
         assert!(BackendConfig::from_toml("[http]\nbody_read_timeout_secs = 5").is_ok());
         assert!(BackendConfig::from_toml("session_mode = \"cookie\"\nsigning_alg = \"EdDSA\"").is_ok());

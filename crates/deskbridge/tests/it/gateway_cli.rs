@@ -17,7 +17,9 @@ fn config_check_reports_every_problem_with_its_key_path() {
         r#"
 [server.http]
 header_read_timeout_secs = 0
+write_timeout_secs = 0
 max_connections = 0
+max_connections_per_address = 0
 [[connections]]
 name = "acme"
 base_url = "not a url"
@@ -44,7 +46,9 @@ path = "/a b"
     let stdout = String::from_utf8_lossy(&out.stdout);
     for path in [
         "server.http.header_read_timeout_secs",
+        "server.http.write_timeout_secs",
         "server.http.max_connections",
+        "server.http.max_connections_per_address",
         "connections[0].base_url",
         "connections[0].system_auth.client_secret",
         "connections[0].identity.jwks_url",
