@@ -107,6 +107,21 @@ fn admin_commands_create_users_clients_keys_and_trace_identifiers() {
         "a-long-password\n",
     );
     assert!(ok, "a leap day is a date: {err}");
+    // A reset and a removal, each of which ends the user's sessions.
+    let (ok, out, err) = run(
+        &["backend", "--data-dir", d, "user", "set-password", "frank"],
+        "another-long-password\n",
+    );
+    assert!(ok && out.contains("sessions are ended"), "{out}{err}");
+    let (ok, _, err) = run(
+        &["backend", "--data-dir", d, "user", "set-password", "frank"],
+        "short\n",
+    );
+    assert!(!ok && err.contains("8 to 256"), "{err}");
+    let (ok, out, err) = run(&["backend", "--data-dir", d, "user", "remove", "frank"], "");
+    assert!(ok && out.contains("removed frank"), "{out}{err}");
+    let (ok, _, err) = run(&["backend", "--data-dir", d, "user", "remove", "frank"], "");
+    assert!(!ok && err.contains("not found"), "{err}");
 
     let (ok, out, _) = run(
         &[
