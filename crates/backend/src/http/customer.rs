@@ -65,7 +65,7 @@ pub(crate) async fn authenticate(
         )
         .retry_after(wait)
     })?;
-    let _place = state.hash_queue.enter(address).ok_or_else(|| {
+    let place = state.hash_queue.enter(address).ok_or_else(|| {
         count("busy");
         HttpError::api(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +81,7 @@ pub(crate) async fn authenticate(
         .verify(password.to_string(), hash)
         .await
         .map_err(BackendError::from)?;
+    drop(place);
     let Some(user) = user.filter(|_| valid) else {
         attempt.failed(now);
         count("invalid_credentials");
