@@ -90,11 +90,11 @@ pub struct LoginThrottle {
     tallies: Mutex<HashMap<Subject, Tally>>,
 }
 
-/// A login attempt counted in flight against its username and address.
-/// [`Attempt::failed`] turns it into a recorded failure and
-/// [`Attempt::succeeded`] clears the username's failures; dropped either
-/// way or unresolved (the hasher was busy, the store failed, the client
-/// went away before its answer), it is released: its caller learned nothing.
+/// A login attempt counted in flight against its username and address
+/// until it is dropped. [`Attempt::failed`] records a failure first and
+/// [`Attempt::succeeded`] clears the username's failures; dropped
+/// unresolved (the hasher was busy, the store failed, the client went away
+/// before its answer), it leaves nothing behind: its caller learned nothing.
 pub struct Attempt<'a> {
     throttle: &'a LoginThrottle,
     subjects: Vec<Subject>,
