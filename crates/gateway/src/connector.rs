@@ -532,8 +532,11 @@ fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> 
                 .ok()?
                 .remove(&token)?,
             b'[' => {
-                // An index is "0" or digits without a leading zero.
-                if token.is_empty() || (token.len() > 1 && token.starts_with('0')) {
+                // An index is "0" or digits without a leading zero: no sign.
+                if token.is_empty()
+                    || !token.bytes().all(|b| b.is_ascii_digit())
+                    || (token.len() > 1 && token.starts_with('0'))
+                {
                     return None;
                 }
                 let index: usize = token.parse().ok()?;
@@ -606,6 +609,16 @@ mod tests {
                 r#""whole_list":[0]}"#
             )
         );
+    }
+
+    /// RFC 6901 §4: an array index is digits only; `usize` parsing alone took "+1".
+    #[test]
+    fn array_indexes_are_digits_only() {
+        let body: &RawValue = serde_json::from_str(r#"{"a": [10, 11]}"#).unwrap();
+        assert_eq!(raw_pointer(body, "/a/1").map(RawValue::get), Some("11"));
+        for p in ["/a/+1", "/a/ 1", "/a/1 ", "/a/-0", "/a/01"] {
+            assert_eq!(raw_pointer(body, p).map(RawValue::get), None, "{p}");
+        }
     }
 
     #[test]
