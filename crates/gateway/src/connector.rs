@@ -502,7 +502,7 @@ fn sensitive(value: &str) -> Result<HeaderValue, ActionError> {
 /// The `error` code of a refusal, when it looks like one (a short word of
 /// letters, digits and `_.:-`). Anything else is left out rather than
 /// shown to agents: it is free text, and could repeat what was sent.
-fn error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn error_code(body: &[u8]) -> Option<String> {
     let value = serde_json::from_slice::<Value>(body).ok()?;
     let code = value.get("error")?.as_str()?;
     let word = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
@@ -512,7 +512,7 @@ fn error_code(body: &[u8]) -> Option<String> {
 /// The mapped answer: each output field set to the value at its JSON
 /// Pointer, or `null`. Values are copied as the company wrote them, so a
 /// number keeps every digit (a `Value` would round a long one to an f64).
-fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
+pub(crate) fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
     let mapped: BTreeMap<&str, Option<&RawValue>> = fields
         .iter()
         .map(|(field, pointer)| (field.as_str(), raw_pointer(body, pointer)))
@@ -521,7 +521,7 @@ fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Bo
 }
 
 /// The value at a JSON Pointer (RFC 6901) in raw JSON, unparsed.
-fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+pub(crate) fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
     if pointer.is_empty() {
         return Some(at);
     }

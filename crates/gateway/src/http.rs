@@ -328,7 +328,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 /// A JSON error message without the value it quotes: serde's "invalid
 /// type: integer `123`, expected a string" would echo a password or token
 /// sent with the wrong type. The field's path and what was expected stay.
-fn without_values(message: &str) -> String {
+pub(crate) fn without_values(message: &str) -> String {
     for marker in ["invalid type: ", "invalid value: "] {
         if let Some(start) = message.find(marker)
             && let Some(len) = message[start..].rfind(", expected")

@@ -9,6 +9,8 @@ pub mod console;
 mod http;
 pub mod identity;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod store;
 pub mod system_token;
 mod upstream;

@@ -347,7 +347,7 @@ fn token_with_lifetime(bearer: Bearer, lifetime: Duration) -> SystemToken {
 
 /// Seconds until `exp` when the token is a JWT (unverified: used only to
 /// know when to renew, never to trust anything).
-fn jwt_lifetime(token: &str) -> Option<u64> {
+pub(crate) fn jwt_lifetime(token: &str) -> Option<u64> {
     let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
     let exp = claims.get("exp")?.as_u64()?;
     let now = std::time::SystemTime::now()
