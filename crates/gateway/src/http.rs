@@ -633,6 +633,7 @@ async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     /// At most this many (1 to 200, default 50).
     limit: Option<i64>,
@@ -939,6 +940,7 @@ async fn probe_connection(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// Only this agent's actions.
     agent: Option<String>,
