@@ -4,7 +4,7 @@
 mod customer;
 mod demo_site;
 mod meta;
-mod oauth;
+pub(crate) mod oauth;
 pub(crate) mod profile;
 
 use std::collections::HashMap;
