@@ -327,7 +327,9 @@ fn customer_jwts_are_judged_by_key_algorithm_signature_and_claims() {
                 URL_SAFE_NO_PAD.encode(b"not a signature")
             };
             let token = format!("{message}.{signature}");
+            // RFC 7515 §4.1.11: extensions listed as critical must be understood; none is.
             let sound = signed
+                && !crit
                 && alg == "ES256"
                 && kid.as_deref() == Some(s.kid.as_str())
                 && jsonwebtoken::decode_header(&token).is_ok();
@@ -349,6 +351,26 @@ fn customer_jwts_are_judged_by_key_algorithm_signature_and_claims() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// Found by the property above: a token naming a critical extension was
+/// accepted (the gateway's verifier refused it).
+#[test]
+fn a_customer_jwt_with_critical_extensions_is_invalid() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = signer(&rt);
+    let claims = json!({"iss": "http://127.0.0.1:8081", "aud": "deskbridge", "sub": "cus_1",
+                        "iat": NOW, "exp": NOW + 600, "jti": "j"});
+    let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+    header.kid = Some(s.kid.clone());
+    let plain = jsonwebtoken::encode(&header, &claims, &s.key).unwrap();
+    assert_eq!(s.backend.state.verify_customer_jwt(&plain), Ok("cus_1".to_string()));
+    header.crit = Some(vec!["exp".into()]);
+    let critical = jsonwebtoken::encode(&header, &claims, &s.key).unwrap();
+    assert!(matches!(
+        s.backend.state.verify_customer_jwt(&critical),
+        Err(CustomerAuthError::Invalid(_))
+    ));
 }
 
 #[test]
