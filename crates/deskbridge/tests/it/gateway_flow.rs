@@ -1160,8 +1160,9 @@ app_key = "{APP_KEY}"
     (gateway, agent, conversation)
 }
 
-/// After the breaker's open time, one trial call reaches the company while
-/// the others still fail fast; a failed trial re-opens it, a good one closes it.
+/// After the breaker's open time (1 s at first), one trial call reaches the
+/// company while the others still fail fast; a failed trial re-opens it for
+/// twice as long, a good one closes it.
 #[tokio::test]
 async fn a_half_open_breaker_lets_one_trial_call_through() {
     use std::sync::atomic::AtomicBool;
@@ -1187,7 +1188,7 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     };
     let url = spawn_company(app).await;
     let gdir = tempfile::tempdir().unwrap();
-    let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 1\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
+    let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 30\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
     let (gateway, agent, conversation) = gateway_for(gdir.path(), "flaky", &url, breaker).await;
     let act = || {
         client()
@@ -1214,9 +1215,13 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     assert_eq!(calls.load(Ordering::SeqCst), 3, "exactly one trial reached the company");
     expect_problem(act().await.unwrap(), 503, "circuit_open").await;
 
-    // The company recovers: the next trial succeeds and closes the breaker.
+    // The company recovers; the breaker, re-opened for 2 s, still refuses
+    // a second on, and its next trial succeeds and closes it.
     healthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect_problem(act().await.unwrap(), 503, "circuit_open").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let burst = futures_util::future::join_all((0..10).map(|_| act())).await;
     let burst: Vec<reqwest::Response> = burst.into_iter().map(Result::unwrap).collect();
     assert_eq!(statuses(burst), [[200].as_slice(), &[503; 9]].concat());
