@@ -279,12 +279,26 @@ mod tests {
     #[test]
     fn a_refusal_is_blamed_by_code_then_challenge_then_status() {
         use Refused::*;
-        let cases: [(u16, Option<&str>, Option<&str>, Option<&str>, Option<Refused>); 12] = [
+        // (status, error code, challenge scheme, challenge error, blamed)
+        type Case = (
+            u16,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<Refused>,
+        );
+        let cases: [Case; 12] = [
             // The company's error code decides first, whatever the challenge.
             (401, Some("invalid_api_key"), Some("ApiKey"), None, Some(ApiKey)),
             (401, Some("invalid_api_key"), None, None, Some(ApiKey)),
             (403, Some("api_not_allowed"), None, None, Some(ApiKey)),
-            (401, Some("customer_token_expired"), Some("Bearer"), Some("invalid_token"), Some(CustomerToken)),
+            (
+                401,
+                Some("customer_token_expired"),
+                Some("Bearer"),
+                Some("invalid_token"),
+                Some(CustomerToken),
+            ),
             (401, Some("invalid_token"), Some("Bearer"), None, Some(SystemToken)),
             // `invalid_token` without a Bearer challenge names no credential of ours.
             (401, Some("invalid_token"), None, None, Some(CustomerToken)),

@@ -55,7 +55,10 @@ impl AuditConfig {
 
 /// Outcomes that are counted per window rather than written per request.
 pub(crate) fn is_repeatable_refusal(outcome: &str) -> bool {
-    matches!(outcome, "unknown_action" | "not_found" | "circuit_open" | "rate_limited")
+    matches!(
+        outcome,
+        "unknown_action" | "not_found" | "circuit_open" | "rate_limited"
+    )
 }
 
 /// The record could not be made durable; the action's answer must not go out.
@@ -120,10 +123,7 @@ impl AuditTrail {
 
     /// Counts a repeatable refusal into its window's record.
     pub(crate) fn refusal(&self, record: AuditRecord) {
-        if self
-            .queue()
-            .is_none_or(|q| q.try_send(Entry::Refusal(record)).is_err())
-        {
+        if self.queue().is_none_or(|q| q.try_send(Entry::Refusal(record)).is_err()) {
             self.metrics.audit_dropped("queue_full", 1);
         }
     }
@@ -324,10 +324,7 @@ mod tests {
             at: now - days * 86_400,
             ..record(0, "x", Some(200))
         };
-        store
-            .insert_audit(vec![at(100), at(91), at(89), at(0)])
-            .await
-            .unwrap();
+        store.insert_audit(vec![at(100), at(91), at(89), at(0)]).await.unwrap();
         let metrics = Arc::new(Metrics::default());
         let pruning = tokio::spawn(prune(store.clone(), metrics.clone(), AuditConfig::default()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -336,7 +333,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         pruning.abort();
-        let kept: Vec<i64> = store.audit(None, None, 10).await.unwrap().iter().map(|r| r.at).collect();
+        let kept: Vec<i64> = store
+            .audit(None, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.at)
+            .collect();
         assert_eq!(kept, vec![at(0).at, at(89).at]);
         assert!(metrics.render().contains("deskbridge_gateway_audit_rows 2"));
     }

@@ -233,9 +233,9 @@ impl CustomerAuthPlacement {
     pub fn refuses(self, token: &str) -> Option<&'static str> {
         let cookie_octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
         match self {
-            Self::Cookie if !token.bytes().all(cookie_octet) => Some(
-                "cannot travel in a cookie: only visible ASCII without space, '\"', ',', ';' or '\\' may",
-            ),
+            Self::Cookie if !token.bytes().all(cookie_octet) => {
+                Some("cannot travel in a cookie: only visible ASCII without space, '\"', ',', ';' or '\\' may")
+            }
             Self::Header if !token.bytes().all(|b| b.is_ascii_graphic()) => {
                 Some("cannot travel in a header: only visible ASCII without space may")
             }

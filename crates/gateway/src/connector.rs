@@ -55,7 +55,9 @@ pub enum ActionError {
     Unreachable(String),
     /// The company refused the connection's API key: an operator's fix,
     /// never the customer's.
-    #[error("the company's API refused connection {connection:?}'s API key ({status}); its connections.api_key needs fixing")]
+    #[error(
+        "the company's API refused connection {connection:?}'s API key ({status}); its connections.api_key needs fixing"
+    )]
     ApiKeyRejected {
         status: u16,
         error: Option<String>,

@@ -159,8 +159,12 @@ async fn refuse_declared_oversize(request: axum::extract::Request, next: axum::m
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        let mut response = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large")
-            .into_response();
+        let mut response = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is too large",
+        )
+        .into_response();
         // The unread body would otherwise be the next request's head.
         response
             .headers_mut()

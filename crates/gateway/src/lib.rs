@@ -26,10 +26,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
+use crate::audit::AuditTrail;
 pub use crate::config::GatewayConfig;
 use crate::config::{ChannelConfig, Opacity};
 use crate::connector::{ActionError, ActionResult, Connection};
-use crate::audit::AuditTrail;
 use crate::identity::{IdentityError, opacity_problem};
 use crate::limits::{Rates, Streams};
 use crate::metrics::Metrics;
@@ -177,7 +177,7 @@ impl Gateway {
         let (events, _) = broadcast::channel(1024);
         let audit = AuditTrail::start(store.clone(), metrics.clone(), config.audit);
         let rates = Rates::new(&config.limits);
-        let streams = Streams::new(config.limits);
+        let streams = Streams::new(config.limits, metrics.event_streams.clone());
         Ok(Arc::new(Self {
             config,
             store,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 
 /// `[limits]`.
@@ -158,6 +159,8 @@ struct Open {
 pub(crate) struct Streams {
     config: LimitsConfig,
     open: Mutex<Open>,
+    /// `deskbridge_gateway_event_streams`: how many are open.
+    gauge: Gauge,
 }
 
 /// Why a stream was refused.
@@ -188,6 +191,7 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
         open.total = open.total.saturating_sub(1);
+        self.streams.gauge.dec();
         for key in &self.keys {
             if let Some(n) = open.by_key.get_mut(key) {
                 *n -= 1;
@@ -200,10 +204,11 @@ impl Drop for StreamSlot {
 }
 
 impl Streams {
-    pub(crate) fn new(config: LimitsConfig) -> Arc<Self> {
+    pub(crate) fn new(config: LimitsConfig, gauge: Gauge) -> Arc<Self> {
         Arc::new(Self {
             config,
             open: Mutex::default(),
+            gauge,
         })
     }
 
@@ -212,8 +217,16 @@ impl Streams {
         let limits = &self.config;
         let keys: Vec<(String, u32, StreamRefused)> = match holder {
             StreamHolder::Session { channel, session } => vec![
-                (format!("s:{session}"), limits.streams_per_session, StreamRefused::Holder),
-                (format!("c:{channel}"), limits.streams_per_channel, StreamRefused::Channel),
+                (
+                    format!("s:{session}"),
+                    limits.streams_per_session,
+                    StreamRefused::Holder,
+                ),
+                (
+                    format!("c:{channel}"),
+                    limits.streams_per_channel,
+                    StreamRefused::Channel,
+                ),
             ],
             StreamHolder::Agent(name) => vec![(format!("a:{name}"), limits.streams_per_agent, StreamRefused::Holder)],
         };
@@ -227,6 +240,7 @@ impl Streams {
             }
         }
         open.total += 1;
+        self.gauge.inc();
         for (key, _, _) in &keys {
             *open.by_key.entry(key.clone()).or_default() += 1;
         }
@@ -234,11 +248,6 @@ impl Streams {
             streams: self.clone(),
             keys: keys.into_iter().map(|(key, _, _)| key).collect(),
         })
-    }
-
-    /// Streams open now.
-    pub(crate) fn open_count(&self) -> u32 {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 }
 
@@ -266,13 +275,17 @@ mod tests {
 
     #[test]
     fn streams_are_limited_per_holder_per_channel_and_in_all() {
-        let streams = Streams::new(LimitsConfig {
-            streams_per_session: 2,
-            streams_per_channel: 3,
-            streams_per_agent: 1,
-            event_streams: 4,
-            ..LimitsConfig::default()
-        });
+        let gauge = Gauge::default();
+        let streams = Streams::new(
+            LimitsConfig {
+                streams_per_session: 2,
+                streams_per_channel: 3,
+                streams_per_agent: 1,
+                event_streams: 4,
+                ..LimitsConfig::default()
+            },
+            gauge.clone(),
+        );
         let session = |s: &str| StreamHolder::Session {
             channel: "web".into(),
             session: s.into(),
@@ -289,7 +302,7 @@ mod tests {
         );
         // An ended stream gives its place back.
         drop(a1);
-        assert_eq!(streams.open_count(), 3);
+        assert_eq!(gauge.get(), 3);
         assert!(streams.open(&session("b")).is_ok());
     }
 }

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub audit_dropped: Family<DropReason, Counter>,
     pub audit_rows: Gauge,
     pub refusals: Family<RefusalReason, Counter>,
+    pub event_streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -106,6 +107,12 @@ impl Default for Metrics {
              unknown actions and conversations, open breakers, rate and stream limits",
             refusals.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Event streams open (channel sessions and agents)",
+            event_streams.clone(),
+        );
         Self {
             registry,
             actions,
@@ -117,6 +124,7 @@ impl Default for Metrics {
             audit_dropped,
             audit_rows,
             refusals,
+            event_streams,
         }
     }
 }

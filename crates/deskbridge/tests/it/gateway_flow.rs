@@ -1128,7 +1128,12 @@ async fn an_anonymous_conversation_joined_into_a_customer_one_is_gone_and_the_cu
 /// own at `url` (no system credential, identity `opaque`; `extra` is TOML for
 /// the connection: breaker, actions), an agent, and a conversation whose
 /// customer token is valid for 10 minutes.
-async fn gateway_for(dir: &std::path::Path, name: &str, url: &str, extra: &str) -> (TestGateway, String, String) {
+pub(crate) async fn gateway_for(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    extra: &str,
+) -> (TestGateway, String, String) {
     let gateway = TestGateway::start(&format!(
         r#"
 [server]
