@@ -541,7 +541,7 @@ fn sensitive(value: &str) -> Result<HeaderValue, ActionError> {
 /// The `error` code of a refusal, when it looks like one (a short word of
 /// letters, digits and `_.:-`). Anything else is left out rather than
 /// shown to agents: it is free text, and could repeat what was sent.
-fn error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn error_code(body: &[u8]) -> Option<String> {
     let value = serde_json::from_slice::<Value>(body).ok()?;
     let code = value.get("error")?.as_str()?;
     let word = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
@@ -551,7 +551,7 @@ fn error_code(body: &[u8]) -> Option<String> {
 /// The mapped answer: each output field set to the value at its JSON
 /// Pointer, or `null`. Values are copied as the company wrote them, so a
 /// number keeps every digit (a `Value` would round a long one to an f64).
-fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
+pub(crate) fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
     let mapped: BTreeMap<&str, Option<&RawValue>> = fields
         .iter()
         .map(|(field, pointer)| (field.as_str(), raw_pointer(body, pointer)))
@@ -560,7 +560,7 @@ fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Bo
 }
 
 /// The value at a JSON Pointer (RFC 6901) in raw JSON, unparsed.
-fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+pub(crate) fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
     if pointer.is_empty() {
         return Some(at);
     }
@@ -571,8 +571,11 @@ fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> 
                 .ok()?
                 .remove(&token)?,
             b'[' => {
-                // An index is "0" or digits without a leading zero.
-                if token.is_empty() || (token.len() > 1 && token.starts_with('0')) {
+                // An index is "0" or digits without a leading zero: no sign.
+                if token.is_empty()
+                    || !token.bytes().all(|b| b.is_ascii_digit())
+                    || (token.len() > 1 && token.starts_with('0'))
+                {
                     return None;
                 }
                 let index: usize = token.parse().ok()?;
@@ -645,6 +648,16 @@ mod tests {
                 r#""whole_list":[0]}"#
             )
         );
+    }
+
+    /// RFC 6901 §4: an array index is digits only; `usize` parsing alone took "+1".
+    #[test]
+    fn array_indexes_are_digits_only() {
+        let body: &RawValue = serde_json::from_str(r#"{"a": [10, 11]}"#).unwrap();
+        assert_eq!(raw_pointer(body, "/a/1").map(RawValue::get), Some("11"));
+        for p in ["/a/+1", "/a/ 1", "/a/1 ", "/a/-0", "/a/01"] {
+            assert_eq!(raw_pointer(body, p).map(RawValue::get), None, "{p}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'sel
 
 /// Longest name, password or token looked at; longer ones are refused
 /// before any hashing, so a huge password cannot buy extra CPU.
-const MAX_CREDENTIAL_LEN: usize = 256;
+pub(crate) const MAX_CREDENTIAL_LEN: usize = 256;
 
 type Shared = Arc<Gateway>;
 

@@ -391,10 +391,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 /// A JSON error message without the value it quotes: serde's "invalid
 /// type: integer `123`, expected a string" would echo a password or token
 /// sent with the wrong type. The field's path and what was expected stay.
-fn without_values(message: &str) -> String {
+pub(crate) fn without_values(message: &str) -> String {
     for marker in ["invalid type: ", "invalid value: "] {
         if let Some(start) = message.find(marker)
-            && let Some(len) = message[start..].find(", expected")
+            && let Some(len) = message[start..].rfind(", expected")
         {
             let kept = &marker[..marker.len() - 2];
             return format!("{}{kept}{}", &message[..start], &message[start + len..]);
@@ -1177,5 +1177,15 @@ mod tests {
         assert_eq!(without_values(m), "token: invalid value, expected something else");
         let m = "missing field `channel` at line 1 column 2";
         assert_eq!(without_values(m), m);
+    }
+
+    /// The value itself may say ", expected": what was expected is the last one.
+    #[test]
+    fn a_value_that_says_expected_is_left_out_whole() {
+        let m = "expires_in: invalid type: string \"s3cret, expected s3cret\", expected u64 at line 1 column 39";
+        assert_eq!(
+            without_values(m),
+            "expires_in: invalid type, expected u64 at line 1 column 39"
+        );
     }
 }

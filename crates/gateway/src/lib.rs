@@ -11,6 +11,8 @@ mod http;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod store;
 pub mod system_token;
 mod upstream;
