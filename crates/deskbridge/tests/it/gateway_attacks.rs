@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::gateway_cli::{act, open_conversation, serve};
 use crate::gateway_flow::{expect_problem, gateway_for};
 use crate::serving::{json_body, read_until_closed, sent};
 use crate::support::{
-    APP_KEY, TestBackend, TestGateway, client, config, gateway_toml, json as body_json, login, metrics_text,
+    APP_KEY, TestBackend, TestGateway, client, config, deskbridge, gateway_toml, json as body_json, login, metrics_text,
     spawn_company,
 };
 
@@ -485,4 +486,78 @@ async fn malformed_paths_oversized_bodies_and_moved_tokens_get_documented_answer
     // Wiped, not kept: the state reads expired, and the owner's token still works.
     assert!(store.token(victim).await.unwrap().unwrap().rejected);
     assert_eq!(d.action(&d.conversation, "getprofile").await.status(), 200);
+}
+
+/// Attack 3: `kill -9` under load lost the audit records of actions that
+/// had already been answered 200. Now an answer goes out only once its
+/// record is in the store: after a kill under load, every trace id answered
+/// 200 is in the audit log.
+#[tokio::test]
+async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let file = gdir.path().join("gateway.toml");
+    let toml = gateway_toml(gdir.path(), &backend, &seed)
+        .replace("agent_per_second = 1000\nagent_burst = 1000", "agent_per_second = 100000\nagent_burst = 100000");
+    std::fs::write(&file, toml).unwrap();
+    let out = deskbridge()
+        .args(["agent", "add", "ana", "--role", "agent", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (mut gateway, url) = serve(&file, &[]);
+    let user = &seed.users[0];
+    let jwt = login(&backend, &user.username, &user.password).await;
+    let conversation = open_conversation(&url, json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}})).await;
+
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, conversation, agent, answered) = (url.clone(), conversation.clone(), agent.clone(), answered.clone());
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < until {
+                    // An action the kill cuts short is no answer; the worker stops.
+                    let Ok(r) = client()
+                        .post(format!("{url}/v1/conversations/{conversation}/actions/getprofile"))
+                        .bearer_auth(&agent)
+                        .send()
+                        .await
+                    else {
+                        break;
+                    };
+                    if r.status() == 200 {
+                        answered.lock().unwrap().push(r.headers()["x-trace-id"].to_str().unwrap().to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gateway.0.kill().unwrap();
+    gateway.0.wait().unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 100, "only {} answers under load", answered.len());
+
+    let store = gateway::store::Store::open(&format!("sqlite://{}", gdir.path().join("gateway.db").display()))
+        .await
+        .unwrap();
+    let audited: std::collections::HashSet<String> = store
+        .audit(None, None, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.trace_id)
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|t| !audited.contains(*t)).collect();
+    assert!(missing.is_empty(), "{} of {} answered actions have no audit record", missing.len(), answered.len());
+    // The store is whole after the kill, and a restarted gateway serves on.
+    let (_gateway, url) = serve(&file, &[]);
+    assert_eq!(act(&url, &conversation, "getprofile", &agent).await.status(), 200);
 }
