@@ -12,8 +12,8 @@ use crate::gateway_cli::{act, open_conversation, serve};
 use crate::gateway_flow::{expect_problem, gateway_for};
 use crate::serving::{json_body, read_until_closed, sent};
 use crate::support::{
-    APP_KEY, TestBackend, TestGateway, client, config, deskbridge, gateway_toml, json as body_json, login, metrics_text,
-    spawn_company,
+    APP_KEY, TestBackend, TestGateway, client, config, deskbridge, gateway_toml, json as body_json, login,
+    metrics_text, spawn_company,
 };
 
 /// A gateway on the reference backend, with `limits` as its `[limits]`
@@ -498,8 +498,10 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
     let backend = TestBackend::start(config(bdir.path())).await;
     let seed = backend.seed().await;
     let file = gdir.path().join("gateway.toml");
-    let toml = gateway_toml(gdir.path(), &backend, &seed)
-        .replace("agent_per_second = 1000\nagent_burst = 1000", "agent_per_second = 100000\nagent_burst = 100000");
+    let toml = gateway_toml(gdir.path(), &backend, &seed).replace(
+        "agent_per_second = 1000\nagent_burst = 1000",
+        "agent_per_second = 100000\nagent_burst = 100000",
+    );
     std::fs::write(&file, toml).unwrap();
     let out = deskbridge()
         .args(["agent", "add", "ana", "--role", "agent", "--config"])
@@ -511,12 +513,17 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
     let (mut gateway, url) = serve(&file, &[]);
     let user = &seed.users[0];
     let jwt = login(&backend, &user.username, &user.password).await;
-    let conversation = open_conversation(&url, json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}})).await;
+    let conversation = open_conversation(
+        &url,
+        json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}),
+    )
+    .await;
 
     let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (url, conversation, agent, answered) = (url.clone(), conversation.clone(), agent.clone(), answered.clone());
+            let (url, conversation, agent, answered) =
+                (url.clone(), conversation.clone(), agent.clone(), answered.clone());
             tokio::spawn(async move {
                 let until = Instant::now() + Duration::from_secs(10);
                 while Instant::now() < until {
@@ -530,7 +537,10 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
                         break;
                     };
                     if r.status() == 200 {
-                        answered.lock().unwrap().push(r.headers()["x-trace-id"].to_str().unwrap().to_string());
+                        answered
+                            .lock()
+                            .unwrap()
+                            .push(r.headers()["x-trace-id"].to_str().unwrap().to_string());
                     }
                 }
             })
@@ -556,7 +566,12 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
         .filter_map(|r| r.trace_id)
         .collect();
     let missing: Vec<&String> = answered.iter().filter(|t| !audited.contains(*t)).collect();
-    assert!(missing.is_empty(), "{} of {} answered actions have no audit record", missing.len(), answered.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered actions have no audit record",
+        missing.len(),
+        answered.len()
+    );
     // The store is whole after the kill, and a restarted gateway serves on.
     let (_gateway, url) = serve(&file, &[]);
     assert_eq!(act(&url, &conversation, "getprofile", &agent).await.status(), 200);
