@@ -494,13 +494,14 @@ fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> R
     security(("app_key" = [])),
     responses(
         (status = 201, description = "The session is open", body = SessionOpened),
-        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id", body = ProblemBody, content_type = PROBLEM),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id; `invalid_customer_token`: a token that cannot travel where the connection sends it", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
         (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: too many sessions opened from this address on this channel (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`identity_provider_unavailable`: the company's keys could not be fetched", body = ProblemBody, content_type = PROBLEM),
     )
@@ -542,13 +543,14 @@ async fn open_session(
     security(("app_key" = [])),
     responses(
         (status = 200, description = "The session is authenticated", body = SessionOpened),
-        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id", body = ProblemBody, content_type = PROBLEM),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id; `invalid_customer_token`: a token that cannot travel where the connection sends it", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_session` or `unknown_connection`", body = ProblemBody, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
         (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the session's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`identity_provider_unavailable`: the company's keys could not be fetched", body = ProblemBody, content_type = PROBLEM),
     )
@@ -584,7 +586,9 @@ async fn authenticate_session(
         (status = 200, description = "An event stream: each event is named by its `kind` \
             (e.g. `authenticated`, `authentication_required`) and its data is \
             `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_session`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the session's request rate; or `too_many_streams`: over a `[limits]` stream limit (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -665,6 +669,7 @@ const EVENT_STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs
             (`session_opened`, `authenticated`, `authentication_required`) and its data is \
             `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate; or `too_many_streams`: over `[limits]` streams_per_agent or event_streams (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
     )
 )]
 async fn agent_events(
@@ -788,6 +793,7 @@ struct ConversationDetail {
         (status = 200, description = "A page of conversations", body = ConversationList),
         (status = 400, description = "`invalid_request`: the cursor is not valid", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -833,8 +839,10 @@ async fn list_conversations(
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The conversation", body = ConversationDetail),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found`: no such conversation", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -921,12 +929,14 @@ struct ActionMeta {
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The company's answer", body = ActionOutcome),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
         (status = 409, description = "`customer_auth_required`: the customer must authenticate again", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
-        (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), `api_key_rejected` when the company refused the connection's API key, or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
         (status = 503, description = "`token_endpoint_error` (unreachable) or `circuit_open`", body = ProblemBody, content_type = PROBLEM),
         (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
     )
@@ -987,6 +997,7 @@ struct AuditList {
         (status = 200, description = "The connections", body = ConnectionList),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -1026,9 +1037,11 @@ async fn list_connections(State(g): State<Shared>, headers: HeaderMap) -> Result
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The probe ran; `ok` says whether it passed", body = ProbeReport),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role; or `csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -1073,6 +1086,7 @@ struct AuditQuery {
         (status = 400, description = "`invalid_request`: a query parameter that cannot be read", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
