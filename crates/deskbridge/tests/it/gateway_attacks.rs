@@ -8,82 +8,53 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::gateway_cli::{act, open_conversation, serve};
-use crate::gateway_flow::{expect_problem, gateway_for};
+use crate::gateway_cli::{Reaped, act, open_conversation, serve};
+use crate::gateway_flow::{World, expect_problem, gateway_for, world_configured};
 use crate::serving::{json_body, read_until_closed, sent};
 use crate::support::{
     APP_KEY, TestBackend, TestGateway, client, config, deskbridge, gateway_toml, json as body_json, login,
     metrics_text, spawn_company,
 };
 
-/// A gateway on the reference backend, with `limits` as its `[limits]`
-/// section in place of the tests' generous one; an agent token and one
-/// logged-in customer's session and conversation.
+/// A world whose gateway has `limits` as its `[limits]` section in place
+/// of the tests' generous one (empty: the generous one), with one logged-in
+/// customer's session and conversation.
 struct Desk {
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-    backend: TestBackend,
-    seed: backend::admin::DemoSeed,
-    gateway: TestGateway,
-    agent: String,
+    world: World,
     session: String,
     conversation: String,
 }
 
 async fn desk(limits: &str) -> Desk {
-    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let backend = TestBackend::start(config(bdir.path())).await;
-    let seed = backend.seed().await;
-    let mut toml = gateway_toml(gdir.path(), &backend, &seed);
-    if !limits.is_empty() {
-        let generous = toml.find("[limits]").unwrap();
-        let end = toml.find("[[connections]]").unwrap();
-        toml.replace_range(generous..end, &format!("[limits]\n{limits}\n"));
-    }
-    let gateway = TestGateway::start(&toml).await;
-    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
-    let user = &seed.users[0];
-    let jwt = login(&backend, &user.username, &user.password).await;
-    let opened = open_session(
-        &gateway,
-        json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}),
+    let world = world_configured(
+        |_| {},
+        false,
+        |mut toml| {
+            if !limits.is_empty() {
+                let generous = toml.find("[limits]").unwrap();
+                let end = toml.find("[[connections]]").unwrap();
+                toml.replace_range(generous..end, &format!("[limits]\n{limits}\n"));
+            }
+            toml
+        },
     )
     .await;
-    assert_eq!(opened.status(), 201);
-    let opened = body_json(opened).await;
+    let (opened, _) = world.customer_session(0, "web").await;
     Desk {
-        _dirs: (bdir, gdir),
-        backend,
-        seed,
         session: opened["session_id"].as_str().unwrap().into(),
         conversation: opened["conversation_id"].as_str().unwrap().into(),
-        gateway,
-        agent,
+        world,
     }
 }
 
-async fn open_session(gateway: &TestGateway, body: Value) -> reqwest::Response {
-    client()
-        .post(gateway.url("/v1/sessions"))
-        .header("x-deskbridge-app-key", APP_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+impl std::ops::Deref for Desk {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
 }
 
 impl Desk {
-    async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
-        client()
-            .post(
-                self.gateway
-                    .url(&format!("/v1/conversations/{conversation}/actions/{action}")),
-            )
-            .bearer_auth(&self.agent)
-            .send()
-            .await
-            .unwrap()
-    }
-
     async fn audit(&self) -> Vec<Value> {
         self.gateway.gateway.flush_audit().await;
         let records = self.gateway.gateway.store.audit(None, None, 10_000).await.unwrap();
@@ -187,7 +158,7 @@ async fn agents_and_channel_sessions_are_rate_limited() {
     let mut opened = Vec::new();
     for _ in 0..4 {
         opened.push(
-            open_session(&d.gateway, json!({"channel": "web", "connection": "acme"}))
+            d.open_session(json!({"channel": "web", "connection": "acme"}))
                 .await
                 .status()
                 .as_u16(),
@@ -215,7 +186,7 @@ async fn event_streams_are_limited_per_session_per_channel_and_in_all() {
     let body = expect_problem(refused, 429, "too_many_streams").await;
     assert!(body["detail"].as_str().unwrap().contains("session"), "{body}");
 
-    let other = open_session(&d.gateway, json!({"channel": "web", "connection": "acme"})).await;
+    let other = d.open_session(json!({"channel": "web", "connection": "acme"})).await;
     let other = body_json(other).await["session_id"].as_str().unwrap().to_string();
     let b1 = stream(other.clone()).await.unwrap();
     assert_eq!(b1.status(), 200);
@@ -242,7 +213,7 @@ async fn event_streams_are_limited_per_session_per_channel_and_in_all() {
     assert_eq!(_first.status(), 200);
     expect_problem(agent_stream().await.unwrap(), 429, "too_many_streams").await;
     // Four open (a2, b1, b2, the agent's): the gateway's budget.
-    let third = open_session(&d.gateway, json!({"channel": "web", "connection": "acme"})).await;
+    let third = d.open_session(json!({"channel": "web", "connection": "acme"})).await;
     let third = body_json(third).await["session_id"].as_str().unwrap().to_string();
     let body = expect_problem(stream(third).await.unwrap(), 429, "too_many_streams").await;
     assert!(body["detail"].as_str().unwrap().contains("gateway"), "{body}");
@@ -278,8 +249,8 @@ async fn tokens_that_cannot_travel_where_the_connection_puts_them_are_refused_at
     let placement = "[connections.customer_auth]\nin = \"cookie\"\nname = \"SESSION\"\n[[connections.actions]]\nname = \"profile\"\npath = \"/profile\"\n";
     let (gateway, agent, conversation) = gateway_for(gdir.path(), "acme", &url, placement).await;
     let open = |token: &str| {
-        open_session(
-            &gateway,
+        open_session_at(
+            &gateway.url,
             json!({"channel": "web", "connection": "acme", "customer_id": "cus_91c3f0a7e2b84d6fa5c9e1d3b7f20a48",
                    "auth": {"token": token, "expires_in": 600}}),
         )
@@ -309,8 +280,8 @@ async fn tokens_that_cannot_travel_where_the_connection_puts_them_are_refused_at
 
     // In a header, a space or a line break is refused; in a JSON body, any text goes.
     async fn open_in(gateway: &TestGateway, token: &str) -> reqwest::Response {
-        open_session(
-            gateway,
+        open_session_at(
+            &gateway.url,
             json!({"channel": "web", "connection": "acme", "customer_id": "cus_91c3f0a7e2b84d6fa5c9e1d3b7f20a48",
                    "auth": {"token": token}}),
         )
@@ -395,29 +366,22 @@ async fn an_api_key_refusal_blames_the_platform_not_the_customer() {
 /// The reference backend's own refusal of a wrong key (403 invalid_api_key).
 #[tokio::test]
 async fn the_reference_backend_refusing_a_wrong_api_key_is_an_api_key_problem() {
-    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let backend = TestBackend::start(config(bdir.path())).await;
-    let seed = backend.seed().await;
-    let toml = gateway_toml(gdir.path(), &backend, &seed).replace(&seed.api_keys[0].key, "not-the-key");
-    let gateway = TestGateway::start(&toml).await;
-    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
-    let user = &seed.users[0];
-    let jwt = login(&backend, &user.username, &user.password).await;
-    let opened = body_json(
-        open_session(
-            &gateway,
-            json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}),
-        )
-        .await,
+    let w = world_configured(
+        |_| {},
+        false,
+        |mut toml| {
+            let key = "[connections.api_key]\nvalue = \"";
+            let at = toml.find(key).unwrap() + key.len();
+            let end = at + toml[at..].find('"').unwrap();
+            toml.replace_range(at..end, "not-the-key");
+            toml
+        },
     )
     .await;
-    let conversation = opened["conversation_id"].as_str().unwrap();
-    let r = client()
-        .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/getprofile")))
-        .bearer_auth(&agent)
-        .send()
-        .await
-        .unwrap();
+    let (opened, _) = w.customer_session(0, "web").await;
+    let r = w
+        .action(opened["conversation_id"].as_str().unwrap(), "getprofile")
+        .await;
     let body = expect_problem(r, 502, "api_key_rejected").await;
     assert_eq!(body["backend_error"], "invalid_api_key");
     assert!(!body.to_string().contains("not-the-key"));
@@ -466,8 +430,8 @@ async fn malformed_paths_oversized_bodies_and_moved_tokens_get_documented_answer
 
     // Another customer's conversation gets alice's sealed token copied in.
     let other = body_json(
-        open_session(
-            &d.gateway,
+        open_session_at(
+            &d.gateway.url,
             json!({"channel": "web", "connection": "acme", "auth": {"token":
                 login(&d.backend, &d.seed.users[1].username, &d.seed.users[1].password).await
             }}),
@@ -488,21 +452,25 @@ async fn malformed_paths_oversized_bodies_and_moved_tokens_get_documented_answer
     assert_eq!(d.action(&d.conversation, "getprofile").await.status(), 200);
 }
 
-/// Attack 3: `kill -9` under load lost the audit records of actions that
-/// had already been answered 200. Now an answer goes out only once its
-/// record is in the store: after a kill under load, every trace id answered
-/// 200 is in the audit log.
-#[tokio::test]
-async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
+/// The gateway binary (`deskbridge serve`) on the reference backend, with
+/// `gateway_toml`'s configuration edited by `edit`; an agent added through
+/// the CLI, and one customer's conversation.
+struct Served {
+    dirs: (tempfile::TempDir, tempfile::TempDir),
+    _backend: TestBackend,
+    file: std::path::PathBuf,
+    process: Reaped,
+    url: String,
+    agent: String,
+    conversation: String,
+}
+
+async fn served(edit: impl FnOnce(String) -> String) -> Served {
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let backend = TestBackend::start(config(bdir.path())).await;
     let seed = backend.seed().await;
     let file = gdir.path().join("gateway.toml");
-    let toml = gateway_toml(gdir.path(), &backend, &seed).replace(
-        "agent_per_second = 1000\nagent_burst = 1000",
-        "agent_per_second = 100000\nagent_burst = 100000",
-    );
-    std::fs::write(&file, toml).unwrap();
+    std::fs::write(&file, edit(gateway_toml(gdir.path(), &backend, &seed))).unwrap();
     let out = deskbridge()
         .args(["agent", "add", "ana", "--role", "agent", "--config"])
         .arg(&file)
@@ -510,7 +478,7 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let agent = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let (mut gateway, url) = serve(&file, &[]);
+    let (process, url) = serve(&file, &[]);
     let user = &seed.users[0];
     let jwt = login(&backend, &user.username, &user.password).await;
     let conversation = open_conversation(
@@ -518,7 +486,31 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
         json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}),
     )
     .await;
+    Served {
+        dirs: (bdir, gdir),
+        _backend: backend,
+        file,
+        process,
+        url,
+        agent,
+        conversation,
+    }
+}
 
+/// Attack 3: `kill -9` under load lost the audit records of actions that
+/// had already been answered 200. Now an answer goes out only once its
+/// record is in the store: after a kill under load, every trace id answered
+/// 200 is in the audit log.
+#[tokio::test]
+async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
+    let mut g = served(|toml| {
+        toml.replace(
+            "agent_per_second = 1000\nagent_burst = 1000",
+            "agent_per_second = 100000\nagent_burst = 100000",
+        )
+    })
+    .await;
+    let (url, conversation, agent) = (g.url.clone(), g.conversation.clone(), g.agent.clone());
     let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let workers: Vec<_> = (0..16)
         .map(|_| {
@@ -547,15 +539,15 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    gateway.0.kill().unwrap();
-    gateway.0.wait().unwrap();
+    g.process.0.kill().unwrap();
+    g.process.0.wait().unwrap();
     for worker in workers {
         worker.await.unwrap();
     }
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() >= 100, "only {} answers under load", answered.len());
 
-    let store = gateway::store::Store::open(&format!("sqlite://{}", gdir.path().join("gateway.db").display()))
+    let store = gateway::store::Store::open(&format!("sqlite://{}", g.dirs.1.path().join("gateway.db").display()))
         .await
         .unwrap();
     let audited: std::collections::HashSet<String> = store
@@ -573,6 +565,16 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
         answered.len()
     );
     // The store is whole after the kill, and a restarted gateway serves on.
-    let (_gateway, url) = serve(&file, &[]);
+    let (_gateway, url) = serve(&g.file, &[]);
     assert_eq!(act(&url, &conversation, "getprofile", &agent).await.status(), 200);
+}
+
+async fn open_session_at(url: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{url}/v1/sessions"))
+        .header("x-deskbridge-app-key", APP_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }

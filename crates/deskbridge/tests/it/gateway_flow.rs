@@ -12,15 +12,25 @@ use crate::support::{
     metrics_text, spawn_company, tokens_issued,
 };
 
-struct World {
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-    backend: TestBackend,
-    gateway: TestGateway,
-    seed: backend::admin::DemoSeed,
-    agent: String,
+/// The reference backend, a gateway in process on it, and an agent.
+pub(crate) struct World {
+    pub(crate) _dirs: (tempfile::TempDir, tempfile::TempDir),
+    pub(crate) backend: TestBackend,
+    pub(crate) gateway: TestGateway,
+    pub(crate) seed: backend::admin::DemoSeed,
+    pub(crate) agent: String,
 }
 
 async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), real_time: bool) -> World {
+    world_configured(edit, real_time, |toml| toml).await
+}
+
+/// A world whose gateway configuration is `gateway_toml`'s, edited by `edit_gateway`.
+pub(crate) async fn world_configured(
+    edit: impl FnOnce(&mut backend::BackendConfig),
+    real_time: bool,
+    edit_gateway: impl FnOnce(String) -> String,
+) -> World {
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = config(bdir.path());
     edit(&mut cfg);
@@ -30,7 +40,7 @@ async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), real_time: b
         TestBackend::start(cfg).await
     };
     let seed = backend.seed().await;
-    let gateway = TestGateway::start(&gateway_toml(gdir.path(), &backend, &seed)).await;
+    let gateway = TestGateway::start(&edit_gateway(gateway_toml(gdir.path(), &backend, &seed))).await;
     let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
     World {
         _dirs: (bdir, gdir),
@@ -46,7 +56,7 @@ async fn world() -> World {
 }
 
 impl World {
-    async fn open_session(&self, body: Value) -> reqwest::Response {
+    pub(crate) async fn open_session(&self, body: Value) -> reqwest::Response {
         client()
             .post(self.gateway.url("/v1/sessions"))
             .header("x-deskbridge-app-key", APP_KEY)
@@ -79,7 +89,7 @@ impl World {
         .await
     }
 
-    async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
+    pub(crate) async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
         client()
             .post(
                 self.gateway
@@ -91,7 +101,7 @@ impl World {
             .unwrap()
     }
 
-    async fn customer_session(&self, user: usize, channel: &str) -> (Value, String) {
+    pub(crate) async fn customer_session(&self, user: usize, channel: &str) -> (Value, String) {
         let u = &self.seed.users[user];
         let jwt = login(&self.backend, &u.username, &u.password).await;
         let r = self
