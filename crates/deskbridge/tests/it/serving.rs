@@ -18,14 +18,14 @@ fn address(url: &str) -> String {
 }
 
 /// A new connection to the server at `url` that has sent `bytes`.
-async fn sent(url: &str, bytes: &[u8]) -> TcpStream {
+pub(crate) async fn sent(url: &str, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(address(url)).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     stream
 }
 
 /// Everything the server sends until it closes the connection.
-async fn read_until_closed(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_until_closed(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
         .await
@@ -34,7 +34,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn json_body(answer: &str) -> Value {
+pub(crate) fn json_body(answer: &str) -> Value {
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }
