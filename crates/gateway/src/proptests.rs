@@ -61,6 +61,8 @@ const SECTIONS: &[&str] = &[
     "[[connections.actions]]",
     "[connections.actions.response]",
     "[[channels]]",
+    "[limits]",
+    "[audit]",
 ];
 
 const KEYS: &[&str] = &[
@@ -100,6 +102,11 @@ const KEYS: &[&str] = &[
     "app_key",
     "allowed_origins",
     "field",
+    "agent_per_second",
+    "session_burst",
+    "event_streams",
+    "retention_days",
+    "refusal_window_secs",
 ];
 
 /// A TOML string: JSON's escapes are TOML's.
@@ -236,6 +243,8 @@ fn names_a_key(path: &str, config: &GatewayConfig) -> bool {
         "console.throttle.",
         "server.http.",
         "store.url",
+        "limits.",
+        "audit.",
     ]
     .iter()
     .any(|p| path.starts_with(p))
