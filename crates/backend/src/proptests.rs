@@ -198,6 +198,8 @@ fn signer(rt: &tokio::runtime::Runtime) -> Signer {
         pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
     )
     .unwrap();
+    // The backend refuses a signing key that other users can read.
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let config = BackendConfig {
         data_dir: dir.path().join("data"),
         signing_key_file: Some(key_file),
