@@ -86,7 +86,7 @@ impl State {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| CustomerAuthError::Invalid("the customer token is not a well-formed JWT"))?;
-        // RFC 7515 §4.1.11: extensions marked critical must be understood,
+        // RFC 7515 §4.1.11: extensions listed as critical must be understood,
         // and this verifier understands none.
         if header.crit.is_some() {
             return Err(CustomerAuthError::Invalid(

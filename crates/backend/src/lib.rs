@@ -13,6 +13,8 @@ mod error;
 mod http;
 mod keys;
 mod metrics;
+#[cfg(test)]
+mod proptests;
 mod store;
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use contract::AccessTokenResponse;
+use contract::{AccessTokenResponse, Refused};
 use gateway::config::{
     ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, GrantTypeIn, IdentityMode, SystemAuthConfig,
 };
@@ -175,6 +175,17 @@ struct Reply {
 }
 
 impl Reply {
+    /// Whose credential the gateway would blame for this refusal.
+    fn blame(&self) -> Option<Refused> {
+        let challenge = self.challenge();
+        contract::whose_refusal(
+            self.status,
+            self.error_code().as_deref(),
+            challenge.as_ref().map(|c| c.scheme.as_str()),
+            challenge.as_ref().and_then(|c| c.error.as_deref()),
+        )
+    }
+
     fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
     }
@@ -225,12 +236,6 @@ impl Reply {
 struct Challenge {
     scheme: String,
     error: Option<String>,
-}
-
-impl Challenge {
-    fn is_bearer_invalid_token(&self) -> bool {
-        self.scheme.eq_ignore_ascii_case("bearer") && self.error.as_deref() == Some("invalid_token")
-    }
 }
 
 /// The token a token endpoint's answer issues, or what is wrong with it.
@@ -1510,23 +1515,37 @@ impl Context {
                 "needs both refusals; see action.{name}.wrong_bearer and action.{name}.tampered_customer_token"
             ));
         }
-        let evidence = format!(
+        let mut evidence = format!(
             "system token refused: {}; customer token refused: {}",
             system.describe(),
             customer.describe()
         );
-        let codes_differ = match (system.error_code(), customer.error_code()) {
-            (Some(a), Some(b)) => a != b,
-            _ => false,
-        };
-        let system_challenge = system.challenge().is_some_and(|c| c.is_bearer_invalid_token());
-        let customer_challenge = customer.challenge().is_some_and(|c| c.is_bearer_invalid_token());
-        let challenges_differ = system_challenge && !customer_challenge;
-        if codes_differ || challenges_differ {
-            pass(evidence)
-        } else {
-            fail(format!("{evidence}: the platform cannot tell whose credential failed"))
+        // The gateway's own reading of each refusal (`contract::whose_refusal`):
+        // where it blames the wrong credential, the two disagree.
+        if system.blame() != Some(Refused::SystemToken) || customer.blame() != Some(Refused::CustomerToken) {
+            return fail(format!("{evidence}: the platform cannot tell whose credential failed"));
         }
+        if self.api_key.is_some()
+            && let Ok(api_key) = self.call(i, Probe::WrongApiKey).await
+            && !api_key.is_success()
+        {
+            evidence.push_str(&format!("; API key refused: {}", api_key.describe()));
+            match api_key.blame() {
+                Some(Refused::ApiKey) => {}
+                Some(Refused::CustomerToken) => {
+                    return warn(format!(
+                        "{evidence}: a wrong API key reads as the customer's failure, so the platform would ask \
+                         the customer to log in again for its own mistake"
+                    ));
+                }
+                _ => {
+                    return warn(format!(
+                        "{evidence}: a wrong API key cannot be told from other refusals"
+                    ));
+                }
+            }
+        }
+        pass(evidence)
     }
 
     // ---- transport.* ----
@@ -1595,7 +1614,7 @@ mod tests {
             r.describe(),
             "HTTP 401 invalid_token, WWW-Authenticate: Bearer error=invalid_token"
         );
-        assert!(r.challenge().is_some_and(|c| c.is_bearer_invalid_token()));
+        assert_eq!(r.blame(), Some(Refused::SystemToken));
         let echoed = reply(400, None, r#"{"error":"password hunter2 is wrong"}"#);
         assert_eq!(echoed.describe(), "HTTP 400 (an unprintable error code)");
         assert_eq!(reply(200, None, "not json").describe(), "HTTP 200");
@@ -1604,7 +1623,9 @@ mod tests {
             Some(r#"JWT realm="customer", error="invalid_customer_token""#),
             "{}",
         );
-        assert!(customer.challenge().is_some_and(|c| !c.is_bearer_invalid_token()));
+        assert_eq!(customer.blame(), Some(Refused::CustomerToken));
+        let api_key = reply(401, Some(r#"ApiKey realm="acme""#), r#"{"error":"nope"}"#);
+        assert_eq!(api_key.blame(), Some(Refused::ApiKey));
     }
 
     #[test]

@@ -172,6 +172,50 @@ impl ApiErrorCode {
     }
 }
 
+/// Whose credential a company's refusal of a data call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The customer's token: the channel must hand over a fresh one.
+    CustomerToken,
+    /// The platform's system access token: fetch anew and retry once.
+    SystemToken,
+    /// The platform's API key: an operator must fix the connection.
+    ApiKey,
+}
+
+/// Decides whose credential a `401` or `403` is about, from the evidence in
+/// this order: the company's `error` code (this contract's codes), then the
+/// `WWW-Authenticate` challenge (its scheme and `error` parameter), then
+/// the status alone (a `401` without a `Bearer` challenge is the
+/// customer's). `None`: a refusal that blames no credential (a `403` for
+/// some other reason, a Bearer challenge with another error).
+pub fn whose_refusal(
+    status: u16,
+    error: Option<&str>,
+    challenge_scheme: Option<&str>,
+    challenge_error: Option<&str>,
+) -> Option<Refused> {
+    if status != 401 && status != 403 {
+        return None;
+    }
+    let bearer = challenge_scheme.is_some_and(|s| s.eq_ignore_ascii_case("bearer"));
+    match error {
+        Some("invalid_customer_token" | "customer_token_expired" | "customer_auth_required") => {
+            return Some(Refused::CustomerToken);
+        }
+        Some("invalid_api_key" | "api_not_allowed") => return Some(Refused::ApiKey),
+        Some("invalid_token") if bearer => return Some(Refused::SystemToken),
+        _ => {}
+    }
+    if challenge_scheme.is_some_and(|s| s.eq_ignore_ascii_case("apikey")) {
+        return Some(Refused::ApiKey);
+    }
+    if bearer {
+        return (challenge_error == Some("invalid_token")).then_some(Refused::SystemToken);
+    }
+    (status == 401).then_some(Refused::CustomerToken)
+}
+
 /// The JSON body of every error from the backend.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody<C> {
@@ -236,6 +280,50 @@ pub struct AuthorizationServerMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_blamed_by_code_then_challenge_then_status() {
+        use Refused::*;
+        // (status, error code, challenge scheme, challenge error, blamed)
+        type Case = (
+            u16,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<Refused>,
+        );
+        let cases: [Case; 12] = [
+            // The company's error code decides first, whatever the challenge.
+            (401, Some("invalid_api_key"), Some("ApiKey"), None, Some(ApiKey)),
+            (401, Some("invalid_api_key"), None, None, Some(ApiKey)),
+            (403, Some("api_not_allowed"), None, None, Some(ApiKey)),
+            (
+                401,
+                Some("customer_token_expired"),
+                Some("Bearer"),
+                Some("invalid_token"),
+                Some(CustomerToken),
+            ),
+            (401, Some("invalid_token"), Some("Bearer"), None, Some(SystemToken)),
+            // `invalid_token` without a Bearer challenge names no credential of ours.
+            (401, Some("invalid_token"), None, None, Some(CustomerToken)),
+            // Then the challenge.
+            (401, None, Some("apikey"), None, Some(ApiKey)),
+            (401, None, Some("Bearer"), Some("invalid_token"), Some(SystemToken)),
+            (401, Some("nope"), Some("Bearer"), Some("insufficient_scope"), None),
+            // Then the status alone.
+            (401, None, None, None, Some(CustomerToken)),
+            (403, Some("forbidden"), None, None, None),
+            (500, Some("invalid_api_key"), None, None, None),
+        ];
+        for (status, error, scheme, challenge_error, expected) in cases {
+            assert_eq!(
+                whose_refusal(status, error, scheme, challenge_error),
+                expected,
+                "{status} {error:?} {scheme:?} {challenge_error:?}"
+            );
+        }
+    }
 
     #[test]
     fn expires_in_accepts_number_and_numeric_string() -> Result<(), serde_json::Error> {

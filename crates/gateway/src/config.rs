@@ -63,6 +63,10 @@ pub struct GatewayConfig {
     pub channels: Vec<ChannelConfig>,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// The agent console at `/console`.
@@ -218,6 +222,26 @@ pub enum CustomerAuthPlacement {
     Header,
     Cookie,
     Body,
+}
+
+impl CustomerAuthPlacement {
+    /// Why `token` cannot travel this way, if it cannot: a cookie value
+    /// takes RFC 6265 cookie-octets only (no `;`, `,`, space, quote or
+    /// backslash, which would add cookies of the caller's choosing), a
+    /// header value visible ASCII only (no CR, LF or NUL); a JSON body
+    /// takes any text.
+    pub fn refuses(self, token: &str) -> Option<&'static str> {
+        let cookie_octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        match self {
+            Self::Cookie if !token.bytes().all(cookie_octet) => {
+                Some("cannot travel in a cookie: only visible ASCII without space, '\"', ',', ';' or '\\' may")
+            }
+            Self::Header if !token.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some("cannot travel in a header: only visible ASCII without space may")
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,6 +464,12 @@ impl GatewayConfig {
         for (key, problem) in self.console.throttle.problems() {
             fail(format!("console.throttle.{key}"), problem.into());
         }
+        for (key, problem) in self.audit.problems() {
+            fail(format!("audit.{key}"), problem.into());
+        }
+        for (key, problem) in self.limits.problems(self.server.http.max_connections) {
+            fail(format!("limits.{key}"), problem);
+        }
         if let Some(url) = &self.store.url
             && !url.starts_with("sqlite:")
         {
@@ -575,7 +605,8 @@ impl GatewayConfig {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A connection, channel or action name: 1-64 letters, digits, '-' or '_'.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -22,6 +22,8 @@ use serving::{TRACEPARENT, TraceId};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use contract::{Refused, whose_refusal};
+
 use crate::config::{ActionConfig, ConnectionConfig, CustomerAuthPlacement, IdentityMode};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
@@ -31,8 +33,8 @@ use crate::upstream::{Upstream, UpstreamError};
 /// Why an action did not produce data. Each maps to one problem type.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ActionError {
-    #[error("no action {0:?} on this connection")]
-    UnknownAction(String),
+    #[error("no such action on this connection")]
+    UnknownAction,
     #[error("no such conversation")]
     UnknownConversation,
     #[error("the customer must authenticate again")]
@@ -51,10 +53,22 @@ pub enum ActionError {
     Timeout,
     #[error("the company's API could not be reached: {0}")]
     Unreachable(String),
+    /// The company refused the connection's API key: an operator's fix,
+    /// never the customer's.
+    #[error(
+        "the company's API refused connection {connection:?}'s API key ({status}); its connections.api_key needs fixing"
+    )]
+    ApiKeyRejected {
+        status: u16,
+        error: Option<String>,
+        connection: String,
+    },
     #[error(transparent)]
     TokenEndpoint(#[from] TokenError),
     #[error("the circuit breaker is open after repeated failures")]
     CircuitOpen,
+    #[error("too many requests from this agent; retry in {} s", .0.0)]
+    RateLimited(crate::limits::RetryAfter),
     /// Our own failure (store, decryption): never blamed on the company.
     #[error("the gateway could not complete the request")]
     Internal(String),
@@ -64,14 +78,16 @@ impl ActionError {
     /// A short, stable word for metrics and the audit log.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::UnknownAction(_) => "unknown_action",
+            Self::UnknownAction => "unknown_action",
             Self::UnknownConversation => "not_found",
             Self::CustomerAuthRequired => "customer_auth_required",
             Self::Backend { .. } | Self::TooLarge { .. } | Self::NotJson { .. } => "backend_error",
+            Self::ApiKeyRejected { .. } => "api_key_rejected",
             Self::Timeout => "backend_timeout",
             Self::Unreachable(_) => "backend_unreachable",
             Self::TokenEndpoint(_) => "token_endpoint_error",
             Self::CircuitOpen => "circuit_open",
+            Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -92,6 +108,9 @@ pub struct ActionResult {
 struct Breaker {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// How long it was last opened for: 1 s at first, doubled by each
+    /// failed trial, up to `breaker.open_secs`.
+    open_for: Duration,
     /// Half-open: once `open_until` has passed, one call at a time goes
     /// through as a trial; the others still fail fast until it succeeds.
     trial_in_flight: bool,
@@ -147,11 +166,14 @@ struct Target {
     ok_calls: OnceLock<Counter>,
 }
 
+/// How long the breaker first stays open.
+const FIRST_OPEN: Duration = Duration::from_secs(1);
+
 /// A response as the connector judges it.
 struct Reply {
     status: u16,
-    bearer_rejected: bool,
-    customer_rejected: bool,
+    /// Whose credential a refusal is about.
+    refused: Option<Refused>,
     body: Bytes,
 }
 
@@ -197,6 +219,7 @@ impl Connection {
             breaker: Mutex::new(Breaker {
                 consecutive_failures: 0,
                 open_until: None,
+                open_for: Duration::ZERO,
                 trial_in_flight: false,
             }),
             timeout,
@@ -240,7 +263,7 @@ impl Connection {
         let index = self.config.actions.iter().position(|a| a.name == action);
         let result = match index {
             Some(index) => self.call_inner(index, customer_token, trace).await,
-            None => Err(ActionError::UnknownAction(action.to_string())),
+            None => Err(ActionError::UnknownAction),
         };
         let count = |outcome: &str| self.outcome_counter(action, outcome);
         match (&result, index) {
@@ -295,7 +318,7 @@ impl Connection {
             reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
         }
         if let Ok(r) = &reply
-            && r.bearer_rejected
+            && r.refused == Some(Refused::SystemToken)
             && let Some(rejected) = &bearer
         {
             // Our token was revoked or rotated early: fetch anew, once.
@@ -310,9 +333,22 @@ impl Connection {
                 return Err(e);
             }
         };
-        if reply.customer_rejected {
-            self.record(true);
-            return Err(ActionError::CustomerAuthRequired);
+        match reply.refused {
+            Some(Refused::CustomerToken) => {
+                self.record(true);
+                return Err(ActionError::CustomerAuthRequired);
+            }
+            Some(Refused::ApiKey) => {
+                self.record(true);
+                return Err(ActionError::ApiKeyRejected {
+                    status: reply.status,
+                    error: error_code(&reply.body),
+                    connection: self.config.name.clone(),
+                });
+            }
+            // A system token refused again after a fresh one: the company's
+            // answer, as it is.
+            Some(Refused::SystemToken) | None => {}
         }
         if !(200..300).contains(&reply.status) {
             // A 4xx is the company answering sensibly; a 5xx is it failing.
@@ -402,23 +438,11 @@ impl Connection {
         // Only a refusal carries an error code worth reading; a success body
         // is parsed once, by the caller.
         let code = if status >= 400 { error_code(&answer.body) } else { None };
-        let bearer_challenge = challenge
-            .get(..6)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
-        let customer_code = code.as_deref().is_some_and(|c| {
-            matches!(
-                c,
-                "invalid_customer_token" | "customer_token_expired" | "customer_auth_required"
-            )
-        });
+        let scheme = challenge.split_whitespace().next();
+        let refused = whose_refusal(status, code.as_deref(), scheme, challenge_error(challenge).as_deref());
         Ok(Reply {
             status,
-            bearer_rejected: status == 401
-                && bearer_challenge
-                && challenge_error(challenge).as_deref() == Some("invalid_token")
-                && !customer_code,
-            // A 401 that is not about our bearer token is about the customer's.
-            customer_rejected: status == 401 && (customer_code || !bearer_challenge),
+            refused,
             body: answer.body,
         })
     }
@@ -445,19 +469,34 @@ impl Connection {
                 .get_or_create(&self.connection_label())
                 .clone()
         });
+        let now = Instant::now();
+        // A call admitted before the breaker opened has no say while it is
+        // open: only the trial call after the open interval closes it again
+        // (or opens it for longer).
+        if breaker.open_until.is_some_and(|until| now < until) {
+            return;
+        }
         breaker.trial_in_flight = false;
         if success {
             breaker.consecutive_failures = 0;
             breaker.open_until = None;
+            breaker.open_for = Duration::ZERO;
             gauge.set(0);
             return;
         }
         breaker.consecutive_failures += 1;
         if breaker.consecutive_failures >= self.config.breaker.failure_threshold {
-            // Open (or re-open after a failed trial call).
-            breaker.open_until = Some(Instant::now() + Duration::from_secs(self.config.breaker.open_secs));
+            // Open for a second at first: a company that is back soon is
+            // used again soon. Each failed trial doubles the wait.
+            let longest = Duration::from_secs(self.config.breaker.open_secs);
+            breaker.open_for = match breaker.open_until {
+                None => FIRST_OPEN,
+                Some(_) => breaker.open_for * 2,
+            }
+            .min(longest);
+            breaker.open_until = Some(now + breaker.open_for);
             gauge.set(1);
-            tracing::warn!(connection = %self.config.name, "circuit breaker open");
+            tracing::warn!(connection = %self.config.name, open_for_ms = breaker.open_for.as_millis() as u64, "circuit breaker open");
         }
     }
 
@@ -502,7 +541,7 @@ fn sensitive(value: &str) -> Result<HeaderValue, ActionError> {
 /// The `error` code of a refusal, when it looks like one (a short word of
 /// letters, digits and `_.:-`). Anything else is left out rather than
 /// shown to agents: it is free text, and could repeat what was sent.
-fn error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn error_code(body: &[u8]) -> Option<String> {
     let value = serde_json::from_slice::<Value>(body).ok()?;
     let code = value.get("error")?.as_str()?;
     let word = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
@@ -512,7 +551,7 @@ fn error_code(body: &[u8]) -> Option<String> {
 /// The mapped answer: each output field set to the value at its JSON
 /// Pointer, or `null`. Values are copied as the company wrote them, so a
 /// number keeps every digit (a `Value` would round a long one to an f64).
-fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
+pub(crate) fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
     let mapped: BTreeMap<&str, Option<&RawValue>> = fields
         .iter()
         .map(|(field, pointer)| (field.as_str(), raw_pointer(body, pointer)))
@@ -521,7 +560,7 @@ fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Bo
 }
 
 /// The value at a JSON Pointer (RFC 6901) in raw JSON, unparsed.
-fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+pub(crate) fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
     if pointer.is_empty() {
         return Some(at);
     }
@@ -532,8 +571,11 @@ fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> 
                 .ok()?
                 .remove(&token)?,
             b'[' => {
-                // An index is "0" or digits without a leading zero.
-                if token.is_empty() || (token.len() > 1 && token.starts_with('0')) {
+                // An index is "0" or digits without a leading zero: no sign.
+                if token.is_empty()
+                    || !token.bytes().all(|b| b.is_ascii_digit())
+                    || (token.len() > 1 && token.starts_with('0'))
+                {
                     return None;
                 }
                 let index: usize = token.parse().ok()?;
@@ -606,6 +648,16 @@ mod tests {
                 r#""whole_list":[0]}"#
             )
         );
+    }
+
+    /// RFC 6901 §4: an array index is digits only; `usize` parsing alone took "+1".
+    #[test]
+    fn array_indexes_are_digits_only() {
+        let body: &RawValue = serde_json::from_str(r#"{"a": [10, 11]}"#).unwrap();
+        assert_eq!(raw_pointer(body, "/a/1").map(RawValue::get), Some("11"));
+        for p in ["/a/+1", "/a/ 1", "/a/1 ", "/a/-0", "/a/01"] {
+            assert_eq!(raw_pointer(body, p).map(RawValue::get), None, "{p}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'sel
 
 /// Longest name, password or token looked at; longer ones are refused
 /// before any hashing, so a huge password cannot buy extra CPU.
-const MAX_CREDENTIAL_LEN: usize = 256;
+pub(crate) const MAX_CREDENTIAL_LEN: usize = 256;
 
 type Shared = Arc<Gateway>;
 
@@ -261,8 +261,9 @@ fn signed_out() -> Problem {
     post,
     path = "/console/api/logout",
     tag = "console",
-    security(("console_session" = [])),
-    params(("x-csrf-token" = String, Header, description = "The session's CSRF token")),
+    // Without a session there is nothing to end: 204 all the same.
+    security(("console_session" = []), ()),
+    params(("x-csrf-token" = Option<String>, Header, description = "The session's CSRF token, with the session's cookie")),
     responses(
         (status = 204, description = "Signed out"),
         (status = 403, description = "`csrf_token_invalid`", body = crate::http::ProblemBody, content_type = "application/problem+json"),

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::connector::ActionError;
+use crate::limits::{RetryAfter, StreamHolder};
 use crate::store::{AuditRecord, ConversationSummary, EventRow, SessionRow};
 use crate::{CustomerHandoff, Gateway, IntakeError};
 
@@ -139,9 +140,38 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .merge(channel)
         .merge(crate::console::router())
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::middleware::from_fn(serving::log_request))
         .with_state(gateway)
+}
+
+/// The largest request body read.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Refuses a request whose declared `Content-Length` is over the limit
+/// before its body is read: at once, instead of after the body deadline,
+/// and without a `100 Continue` (hyper sends that only when the body is read).
+async fn refuse_declared_oversize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut response = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is too large",
+        )
+        .into_response();
+        // The unread body would otherwise be the next request's head.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request).await
 }
 
 pub(crate) async fn method_not_allowed() -> Problem {
@@ -205,6 +235,10 @@ impl Problem {
         self
     }
 
+    fn rate_limited(wait: RetryAfter, detail: &str) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail).retry_after(wait.0)
+    }
+
     fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");
         Self::new(
@@ -236,6 +270,13 @@ impl IntoResponse for Problem {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // A refused flood gives its connection back, rather than keep it
+        // idle until the keep-alive limit.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         // RFC 9110 §15.5.2: a 401 says how to authenticate; the agent API
         // takes a bearer token (RFC 6750 §3).
         if self.slug == "unauthorized" {
@@ -263,12 +304,34 @@ impl From<IntakeError> for Problem {
             IntakeError::IdentityMismatch(_) => (StatusCode::UNAUTHORIZED, "identity_mismatch"),
             IntakeError::Identity(I::Expired) => (StatusCode::UNAUTHORIZED, "customer_token_expired"),
             IntakeError::Identity(I::Invalid(_)) => (StatusCode::UNAUTHORIZED, "invalid_customer_token"),
+            IntakeError::UnfitToken(_) => (StatusCode::BAD_REQUEST, "invalid_customer_token"),
             IntakeError::Identity(I::KeysUnavailable(_)) => (StatusCode::BAD_GATEWAY, "identity_provider_unavailable"),
             IntakeError::MissingToken | IntakeError::MissingCustomerId => (StatusCode::BAD_REQUEST, "invalid_request"),
             IntakeError::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
             IntakeError::Internal(inner) => return Self::internal(inner),
         };
         Self::new(status, slug, e.to_string())
+    }
+}
+
+/// Path parameters, with a rejection (a segment that is not UTF-8, say)
+/// turned into a problem that does not repeat the path.
+struct Path<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "a path segment is not valid UTF-8 text",
+                )
+            })
     }
 }
 
@@ -328,10 +391,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 /// A JSON error message without the value it quotes: serde's "invalid
 /// type: integer `123`, expected a string" would echo a password or token
 /// sent with the wrong type. The field's path and what was expected stay.
-fn without_values(message: &str) -> String {
+pub(crate) fn without_values(message: &str) -> String {
     for marker in ["invalid type: ", "invalid value: "] {
         if let Some(start) = message.find(marker)
-            && let Some(len) = message[start..].find(", expected")
+            && let Some(len) = message[start..].rfind(", expected")
         {
             let kept = &marker[..marker.len() - 2];
             return format!("{}{kept}{}", &message[..start], &message[start + len..]);
@@ -431,23 +494,29 @@ fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> R
     security(("app_key" = [])),
     responses(
         (status = 201, description = "The session is open", body = SessionOpened),
-        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id", body = ProblemBody, content_type = PROBLEM),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id; `invalid_customer_token`: a token that cannot travel where the connection sends it", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
         (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: too many sessions opened from this address on this channel (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`identity_provider_unavailable`: the company's keys could not be fetched", body = ProblemBody, content_type = PROBLEM),
     )
 )]
 async fn open_session(
     State(g): State<Shared>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Body(body): Body<OpenSession>,
 ) -> Result<Response, Problem> {
     authorize_channel(&g, &body.channel, &headers)?;
+    if let Some(axum::Extension(ConnectInfo(peer))) = peer {
+        g.admit_session(&format!("{}|{}", body.channel, peer.ip()))
+            .map_err(|wait| Problem::rate_limited(wait, "too many sessions opened from this address"))?;
+    }
     let (session_id, conversation_id, authenticated) = g
         .open_session(&body.channel, &body.connection, handoff(body.customer_id, body.auth))
         .await?;
@@ -474,13 +543,14 @@ async fn open_session(
     security(("app_key" = [])),
     responses(
         (status = 200, description = "The session is authenticated", body = SessionOpened),
-        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id", body = ProblemBody, content_type = PROBLEM),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id; `invalid_customer_token`: a token that cannot travel where the connection sends it", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_session` or `unknown_connection`", body = ProblemBody, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
         (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the session's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`identity_provider_unavailable`: the company's keys could not be fetched", body = ProblemBody, content_type = PROBLEM),
     )
@@ -492,7 +562,7 @@ async fn authenticate_session(
 ) -> Result<Json<SessionOpened>, Problem> {
     // The session, then its channel's app key, then the body: a caller
     // without the key learns nothing about what the body should hold.
-    let (_, channel, _, _) = g.store.session(&id).await?.ok_or(IntakeError::UnknownSession)?;
+    let (_, channel) = session_within_rate(&g, &id).await?;
     authorize_channel(&g, &channel, request.headers())?;
     let Body(body) = <Body<Authenticate> as axum::extract::FromRequest<Shared>>::from_request(request, &g).await?;
     let conversation_id = g
@@ -516,7 +586,9 @@ async fn authenticate_session(
         (status = 200, description = "An event stream: each event is named by its `kind` \
             (e.g. `authenticated`, `authentication_required`) and its data is \
             `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_session`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the session's request rate; or `too_many_streams`: over a `[limits]` stream limit (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -524,7 +596,14 @@ async fn session_events(
     State(g): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
-    let (conversation, _, _, _) = g.store.session(&id).await?.ok_or(IntakeError::UnknownSession)?;
+    let (conversation, channel) = session_within_rate(&g, &id).await?;
+    let slot = open_stream(
+        &g,
+        &StreamHolder::Session {
+            channel,
+            session: id.clone(),
+        },
+    )?;
     let initial = if g.auth_state(&conversation).await? == "expired" {
         Some(crate::Event {
             kind: "authentication_required",
@@ -537,6 +616,7 @@ async fn session_events(
     let mut current = conversation;
     let session = id.clone();
     let live = BroadcastStream::new(g.events.subscribe()).filter_map(move |event| {
+        let _open = &slot;
         let event = event.ok()?;
         // Authenticating may move this session into the customer's conversation.
         if event.kind == "authenticated" && event.session_id.as_deref() == Some(session.as_str()) {
@@ -551,6 +631,27 @@ async fn session_events(
     });
     let stream = futures_util::StreamExt::take_until(stream, g.closed());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A channel session's conversation and channel, once the session's
+/// request rate allows another request. Ids that could not be a session's
+/// are not looked up.
+async fn session_within_rate(g: &Gateway, id: &str) -> Result<(String, String), Problem> {
+    if !crate::vault::is_random_id(id, "ses_") {
+        return Err(IntakeError::UnknownSession.into());
+    }
+    let (conversation, channel, _, _) = g.store.session(id).await?.ok_or(IntakeError::UnknownSession)?;
+    g.admit_session(id)
+        .map_err(|wait| Problem::rate_limited(wait, "too many requests for this session"))?;
+    Ok((conversation, channel))
+}
+
+/// A place for one more event stream of `holder`, or a 429 that says which limit is reached.
+fn open_stream(g: &Gateway, holder: &StreamHolder) -> Result<crate::limits::StreamSlot, Problem> {
+    g.streams.open(holder).map_err(|refused| {
+        g.metrics.refusal("stream_limit");
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", refused.detail()).retry_after(5)
+    })
 }
 
 /// How often an agent's event stream checks that its credential still holds.
@@ -568,14 +669,18 @@ const EVENT_STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs
             (`session_opened`, `authenticated`, `authentication_required`) and its data is \
             `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate; or `too_many_streams`: over `[limits]` streams_per_agent or event_streams (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
     )
 )]
 async fn agent_events(
     State(g): State<Shared>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
-    agent(&g, &headers).await?;
-    let stream = BroadcastStream::new(g.events.subscribe()).filter_map(|event| {
+    let (name, _) = agent(&g, &headers).await?;
+    let slot = open_stream(&g, &StreamHolder::Agent(name))?;
+    let stream = BroadcastStream::new(g.events.subscribe()).filter_map(move |event| {
+        // The slot is the stream's place in the count: given back when it ends.
+        let _open = &slot;
         let event = event.ok()?;
         Some(Ok(SseEvent::default()
             .event(event.kind)
@@ -587,7 +692,7 @@ async fn agent_events(
     let revoked = async move {
         loop {
             tokio::time::sleep(EVENT_STREAM_RECHECK).await;
-            if agent(&gateway, &credential).await.is_err() {
+            if authenticate_agent(&gateway, &credential).await.is_err() {
                 break;
             }
         }
@@ -597,8 +702,16 @@ async fn agent_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// The calling agent: (name, role).
+/// The calling agent: (name, role), within its rate limit.
 async fn agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Problem> {
+    let (name, role) = authenticate_agent(g, headers).await?;
+    g.admit_agent(&name)
+        .map_err(|wait| Problem::rate_limited(wait, "too many requests from this agent"))?;
+    Ok((name, role))
+}
+
+/// The calling agent: (name, role).
+async fn authenticate_agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Problem> {
     let unauthorized = || {
         Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -633,6 +746,7 @@ async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     /// At most this many (1 to 200, default 50).
     limit: Option<i64>,
@@ -680,6 +794,7 @@ struct ConversationDetail {
         (status = 200, description = "A page of conversations", body = ConversationList),
         (status = 400, description = "`invalid_request`: the cursor is not valid", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -725,8 +840,10 @@ async fn list_conversations(
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The conversation", body = ConversationDetail),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found`: no such conversation", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -752,24 +869,28 @@ async fn get_conversation(
 
 fn action_problem(e: &ActionError) -> Problem {
     let (status, slug) = match e {
-        ActionError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown_action"),
+        ActionError::UnknownAction => (StatusCode::NOT_FOUND, "unknown_action"),
         ActionError::UnknownConversation => (StatusCode::NOT_FOUND, "not_found"),
         ActionError::CustomerAuthRequired => (StatusCode::CONFLICT, "customer_auth_required"),
         ActionError::Backend { .. }
         | ActionError::TooLarge { .. }
         | ActionError::NotJson { .. }
         | ActionError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "backend_error"),
+        ActionError::ApiKeyRejected { .. } => (StatusCode::BAD_GATEWAY, "api_key_rejected"),
         ActionError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend_timeout"),
         ActionError::TokenEndpoint(crate::system_token::TokenError::Refused { .. }) => {
             (StatusCode::BAD_GATEWAY, "token_endpoint_error")
         }
         ActionError::TokenEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_endpoint_error"),
         ActionError::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
+        ActionError::RateLimited(wait) => return Problem::rate_limited(*wait, &e.to_string()),
         ActionError::Internal(cause) => return Problem::internal(cause),
     };
     let mut problem = Problem::new(status, slug, e.to_string());
     match e {
-        ActionError::Backend { status, error } => problem.backend = Some((*status, error.clone())),
+        ActionError::Backend { status, error } | ActionError::ApiKeyRejected { status, error, .. } => {
+            problem.backend = Some((*status, error.clone()))
+        }
         ActionError::TooLarge { status } | ActionError::NotJson { status } => problem.backend = Some((*status, None)),
         _ => {}
     }
@@ -809,12 +930,14 @@ struct ActionMeta {
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The company's answer", body = ActionOutcome),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
         (status = 409, description = "`customer_auth_required`: the customer must authenticate again", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
-        (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), `api_key_rejected` when the company refused the connection's API key, or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
         (status = 503, description = "`token_endpoint_error` (unreachable) or `circuit_open`", body = ProblemBody, content_type = PROBLEM),
         (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
     )
@@ -825,7 +948,8 @@ async fn run_action(
     // The whole request, not `HeaderMap`: that extractor copies the headers.
     request: axum::extract::Request,
 ) -> Result<Json<ActionOutcome>, Problem> {
-    let (agent_name, _) = agent(&g, request.headers()).await?;
+    // The agent's rate is checked by `run_action`, which counts a refusal into the audit.
+    let (agent_name, _) = authenticate_agent(&g, request.headers()).await?;
     // Set by the serve loop; a test router without it starts a trace.
     let trace = request.extensions().get().copied().unwrap_or_default();
     let result = g
@@ -874,6 +998,7 @@ struct AuditList {
         (status = 200, description = "The connections", body = ConnectionList),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -913,9 +1038,11 @@ async fn list_connections(State(g): State<Shared>, headers: HeaderMap) -> Result
     security(("agent_token" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The probe ran; `ok` says whether it passed", body = ProbeReport),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role; or `csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -939,6 +1066,7 @@ async fn probe_connection(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// Only this agent's actions.
     agent: Option<String>,
@@ -960,6 +1088,7 @@ struct AuditQuery {
         (status = 400, description = "`invalid_request`: a query parameter that cannot be read", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
@@ -1064,5 +1193,15 @@ mod tests {
         assert_eq!(without_values(m), "token: invalid value, expected something else");
         let m = "missing field `channel` at line 1 column 2";
         assert_eq!(without_values(m), m);
+    }
+
+    /// The value itself may say ", expected": what was expected is the last one.
+    #[test]
+    fn a_value_that_says_expected_is_left_out_whole() {
+        let m = "expires_in: invalid type: string \"s3cret, expected s3cret\", expected u64 at line 1 column 39";
+        assert_eq!(
+            without_values(m),
+            "expires_in: invalid type, expected u64 at line 1 column 39"
+        );
     }
 }

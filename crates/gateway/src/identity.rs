@@ -12,10 +12,15 @@ use tokio::time::Instant;
 use crate::config::IdentityConfig;
 
 /// A JWKS is refetched for an unknown `kid` at most this often, so garbage
-/// tokens cannot make us hammer the company.
+/// tokens cannot make us hammer the company; in between, the key set last
+/// fetched is the answer, and an unknown `kid` is refused at once.
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(5);
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
+/// How far in the future `iat` may be: a company's clock may run ahead of
+/// ours by a few minutes; a token issued later than that is forged or
+/// mis-made.
+const IAT_SKEW_SECS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
@@ -72,22 +77,23 @@ impl JwtVerifier {
     /// Makes sure the keys are as fresh as the company's JWKS was after
     /// `asked`, the moment a token named `kid`, which was unknown then.
     ///
-    /// At most one fetch per `refetch_min`: a fetch that began after
-    /// `asked` is the answer as it is (a failed one included, so a JWKS that
-    /// is down reads as down, not as a bad token). When the last fetch is
-    /// older than `asked` but too recent to repeat, the company may have
-    /// rotated its keys since (or a made-up `kid` spent the fetch): the call
-    /// waits for the next fetch rather than refuse a good token.
+    /// At most one fetch per `refetch_min`, and one at a time: a fetch that
+    /// began after `asked`, or less than `refetch_min` ago, is the answer as
+    /// it is (a failed one included, so a JWKS that is down reads as down,
+    /// not as a bad token). So a `kid` still unknown right after a fetch is
+    /// refused at once instead of holding its request until the next one
+    /// may go: made-up kids cost neither fetches nor waiting connections. A
+    /// company that rotates its keys within `refetch_min` of a fetch sees
+    /// its first new tokens refused for at most that long.
     async fn refresh_keys(&self, kid: &str, asked: Instant) -> Result<(), IdentityError> {
         let mut last = self.last_fetch.lock().await;
         if self.keys.read().await.contains_key(kid) {
             return Ok(());
         }
-        if let Some((at, outcome)) = &*last {
-            if *at >= asked || (outcome.is_err() && at.elapsed() < self.refetch_min) {
-                return outcome.clone();
-            }
-            tokio::time::sleep_until(*at + self.refetch_min).await;
+        if let Some((at, outcome)) = &*last
+            && (*at >= asked || at.elapsed() < self.refetch_min)
+        {
+            return outcome.clone();
         }
         let started = Instant::now();
         let outcome = self.fetch_keys().await;
@@ -172,6 +178,14 @@ impl JwtVerifier {
             }
             Err(_) => return Err(invalid("verification failed")),
         };
+        // jsonwebtoken does not look at `iat`.
+        if claims
+            .get("iat")
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|iat| iat > u64::try_from(crate::now()).unwrap_or(0) + IAT_SKEW_SECS)
+        {
+            return Err(invalid("issued in the future"));
+        }
         let customer_key = claims
             .get(&self.config.claim)
             .and_then(|v| v.as_str())
@@ -329,41 +343,66 @@ mod tests {
         v
     }
 
+    /// Asserts that `token` is refused as signed by an unknown key, without
+    /// being held for a fetch.
+    async fn refused_at_once(v: &JwtVerifier, token: &str) {
+        let started = Instant::now();
+        let r = v.verify(token).await;
+        assert!(
+            matches!(&r, Err(IdentityError::Invalid(m)) if m.contains("unknown key")),
+            "{r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "held {:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
-    async fn a_key_rotated_just_after_a_fetch_is_waited_for_not_refused() {
+    async fn an_unknown_kid_right_after_a_fetch_is_refused_at_once_and_a_rotation_is_seen_later() {
         let jwks = jwks_server().await;
         let (old, old_jwk) = signing_key("old");
         let (new, new_jwk) = signing_key("new");
         jwks.keys.lock().unwrap().push(old_jwk);
-        let v = verifier(&jwks.url, Duration::from_millis(600));
+        let refetch_min = Duration::from_secs(2);
+        let v = verifier(&jwks.url, refetch_min);
         assert_eq!(
             v.verify(&token(&old, "old", claims())).await.unwrap().customer_key,
             "cus_x"
         );
-        // A made-up kid spends the next fetch, once the pause is over.
-        let (forged, _) = signing_key("made-up");
-        let refused = v.verify(&token(&forged, "made-up", claims())).await;
-        assert!(matches!(refused, Err(IdentityError::Invalid(_))), "{refused:?}");
-        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
 
-        // The company rotates at once; its new tokens still verify.
-        jwks.keys.lock().unwrap().push(new_jwk);
+        // Made-up kids right after the fetch: refused at once, no fetch.
+        let (forged, _) = signing_key("made-up");
+        let made_up: Vec<String> = (0..200).map(|i| token(&forged, &format!("x{i}"), claims())).collect();
         let started = Instant::now();
+        let results = futures_util::future::join_all(made_up.iter().map(|t| v.verify(t))).await;
+        assert!(results.iter().all(|r| matches!(r, Err(IdentityError::Invalid(_)))));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "held {:?}",
+            started.elapsed()
+        );
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+
+        // The company rotates: within the pause its new kid is refused
+        // too, and once the pause is over the next token fetches and verifies.
+        jwks.keys.lock().unwrap().push(new_jwk);
+        refused_at_once(&v, &token(&new, "new", claims())).await;
+        tokio::time::sleep(refetch_min).await;
         assert_eq!(
             v.verify(&token(&new, "new", claims())).await.unwrap().customer_key,
             "cus_x"
         );
-        assert!(
-            started.elapsed() >= Duration::from_millis(400),
-            "it waited for the pause"
-        );
-        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
 
-        // Many tokens with unknown kids at once: one fetch for all of them.
-        let tokens: Vec<String> = (0..20).map(|i| token(&forged, &format!("x{i}"), claims())).collect();
-        let results = futures_util::future::join_all(tokens.iter().map(|t| v.verify(t))).await;
+        // Once the pause is over, many unknown kids at once share one fetch.
+        tokio::time::sleep(refetch_min).await;
+        let results = futures_util::future::join_all(made_up.iter().take(20).map(|t| v.verify(t))).await;
         assert!(results.iter().all(|r| matches!(r, Err(IdentityError::Invalid(_)))));
-        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 4);
+        assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3);
+        refused_at_once(&v, &made_up[0]).await;
     }
 
     #[tokio::test]
@@ -393,7 +432,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn not_yet_valid_tokens_and_critical_extensions_are_refused() {
+    async fn not_yet_valid_future_issued_and_critical_tokens_are_refused() {
         let jwks = jwks_server().await;
         let (key, jwk) = signing_key("k");
         jwks.keys.lock().unwrap().push(jwk);
@@ -409,6 +448,18 @@ mod tests {
         let critical = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
         let r = v.verify(&critical).await;
         assert!(matches!(r, Err(IdentityError::Invalid(_))), "{r:?}");
+
+        // Issued a day from now: refused; a minute ahead: fine.
+        let mut future = claims();
+        future["iat"] = json!(crate::now() + 86_400);
+        let r = v.verify(&token(&key, "k", future)).await;
+        assert!(
+            matches!(&r, Err(IdentityError::Invalid(m)) if m.contains("future")),
+            "{r:?}"
+        );
+        let mut skewed = claims();
+        skewed["iat"] = json!(crate::now() + 60);
+        assert!(v.verify(&token(&key, "k", skewed)).await.is_ok());
         assert!(v.verify(&token(&key, "k", claims())).await.is_ok());
     }
 

@@ -3,12 +3,16 @@
 //! conversation, and runs the company's APIs for agents with all three
 //! credentials, recording who asked for which customer's data.
 
+pub mod audit;
 pub mod config;
 pub mod connector;
 pub mod console;
 mod http;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod store;
 pub mod system_token;
 mod upstream;
@@ -22,15 +26,17 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
+use crate::audit::AuditTrail;
 pub use crate::config::GatewayConfig;
 use crate::config::{ChannelConfig, Opacity};
 use crate::connector::{ActionError, ActionResult, Connection};
 use crate::identity::{IdentityError, opacity_problem};
+use crate::limits::{Rates, Streams};
 use crate::metrics::Metrics;
 use crate::store::{AuditRecord, Store};
-use crate::vault::{Vault, random_id};
+use crate::vault::{Vault, is_random_id, random_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -74,6 +80,9 @@ pub enum IntakeError {
     Identity(#[from] IdentityError),
     #[error("a token is required to authenticate")]
     MissingToken,
+    /// The words say where the token would go and what it may hold.
+    #[error("the customer token {0}")]
+    UnfitToken(&'static str),
     #[error("a customer_id is required for an opaque connection")]
     MissingCustomerId,
     #[error("no such session")]
@@ -98,9 +107,9 @@ pub struct Gateway {
     pub channels: HashMap<String, (ChannelConfig, SecretString)>,
     pub metrics: Arc<Metrics>,
     pub events: broadcast::Sender<Event>,
-    /// Taken (closed) at shutdown so the writer drains and ends.
-    audit: std::sync::Mutex<Option<mpsc::Sender<AuditRecord>>>,
-    audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    audit: AuditTrail,
+    rates: Rates,
+    pub(crate) streams: Arc<Streams>,
     /// Set when shutdown begins, so long-lived event streams end and the
     /// graceful shutdown is not held open by them.
     closing: tokio::sync::watch::Sender<bool>,
@@ -168,8 +177,9 @@ impl Gateway {
             .map_err(|e| GatewayError::Crypto(e.to_string()))?;
         let console_throttle = login::LoginThrottle::new(config.console.throttle.clone());
         let (events, _) = broadcast::channel(1024);
-        let (audit, audit_rx) = mpsc::channel(10_000);
-        let audit_task = tokio::spawn(write_audit(store.clone(), metrics.clone(), audit_rx));
+        let audit = AuditTrail::start(store.clone(), metrics.clone(), config.audit);
+        let rates = Rates::new(&config.limits);
+        let streams = Streams::new(config.limits, metrics.event_streams.clone());
         Ok(Arc::new(Self {
             config,
             store,
@@ -178,8 +188,9 @@ impl Gateway {
             channels,
             metrics,
             events,
-            audit: std::sync::Mutex::new(Some(audit)),
-            audit_task: std::sync::Mutex::new(Some(audit_task)),
+            audit,
+            rates,
+            streams,
             closing: tokio::sync::watch::channel(false).0,
             agents: std::sync::RwLock::default(),
             passwords,
@@ -198,6 +209,11 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let sweeper = tokio::spawn(sweep_expired(self.clone()));
+        let pruner = tokio::spawn(audit::prune(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.config.audit,
+        ));
         let closing = self.closing.clone();
         let shutdown = async move {
             shutdown.await;
@@ -205,6 +221,7 @@ impl Gateway {
         };
         serving::serve(listener, self.router(), self.config.server.http, shutdown).await;
         sweeper.abort();
+        pruner.abort();
         self.flush_audit().await;
         self.store.close().await;
         Ok(())
@@ -220,11 +237,7 @@ impl Gateway {
 
     /// Closes the audit queue and waits until every record is written.
     pub async fn flush_audit(&self) {
-        self.audit.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let task = self.audit_task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.audit.flush().await;
     }
 
     fn connection(&self, name: &str) -> Result<&Arc<Connection>, IntakeError> {
@@ -240,6 +253,13 @@ impl Gateway {
         connection: &Connection,
         handoff: &CustomerHandoff,
     ) -> Result<(String, Option<i64>), IntakeError> {
+        // Checked before anything is stored: a token that cannot be sent
+        // as the connection sends it would only fail on every action.
+        if let Some(token) = &handoff.token
+            && let Some(problem) = connection.config.customer_auth.placement.refuses(token.expose_secret())
+        {
+            return Err(IntakeError::UnfitToken(problem));
+        }
         // Saturating: an absurd `expires_in` or `exp` (up to 2^64 - 1)
         // means "far in the future", not a wrapped, negative instant.
         let token_expiry = handoff
@@ -373,8 +393,9 @@ impl Gateway {
         })))
     }
 
-    /// Runs `action` for `agent` in `conversation`, as part of `trace`, and
-    /// queues its audit record (written off the request path).
+    /// Runs `action` for `agent` in `conversation`, as part of `trace`.
+    /// The result is returned only once its audit record is in the store;
+    /// repeatable refusals are counted into their window's record instead.
     pub async fn run_action(
         &self,
         agent: &str,
@@ -382,23 +403,33 @@ impl Gateway {
         action: &str,
         trace: serving::TraceId,
     ) -> Result<ActionResult, ActionError> {
-        let started = std::time::Instant::now();
-        // The conversation's connection and its customer's (sealed) token:
-        // from memory, or one read.
-        let context = self
-            .store
-            .action_context(conversation)
-            .await
-            .map_err(|e| ActionError::Internal(e.to_string()))?;
-        let Some(context) = context else {
+        // What no conversation or action could be named is refused before
+        // it reaches the audit log, a log line or an answer.
+        if !is_random_id(conversation, "cnv_") {
             return Err(ActionError::UnknownConversation);
+        }
+        if !config::valid_name(action) {
+            return Err(ActionError::UnknownAction);
+        }
+        let started = std::time::Instant::now();
+        let (connection, result) = match self.rates.agent(agent) {
+            Err(wait) => (String::new(), Err(ActionError::RateLimited(wait))),
+            // The conversation's connection and its customer's (sealed)
+            // token: from memory, or one read.
+            Ok(()) => match self.store.action_context(conversation).await {
+                Err(e) => return Err(ActionError::Internal(e.to_string())),
+                Ok(None) => (String::new(), Err(ActionError::UnknownConversation)),
+                Ok(Some(context)) => (
+                    context.connection.clone(),
+                    self.run_action_inner(conversation, &context, action, trace).await,
+                ),
+            },
         };
-        let result = self.run_action_inner(conversation, &context, action, trace).await;
         let record = AuditRecord {
             at: now(),
             agent: agent.to_string(),
             conversation_id: conversation.to_string(),
-            connection: context.connection.clone(),
+            connection,
             action: action.to_string(),
             outcome: match &result {
                 Ok(r) if r.cached => "cached".to_string(),
@@ -409,6 +440,7 @@ impl Gateway {
                 Ok(r) => Some(r.status),
                 Err(
                     ActionError::Backend { status, .. }
+                    | ActionError::ApiKeyRejected { status, .. }
                     | ActionError::TooLarge { status }
                     | ActionError::NotJson { status },
                 ) => Some(*status),
@@ -416,11 +448,13 @@ impl Gateway {
             },
             latency_ms: started.elapsed().as_millis() as u64,
             trace_id: Some(trace.to_string()),
+            count: 1,
         };
-        let sender = self.audit.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if sender.is_none_or(|s| s.try_send(record).is_err()) {
-            tracing::error!("the audit queue is full; an audit record was dropped");
-            self.metrics.audit_dropped("queue_full", 1);
+        if audit::is_repeatable_refusal(&record.outcome) {
+            self.metrics.refusal(&record.outcome);
+            self.audit.refusal(record);
+        } else if let Err(e) = self.audit.durable(record).await {
+            return Err(ActionError::Internal(e.to_string()));
         }
         result
     }
@@ -435,16 +469,27 @@ impl Gateway {
         let connection = self
             .connections
             .get(&context.connection)
-            .ok_or_else(|| ActionError::UnknownAction(action.to_string()))?;
+            .ok_or(ActionError::UnknownAction)?;
         let Some(spec) = connection.action(action) else {
-            return Err(ActionError::UnknownAction(action.to_string()));
+            return Err(ActionError::UnknownAction);
         };
         let token = match &context.token {
-            Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => Some(
-                self.vault
-                    .open_sealed(&t.ciphertext, conversation)
-                    .map_err(|e| ActionError::Internal(e.to_string()))?,
-            ),
+            Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => {
+                match self.vault.open_sealed(&t.ciphertext, conversation) {
+                    Ok(token) => Some(token),
+                    // Sealed under another key (it changed) or for another
+                    // conversation (the row was tampered with): useless
+                    // either way, so wiped, and the channel asked for a fresh one.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a stored customer token could not be opened; it is wiped");
+                        self.store
+                            .mark_token_rejected(conversation)
+                            .await
+                            .map_err(|e| ActionError::Internal(e.to_string()))?;
+                        None
+                    }
+                }
+            }
             _ => None,
         };
         let Some(token) = token else {
@@ -476,6 +521,17 @@ impl Gateway {
             self.record_event(conversation, None, "authentication_required").await;
         }
         result
+    }
+
+    /// Whether the agent may make another request now.
+    pub(crate) fn admit_agent(&self, name: &str) -> Result<(), limits::RetryAfter> {
+        self.rates.agent(name)
+    }
+
+    /// Whether a channel session (or, by channel and address, the opening
+    /// of one) may make another request now.
+    pub(crate) fn admit_session(&self, key: &str) -> Result<(), limits::RetryAfter> {
+        self.rates.session(key)
     }
 
     /// The agent behind an API token: (name, role). Lookups are remembered
@@ -551,49 +607,17 @@ impl Gateway {
     }
 }
 
-/// Records written at most per batch (one statement).
-const AUDIT_BATCH: usize = 256;
-const _: () = assert!(AUDIT_BATCH <= store::MAX_AUDIT_ROWS);
-/// How long a batch that is not full waits for more records. Without it, a
-/// busy gateway wrote almost every record on its own (a round trip to the
-/// SQLite thread and a commit each); with it, a batch per 10 ms at most.
-const AUDIT_LINGER: Duration = Duration::from_millis(10);
-
-/// Writes audit records in batches, off the request path. A batch the store
-/// refuses is lost, not retried: the store already waits out a lock
-/// (`busy_timeout`), so what is left (a full disk, a read-only file) would
-/// not pass on a retry either. The loss is logged and counted.
-async fn write_audit(store: Store, metrics: Arc<Metrics>, mut records: mpsc::Receiver<AuditRecord>) {
-    let mut batch = Vec::with_capacity(AUDIT_BATCH);
-    while records.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-        if batch.len() < AUDIT_BATCH {
-            tokio::time::sleep(AUDIT_LINGER).await;
-            while batch.len() < AUDIT_BATCH
-                && let Ok(record) = records.try_recv()
-            {
-                batch.push(record);
-            }
-        }
-        let count = batch.len();
-        let written = std::mem::replace(&mut batch, Vec::with_capacity(AUDIT_BATCH));
-        match store.insert_audit(written).await {
-            Ok(()) => {
-                metrics.audit_written.inc_by(count as u64);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, count, "could not write audit records");
-                metrics.audit_dropped("write_failed", count);
-            }
-        }
-    }
-}
-
 /// Wipes expired customer tokens (the row stays, so the state reads
 /// "expired") and tells their channels to send a fresh one.
 async fn sweep_expired(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut forgotten = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        if forgotten.elapsed() >= limits::FORGET_IDLE_EVERY {
+            gateway.rates.forget_idle();
+            forgotten = tokio::time::Instant::now();
+        }
         match gateway.store.expire_tokens(now()).await {
             Ok(expired) => {
                 for conversation in expired {
@@ -604,57 +628,5 @@ async fn sweep_expired(gateway: Arc<Gateway>) {
             }
             Err(e) => tracing::warn!(error = %e, "could not expire customer tokens"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::metrics::DropReason;
-    use crate::store::tests::{record, temp_store};
-
-    /// A batch the store takes counts as written; one it refuses, here
-    /// because its table is gone, counts as lost and ends nothing else.
-    #[tokio::test]
-    async fn audit_writes_and_losses_are_counted() {
-        let (_dir, store) = temp_store().await;
-        let metrics = Arc::new(Metrics::default());
-        let (records, queue) = mpsc::channel(16);
-        let writer = tokio::spawn(write_audit(store.clone(), metrics.clone(), queue));
-
-        for i in 0..3 {
-            records.send(record(i, "a", Some(200))).await.unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while metrics.audit_written.get() < 3 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the first batch was not written"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(store.audit(None, None, 10).await.unwrap().len(), 3);
-
-        sqlx::query("DROP TABLE audit").execute(&store.pool).await.unwrap();
-        for i in 3..5 {
-            records.send(record(i, "b", None)).await.unwrap();
-        }
-        drop(records);
-        writer.await.unwrap();
-
-        let lost = |reason| metrics.audit_dropped.get_or_create(&DropReason { reason }).get();
-        assert_eq!(
-            (metrics.audit_written.get(), lost("write_failed"), lost("queue_full")),
-            (3, 2, 0)
-        );
-        let text = metrics.render();
-        assert!(
-            text.contains("deskbridge_gateway_audit_records_written_total 3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("deskbridge_gateway_audit_records_dropped_total{reason=\"write_failed\"} 2"),
-            "{text}"
-        );
     }
 }

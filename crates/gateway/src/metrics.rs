@@ -26,8 +26,14 @@ pub struct ConnectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalReason {
+    /// `unknown_action`, `not_found`, `circuit_open`, `rate_limited` or `stream_limit`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropReason {
-    /// `queue_full` or `write_failed`.
+    /// `queue_full`, `write_failed` or `closed` (after shutdown began).
     pub reason: &'static str,
 }
 
@@ -40,6 +46,9 @@ pub struct Metrics {
     pub breaker_open: Family<ConnectionLabel, Gauge>,
     pub audit_written: Counter,
     pub audit_dropped: Family<DropReason, Counter>,
+    pub audit_rows: Gauge,
+    pub refusals: Family<RefusalReason, Counter>,
+    pub event_streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +94,25 @@ impl Default for Metrics {
             "Audit records lost: the queue was full, or the store refused their batch",
             audit_dropped.clone(),
         );
+        let audit_rows = Gauge::default();
+        registry.register(
+            "audit_rows",
+            "Audit records kept in the store (counted at start and hourly, when old ones are pruned)",
+            audit_rows.clone(),
+        );
+        let refusals = Family::<RefusalReason, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests refused before reaching a company and counted, not audited one by one: \
+             unknown actions and conversations, open breakers, rate and stream limits",
+            refusals.clone(),
+        );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Event streams open (channel sessions and agents)",
+            event_streams.clone(),
+        );
         Self {
             registry,
             actions,
@@ -94,6 +122,9 @@ impl Default for Metrics {
             breaker_open,
             audit_written,
             audit_dropped,
+            audit_rows,
+            refusals,
+            event_streams,
         }
     }
 }
@@ -112,6 +143,12 @@ impl Metrics {
         self.audit_dropped
             .get_or_create(&DropReason { reason })
             .inc_by(count as u64);
+    }
+
+    pub fn refusal(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&RefusalReason { reason: reason.into() })
+            .inc();
     }
 
     pub fn render(&self) -> String {

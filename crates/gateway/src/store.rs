@@ -74,6 +74,9 @@ pub struct AuditRecord {
     /// `traceparent` the company was sent. Absent on records written before
     /// the gateway kept it.
     pub trace_id: Option<String>,
+    /// The requests this record stands for: 1, or for a refusal repeated
+    /// within a window (`[audit] refusal_window_secs`), how often it came.
+    pub count: u32,
 }
 
 impl Store {
@@ -489,7 +492,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id FROM audit
+            "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count FROM audit
              WHERE (? IS NULL OR agent = ?) AND (? IS NULL OR conversation_id = ?) ORDER BY id DESC LIMIT ?",
         )
         .bind(agent)
@@ -511,16 +514,41 @@ impl Store {
                 status: r.get::<Option<i64>, _>(6).map(|s| s as u16),
                 latency_ms: r.get::<i64, _>(7) as u64,
                 trace_id: r.get(8),
+                count: u32::try_from(r.get::<i64, _>(9)).unwrap_or(u32::MAX),
             })
             .collect())
+    }
+
+    /// Deletes the records written before `cutoff` (Unix seconds); returns
+    /// how many. Records are in time order by rowid, so the first one to
+    /// keep is found by walking only the ones to delete.
+    pub async fn prune_audit(&self, cutoff: i64) -> Result<u64, GatewayError> {
+        let first_kept: Option<i64> = sqlx::query_scalar("SELECT id FROM audit WHERE at >= ? ORDER BY id LIMIT 1")
+            .bind(cutoff)
+            .fetch_optional(&self.pool)
+            .await?;
+        let deleted = match first_kept {
+            Some(id) => sqlx::query("DELETE FROM audit WHERE id < ?").bind(id),
+            None => sqlx::query("DELETE FROM audit WHERE at < ?").bind(cutoff),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// The number of audit records kept.
+    pub async fn audit_rows(&self) -> Result<i64, GatewayError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM audit")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
 /// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`,
 /// 32,766 since 3.32; the bundled SQLite is newer).
 const SQLITE_MAX_BINDS: usize = 32_766;
-/// The most audit records one statement can write: a row binds 9 values.
-pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 9;
+/// The most audit records one statement can write: a row binds 10 values.
+pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 10;
 
 /// `INSERT INTO audit … VALUES (…), (…), …` for `records` (not empty).
 /// Built fresh per batch and not kept prepared (`persistent(false)` at the
@@ -528,7 +556,7 @@ pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 9;
 /// the hot queries out of sqlx's statement cache.
 fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sqlite> {
     let mut query = QueryBuilder::new(
-        "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id) ",
+        "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count) ",
     );
     query.push_values(records, |mut row, a| {
         row.push_bind(a.at)
@@ -539,7 +567,8 @@ fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sq
             .push_bind(a.outcome)
             .push_bind(a.status.map(i64::from))
             .push_bind(a.latency_ms as i64)
-            .push_bind(a.trace_id);
+            .push_bind(a.trace_id)
+            .push_bind(i64::from(a.count));
     });
     query
 }
@@ -568,6 +597,7 @@ pub(crate) mod tests {
             status,
             latency_ms: u64::from(u32::MAX) + i as u64,
             trace_id: (i % 3 != 0).then(|| format!("{i:032x}")),
+            count: 1 + (i % 2) as u32,
         }
     }
 

@@ -347,7 +347,7 @@ fn token_with_lifetime(bearer: Bearer, lifetime: Duration) -> SystemToken {
 
 /// Seconds until `exp` when the token is a JWT (unverified: used only to
 /// know when to renew, never to trust anything).
-fn jwt_lifetime(token: &str) -> Option<u64> {
+pub(crate) fn jwt_lifetime(token: &str) -> Option<u64> {
     let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
     let exp = claims.get("exp")?.as_u64()?;
     let now = std::time::SystemTime::now()
@@ -365,15 +365,38 @@ pub fn basic_credentials(client_id: &str, secret: &str) -> String {
 }
 
 /// The `error` parameter of a `WWW-Authenticate` challenge (RFC 6750 §3):
-/// the parameters after the scheme, split at commas.
+/// the parameters after the scheme, each a token or a quoted string (which
+/// may hold commas, `=` and escaped quotes). Only a value made of RFC 6749's
+/// error characters is an error code.
 pub fn challenge_error(header: &str) -> Option<String> {
-    let (_scheme, params) = header.trim().split_once(' ')?;
-    params.split(',').find_map(|param| {
-        let (name, value) = param.trim().split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("error")
-            .then(|| value.trim().trim_matches('"').to_string())
-    })
+    let (_scheme, mut rest) = header.trim().split_once(' ')?;
+    loop {
+        let (name, after) = rest.trim_start_matches([' ', '\t', ',']).split_once('=')?;
+        let after = after.trim_start();
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let end = loop {
+                    match chars.next()? {
+                        (_, '\\') => value.push(chars.next()?.1),
+                        (i, '"') => break i + 1,
+                        (_, c) => value.push(c),
+                    }
+                };
+                (value, &quoted[end..])
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_string(), &after[end..])
+            }
+        };
+        if name.trim().eq_ignore_ascii_case("error") {
+            let nqschar = |b: u8| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E);
+            return (!value.is_empty() && value.bytes().all(nqschar)).then_some(value);
+        }
+        rest = tail;
+    }
 }
 
 /// A transport error in words, without the URL (it may carry a query).
@@ -386,5 +409,34 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
         "the response body could not be read".into()
     } else {
         "the request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quoted parameter before `error` may hold a comma and `error=`; a
+    /// value outside RFC 6749's error characters is no error code.
+    #[test]
+    fn challenge_error_reads_quoted_strings_whole() {
+        let cases = [
+            (
+                r#"Bearer realm="a, error=forged", error="invalid_token""#,
+                Some("invalid_token"),
+            ),
+            (
+                r#"Bearer error_description="say \"hi\", error=x", error=invalid_token"#,
+                Some("invalid_token"),
+            ),
+            (r#"Bearer error=",""#, Some(",")),
+            (r#"Bearer error="""#, None),
+            ("Bearer error=\"caf\u{e9}\"", None),
+            (r#"Bearer error="unterminated"#, None),
+            ("Bearer", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(challenge_error(header).as_deref(), expected, "{header}");
+        }
     }
 }

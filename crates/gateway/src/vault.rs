@@ -87,6 +87,17 @@ pub fn random_id(prefix: &str) -> Result<String, GatewayError> {
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random::<32>()?)))
 }
 
+/// Whether `id` has the shape [`random_id`] gives with `prefix`: 32 bytes
+/// in base64url (43 characters) after it.
+pub fn is_random_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), GatewayError> {
     use std::io::Write;
     let io = |e: std::io::Error| GatewayError::Io(format!("{}: {e}", path.display()));

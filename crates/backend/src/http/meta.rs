@@ -1,4 +1,5 @@
-//! Discovery and operations: JWKS, RFC 8414 metadata, health, metrics.
+//! Discovery and operations: JWKS, RFC 8414 metadata, health, metrics, and
+//! the OpenAPI document of every endpoint.
 
 use std::sync::Arc;
 
@@ -39,6 +40,18 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// The endpoints as OpenAPI 3.1, written by hand from the contract and
+/// checked against the running server by schemathesis
+/// (`interop/schemathesis/run.sh`).
+const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+/// The document, naming the configured session cookie (letters, digits,
+/// '_' and '-' only, so it needs no escaping).
+pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
+    let document = OPENAPI.replace("\"deskbridge_session\"", &format!("\"{}\"", state.config.cookie_name));
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
+}
+
 pub(crate) async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
@@ -46,4 +59,34 @@ pub(crate) async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every endpoint of the contract is in the document, and only those.
+    #[test]
+    fn the_openapi_document_names_every_endpoint() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+        let mut documented: Vec<&str> = document["paths"]
+            .as_object()
+            .map(|paths| paths.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        documented.sort_unstable();
+        let mut served = vec![
+            paths::CUSTOMER_AUTHENTICATE,
+            paths::CUSTOMER_LOGOUT,
+            paths::ACCESS_TOKEN,
+            paths::REVOKE,
+            paths::GET_PROFILE,
+            paths::JWKS,
+            paths::AUTHORIZATION_SERVER_METADATA,
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+        ];
+        served.sort_unstable();
+        assert_eq!(documented, served);
+    }
 }

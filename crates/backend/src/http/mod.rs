@@ -4,7 +4,7 @@
 mod customer;
 mod demo_site;
 mod meta;
-mod oauth;
+pub(crate) mod oauth;
 pub(crate) mod profile;
 
 use std::collections::HashMap;
@@ -41,6 +41,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route(paths::AUTHORIZATION_SERVER_METADATA, get(meta::metadata))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
+        .route("/openapi.json", get(meta::openapi))
         .merge(site)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -42,7 +42,7 @@ fn form_decode(component: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, HttpError> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, HttpError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -205,6 +205,9 @@ struct Faults {
     /// The token endpoint refuses every request, with the Basic credential
     /// it was sent as its error code.
     echoes_credentials: bool,
+    /// A wrong API key gets a plain `401 {"error":"unauthorized"}`, as a
+    /// customer's failure would.
+    api_key_refused_like_a_customer: bool,
 }
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-fake-password-1"), ("bruno", "bruno-fake-password-2")];
@@ -333,6 +336,7 @@ async fn getprofile(State(c): State<Arc<Company>>, headers: HeaderMap) -> Respon
     match header("api-key") {
         None if c.faults.accepts_missing_api_key => {}
         Some(API_KEY) => {}
+        _ if c.faults.api_key_refused_like_a_customer => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
         _ => return error(StatusCode::FORBIDDEN, "invalid_api_key"),
     }
     let mut validation = Validation::new(Algorithm::ES256);
@@ -417,6 +421,33 @@ path = "/getprofile"
 
 fn fake_users() -> String {
     USERS.map(|(u, p)| format!("{u}:{p}")).join(",")
+}
+
+/// A company whose API-key refusal reads like a customer's failure: the
+/// gateway would ask the customer to log in again for the platform's own
+/// mistake, so `check` warns, and says why.
+#[tokio::test]
+async fn an_api_key_refusal_that_reads_as_the_customers_is_warned_about() {
+    let faults = Faults {
+        api_key_refused_like_a_customer: true,
+        ..Faults::default()
+    };
+    let out = check_fake_company(faults, &[]).await;
+    for (id, status, evidence) in outcomes(&out) {
+        let expected = if id == "action.getprofile.distinguishable" {
+            "warn"
+        } else {
+            "pass"
+        };
+        assert_eq!(status, expected, "{id}: {evidence}");
+        if status == "warn" {
+            assert!(
+                evidence.contains("API key refused: HTTP 401 unauthorized"),
+                "{evidence}"
+            );
+            assert!(evidence.contains("log in again"), "{evidence}");
+        }
+    }
 }
 
 #[tokio::test]

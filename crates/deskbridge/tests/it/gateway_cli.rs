@@ -167,7 +167,7 @@ async fn serve_runs_the_flow_and_keeps_every_credential_out_of_its_logs() {
 }
 
 /// Opens a session on the gateway at `url` (the test app key) and returns its conversation id.
-async fn open_conversation(url: &str, session: Value) -> String {
+pub(crate) async fn open_conversation(url: &str, session: Value) -> String {
     let r = client()
         .post(format!("{url}/v1/sessions"))
         .header("x-deskbridge-app-key", APP_KEY)
@@ -180,7 +180,7 @@ async fn open_conversation(url: &str, session: Value) -> String {
 }
 
 /// Runs `action` on `conversation` as the agent with token `agent`.
-async fn act(url: &str, conversation: &str, action: &str, agent: &str) -> reqwest::Response {
+pub(crate) async fn act(url: &str, conversation: &str, action: &str, agent: &str) -> reqwest::Response {
     client()
         .post(format!("{url}/v1/conversations/{conversation}/actions/{action}"))
         .bearer_auth(agent)
@@ -190,7 +190,7 @@ async fn act(url: &str, conversation: &str, action: &str, agent: &str) -> reqwes
 }
 
 /// Kills a child process when the test ends, however it ends.
-struct Reaped(std::process::Child);
+pub(crate) struct Reaped(pub(crate) std::process::Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -200,7 +200,7 @@ impl Drop for Reaped {
 }
 
 /// Starts `deskbridge serve` with `envs` and returns it with its URL.
-fn serve(config: &std::path::Path, envs: &[(&str, &std::path::Path)]) -> (Reaped, String) {
+pub(crate) fn serve(config: &std::path::Path, envs: &[(&str, &std::path::Path)]) -> (Reaped, String) {
     let mut child = deskbridge()
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)

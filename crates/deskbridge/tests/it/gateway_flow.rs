@@ -12,15 +12,25 @@ use crate::support::{
     metrics_text, spawn_company, tokens_issued,
 };
 
-struct World {
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-    backend: TestBackend,
-    gateway: TestGateway,
-    seed: backend::admin::DemoSeed,
-    agent: String,
+/// The reference backend, a gateway in process on it, and an agent.
+pub(crate) struct World {
+    pub(crate) _dirs: (tempfile::TempDir, tempfile::TempDir),
+    pub(crate) backend: TestBackend,
+    pub(crate) gateway: TestGateway,
+    pub(crate) seed: backend::admin::DemoSeed,
+    pub(crate) agent: String,
 }
 
 async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), real_time: bool) -> World {
+    world_configured(edit, real_time, |toml| toml).await
+}
+
+/// A world whose gateway configuration is `gateway_toml`'s, edited by `edit_gateway`.
+pub(crate) async fn world_configured(
+    edit: impl FnOnce(&mut backend::BackendConfig),
+    real_time: bool,
+    edit_gateway: impl FnOnce(String) -> String,
+) -> World {
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = config(bdir.path());
     edit(&mut cfg);
@@ -30,7 +40,7 @@ async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), real_time: b
         TestBackend::start(cfg).await
     };
     let seed = backend.seed().await;
-    let gateway = TestGateway::start(&gateway_toml(gdir.path(), &backend, &seed)).await;
+    let gateway = TestGateway::start(&edit_gateway(gateway_toml(gdir.path(), &backend, &seed))).await;
     let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
     World {
         _dirs: (bdir, gdir),
@@ -46,7 +56,7 @@ async fn world() -> World {
 }
 
 impl World {
-    async fn open_session(&self, body: Value) -> reqwest::Response {
+    pub(crate) async fn open_session(&self, body: Value) -> reqwest::Response {
         client()
             .post(self.gateway.url("/v1/sessions"))
             .header("x-deskbridge-app-key", APP_KEY)
@@ -79,7 +89,7 @@ impl World {
         .await
     }
 
-    async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
+    pub(crate) async fn action(&self, conversation: &str, action: &str) -> reqwest::Response {
         client()
             .post(
                 self.gateway
@@ -91,7 +101,7 @@ impl World {
             .unwrap()
     }
 
-    async fn customer_session(&self, user: usize, channel: &str) -> (Value, String) {
+    pub(crate) async fn customer_session(&self, user: usize, channel: &str) -> (Value, String) {
         let u = &self.seed.users[user];
         let jwt = login(&self.backend, &u.username, &u.password).await;
         let r = self
@@ -1128,7 +1138,12 @@ async fn an_anonymous_conversation_joined_into_a_customer_one_is_gone_and_the_cu
 /// own at `url` (no system credential, identity `opaque`; `extra` is TOML for
 /// the connection: breaker, actions), an agent, and a conversation whose
 /// customer token is valid for 10 minutes.
-async fn gateway_for(dir: &std::path::Path, name: &str, url: &str, extra: &str) -> (TestGateway, String, String) {
+pub(crate) async fn gateway_for(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    extra: &str,
+) -> (TestGateway, String, String) {
     let gateway = TestGateway::start(&format!(
         r#"
 [server]
@@ -1160,8 +1175,9 @@ app_key = "{APP_KEY}"
     (gateway, agent, conversation)
 }
 
-/// After the breaker's open time, one trial call reaches the company while
-/// the others still fail fast; a failed trial re-opens it, a good one closes it.
+/// After the breaker's open time (1 s at first), one trial call reaches the
+/// company while the others still fail fast; a failed trial re-opens it for
+/// twice as long, a good one closes it.
 #[tokio::test]
 async fn a_half_open_breaker_lets_one_trial_call_through() {
     use std::sync::atomic::AtomicBool;
@@ -1187,7 +1203,7 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     };
     let url = spawn_company(app).await;
     let gdir = tempfile::tempdir().unwrap();
-    let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 1\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
+    let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 30\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
     let (gateway, agent, conversation) = gateway_for(gdir.path(), "flaky", &url, breaker).await;
     let act = || {
         client()
@@ -1214,9 +1230,13 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     assert_eq!(calls.load(Ordering::SeqCst), 3, "exactly one trial reached the company");
     expect_problem(act().await.unwrap(), 503, "circuit_open").await;
 
-    // The company recovers: the next trial succeeds and closes the breaker.
+    // The company recovers; the breaker, re-opened for 2 s, still refuses
+    // a second on, and its next trial succeeds and closes it.
     healthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect_problem(act().await.unwrap(), 503, "circuit_open").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let burst = futures_util::future::join_all((0..10).map(|_| act())).await;
     let burst: Vec<reqwest::Response> = burst.into_iter().map(Result::unwrap).collect();
     assert_eq!(statuses(burst), [[200].as_slice(), &[503; 9]].concat());

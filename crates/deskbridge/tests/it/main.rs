@@ -7,6 +7,7 @@ mod backend_cli;
 mod backend_http;
 mod check;
 mod demo;
+mod gateway_attacks;
 mod gateway_cli;
 mod gateway_flow;
 mod login_attacks;

@@ -35,7 +35,7 @@ pub(crate) async fn read_until_closed(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn json_body(answer: &str) -> Value {
+pub(crate) fn json_body(answer: &str) -> Value {
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }

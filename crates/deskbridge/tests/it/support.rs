@@ -279,6 +279,12 @@ pub fn gateway_toml(data_dir: &Path, b: &TestBackend, seed: &DemoSeed) -> String
         r#"
 [server]
 data_dir = "{data}"
+# Tests of other things make bursts of requests; the limits have tests of their own.
+[limits]
+agent_per_second = 1000
+agent_burst = 1000
+session_per_second = 1000
+session_burst = 1000
 [[connections]]
 name = "acme"
 base_url = "{url}"

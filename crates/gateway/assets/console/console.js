@@ -190,6 +190,13 @@
       S.csrf = me.csrf_token;
       return api(path, { ...opts, retried: true });
     }
+    if (problem.slug === "rate_limited" && !opts.retried) {
+      // A burst of events outran the agent's request rate: wait as told (a
+      // few seconds at most), then try once more.
+      const wait = Math.min(5, Number(res.headers.get("retry-after")) || 1);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      return api(path, { ...opts, retried: true });
+    }
     if (res.status === 401 && !opts.quiet) signedOut("Your session has ended. Sign in again.");
     throw problem;
   }
@@ -210,7 +217,11 @@
       case "token_endpoint_error":
         return "deskbridge could not get its access token from the company's login service, so it could not ask for this customer's data.";
       case "circuit_open":
-        return "The company's API has been failing, so deskbridge is pausing calls to it for a short while. Try again in a minute.";
+        return "The company's API has been failing, so deskbridge is pausing calls to it for a short while. It tries again by itself within seconds.";
+      case "api_key_rejected":
+        return "The company refused deskbridge's API key for this connection. This is not the customer's fault: an administrator must fix the connection's API key.";
+      case "rate_limited":
+        return "Too many requests in a short time. Wait a few seconds and try again.";
       case "not_found":
         return "This conversation no longer exists.";
       case "unknown_action":
