@@ -224,22 +224,17 @@ async fn repeated_credentials_and_scopes_are_refused() {
         assert!(body["error_description"].as_str().unwrap().contains(repeated), "{body}");
     }
     let c = &seed.clients[0];
-    let both = client()
-        .post(b.url("/access_token?scope=profile:read"))
-        .basic_auth(&c.client_id, Some(&c.client_secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", "profile:read")])
-        .send()
-        .await
-        .unwrap();
-    expect_error(both, 400, "invalid_request").await;
+    let token_request = |form: &'static [(&str, &str)]| {
+        client()
+            .post(b.url("/access_token?scope=profile:read"))
+            .basic_auth(&c.client_id, Some(&c.client_secret))
+            .form(form)
+            .send()
+    };
+    let both = token_request(&[("grant_type", "client_credentials"), ("scope", "profile:read")]).await;
+    expect_error(both.unwrap(), 400, "invalid_request").await;
     // One place is fine.
-    let once = client()
-        .post(b.url("/access_token?scope=profile:read"))
-        .basic_auth(&c.client_id, Some(&c.client_secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let once = token_request(&[("grant_type", "client_credentials")]).await.unwrap();
     assert_eq!(once.status(), 200);
 }
 
