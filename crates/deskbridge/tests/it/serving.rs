@@ -266,3 +266,38 @@ async fn connections_beyond_the_per_address_limit_are_closed_at_once() {
     }
     assert!(served, "the address was not served again");
 }
+
+/// An event stream (as the gateway's `/v1/sessions/{id}/events`) whose
+/// reader stopped draining it ends once the server's writes stall.
+#[tokio::test]
+async fn an_event_stream_nobody_reads_is_closed() {
+    use axum::response::sse::{Event, Sse};
+    let events = || {
+        let event = Event::default().data("x".repeat(16 * 1024));
+        Sse::new(futures_util::stream::repeat_with(move || {
+            Ok::<_, std::convert::Infallible>(event.clone())
+        }))
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let limits = serving::Limits {
+        write_timeout_secs: 1,
+        ..serving::Limits::default()
+    };
+    let app = axum::Router::new().route("/events", axum::routing::get(move || async move { events() }));
+    tokio::spawn(serving::serve(listener, app, limits, std::future::pending()));
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address(&url).parse().unwrap()).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: g\r\n\r\n")
+        .await
+        .unwrap();
+    // The attack: read nothing for a while. Then what was sent has an end,
+    // where an endless stream still being written would have none.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut sink)).await;
+    assert!(ended.is_ok(), "the stream is still being written");
+}
