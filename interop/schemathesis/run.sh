@@ -219,6 +219,15 @@ check "gateway $gateway/openapi.json" \
   -H "Authorization: Bearer $agent_token" \
   -H "x-deskbridge-app-key: $SCHEMATHESIS_APP_KEY"
 
+# A panic that the answers did not show (a task of its own) fails the run too.
+for log in "$work/backend.log" "$work/gateway.log"; do
+  if grep -q "panicked" "$log"; then
+    echo "=== $(basename "$log" .log) panicked ===" >&2
+    grep -A5 "panicked" "$log" >&2
+    failed=$((failed + 1))
+  fi
+done
+
 echo "schemathesis took $((SECONDS - started)) s"
 echo "schemathesis: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
