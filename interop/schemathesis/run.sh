@@ -170,6 +170,12 @@ run() {
     "$@"
 }
 
+# A console session of that agent, for /console/api/me (only there: a
+# logout would end it).
+console_session="$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' \
+  -d "{\"token\":\"$agent_token\"}" "$gateway/console/api/login" |
+  sed -n 's/^[Ss]et-[Cc]ookie: deskbridge_console=\([^;]*\);.*/\1/p')"
+
 # A conversation of a customer who logged in, and its session: the
 # operations on them then reach the company instead of answering 404.
 opened="$(curl -fsS -H "x-deskbridge-app-key: $SCHEMATHESIS_APP_KEY" -H 'content-type: application/json' \
@@ -187,6 +193,10 @@ parameters = { "path.id" = "$(json session_id <<<"$opened")" }
 [[operations]]
 include-path = "/v1/connections/{name}/probe"
 parameters = { "path.name" = "acme" }
+
+[[operations]]
+include-path = "/console/api/me"
+parameters = { "cookie.deskbridge_console" = "$console_session" }
 TOML
 
 started=$SECONDS
