@@ -127,7 +127,7 @@ fn access_tokens_verify_as_issued_and_refuse_any_change() {
     let (_dir, secrets) = secrets();
     let tokens = AccessTokens::default();
     let now_ms = 1_800_000_000_000;
-    let mut runner = TestRunner::new(cases(256));
+    let mut runner = TestRunner::new(cases(512));
     let strategy = (
         "\\PC{0,20}",
         "\\PC{0,20}",
@@ -306,7 +306,7 @@ fn customer_jwts_are_judged_by_key_algorithm_signature_and_claims() {
         ])),
         prop::bool::weighted(0.1),
     );
-    let mut runner = TestRunner::new(cases(512));
+    let mut runner = TestRunner::new(cases(1024));
     let result = runner.run(
         &(header, claims(), prop::bool::weighted(0.9)),
         |((alg, kid, extra, crit), claims, signed)| {
