@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use crate::config::{
-    ClientAuthMethod, GatewayConfig, GrantTypeIn, IdentityConfig, IdentityMode, Opacity, SecretSource, SystemAuthConfig,
+    ClientAuthMethod, CustomerAuthPlacement, GatewayConfig, GrantTypeIn, IdentityConfig, IdentityMode, Opacity,
+    SecretSource, SystemAuthConfig,
 };
 use crate::connector::{error_code, map_response, raw_pointer, set_pointer};
 use crate::identity::{IdentityError, JwtVerifier};
@@ -547,6 +548,33 @@ proptest! {
         ]]);
         let expected = (!value.is_empty() && value.len() <= crate::console::MAX_CREDENTIAL_LEN).then_some(value.as_str());
         prop_assert_eq!(crate::console::session_cookie(&headers), expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(1024))]
+
+    /// A customer token taken at intake travels as itself: in a cookie as
+    /// one cookie (none injected beside it), in a header as a valid value,
+    /// in a JSON body as the same text.
+    #[test]
+    fn a_token_that_fits_its_placement_arrives_whole(
+        token in prop_oneof!["[!-~]{1,40}", "[ -~]{0,40}", "\\PC{0,40}", "[a-z]{1,8}; admin=true"],
+    ) {
+        if CustomerAuthPlacement::Cookie.refuses(&token).is_none() {
+            let headers = cookie_headers(&[vec![("SESSION".to_string(), token.clone())]]);
+            prop_assert_eq!(login::cookie(&headers, "SESSION"), Some(token.as_str()));
+            prop_assert!(!token.contains([';', ',', ' ', '"', '\\']));
+        }
+        if CustomerAuthPlacement::Header.refuses(&token).is_none() {
+            let value = format!("JWT {token}");
+            prop_assert!(HeaderValue::from_str(&value).is_ok(), "{}", value);
+        }
+        prop_assert_eq!(CustomerAuthPlacement::Body.refuses(&token), None);
+        let mut body = Value::Object(Default::default());
+        set_pointer(&mut body, "/customer_auth", Value::String(token.clone()));
+        let sent: Value = serde_json::from_str(&body.to_string()).unwrap();
+        prop_assert_eq!(sent["customer_auth"].as_str(), Some(token.as_str()));
     }
 }
 
