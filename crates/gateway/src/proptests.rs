@@ -10,8 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::RngSeed;
@@ -20,11 +19,11 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use crate::config::{
-    ClientAuthMethod, CustomerAuthPlacement, GatewayConfig, GrantTypeIn, IdentityConfig, IdentityMode, Opacity,
-    SecretSource, SystemAuthConfig,
+    ClientAuthMethod, CustomerAuthPlacement, GatewayConfig, GrantTypeIn, SecretSource, SystemAuthConfig,
 };
 use crate::connector::{error_code, map_response, raw_pointer, set_pointer};
-use crate::identity::{IdentityError, JwtVerifier};
+use crate::identity::IdentityError;
+use crate::identity::tests::{jwks_server, signing_key, verifier};
 use crate::metrics::Metrics;
 use crate::system_token::{TokenError, TokenSource, challenge_error, jwt_lifetime};
 
@@ -804,18 +803,6 @@ proptest! {
 
 // ---------------------------------------------------------- customer JWTs
 
-fn identity(jwks_url: &str) -> JwtVerifier {
-    let config = IdentityConfig {
-        mode: IdentityMode::Jwt,
-        jwks_url: Some(jwks_url.into()),
-        issuer: Some("https://acme.test".into()),
-        audience: Some("deskbridge".into()),
-        claim: "sub".into(),
-        opacity: Opacity::Reject,
-    };
-    JwtVerifier::new(config, reqwest::Client::new())
-}
-
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
@@ -872,7 +859,10 @@ fn any_text_as_a_customer_token_is_refused() {
     let rt = Runtime::new().unwrap();
     // No JWKS to reach: a token that names a key is refused as unverifiable.
     let closed = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let verifier = identity(&format!("http://{}/jwks", closed.local_addr().unwrap()));
+    let verifier = verifier(
+        &format!("http://{}/jwks", closed.local_addr().unwrap()),
+        Duration::from_secs(5),
+    );
     drop(closed);
     let mut runner = proptest::test_runner::TestRunner::new(cases(512));
     let result = runner.run(&not_a_jwt(), |token| {
@@ -893,24 +883,10 @@ fn any_text_as_a_customer_token_is_refused() {
 #[test]
 fn hostile_jwt_headers_are_refused_and_only_a_sound_token_passes() {
     let rt = Runtime::new().unwrap();
-    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-        .unwrap()
-        .to_pkcs8v1()
-        .unwrap();
-    let key = EncodingKey::from_ec_der(pkcs8.as_ref());
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("k".into());
-    let keys = json!({ "keys": [jwk] });
-    let app = axum::Router::new().route(
-        "/jwks",
-        axum::routing::get(move || {
-            let keys = keys.clone();
-            async move { axum::Json(keys) }
-        }),
-    );
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let verifier = identity(&format!("http://{}/jwks", listener.local_addr().unwrap()));
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let jwks = rt.block_on(jwks_server());
+    let (key, jwk) = signing_key("k");
+    jwks.keys.lock().unwrap().push(jwk);
+    let verifier = verifier(&jwks.url, Duration::from_secs(5));
 
     let now = crate::now() as u64;
     let claims = b64(&json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_1", "exp": now + 600}));
