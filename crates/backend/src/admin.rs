@@ -71,10 +71,22 @@ impl Admin {
         Ok(customer_id)
     }
 
+    /// Sets (resets) a user's password and ends all the user's sessions;
+    /// JWTs already issued live until they expire.
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), BackendError> {
         validate_password(password)?;
         let hash = self.state.passwords.hash(password.to_string()).await?;
         if self.state.store.set_password(username, &hash).await? {
+            Ok(())
+        } else {
+            Err(BackendError::NotFound(format!("user {username:?}")))
+        }
+    }
+
+    /// Removes a customer, the profile and every session; the customer's
+    /// JWTs still verify until they expire, but name nobody.
+    pub async fn remove_user(&self, username: &str) -> Result<(), BackendError> {
+        if self.state.store.delete_user(username).await? {
             Ok(())
         } else {
             Err(BackendError::NotFound(format!("user {username:?}")))

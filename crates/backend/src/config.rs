@@ -49,6 +49,14 @@ pub struct BackendConfig {
     pub access_token_ttl_secs: u64,
     pub session_mode: SessionMode,
     pub cookie_name: String,
+    /// In cookie mode, also accept customer JWTs on data calls (off: a
+    /// backend in cookie mode knows its customers by session only).
+    pub cookie_mode_accepts_jwts: bool,
+    /// Origins (`https://shop.example.com`) of the company's own pages that
+    /// may post logins which set a cookie, and log out. The backend's own
+    /// origin (`public_url`) is always one; browsers' cross-site posts from
+    /// anywhere else are refused.
+    pub site_origins: Vec<String>,
     /// Drop the `Secure` cookie attribute, for plain-HTTP local demos only.
     pub insecure_cookies: bool,
     pub signing_alg: SigningAlg,
@@ -62,6 +70,11 @@ pub struct BackendConfig {
     pub max_body_bytes: usize,
     /// Password hashes computed at once; defaults to the number of CPUs.
     pub password_hash_concurrency: Option<usize>,
+    /// Logins waiting for or in a password hash at once; beyond it a login
+    /// is answered `503 server_busy` at once.
+    pub password_hash_queue: usize,
+    /// Of those places, how many one client address may hold.
+    pub password_hash_queue_per_address: usize,
     pub throttle: ThrottleConfig,
     /// Read deadlines and the connection cap (`[http]`).
     pub http: serving::Limits,
@@ -99,12 +112,16 @@ impl Default for BackendConfig {
             access_token_ttl_secs: 3600,
             session_mode: SessionMode::Token,
             cookie_name: "deskbridge_session".into(),
+            cookie_mode_accepts_jwts: false,
+            site_origins: Vec::new(),
             insecure_cookies: false,
             signing_alg: SigningAlg::ES256,
             signing_key_file: None,
             server_secret_file: None,
             max_body_bytes: 16 * 1024,
             password_hash_concurrency: None,
+            password_hash_queue: 32,
+            password_hash_queue_per_address: 4,
             throttle: ThrottleConfig::default(),
             http: serving::Limits::default(),
             demo_site: None,
@@ -141,6 +158,17 @@ impl BackendConfig {
         if self.audience.is_empty() {
             return bad("audience must not be empty");
         }
+        if self.password_hash_queue == 0 || self.password_hash_queue_per_address == 0 {
+            return bad("password_hash_queue and password_hash_queue_per_address must be at least 1");
+        }
+        if self.password_hash_queue_per_address > self.password_hash_queue {
+            return bad("password_hash_queue_per_address must not exceed password_hash_queue");
+        }
+        if let Some(origin) = self.site_origins.iter().find(|o| !is_origin(o)) {
+            return bad(&format!(
+                "site_origins: {origin:?} is not an origin such as https://shop.example.com (scheme, host, optional port; no path)"
+            ));
+        }
         if let Some((key, problem)) = self.throttle.problems().first() {
             return bad(&format!("throttle.{key} {problem}"));
         }
@@ -175,6 +203,23 @@ impl BackendConfig {
         Ok(())
     }
 
+    /// True when a login answers with a cookie: a session in cookie mode,
+    /// or the demo site's own session.
+    pub fn login_sets_cookie(&self) -> bool {
+        self.session_mode == SessionMode::Cookie || self.demo_site.is_some()
+    }
+
+    /// The origins whose pages may post state-changing requests: the
+    /// backend's own and the configured `site_origins`.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let own = self.public_url();
+        let own = match own.match_indices('/').nth(2) {
+            Some((path_start, _)) => own[..path_start].to_string(),
+            None => own,
+        };
+        std::iter::once(own).chain(self.site_origins.iter().cloned()).collect()
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -194,6 +239,21 @@ impl BackendConfig {
     }
 }
 
+/// `scheme://host[:port]` as browsers send it in `Origin`: http(s), no
+/// path, no trailing slash.
+fn is_origin(origin: &str) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +268,10 @@ mod tests {
         assert!(BackendConfig::from_toml("[http]\nbody_read_timeout = 5").is_err());
         assert!(BackendConfig::from_toml("[http]\nbody_read_timeout_secs = 5").is_ok());
         assert!(BackendConfig::from_toml("session_mode = \"cookie\"\nsigning_alg = \"EdDSA\"").is_ok());
+        assert!(BackendConfig::from_toml("password_hash_queue = 0").is_err());
+        assert!(BackendConfig::from_toml("password_hash_queue = 4\npassword_hash_queue_per_address = 5").is_err());
+        assert!(BackendConfig::from_toml("site_origins = [\"https://shop.example.com/\"]").is_err());
+        assert!(BackendConfig::from_toml("site_origins = [\"https://shop.example.com:8443\"]").is_ok());
     }
 
     #[test]
@@ -216,6 +280,8 @@ mod tests {
         assert_eq!(c.issuer(), "http://127.0.0.1:9000");
         let c = BackendConfig::from_toml("public_url = \"https://api.example.com/\"")?;
         assert_eq!(c.issuer(), "https://api.example.com");
+        let c = BackendConfig::from_toml("public_url = \"https://example.com/api\"")?;
+        assert_eq!(c.allowed_origins(), ["https://example.com"]);
         Ok(())
     }
 }

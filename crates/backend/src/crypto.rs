@@ -72,6 +72,14 @@ impl Secrets {
                 path.display()
             )));
         }
+        if !looks_random(&secret) {
+            return Err(BackendError::Config(format!(
+                "{}: the server secret is not random (all zeros or a short repeated pattern); \
+                 delete the file to have a random one made, or write 32 random bytes, base64url",
+                path.display()
+            )));
+        }
+        require_private(path)?;
         Ok(Self::from_secret(&secret))
     }
 
@@ -140,6 +148,45 @@ pub(crate) fn random_token(prefix: &str) -> Result<String, BackendError> {
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)))
 }
 
+/// A secret of 32 random bytes has about 30 distinct byte values; one
+/// with fewer than 16 is zeros, a repeated pattern, or typed text.
+fn looks_random(secret: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    secret.iter().for_each(|b| seen[usize::from(*b)] = true);
+    seen.iter().filter(|s| **s).count() >= 16
+}
+
+/// Refuses a file or directory that other local users may use: the data
+/// directory, the database and the secret files hold what signs customer
+/// tokens and authenticates clients.
+pub(crate) fn require_private(path: &Path) -> Result<(), BackendError> {
+    match shared_access(path)? {
+        Some(problem) => Err(BackendError::Config(problem)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong when other users have access to `path`.
+pub(crate) fn shared_access(path: &Path) -> Result<Option<String>, BackendError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| BackendError::Io(format!("{}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            let private = if path.is_dir() { "700" } else { "600" };
+            return Ok(Some(format!(
+                "{}: other users have access to it (mode {:o}); make it private with chmod {private}",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// Writes a file readable by its owner only.
 pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), BackendError> {
     let io = |e: std::io::Error| BackendError::Io(format!("{}: {e}", path.display()));
@@ -165,6 +212,20 @@ mod tests {
         let tag = a.digest(Purpose::Session, b"s");
         assert!(a.verify(Purpose::Session, b"s", &tag));
         assert!(!a.verify(Purpose::Session, b"t", &tag));
+    }
+
+    #[test]
+    fn zero_and_patterned_secrets_are_refused() -> Result<(), BackendError> {
+        let dir = tempfile::tempdir().map_err(|e| BackendError::Io(e.to_string()))?;
+        let path = dir.path().join("server.secret");
+        write_private_file(&path, URL_SAFE_NO_PAD.encode([0u8; 32]).as_bytes())?;
+        assert!(Secrets::load_or_create(&path).is_err());
+        std::fs::remove_file(&path).map_err(|e| BackendError::Io(e.to_string()))?;
+        write_private_file(&path, URL_SAFE_NO_PAD.encode(b"abcd".repeat(8)).as_bytes())?;
+        assert!(Secrets::load_or_create(&path).is_err());
+        std::fs::remove_file(&path).map_err(|e| BackendError::Io(e.to_string()))?;
+        assert!(Secrets::load_or_create(&path).is_ok(), "a new random secret is made");
+        Ok(())
     }
 
     #[test]

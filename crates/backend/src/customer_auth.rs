@@ -1,6 +1,7 @@
 //! Establishing *which customer* a data call is for: a customer JWT (verified
-//! with the algorithm pinned to its key, `exp`/`iss`/`aud` checked against our
-//! clock) or a server-side session cookie.
+//! with the algorithm pinned to its key, `exp`/`nbf`/`iss`/`aud` checked
+//! against our clock, critical header extensions refused) or a server-side
+//! session cookie.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -16,7 +17,7 @@ use crate::crypto::Purpose;
 const MAX_JWT_LEN: usize = 4096;
 /// Bound on remembered verifications; the cache is emptied when it is full.
 const VERIFIED_CAPACITY: usize = 50_000;
-/// Tolerated clock skew for `iat` in the future.
+/// Tolerated clock skew for `iat` and `nbf` in the future.
 const IAT_SKEW_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,14 @@ impl VerifiedTokens {
     pub(crate) fn clear(&self) {
         self.by_digest.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
+}
+
+/// The claims a customer JWT carries, and `nbf` when it has one.
+#[derive(serde::Deserialize)]
+struct Verified {
+    #[serde(flatten)]
+    claims: CustomerClaims,
+    nbf: Option<u64>,
 }
 
 fn token_key(token: &str) -> [u8; 32] {
@@ -104,13 +113,18 @@ impl State {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<CustomerClaims>(token, key, &validation)
+        let Verified { claims, nbf } = jsonwebtoken::decode::<Verified>(token, key, &validation)
             .map_err(|_| CustomerAuthError::Invalid("the customer token failed verification"))?
             .claims;
         if claims.iat > now + IAT_SKEW_SECS {
             return Err(CustomerAuthError::Invalid(
                 "the customer token was issued in the future",
             ));
+        }
+        // Checked here against the injected clock, like `exp`; a token not
+        // yet valid is not remembered, so it is judged again once it is.
+        if nbf.is_some_and(|nbf| nbf > now + IAT_SKEW_SECS) {
+            return Err(CustomerAuthError::Invalid("the customer token is not valid yet"));
         }
         self.verified.put(cache_key, claims.sub.clone(), claims.exp);
         if claims.exp <= now {

@@ -37,7 +37,7 @@ use crate::customer_auth::VerifiedTokens;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use login::{LoginThrottle, PasswordHasher};
+use login::{HashQueue, LoginThrottle, PasswordHasher};
 
 /// How often the keyring is re-read from the store, so a key rotated by the
 /// admin command is picked up by a running server.
@@ -47,11 +47,14 @@ pub(crate) struct State {
     config: BackendConfig,
     issuer: String,
     public_url: String,
+    /// Origins whose pages may sign a visitor in or out ([`http::refuse_cross_site`]).
+    allowed_origins: Vec<String>,
     store: Store,
     secrets: Secrets,
     keyring: RwLock<Arc<Keyring>>,
     access_tokens: AccessTokens,
     passwords: PasswordHasher,
+    hash_queue: HashQueue,
     throttle: LoginThrottle,
     api_keys: http::ApiKeyCache,
     verified: VerifiedTokens,
@@ -82,6 +85,11 @@ impl Backend {
     pub async fn open(config: BackendConfig, clock: Arc<dyn Clock>) -> Result<Self, BackendError> {
         config.validate()?;
         create_private_dir(&config.data_dir)?;
+        // The files in it are each required to be private; a shared
+        // directory only shows their names, so it is warned about.
+        if let Some(problem) = crypto::shared_access(&config.data_dir)? {
+            tracing::warn!("data directory {problem}");
+        }
         let store = Store::open(&config.data_dir).await?;
         let secrets = Secrets::load_or_create(&config.server_secret_path())?;
         let keyring = load_keyring(&store, &config, clock.unix_secs()).await?;
@@ -93,8 +101,10 @@ impl Backend {
         let state = State {
             issuer: config.issuer(),
             public_url: config.public_url(),
+            allowed_origins: config.allowed_origins(),
             throttle: LoginThrottle::new(config.throttle.clone()),
             passwords: PasswordHasher::new(concurrency).await?,
+            hash_queue: HashQueue::new(config.password_hash_queue, config.password_hash_queue_per_address),
             access_tokens: {
                 let tokens = AccessTokens::with_revoked(revoked.into_iter().map(|(j, e)| (j, e.max(0) as u64)));
                 tokens.set_client_revocations(client_revocations);
@@ -166,6 +176,7 @@ async fn upkeep(state: Arc<State>) {
 async fn load_keyring(store: &Store, config: &BackendConfig, now: u64) -> Result<Keyring, BackendError> {
     let file_pem = match &config.signing_key_file {
         Some(path) => {
+            crypto::require_private(path)?;
             Some(std::fs::read_to_string(path).map_err(|e| BackendError::Config(format!("{}: {e}", path.display())))?)
         }
         None => None,

@@ -48,6 +48,12 @@ pub struct NewProfile {
 impl Store {
     pub(crate) async fn open(data_dir: &Path) -> Result<Self, BackendError> {
         let path = data_dir.join("backend.db");
+        // Made private before SQLite creates it with the umask's mode; its
+        // WAL and shared-memory files take the database's mode.
+        if !path.exists() {
+            crate::crypto::write_private_file(&path, b"")?;
+        }
+        crate::crypto::require_private(&path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&path)
             .create_if_missing(true)
@@ -152,9 +158,28 @@ impl Store {
         Ok((user_id, customer_id))
     }
 
+    /// Sets a user's password and ends all its sessions (cookie and demo
+    /// site), in one transaction: whoever knew the old one is signed out.
     pub(crate) async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, BackendError> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+        let mut tx = self.pool.begin().await?;
+        let user_id: Option<i64> = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ? RETURNING id")
             .bind(password_hash)
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        let Some(user_id) = user_id else { return Ok(false) };
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Removes a user with its profile, accounts and sessions (cascaded).
+    pub(crate) async fn delete_user(&self, username: &str) -> Result<bool, BackendError> {
+        let done = sqlx::query("DELETE FROM users WHERE username = ?")
             .bind(username)
             .execute(&self.pool)
             .await?;

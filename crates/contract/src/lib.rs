@@ -154,6 +154,11 @@ pub enum ApiErrorCode {
     PayloadTooLarge,
     /// The request's body did not arrive within the server's deadline.
     RequestTimeout,
+    /// A browser page of another site sent a request that would sign a
+    /// visitor in or out (login CSRF).
+    CrossSiteRequest,
+    /// Too many logins are waiting for a password check; see `Retry-After`.
+    ServerBusy,
     NotFound,
     MethodNotAllowed,
     Internal,

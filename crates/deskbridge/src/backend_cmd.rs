@@ -73,6 +73,11 @@ enum UserCommand {
         #[arg(long = "account")]
         accounts: Vec<String>,
     },
+    /// Set (reset) a customer's password, read from stdin; ends the
+    /// customer's sessions.
+    SetPassword { username: String },
+    /// Remove a customer with the profile and every session.
+    Remove { username: String },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +172,14 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             };
             let customer_id = admin.add_user(&username, &password, &profile).await?;
             writeln!(out, "{customer_id}")?;
+        }
+        BackendCommand::User(UserCommand::SetPassword { username }) => {
+            admin.set_password(&username, &crate::read_password()?).await?;
+            writeln!(out, "new password set for {username}; the user's sessions are ended")?;
+        }
+        BackendCommand::User(UserCommand::Remove { username }) => {
+            admin.remove_user(&username).await?;
+            writeln!(out, "removed {username} and the user's sessions")?;
         }
         BackendCommand::Client(ClientCommand::Add { client_id, scope }) => {
             let client = admin.add_client(&client_id, &scope).await?;

@@ -323,8 +323,9 @@ impl Gateway {
         address: IpAddr,
     ) -> Result<(String, String), SignInError> {
         let t = now() as u64;
-        self.console_throttle
-            .check(Some(name), address, t)
+        let attempt = self
+            .console_throttle
+            .reserve(Some(name), address, t)
             .map_err(SignInError::Throttled)?;
         let found = self.store.agent_password(name).await?;
         let hash = found.as_ref().and_then(|(_, hash)| hash.clone());
@@ -335,11 +336,11 @@ impl Gateway {
             .map_err(|e| GatewayError::Crypto(e.to_string()))?;
         match found.filter(|_| valid) {
             Some((role, _)) => {
-                self.console_throttle.record_success(name);
+                attempt.succeeded();
                 Ok((name.to_string(), role))
             }
             None => {
-                self.console_throttle.record_failure(Some(name), address, t);
+                attempt.failed(t);
                 Err(SignInError::InvalidCredentials)
             }
         }
@@ -349,13 +350,14 @@ impl Gateway {
     pub async fn sign_in_with_token(&self, token: &str, address: IpAddr) -> Result<(String, String), SignInError> {
         let t = now() as u64;
         // A token names no agent: failures count against the address only.
-        self.console_throttle
-            .check(None, address, t)
+        let attempt = self
+            .console_throttle
+            .reserve(None, address, t)
             .map_err(SignInError::Throttled)?;
         match self.agent(token.trim()).await? {
             Some(agent) => Ok(agent),
             None => {
-                self.console_throttle.record_failure(None, address, t);
+                attempt.failed(t);
                 Err(SignInError::InvalidCredentials)
             }
         }

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 serve loop of the backend and the gateway. `axum::serve`
 //! sets no read deadline at all, so a client that sends half a request line
 //! (or half a body) and goes quiet holds a connection for ever; this loop
-//! closes it. It owns three limits ([`Limits`]):
+//! closes it. It owns these limits ([`Limits`]):
 //!
 //! - the request head must arrive within `header_read_timeout_secs` (hyper
 //!   starts that clock when it waits for a head, so it also ends idle
@@ -9,8 +9,14 @@
 //! - the whole request body must arrive within `body_read_timeout_secs` of
 //!   the head: a deadline for the body, not a timeout per read, so a client
 //!   trickling a byte at a time does not keep it open;
+//! - an answer must be read: a write that makes no progress for
+//!   `write_timeout_secs` ends its connection (a client that never reads,
+//!   or an event stream whose reader stopped draining it);
 //! - at most `max_connections` connections are served at once; the next one
-//!   waits in the kernel's accept queue.
+//!   waits in the kernel's accept queue;
+//! - at most `max_connections_per_address` of them from one client address;
+//!   one more from that address is closed at once, so one client cannot
+//!   take every connection.
 //!
 //! Every request also gets its trace ([`TraceId`], from the caller's
 //! `traceparent` or new), as a request extension and as `x-trace-id` on the
@@ -18,11 +24,13 @@
 
 mod deadline;
 mod trace;
+mod write_timeout;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,6 +46,7 @@ use deadline::BodyDeadline;
 pub use deadline::is_body_timeout;
 use trace::X_TRACE_ID;
 pub use trace::{TRACEPARENT, TraceId};
+use write_timeout::WriteTimeout;
 
 /// How long a client may take to send a request, and how many may connect.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -48,8 +57,13 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// Seconds to receive a request's whole body once its head is in.
     pub body_read_timeout_secs: u64,
+    /// Seconds a write of an answer may make no progress (the client reads
+    /// nothing) before its connection is closed.
+    pub write_timeout_secs: u64,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one client address.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for Limits {
@@ -57,7 +71,9 @@ impl Default for Limits {
         Self {
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 30,
+            write_timeout_secs: 30,
             max_connections: 10_000,
+            max_connections_per_address: 256,
         }
     }
 }
@@ -69,6 +85,7 @@ impl Limits {
         for (key, secs) in [
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
         ] {
             if !(1..=3600).contains(&secs) {
                 problems.push((key, "must be between 1 and 3600"));
@@ -76,6 +93,9 @@ impl Limits {
         }
         if self.max_connections == 0 {
             problems.push(("max_connections", "must be at least 1"));
+        }
+        if self.max_connections_per_address == 0 {
+            problems.push(("max_connections_per_address", "must be at least 1"));
         }
         problems
     }
@@ -94,7 +114,9 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
     let body_deadline = Duration::from_secs(limits.body_read_timeout_secs);
+    let write_timeout = Duration::from_secs(limits.write_timeout_secs);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::new(limits.max_connections_per_address));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -104,6 +126,11 @@ pub async fn serve(
             accepted = accept(&listener, &slots) => accepted,
         };
         let Some((stream, peer, slot)) = accepted else { continue };
+        let Some(address_slot) = PerAddress::enter(&per_address, peer.ip()) else {
+            // Closed unserved, and its slot is free again at once.
+            tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
+            continue;
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let (mut parts, body) = request.into_parts();
@@ -119,6 +146,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
+        let stream = WriteTimeout::new(stream, write_timeout);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // A client that goes away or sends garbage ends its own
@@ -126,7 +154,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended");
             }
-            drop(slot);
+            drop((slot, address_slot));
         });
     }
     drop(listener);
@@ -152,6 +180,57 @@ async fn accept(
             tracing::error!(error = %e, "could not accept a connection; pausing for a second");
             tokio::time::sleep(Duration::from_secs(1)).await;
             None
+        }
+    }
+}
+
+/// Connections being served, per client address.
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its address until it is dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Mutex::default(),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for one more connection from `address`, unless it has the most.
+    fn enter(table: &Arc<Self>, address: IpAddr) -> Option<AddressSlot> {
+        let mut open = table.open();
+        let count = open.entry(address).or_default();
+        if *count >= table.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: table.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open();
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use contract::{ApiErrorCode, CustomerClaims, CustomerSession, CustomerToken};
 
-use super::{Body, ClientAddress, FORM, Params, cookie, has_content_type};
+use super::{Body, ClientAddress, FORM, Params, cookie, has_content_type, refuse_cross_site};
 use crate::config::SessionMode;
 use crate::crypto::{Purpose, random_bytes, random_token};
 use crate::error::HttpError;
@@ -25,12 +25,19 @@ const MAX_CREDENTIAL_LEN: usize = 256;
 /// it, so no password dialog appears.
 const LOGIN_CHALLENGE: &str = "Form realm=\"customer\"";
 
+/// `Retry-After` of a login refused for a full hash queue: a place frees
+/// within a hash or two.
+const HASH_QUEUE_RETRY_SECS: u64 = 1;
+
 pub(crate) async fn authenticate(
     Extract(state): Extract<Arc<State>>,
     ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, HttpError> {
+    if state.config.login_sets_cookie() {
+        refuse_cross_site(&state, &headers)?;
+    }
     if !has_content_type(&headers, FORM) {
         return Err(HttpError::api(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -48,15 +55,25 @@ pub(crate) async fn authenticate(
     let count = |outcome| state.metrics.customer_logins.get_or_create(&Outcome { outcome }).inc();
 
     let now = state.now();
-    if let Err(wait) = state.throttle.check(Some(username), address, now) {
+    // Reserved before the hash, so concurrent guesses count at once.
+    let attempt = state.throttle.reserve(Some(username), address, now).map_err(|wait| {
         count("throttled");
-        return Err(HttpError::api(
+        HttpError::api(
             StatusCode::TOO_MANY_REQUESTS,
             ApiErrorCode::TooManyAttempts,
             "too many failed logins; try again later",
         )
-        .retry_after(wait));
-    }
+        .retry_after(wait)
+    })?;
+    let _place = state.hash_queue.enter(address).ok_or_else(|| {
+        count("busy");
+        HttpError::api(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::ServerBusy,
+            "too many logins are being checked; try again shortly",
+        )
+        .retry_after(HASH_QUEUE_RETRY_SECS)
+    })?;
     let user = state.store.user_credentials(username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let valid = state
@@ -65,7 +82,7 @@ pub(crate) async fn authenticate(
         .await
         .map_err(BackendError::from)?;
     let Some(user) = user.filter(|_| valid) else {
-        state.throttle.record_failure(Some(username), address, now);
+        attempt.failed(now);
         count("invalid_credentials");
         return Err(HttpError::api(
             StatusCode::UNAUTHORIZED,
@@ -74,7 +91,7 @@ pub(crate) async fn authenticate(
         )
         .www_authenticate(LOGIN_CHALLENGE.into()));
     };
-    state.throttle.record_success(username);
+    attempt.succeeded();
     count("ok");
 
     let ttl = state.config.customer_token_ttl_secs;
@@ -140,6 +157,7 @@ fn session_cookie(state: &State, value: &str, max_age: u64) -> HeaderValue {
 
 /// Revokes the session named by the cookie and clears the cookie.
 pub(crate) async fn logout(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    refuse_cross_site(&state, &headers)?;
     let Some(session) = cookie(&headers, &state.config.cookie_name) else {
         return Err(HttpError::api(
             StatusCode::UNAUTHORIZED,

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use contract::ApiErrorCode;
 use serde_json::json;
 
-use super::cookie;
+use super::{cookie, refuse_cross_site};
 use crate::State;
 use crate::config::DemoSiteConfig;
 use crate::crypto::{Purpose, random_token};
@@ -100,6 +100,7 @@ pub(crate) async fn start_site_session(state: &State, user_id: i64, now: u64) ->
 
 /// A fresh customer JWT for the signed-in visitor of the site.
 async fn token(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    refuse_cross_site(&state, &headers)?;
     let invalid = || {
         HttpError::api(
             StatusCode::UNAUTHORIZED,
@@ -122,6 +123,7 @@ async fn token(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Resul
 }
 
 async fn logout(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    refuse_cross_site(&state, &headers)?;
     if let Some(session) = cookie(&headers, SITE_COOKIE) {
         let digest = state.secrets.digest(Purpose::SiteSession, session.as_bytes());
         state.store.delete_session(&digest).await?;

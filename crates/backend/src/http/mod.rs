@@ -14,13 +14,13 @@ use std::sync::{Arc, RwLock};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State as Extract};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use contract::{ApiErrorCode, paths};
+use contract::{ApiErrorCode, headers as h, paths};
 
 use crate::State;
 use crate::error::HttpError;
@@ -46,6 +46,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), screen_head))
         .layer(middleware::from_fn(serving::log_request))
         .with_state(state)
 }
@@ -62,6 +63,52 @@ async fn method_not_allowed() -> HttpError {
     )
 }
 
+/// Middleware: what the head alone shows is wrong is answered before any
+/// of the body is read.
+async fn screen_head(Extract(state): Extract<Arc<State>>, request: Request, next: middleware::Next) -> Response {
+    match declared_length_fits(request.headers(), state.config.max_body_bytes)
+        .and_then(|()| credentials_given_once(request.headers()))
+    {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A declared `Content-Length` above the limit is a 413 at once, not after
+/// the body has trickled in. It also answers `Expect: 100-continue` without
+/// a `100 Continue`: hyper sends that only when the body is first read.
+fn declared_length_fits(headers: &HeaderMap, limit: usize) -> Result<(), HttpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(payload_too_large());
+    }
+    Ok(())
+}
+
+fn payload_too_large() -> HttpError {
+    HttpError::api(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ApiErrorCode::PayloadTooLarge,
+        "the request body is too large",
+    )
+}
+
+/// A credential header sent twice is refused: which one counts would
+/// depend on who reads it (this server, a proxy before it, a log).
+fn credentials_given_once(headers: &HeaderMap) -> Result<(), HttpError> {
+    for name in [header::AUTHORIZATION.as_str(), h::API_KEY, h::CUSTOMER_AUTH] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(HttpError::bad_request(format!(
+                "the {name} header is repeated; send it once"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The request body, with a size or read failure turned into a JSON error.
 pub(crate) struct Body(pub Bytes);
 
@@ -72,11 +119,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Self(bytes)),
             Err(BytesRejection::FailedToBufferBody(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(HttpError::api(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ApiErrorCode::PayloadTooLarge,
-                    "the request body is too large",
-                ))
+                Err(payload_too_large())
             }
             Err(BytesRejection::FailedToBufferBody(e)) if serving::is_body_timeout(&e) => Err(HttpError::api(
                 StatusCode::REQUEST_TIMEOUT,
@@ -102,6 +145,32 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         Ok(Self(ip))
     }
+}
+
+/// Refuses a browser's cross-site request that would sign a visitor in or
+/// out (login CSRF). A browser names the page's origin in `Origin`, which
+/// must be one of the site's; without it, `Sec-Fetch-Site` must say the
+/// same origin (or a URL the user typed). A caller that sends neither is
+/// not a browser (the gateway, `check`, curl) and cannot be forged by a page.
+pub(crate) fn refuse_cross_site(state: &State, headers: &HeaderMap) -> Result<(), HttpError> {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let same_site = match (origins.next(), origins.next(), headers.get("sec-fetch-site")) {
+        (Some(_), Some(_), _) => false,
+        (Some(origin), None, _) => state
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes())),
+        (None, _, Some(site)) => site == "same-origin" || site == "none",
+        (None, _, None) => true,
+    };
+    if same_site {
+        return Ok(());
+    }
+    Err(HttpError::api(
+        StatusCode::FORBIDDEN,
+        ApiErrorCode::CrossSiteRequest,
+        "a page of another site may not sign in or out here; its origin is not one of site_origins",
+    ))
 }
 
 /// Marks an answer that carries a credential as never to be cached

@@ -169,7 +169,16 @@ pub(crate) async fn access_token(
             format!("only the {GRANT_CLIENT_CREDENTIALS} grant is supported"),
         ));
     }
-    let scope = granted_scope(form.get("scope").or(query.get("scope")), &client.scopes)?;
+    // RFC 6749 §3.1: a parameter is sent once; in both places, neither wins.
+    let requested = match (form.get("scope"), query.get("scope")) {
+        (Some(_), Some(_)) => {
+            return Err(invalid_request(
+                "scope is given in both the query and the body; send it once".into(),
+            ));
+        }
+        (body, query) => body.or(query),
+    };
+    let scope = granted_scope(requested, &client.scopes)?;
     let ttl = state.config.access_token_ttl_secs;
     let (token, _) = state.access_tokens.issue(
         &state.secrets,

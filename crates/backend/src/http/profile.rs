@@ -14,6 +14,7 @@ use contract::{ApiErrorCode, CustomerAuthBody, Profile, headers as h};
 use super::oauth::REALM;
 use super::{Body, cookie, has_content_type};
 use crate::State;
+use crate::config::SessionMode;
 use crate::customer_auth::CustomerAuthError;
 use crate::error::HttpError;
 use crate::metrics::Outcome;
@@ -173,7 +174,7 @@ async fn customer_identity(state: &State, headers: &HeaderMap, body: &[u8]) -> R
                     "the customer-auth header must be JWT <token>",
                 ))
             })?;
-        return state.verify_customer_jwt(token).map_err(customer_failure);
+        return verify_jwt(state, token);
     }
     if let Some(session) = cookie(headers, &state.config.cookie_name) {
         return state
@@ -200,10 +201,22 @@ async fn customer_identity(state: &State, headers: &HeaderMap, body: &[u8]) -> R
             )
         })?;
         if let Some(token) = parsed.customer_auth {
-            return state.verify_customer_jwt(&token).map_err(customer_failure);
+            return verify_jwt(state, &token);
         }
     }
     Err(customer_failure(CustomerAuthError::Invalid(
         "no customer token: send customer-auth: JWT <token>, the session cookie, or customer_auth in the body",
     )))
+}
+
+/// A customer JWT's customer id. A backend in cookie mode takes JWTs only
+/// when `cookie_mode_accepts_jwts` says so: it knows its customers by
+/// session, which a logout or a password change ends, and a JWT outlives both.
+fn verify_jwt(state: &State, token: &str) -> Result<String, Failure> {
+    if state.config.session_mode == SessionMode::Cookie && !state.config.cookie_mode_accepts_jwts {
+        return Err(customer_failure(CustomerAuthError::Invalid(
+            "this backend identifies customers by session cookie; customer JWTs are not accepted",
+        )));
+    }
+    state.verify_customer_jwt(token).map_err(customer_failure)
 }

@@ -2,6 +2,7 @@
 //! Every test talks HTTP to real servers on 127.0.0.1:0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backend_attacks;
 mod backend_cli;
 mod backend_http;
 mod check;
@@ -9,6 +10,7 @@ mod demo;
 mod gateway_attacks;
 mod gateway_cli;
 mod gateway_flow;
+mod login_attacks;
 mod serving;
 mod support;
 mod web;

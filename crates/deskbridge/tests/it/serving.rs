@@ -1,5 +1,6 @@
 //! Slow and stalled clients, on a raw socket: a head or body that does not
-//! arrive in time ends its connection, and a connection cap holds.
+//! arrive in time ends its connection, so does an answer nobody reads, and
+//! the connection caps (in all and per address) hold.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestBackend, TestGateway, config};
+use crate::support::{TestGateway, backend_with};
 
 /// Longest any test here waits for the server to act; the limits under
 /// test are one second.
@@ -44,20 +45,13 @@ fn limits(header: u64, body: u64, connections: usize) -> serving::Limits {
         header_read_timeout_secs: header,
         body_read_timeout_secs: body,
         max_connections: connections,
+        ..serving::Limits::default()
     }
-}
-
-async fn backend_with(http: serving::Limits) -> (tempfile::TempDir, TestBackend) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.http = http;
-    let backend = TestBackend::start(cfg).await;
-    (dir, backend)
 }
 
 #[tokio::test]
 async fn a_stalled_head_or_body_ends_its_connection_at_the_backend() {
-    let (_dir, b) = backend_with(limits(1, 1, 100)).await;
+    let (_dir, b) = backend_with(|c| c.http = limits(1, 1, 100)).await;
 
     // Half a head, then silence: closed without an answer.
     let mut stream = sent(&b.url, b"POST /customer_authenticate HTTP/1.1\r\nHost: backend\r\n").await;
@@ -115,7 +109,7 @@ async fn a_stalled_head_or_body_ends_its_connection_at_the_backend() {
 
 #[tokio::test]
 async fn the_backend_serves_no_more_connections_than_its_cap() {
-    let (_dir, b) = backend_with(limits(30, 30, 2)).await;
+    let (_dir, b) = backend_with(|c| c.http = limits(30, 30, 2)).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = sent(&b.url, b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n").await;
@@ -163,4 +157,112 @@ async fn a_stalled_body_at_the_gateway_is_a_408_problem() {
         "{answer}"
     );
     g.stop().await;
+}
+
+/// A connection from `source` (another loopback address) that has sent `bytes`.
+async fn sent_from(source: [u8; 4], url: &str, bytes: &[u8]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+    let mut stream = socket.connect(address(url).parse().unwrap()).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// A client that asks and asks but reads none of its answers: pipelined
+/// requests on a connection with a tiny receive buffer, so the server's
+/// writes soon make no progress (once the kernel has stopped growing the
+/// server's send buffer). The connection stays open as long as the
+/// returned half lives.
+async fn never_reads(url: &str) -> tokio::net::tcp::OwnedReadHalf {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(address(url).parse().unwrap()).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        let requests = b"GET /metrics HTTP/1.1\r\nHost: b\r\n\r\n".repeat(100);
+        // Ends when the server closes; blocks while it, stalled, reads nothing.
+        while writer.write_all(&requests).await.is_ok() {}
+    });
+    reader
+}
+
+#[tokio::test]
+async fn clients_that_read_no_answers_are_closed_and_free_their_connections() {
+    let (_dir, b) = backend_with(|c| {
+        c.http = serving::Limits {
+            write_timeout_secs: 1,
+            ..limits(30, 30, 4)
+        }
+    })
+    .await;
+    // Every connection the backend serves, taken by clients that never read.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(never_reads(&b.url).await);
+    }
+    // Without a write timeout they would hold them for ever; with it, a
+    // legitimate request is answered once a stalled write has waited a second.
+    let started = std::time::Instant::now();
+    let mut legitimate = sent(&b.url, b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").await;
+    let answer = read_until_closed(&mut legitimate).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // The slot came from a stalled client, closed: its reader sees the end.
+    let closed = futures_util::future::select_all(stalled.iter_mut().map(|reader| {
+        Box::pin(async move {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink).await;
+        })
+    }));
+    assert!(
+        tokio::time::timeout(PATIENCE, closed).await.is_ok(),
+        "no stalled connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_are_closed_at_once() {
+    let (_dir, b) = backend_with(|c| {
+        c.http = serving::Limits {
+            max_connections_per_address: 2,
+            ..limits(30, 30, 100)
+        }
+    })
+    .await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = sent_from([127, 0, 0, 41], &b.url, healthz).await;
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    // A third from the same address is closed unanswered, at once.
+    let mut third = sent_from([127, 0, 0, 41], &b.url, healthz).await;
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the third connection was kept open");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // Another address is served; and the first, once it closed one.
+    let close = b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
+    let answer = read_until_closed(&mut sent_from([127, 0, 0, 42], &b.url, close).await).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Once one of its connections closes, the address is served again (as
+    // soon as the server has seen the close: tried until then).
+    held.pop();
+    let mut served = false;
+    for _ in 0..50 {
+        let answer = read_until_closed(&mut sent_from([127, 0, 0, 41], &b.url, close).await).await;
+        served = answer.starts_with("HTTP/1.1 200");
+        if served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the address was not served again");
 }

@@ -52,6 +52,15 @@ pub fn config(data_dir: &Path) -> BackendConfig {
     }
 }
 
+/// A started backend with `change` made to the test configuration.
+pub async fn backend_with(change: impl FnOnce(&mut BackendConfig)) -> (tempfile::TempDir, TestBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    change(&mut cfg);
+    let backend = TestBackend::start(cfg).await;
+    (dir, backend)
+}
+
 impl TestBackend {
     pub async fn start(config: BackendConfig) -> Self {
         Self::start_at(config, Arc::new(ManualClock::new(SystemTime::now()))).await
