@@ -193,11 +193,8 @@ fn signer(rt: &tokio::runtime::Runtime) -> Signer {
         .to_pkcs8v1()
         .unwrap();
     let key_file = dir.path().join("signing.pem");
-    std::fs::write(
-        &key_file,
-        pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
-    )
-    .unwrap();
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
+    crate::crypto::write_private_file(&key_file, pem.as_bytes()).unwrap();
     let config = BackendConfig {
         data_dir: dir.path().join("data"),
         signing_key_file: Some(key_file),
