@@ -170,6 +170,12 @@ run() {
     "$@"
 }
 
+# A console session of that agent, for /console/api/me (only there: a
+# logout would end it).
+console_session="$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' \
+  -d "{\"token\":\"$agent_token\"}" "$gateway/console/api/login" |
+  sed -n 's/^[Ss]et-[Cc]ookie: deskbridge_console=\([^;]*\);.*/\1/p')"
+
 # A conversation of a customer who logged in, and its session: the
 # operations on them then reach the company instead of answering 404.
 opened="$(curl -fsS -H "x-deskbridge-app-key: $SCHEMATHESIS_APP_KEY" -H 'content-type: application/json' \
@@ -187,6 +193,10 @@ parameters = { "path.id" = "$(json session_id <<<"$opened")" }
 [[operations]]
 include-path = "/v1/connections/{name}/probe"
 parameters = { "path.name" = "acme" }
+
+[[operations]]
+include-path = "/console/api/me"
+parameters = { "cookie.deskbridge_console" = "$console_session" }
 TOML
 
 started=$SECONDS
@@ -218,6 +228,15 @@ check "gateway $gateway/openapi.json" \
   --exclude-path-regex '/events$' \
   -H "Authorization: Bearer $agent_token" \
   -H "x-deskbridge-app-key: $SCHEMATHESIS_APP_KEY"
+
+# A panic that the answers did not show (a task of its own) fails the run too.
+for log in "$work/backend.log" "$work/gateway.log"; do
+  if grep -q "panicked" "$log"; then
+    echo "=== $(basename "$log" .log) panicked ===" >&2
+    grep -A5 "panicked" "$log" >&2
+    failed=$((failed + 1))
+  fi
+done
 
 echo "schemathesis took $((SECONDS - started)) s"
 echo "schemathesis: $passed passed, $failed failed"

@@ -127,7 +127,7 @@ fn access_tokens_verify_as_issued_and_refuse_any_change() {
     let (_dir, secrets) = secrets();
     let tokens = AccessTokens::default();
     let now_ms = 1_800_000_000_000;
-    let mut runner = TestRunner::new(cases(256));
+    let mut runner = TestRunner::new(cases(512));
     let strategy = (
         "\\PC{0,20}",
         "\\PC{0,20}",
@@ -193,13 +193,8 @@ fn signer(rt: &tokio::runtime::Runtime) -> Signer {
         .to_pkcs8v1()
         .unwrap();
     let key_file = dir.path().join("signing.pem");
-    std::fs::write(
-        &key_file,
-        pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
-    )
-    .unwrap();
-    // The backend refuses a signing key that other users can read.
-    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
+    crate::crypto::write_private_file(&key_file, pem.as_bytes()).unwrap();
     let config = BackendConfig {
         data_dir: dir.path().join("data"),
         signing_key_file: Some(key_file),
@@ -308,7 +303,7 @@ fn customer_jwts_are_judged_by_key_algorithm_signature_and_claims() {
         ])),
         prop::bool::weighted(0.1),
     );
-    let mut runner = TestRunner::new(cases(512));
+    let mut runner = TestRunner::new(cases(1024));
     let result = runner.run(
         &(header, claims(), prop::bool::weighted(0.9)),
         |((alg, kid, extra, crit), claims, signed)| {

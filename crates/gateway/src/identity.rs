@@ -260,7 +260,7 @@ fn entropy_bits(s: &str) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -272,13 +272,13 @@ mod tests {
     use crate::config::{IdentityMode, Opacity};
 
     /// A company's JWKS endpoint whose key set the test changes, counting fetches.
-    struct Jwks {
-        url: String,
-        keys: Arc<Mutex<Vec<Jwk>>>,
+    pub(crate) struct Jwks {
+        pub(crate) url: String,
+        pub(crate) keys: Arc<Mutex<Vec<Jwk>>>,
         fetches: Arc<AtomicUsize>,
     }
 
-    async fn jwks_server() -> Jwks {
+    pub(crate) async fn jwks_server() -> Jwks {
         let keys = Arc::new(Mutex::new(Vec::new()));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (served, counted) = (keys.clone(), fetches.clone());
@@ -303,7 +303,7 @@ mod tests {
     }
 
     /// A signing key and its public JWK under `kid`.
-    fn signing_key(kid: &str) -> (EncodingKey, Jwk) {
+    pub(crate) fn signing_key(kid: &str) -> (EncodingKey, Jwk) {
         let pkcs8 =
             aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
                 .unwrap()
@@ -329,7 +329,7 @@ mod tests {
         json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_x", "exp": now + 600})
     }
 
-    fn verifier(jwks_url: &str, refetch_min: Duration) -> JwtVerifier {
+    pub(crate) fn verifier(jwks_url: &str, refetch_min: Duration) -> JwtVerifier {
         let config = IdentityConfig {
             mode: IdentityMode::Jwt,
             jwks_url: Some(jwks_url.into()),

@@ -10,8 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::RngSeed;
@@ -20,10 +19,11 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use crate::config::{
-    ClientAuthMethod, GatewayConfig, GrantTypeIn, IdentityConfig, IdentityMode, Opacity, SecretSource, SystemAuthConfig,
+    ClientAuthMethod, CustomerAuthPlacement, GatewayConfig, GrantTypeIn, SecretSource, SystemAuthConfig,
 };
 use crate::connector::{error_code, map_response, raw_pointer, set_pointer};
-use crate::identity::{IdentityError, JwtVerifier};
+use crate::identity::IdentityError;
+use crate::identity::tests::{jwks_server, signing_key, verifier};
 use crate::metrics::Metrics;
 use crate::system_token::{TokenError, TokenSource, challenge_error, jwt_lifetime};
 
@@ -251,7 +251,7 @@ fn names_a_key(path: &str, config: &GatewayConfig) -> bool {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(cases(2048))]
 
     /// Any text: a configuration, or exactly one fatal problem on a line of
     /// the text; what parses is checked without a panic, and every problem
@@ -335,7 +335,7 @@ fn select_case(name: &str, bits: usize) -> String {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(cases(2048))]
 
     #[test]
     fn challenge_error_finds_the_error_of_any_well_formed_challenge((header, error) in challenge()) {
@@ -418,7 +418,7 @@ fn parsed(raw: Option<&RawValue>) -> Option<Value> {
 }
 
 proptest! {
-    #![proptest_config(cases(256))]
+    #![proptest_config(cases(1024))]
 
     /// RFC 6901, with serde_json's `Value::pointer` as the reference: the
     /// same answer for every pointer into the body and for any other text.
@@ -509,7 +509,7 @@ fn cookie_headers(lines: &[Vec<(String, String)>]) -> HeaderMap {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(cases(1024))]
 
     /// The first cookie of that name, across every `Cookie` header.
     #[test]
@@ -547,6 +547,33 @@ proptest! {
         ]]);
         let expected = (!value.is_empty() && value.len() <= crate::console::MAX_CREDENTIAL_LEN).then_some(value.as_str());
         prop_assert_eq!(crate::console::session_cookie(&headers), expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(1024))]
+
+    /// A customer token taken at intake travels as itself: in a cookie as
+    /// one cookie (none injected beside it), in a header as a valid value,
+    /// in a JSON body as the same text.
+    #[test]
+    fn a_token_that_fits_its_placement_arrives_whole(
+        token in prop_oneof!["[!-~]{1,40}", "[ -~]{0,40}", "\\PC{0,40}", "[a-z]{1,8}; admin=true"],
+    ) {
+        if CustomerAuthPlacement::Cookie.refuses(&token).is_none() {
+            let headers = cookie_headers(&[vec![("SESSION".to_string(), token.clone())]]);
+            prop_assert_eq!(login::cookie(&headers, "SESSION"), Some(token.as_str()));
+            prop_assert!(!token.contains([';', ',', ' ', '"', '\\']));
+        }
+        if CustomerAuthPlacement::Header.refuses(&token).is_none() {
+            let value = format!("JWT {token}");
+            prop_assert!(HeaderValue::from_str(&value).is_ok(), "{}", value);
+        }
+        prop_assert_eq!(CustomerAuthPlacement::Body.refuses(&token), None);
+        let mut body = Value::Object(Default::default());
+        set_pointer(&mut body, "/customer_auth", Value::String(token.clone()));
+        let sent: Value = serde_json::from_str(&body.to_string()).unwrap();
+        prop_assert_eq!(sent["customer_auth"].as_str(), Some(token.as_str()));
     }
 }
 
@@ -776,18 +803,6 @@ proptest! {
 
 // ---------------------------------------------------------- customer JWTs
 
-fn identity(jwks_url: &str) -> JwtVerifier {
-    let config = IdentityConfig {
-        mode: IdentityMode::Jwt,
-        jwks_url: Some(jwks_url.into()),
-        issuer: Some("https://acme.test".into()),
-        audience: Some("deskbridge".into()),
-        claim: "sub".into(),
-        opacity: Opacity::Reject,
-    };
-    JwtVerifier::new(config, reqwest::Client::new())
-}
-
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
@@ -844,7 +859,10 @@ fn any_text_as_a_customer_token_is_refused() {
     let rt = Runtime::new().unwrap();
     // No JWKS to reach: a token that names a key is refused as unverifiable.
     let closed = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let verifier = identity(&format!("http://{}/jwks", closed.local_addr().unwrap()));
+    let verifier = verifier(
+        &format!("http://{}/jwks", closed.local_addr().unwrap()),
+        Duration::from_secs(5),
+    );
     drop(closed);
     let mut runner = proptest::test_runner::TestRunner::new(cases(512));
     let result = runner.run(&not_a_jwt(), |token| {
@@ -865,28 +883,14 @@ fn any_text_as_a_customer_token_is_refused() {
 #[test]
 fn hostile_jwt_headers_are_refused_and_only_a_sound_token_passes() {
     let rt = Runtime::new().unwrap();
-    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-        .unwrap()
-        .to_pkcs8v1()
-        .unwrap();
-    let key = EncodingKey::from_ec_der(pkcs8.as_ref());
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("k".into());
-    let keys = json!({ "keys": [jwk] });
-    let app = axum::Router::new().route(
-        "/jwks",
-        axum::routing::get(move || {
-            let keys = keys.clone();
-            async move { axum::Json(keys) }
-        }),
-    );
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let verifier = identity(&format!("http://{}/jwks", listener.local_addr().unwrap()));
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let jwks = rt.block_on(jwks_server());
+    let (key, jwk) = signing_key("k");
+    jwks.keys.lock().unwrap().push(jwk);
+    let verifier = verifier(&jwks.url, Duration::from_secs(5));
 
     let now = crate::now() as u64;
     let claims = b64(&json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_1", "exp": now + 600}));
-    let mut runner = proptest::test_runner::TestRunner::new(cases(256));
+    let mut runner = proptest::test_runner::TestRunner::new(cases(1024));
     let result = runner.run(
         &(hostile_header(), "[A-Za-z0-9_-]{0,90}"),
         |((header, signed), garbage)| {
@@ -900,7 +904,7 @@ fn hostile_jwt_headers_are_refused_and_only_a_sound_token_passes() {
             let outcome = rt.block_on(verifier.verify(&token));
             let sound = signed
                 && header["alg"] == "ES256"
-                && header.get("crit").is_none()
+                && header.get("crit").is_none_or(Value::is_null)
                 && jsonwebtoken::decode_header(&token).is_ok();
             match outcome {
                 Ok(customer) => prop_assert!(sound && customer.customer_key == "cus_1", "{header}"),

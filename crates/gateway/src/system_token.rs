@@ -330,11 +330,17 @@ impl TokenSource {
     }
 }
 
+/// The longest lifetime a token is taken to have: a longer one (up to
+/// `expires_in: 18446744073709551615`) is renewed daily all the same, and
+/// would overflow the clock.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Renew at about 80% of the lifetime, less up to 10% of jitter, so many
 /// gateways do not all renew at the same instant. The token is taken to end
 /// a little before the server says (servers count whole seconds, and the
 /// response spent time in flight), so it is never sent stale.
 fn token_with_lifetime(bearer: Bearer, lifetime: Duration) -> SystemToken {
+    let lifetime = lifetime.min(MAX_LIFETIME);
     let now = Instant::now();
     let margin = (lifetime / 10).min(Duration::from_secs(5));
     let jitter = lifetime.mul_f64(0.1 * fastrand::f64());
@@ -415,6 +421,19 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token endpoint's `expires_in` of 2^64 - 1 panicked ("overflow when
+    /// adding duration to instant") in the action that fetched the token.
+    #[tokio::test]
+    async fn an_absurd_lifetime_is_taken_as_a_day() {
+        let bearer = Bearer::new(&SecretString::from("t")).unwrap();
+        let token = token_with_lifetime(bearer, Duration::from_secs(u64::MAX));
+        let left = token.expires_at - Instant::now();
+        assert!(
+            left > Duration::from_secs(23 * 3600) && left <= MAX_LIFETIME,
+            "{left:?}"
+        );
+    }
 
     /// A quoted parameter before `error` may hold a comma and `error=`; a
     /// value outside RFC 6749's error characters is no error code.
