@@ -125,9 +125,7 @@ fn load_config(args: &BackendArgs) -> anyhow::Result<BackendConfig> {
 pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
     let mut config = load_config(&args)?;
     let Some(command) = args.command else {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = serving::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         config.listen = listener.local_addr()?;
         let backend = Backend::open(config.clone(), Arc::new(SystemClock)).await?;
         let mut out = std::io::stdout().lock();

@@ -126,12 +126,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .create(&d)
             .with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let backend_listener = tokio::net::TcpListener::bind(args.backend_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.backend_listen))?;
-    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.gateway_listen))?;
+    let backend_listener =
+        serving::bind(args.backend_listen).with_context(|| format!("cannot listen on {}", args.backend_listen))?;
+    let gateway_listener =
+        serving::bind(args.gateway_listen).with_context(|| format!("cannot listen on {}", args.gateway_listen))?;
     let backend_addr = backend_listener.local_addr()?;
     let gateway_url = format!("http://{}", gateway_listener.local_addr()?);
 

@@ -59,9 +59,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for warning in config.check().iter().filter(|p| !p.fatal) {
         tracing::warn!("{warning}");
     }
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let listener =
+        serving::bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
     let gateway = Gateway::open(config).await?;
     let mut out = std::io::stdout().lock();

@@ -1172,8 +1172,16 @@ async fn metrics(State(g): State<Shared>) -> Response {
     tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
 )]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi() -> Response {
+    // Built and encoded once: the document never changes while the process
+    // runs, and building it per request let anyone spend the gateway's CPU.
+    static DOCUMENT: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| serde_json::to_vec(&ApiDoc::openapi()).unwrap_or_default().into());
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        document.clone(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

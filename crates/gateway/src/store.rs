@@ -19,6 +19,10 @@ use crate::GatewayError;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// The audit writer's own connection: an agent's answer waits for its
+    /// audit record, so that write must not queue behind channel traffic
+    /// for the shared pool's connections.
+    audit_pool: SqlitePool,
     /// Action contexts read recently; see [`contexts`].
     contexts: Arc<ContextCache>,
 }
@@ -89,17 +93,23 @@ impl Store {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let audit_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         Ok(Self {
             pool,
+            audit_pool,
             contexts: Arc::default(),
         })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.audit_pool.close().await;
     }
 
     pub async fn ping(&self) -> bool {
@@ -480,7 +490,7 @@ impl Store {
         audit_rows(records)
             .build()
             .persistent(false)
-            .execute(&self.pool)
+            .execute(&self.audit_pool)
             .await?;
         Ok(())
     }

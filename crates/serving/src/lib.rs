@@ -101,6 +101,24 @@ impl Limits {
     }
 }
 
+/// Connections the kernel queues for `accept` (clamped by
+/// `net.core.somaxconn`). tokio's default of 1,024 overflowed under a burst
+/// of connections, and a dropped SYN costs its client a second before it
+/// tries again: an agent's request made during a flood waited that long.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `address` with a deep accept queue ([`LISTEN_BACKLOG`]).
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for the connections being served to finish their
 /// requests. Handlers see the peer as `ConnectInfo<SocketAddr>`.

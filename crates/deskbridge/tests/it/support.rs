@@ -22,9 +22,10 @@ pub struct TestBackend {
     task: Option<JoinHandle<()>>,
 }
 
-/// The `deskbridge` binary under test.
+/// The `deskbridge` binary under test: this build's, or `DESKBRIDGE_BIN`
+/// (a release build, when a test's numbers are wanted for bench/README.md).
 pub fn deskbridge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+    Command::new(std::env::var_os("DESKBRIDGE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deskbridge").into()))
 }
 
 /// The URL a started server prints as the last word of its first line
