@@ -207,7 +207,6 @@ async fn event_streams_are_limited_per_session_per_channel_and_in_all() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    eprintln!("an ended stream's place came back after {:?}", started.elapsed());
     let agent_stream = || client().get(d.gateway.url("/v1/events")).bearer_auth(&d.agent).send();
     let _first = agent_stream().await.unwrap();
     assert_eq!(_first.status(), 200);
