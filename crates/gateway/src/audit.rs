@@ -1,9 +1,10 @@
 //! The audit trail of agents' actions.
 //!
-//! - An action's answer goes out only once its record is in the store: the
-//!   writer commits whatever records are waiting as one statement (group
-//!   commit), so a busy gateway pays one commit per batch, not per action,
-//!   and a crash loses no record of an action that was answered.
+//! - An action's answer goes out only once its record is in the store.
+//!   Records that wait while one commit is under way go into the next as one
+//!   statement (group commit, led by a waiting request itself), so a busy
+//!   gateway pays one commit per batch, not per action, and a crash loses
+//!   no record of an action that was answered.
 //! - Refusals that an attacker can repeat at no cost (an unknown action or
 //!   conversation, an open breaker, a rate limit) are counted, not written
 //!   one by one: one row per kind and window, with the number of requests.
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
@@ -66,22 +67,42 @@ pub(crate) fn is_repeatable_refusal(outcome: &str) -> bool {
 #[error("the audit record could not be written")]
 pub struct NotAudited;
 
-enum Entry {
-    /// Written in the next batch; the sender hears whether it was.
-    Durable(AuditRecord, oneshot::Sender<bool>),
-    /// Added to its window's count.
-    Refusal(AuditRecord),
+/// What a waiting request hears.
+enum Turn {
+    /// Its record's batch was committed (`true`) or could not be (`false`).
+    Written(bool),
+    /// The commit before it is done: it now leads the next one.
+    Lead,
+}
+
+/// Durable records waiting for a commit, and whether one is under way.
+///
+/// Group commit without a writer task: the request that finds no commit
+/// under way leads one itself, with whatever waits (its own record among
+/// it). Requests that come meanwhile queue; when the commit is done, its
+/// leader answers its batch and hands the lead to the first of them. One
+/// commit per batch under load, and no hop through another task when idle.
+#[derive(Default)]
+struct Group {
+    /// In arrival order. A waiter's sender is taken when it is handed the
+    /// lead (its record stays, for it to commit) or when its batch is written.
+    waiting: Vec<(AuditRecord, Option<oneshot::Sender<Turn>>)>,
+    committing: bool,
+    closed: bool,
 }
 
 pub(crate) struct AuditTrail {
-    /// Taken (closed) at shutdown so the writer drains and ends.
-    queue: Mutex<Option<mpsc::Sender<Entry>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    store: Store,
     metrics: Arc<Metrics>,
+    group: Mutex<Group>,
+    /// Told when a commit ends with nobody to hand the lead to (for `flush`).
+    idle: Notify,
+    /// Counted refusals; taken (closed) at shutdown so their writer drains and ends.
+    refusals: Mutex<Option<mpsc::Sender<AuditRecord>>>,
+    refusal_writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Records waiting at most: past it, a durable record waits for room and a
-/// refusal is dropped (and counted).
+/// Refusals waiting at most: past it, one is dropped (and counted).
 const QUEUE: usize = 10_000;
 /// Distinct refusal kinds counted at once; more flush the window early.
 const MAX_REFUSAL_KINDS: usize = 10_000;
@@ -90,52 +111,157 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl AuditTrail {
     pub(crate) fn start(store: Store, metrics: Arc<Metrics>, config: AuditConfig) -> Self {
-        let (queue, entries) = mpsc::channel(QUEUE);
+        let (refusals, counted) = mpsc::channel(QUEUE);
         let window = Duration::from_secs(config.refusal_window_secs);
-        let writer = tokio::spawn(write(store, metrics.clone(), entries, window));
+        let writer = tokio::spawn(count_refusals(store.clone(), metrics.clone(), counted, window));
         Self {
-            queue: Mutex::new(Some(queue)),
-            writer: Mutex::new(Some(writer)),
+            store,
             metrics,
+            group: Mutex::default(),
+            idle: Notify::new(),
+            refusals: Mutex::new(Some(refusals)),
+            refusal_writer: Mutex::new(Some(writer)),
         }
     }
 
-    fn queue(&self) -> Option<mpsc::Sender<Entry>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes `record` and returns once it is in the store.
+    ///
+    /// Cancel-safe: a request dropped while it waits or leads (its client
+    /// went away) hands the lead on, so the queue never stalls.
     pub(crate) async fn durable(&self, record: AuditRecord) -> Result<(), NotAudited> {
-        let (written, heard) = oneshot::channel();
-        let Some(queue) = self.queue() else {
-            self.metrics.audit_dropped("closed", 1);
-            return Err(NotAudited);
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut group = self.group();
+            if group.closed {
+                drop(group);
+                self.metrics.audit_dropped("closed", 1);
+                return Err(NotAudited);
+            }
+            group.waiting.push((record, Some(tx)));
+            !std::mem::replace(&mut group.committing, true)
         };
-        if queue.send(Entry::Durable(record, written)).await.is_err() {
-            self.metrics.audit_dropped("closed", 1);
-            return Err(NotAudited);
+        if !lead {
+            let mut waiting = Waiting { trail: self, turn: rx };
+            match (&mut waiting.turn).await {
+                Ok(Turn::Written(true)) => return Ok(()),
+                Ok(Turn::Written(false)) | Err(_) => return Err(NotAudited),
+                Ok(Turn::Lead) => {}
+            }
         }
-        match heard.await {
-            Ok(true) => Ok(()),
-            _ => Err(NotAudited),
+        // Leading: the record is among what waits, so it is written now.
+        if Leading(self).commit().await {
+            Ok(())
+        } else {
+            Err(NotAudited)
         }
+    }
+
+    /// Commits everything that waits (the leader's own record among it),
+    /// one statement per `MAX_AUDIT_ROWS`, and answers each waiter; true if
+    /// all of it was written.
+    async fn commit_waiting(&self) -> bool {
+        let mut batch = std::mem::take(&mut self.group().waiting);
+        let mut all_written = true;
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(MAX_AUDIT_ROWS));
+            let (records, waiters): (Vec<_>, Vec<_>) = std::mem::replace(&mut batch, rest).into_iter().unzip();
+            let written = insert(&self.store, &self.metrics, records).await;
+            for waiter in waiters.into_iter().flatten() {
+                let _ = waiter.send(Turn::Written(written));
+            }
+            all_written &= written;
+        }
+        all_written
+    }
+
+    /// Hands the lead to the first waiter still listening, or ends the
+    /// commit if there is none. Records whose requests went away stay
+    /// queued for the next leader (or `flush`).
+    fn hand_on(&self) {
+        let mut group = self.group();
+        for (_, waiter) in &mut group.waiting {
+            if let Some(waiter) = waiter.take()
+                && waiter.send(Turn::Lead).is_ok()
+            {
+                return;
+            }
+        }
+        group.committing = false;
+        drop(group);
+        self.idle.notify_waiters();
     }
 
     /// Counts a repeatable refusal into its window's record.
     pub(crate) fn refusal(&self, record: AuditRecord) {
-        if self.queue().is_none_or(|q| q.try_send(Entry::Refusal(record)).is_err()) {
+        let queue = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if queue.is_none_or(|q| q.try_send(record).is_err()) {
             self.metrics.audit_dropped("queue_full", 1);
         }
     }
 
-    /// Closes the queue and waits until every record, and every counted
-    /// refusal, is written.
+    /// Refuses new records, then waits until every durable record and
+    /// every counted refusal is written.
     pub(crate) async fn flush(&self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        loop {
+            let idle = self.idle.notified();
+            let lead = {
+                let mut group = self.group();
+                group.closed = true;
+                if group.committing {
+                    false
+                } else if group.waiting.is_empty() {
+                    break;
+                } else {
+                    // Records left by requests that went away.
+                    group.committing = true;
+                    true
+                }
+            };
+            if lead {
+                Leading(self).commit().await;
+            } else {
+                idle.await;
+            }
+        }
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writer = self.refusal_writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+    }
+}
+
+/// A request waiting for its batch; if it is dropped just as it was
+/// handed the lead, it passes the lead on.
+struct Waiting<'a> {
+    trail: &'a AuditTrail,
+    turn: oneshot::Receiver<Turn>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(Turn::Lead) = self.turn.try_recv() {
+            self.trail.hand_on();
+        }
+    }
+}
+
+/// The lead of one commit: passed on when done, or when dropped midway.
+struct Leading<'a>(&'a AuditTrail);
+
+impl Leading<'_> {
+    async fn commit(&self) -> bool {
+        self.0.commit_waiting().await
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.hand_on();
     }
 }
 
@@ -166,52 +292,42 @@ impl Refusals {
     }
 }
 
-/// The writer: batches durable records as they come (a batch is whatever
-/// waited while the previous one was written), and counts refusals until
-/// their window ends.
-async fn write(store: Store, metrics: Arc<Metrics>, mut entries: mpsc::Receiver<Entry>, window: Duration) {
+/// Counts refusals until their window ends (or too many kinds are counted),
+/// then writes one record per kind.
+async fn count_refusals(
+    store: Store,
+    metrics: Arc<Metrics>,
+    mut counted: mpsc::Receiver<AuditRecord>,
+    window: Duration,
+) {
     let mut refusals = Refusals::default();
-    let mut window_ends = tokio::time::interval(window);
+    let mut window_ends = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
     window_ends.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(MAX_AUDIT_ROWS);
     loop {
-        batch.clear();
-        let received = tokio::select! {
-            received = entries.recv_many(&mut batch, MAX_AUDIT_ROWS) => received,
-            _ = window_ends.tick() => {
-                insert(&store, &metrics, refusals.take(), Vec::new()).await;
-                continue;
-            }
-        };
-        if received == 0 {
-            break;
-        }
-        let mut records = Vec::with_capacity(batch.len());
-        let mut waiting = Vec::with_capacity(batch.len());
-        for entry in batch.drain(..) {
-            match entry {
-                Entry::Durable(record, written) => {
-                    records.push(record);
-                    waiting.push(written);
+        tokio::select! {
+            received = counted.recv() => match received {
+                Some(record) => {
+                    refusals.count(record);
+                    if refusals.0.len() < MAX_REFUSAL_KINDS {
+                        continue;
+                    }
                 }
-                Entry::Refusal(record) => refusals.count(record),
-            }
+                None => break,
+            },
+            _ = window_ends.tick() => {}
         }
-        if refusals.0.len() >= MAX_REFUSAL_KINDS {
-            records.extend(refusals.take());
-        }
-        insert(&store, &metrics, records, waiting).await;
+        insert(&store, &metrics, refusals.take()).await;
     }
-    insert(&store, &metrics, refusals.take(), Vec::new()).await;
+    insert(&store, &metrics, refusals.take()).await;
 }
 
-/// Writes `records` as one statement and tells each waiter how it went.
-async fn insert(store: &Store, metrics: &Metrics, records: Vec<AuditRecord>, waiting: Vec<oneshot::Sender<bool>>) {
+/// Writes `records` as one statement; says whether they were written.
+async fn insert(store: &Store, metrics: &Metrics, records: Vec<AuditRecord>) -> bool {
     if records.is_empty() {
-        return;
+        return true;
     }
     let count = records.len();
-    let written = match store.insert_audit(records).await {
+    match store.insert_audit(records).await {
         Ok(()) => {
             metrics.audit_written.inc_by(count as u64);
             metrics.audit_rows.inc_by(count as i64);
@@ -222,9 +338,6 @@ async fn insert(store: &Store, metrics: &Metrics, records: Vec<AuditRecord>, wai
             metrics.audit_dropped("write_failed", count);
             false
         }
-    };
-    for waiter in waiting {
-        let _ = waiter.send(written);
     }
 }
 
@@ -282,6 +395,63 @@ mod tests {
             text.contains("deskbridge_gateway_audit_records_written_total 3"),
             "{text}"
         );
+    }
+
+    /// Requests that go away while they wait or lead a commit (their
+    /// client hung up) never stall the ones behind them, and their records
+    /// are still written.
+    #[tokio::test]
+    async fn requests_dropped_midway_hand_the_lead_on() {
+        let (_dir, store) = temp_store().await;
+        let metrics = Arc::new(Metrics::default());
+        let trail = Arc::new(AuditTrail::start(
+            store.clone(),
+            metrics.clone(),
+            AuditConfig::default(),
+        ));
+        let mut answered = Vec::new();
+        for round in 0..20 {
+            let tasks: Vec<_> = (0..50)
+                .map(|i| {
+                    let trail = trail.clone();
+                    let at = round * 50 + i;
+                    tokio::spawn(async move { trail.durable(record(at, "a", Some(200))).await.map(|()| at) })
+                })
+                .collect();
+            // Every third request is dropped wherever it is: not yet
+            // queued, waiting, or leading a commit (the first one, after a yield).
+            for _ in 0..round % 3 {
+                tokio::task::yield_now().await;
+            }
+            for (i, task) in tasks.iter().enumerate() {
+                if i % 3 == 0 {
+                    task.abort();
+                }
+            }
+            for (i, task) in tasks.into_iter().enumerate() {
+                let answer = tokio::time::timeout(Duration::from_secs(5), task);
+                match answer.await.expect("the queue stalled") {
+                    Ok(written) => answered.push(written.expect("a record not written")),
+                    Err(e) => assert!(e.is_cancelled() && i % 3 == 0, "{e}"),
+                }
+            }
+        }
+        // Not stalled: one more goes through at once, and nothing is left behind.
+        tokio::time::timeout(Duration::from_secs(5), trail.durable(record(9999, "b", None)))
+            .await
+            .expect("the queue stalled")
+            .unwrap();
+        trail.flush().await;
+        assert!(trail.group().waiting.is_empty() && !trail.group().committing);
+        let written: std::collections::HashSet<i64> = store
+            .audit(None, None, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.at - record(0, "", None).at)
+            .collect();
+        assert!(answered.len() >= 20 * 33, "{}", answered.len());
+        assert!(answered.iter().all(|at| written.contains(at)));
     }
 
     /// A thousand refusals of one kind make one record with their count;
