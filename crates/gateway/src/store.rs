@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use utoipa::ToSchema;
 
 pub use self::contexts::ActionContext;
@@ -485,18 +485,26 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Writes up to [`MAX_AUDIT_ROWS`] audit records as one multi-row
-    /// `INSERT`: one round trip to sqlx's worker thread, atomic by itself.
-    /// Takes the records so their text is bound without a copy.
+    /// Writes up to [`MAX_AUDIT_ROWS`] audit records with one statement:
+    /// one round trip to sqlx's worker thread, atomic by itself. The rows
+    /// travel as one JSON array, so the statement is the same for every
+    /// batch size and stays prepared (a statement per size would be
+    /// prepared anew each time: most batches are small and of varied size).
     pub async fn insert_audit(&self, records: Vec<AuditRecord>) -> Result<(), GatewayError> {
         if records.is_empty() {
             return Ok(());
         }
-        audit_rows(records)
-            .build()
-            .persistent(false)
-            .execute(&self.audit_pool)
-            .await?;
+        let rows = serde_json::to_string(&records).map_err(|e| GatewayError::Io(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count)
+             SELECT value ->> 'at', value ->> 'agent', value ->> 'conversation_id', value ->> 'connection',
+                    value ->> 'action', value ->> 'outcome', value ->> 'status', value ->> 'latency_ms',
+                    value ->> 'trace_id', value ->> 'count'
+             FROM json_each(?) ORDER BY key",
+        )
+        .bind(rows)
+        .execute(&self.audit_pool)
+        .await?;
         Ok(())
     }
 
@@ -559,34 +567,9 @@ impl Store {
     }
 }
 
-/// SQLite's limit on bind parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`,
-/// 32,766 since 3.32; the bundled SQLite is newer).
-const SQLITE_MAX_BINDS: usize = 32_766;
-/// The most audit records one statement can write: a row binds 10 values.
-pub const MAX_AUDIT_ROWS: usize = SQLITE_MAX_BINDS / 10;
-
-/// `INSERT INTO audit … VALUES (…), (…), …` for `records` (not empty).
-/// Built fresh per batch and not kept prepared (`persistent(false)` at the
-/// call): each batch size is another statement, and keeping them would push
-/// the hot queries out of sqlx's statement cache.
-fn audit_rows(records: impl IntoIterator<Item = AuditRecord>) -> QueryBuilder<Sqlite> {
-    let mut query = QueryBuilder::new(
-        "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count) ",
-    );
-    query.push_values(records, |mut row, a| {
-        row.push_bind(a.at)
-            .push_bind(a.agent)
-            .push_bind(a.conversation_id)
-            .push_bind(a.connection)
-            .push_bind(a.action)
-            .push_bind(a.outcome)
-            .push_bind(a.status.map(i64::from))
-            .push_bind(a.latency_ms as i64)
-            .push_bind(a.trace_id)
-            .push_bind(i64::from(a.count));
-    });
-    query
-}
+/// The most audit records one statement writes: a bound on the size of
+/// one statement, so one commit stays short.
+pub const MAX_AUDIT_ROWS: usize = 2048;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -646,7 +629,7 @@ pub(crate) mod tests {
             assert_eq!(serde_json::to_value(got).unwrap(), serde_json::to_value(want).unwrap());
         }
 
-        // The largest batch one statement takes fits SQLite's bind limit.
+        // The largest batch one statement takes.
         let full: Vec<AuditRecord> = (0..MAX_AUDIT_ROWS as i64).map(|i| record(i, "x", None)).collect();
         store.insert_audit(full).await.unwrap();
         let total = MAX_AUDIT_ROWS + written;
