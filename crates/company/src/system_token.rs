@@ -4,23 +4,57 @@
 //! backed off when the token endpoint fails, so it is never hammered.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use clock::Clock;
 use contract::AccessTokenResponse;
 use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::time::Instant;
 
 use crate::config::{ClientAuthMethod, GrantTypeIn, SystemAuthConfig};
 use crate::metrics::Metrics;
+use crate::share::{SharedToken, TokenShare};
 
-/// A token in hand, with when to renew it and when it stops working.
+/// A token in hand, with when to renew it and when it stops working (by
+/// the injected clock).
 #[derive(Debug)]
 pub struct SystemToken {
     pub bearer: Arc<Bearer>,
-    pub expires_at: Instant,
-    refresh_at: Instant,
+    pub expires_at: SystemTime,
+    refresh_at: SystemTime,
+    /// Names the token in its share (see [`SharedToken::id`]).
+    id: u64,
+    /// As the share keeps it.
+    access_token: SecretString,
+}
+
+impl SystemToken {
+    /// A token another instance (or an earlier fetch) stored.
+    fn from_shared(shared: &SharedToken) -> Result<Self, String> {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        Ok(Self {
+            bearer: Arc::new(Bearer::new(&SecretString::from(shared.access_token.clone()))?),
+            expires_at: at(shared.expires_at_ms),
+            refresh_at: at(shared.refresh_at_ms),
+            id: shared.id,
+            access_token: SecretString::from(shared.access_token.clone()),
+        })
+    }
+
+    fn shared(&self) -> SharedToken {
+        SharedToken {
+            id: self.id,
+            access_token: self.access_token.expose_secret().to_string(),
+            expires_at_ms: unix_millis(self.expires_at),
+            refresh_at_ms: unix_millis(self.refresh_at),
+        }
+    }
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A bearer token as sent: its `Authorization` value, built once per token
@@ -63,9 +97,10 @@ pub enum TokenError {
 }
 
 struct State {
+    /// The token this process last saw (the share's, or its own fetch).
     current: Option<Arc<SystemToken>>,
     /// After a failed fetch: no new attempt before this instant.
-    retry_after: Option<(Instant, TokenError)>,
+    retry_after: Option<(SystemTime, TokenError)>,
     backoff: Duration,
 }
 
@@ -82,19 +117,32 @@ pub struct TokenSource {
     http: reqwest::Client,
     timeout: Duration,
     state: Mutex<State>,
-    /// Held by the one caller that fetches; the others wait on it.
-    fetching: tokio::sync::Mutex<()>,
+    /// The token as shared, and the lease held by the one caller that
+    /// fetches; the others wait on it.
+    share: Arc<dyn TokenShare>,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
+/// The parts of a [`TokenSource`] that are not its configuration.
+pub struct TokenDeps {
+    pub http: reqwest::Client,
+    /// The token endpoint's timeout.
+    pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
+    pub share: Arc<dyn TokenShare>,
+    pub clock: Arc<dyn Clock>,
+}
+
 impl TokenSource {
-    pub fn new(
-        connection: &str,
-        config: SystemAuthConfig,
-        http: reqwest::Client,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    pub fn new(connection: &str, config: SystemAuthConfig, deps: TokenDeps) -> Result<Self, String> {
+        let TokenDeps {
+            http,
+            timeout,
+            metrics,
+            share,
+            clock,
+        } = deps;
         let (secret, fixed) = match &config {
             SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => (Some(client_secret.resolve()?), None),
             SystemAuthConfig::StaticBearer { token } => (None, Some(Arc::new(Bearer::new(&token.resolve()?)?))),
@@ -112,7 +160,8 @@ impl TokenSource {
                 retry_after: None,
                 backoff: MIN_BACKOFF,
             }),
-            fetching: tokio::sync::Mutex::new(()),
+            share,
+            clock,
             metrics,
         })
     }
@@ -130,13 +179,18 @@ impl TokenSource {
         }
     }
 
+    /// How long a fetch may hold the lease: it ends within the timeout.
+    fn lease_ttl(&self) -> Duration {
+        self.timeout + Duration::from_secs(1)
+    }
+
     /// Fetches are boxed (`Box::pin(self.fetch())`): a reqwest call's state
     /// is kilobytes, and inline it would be carried by every action's future,
     /// though nearly every call takes the cached token.
     async fn oauth_token(&self) -> Result<Arc<SystemToken>, TokenError> {
         let current = self.lock().current.clone();
         if let Some(token) = &current {
-            let now = Instant::now();
+            let now = self.clock.now();
             if now < token.refresh_at {
                 self.metrics.token_cache_hits.inc();
                 return Ok(token.clone());
@@ -148,36 +202,72 @@ impl TokenSource {
                 if backing_off {
                     return Ok(token.clone());
                 }
-                return match self.fetching.try_lock() {
-                    Ok(_guard) => match Box::pin(self.fetch()).await {
+                let Some(lease) = self.share.try_lease(self.lease_ttl()).await else {
+                    return Ok(token.clone());
+                };
+                // Another instance may have renewed it already.
+                let renewed = match self.adopt_shared(token).await {
+                    Some(fresh) if self.clock.now() < fresh.refresh_at => Ok(fresh),
+                    _ => match Box::pin(self.fetch()).await {
                         Ok(fresh) => Ok(fresh),
                         Err(e) => {
                             tracing::warn!(connection = %self.connection, error = %e, "token refresh failed; using the current token");
                             Ok(token.clone())
                         }
                     },
-                    Err(_) => Ok(token.clone()),
                 };
+                self.share.release(lease).await;
+                return renewed;
             }
         }
-        let _guard = self.fetching.lock().await;
-        // Whoever held the lock may have fetched a token meanwhile.
+        let lease = self.share.lease(self.lease_ttl()).await;
+        let result = self.after_wait(current.as_ref()).await;
+        self.share.release(lease).await;
+        result
+    }
+
+    /// With the lease in hand: whoever held it before may have fetched a
+    /// token meanwhile; else a fetch, unless the endpoint is backed off.
+    async fn after_wait(&self, seen: Option<&Arc<SystemToken>>) -> Result<Arc<SystemToken>, TokenError> {
+        let shared = match seen {
+            Some(seen) => self.adopt_shared(seen).await,
+            None => self.share.read().await.and_then(|s| self.adopt(&s)),
+        };
         let state_now = {
             let state = self.lock();
-            (state.current.clone(), state.retry_after.clone())
+            (shared.or_else(|| state.current.clone()), state.retry_after.clone())
         };
+        let now = self.clock.now();
         if let (Some(token), _) = &state_now
-            && Instant::now() < token.expires_at
-            && !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token))
+            && now < token.expires_at
+            && !seen.is_some_and(|c| Arc::ptr_eq(c, token) || c.id == token.id)
         {
             return Ok(token.clone());
         }
         if let (_, Some((until, error))) = state_now
-            && Instant::now() < until
+            && now < until
         {
             return Err(error);
         }
         Box::pin(self.fetch()).await
+    }
+
+    /// The share's token when it is another than `seen`, made current here.
+    async fn adopt_shared(&self, seen: &SystemToken) -> Option<Arc<SystemToken>> {
+        let shared = self.share.read().await?;
+        (shared.id != seen.id).then(|| self.adopt(&shared)).flatten()
+    }
+
+    fn adopt(&self, shared: &SharedToken) -> Option<Arc<SystemToken>> {
+        let mut state = self.lock();
+        if let Some(current) = &state.current
+            && current.id == shared.id
+        {
+            return Some(current.clone());
+        }
+        let token = Arc::new(SystemToken::from_shared(shared).ok()?);
+        state.current = Some(token.clone());
+        Some(token)
     }
 
     /// Fetches a new token now, bypassing the cache (which it then refreshes):
@@ -186,64 +276,73 @@ impl TokenSource {
     pub async fn fetch_now(&self) -> Result<(), TokenError> {
         match &self.config {
             SystemAuthConfig::Oauth2ClientCredentials { .. } => {
-                let _guard = self.fetching.lock().await;
+                let lease = self.share.lease(self.lease_ttl()).await;
                 // The backoff still holds: probes must not hammer a failing endpoint.
                 let backoff = self.lock().retry_after.clone();
-                if let Some((until, error)) = backoff
-                    && Instant::now() < until
-                {
-                    return Err(error);
-                }
-                self.fetch().await.map(|_| ())
+                let result = match backoff {
+                    Some((until, error)) if self.clock.now() < until => Err(error),
+                    _ => self.fetch().await.map(|_| ()),
+                };
+                self.share.release(lease).await;
+                result
             }
             SystemAuthConfig::StaticBearer { .. } | SystemAuthConfig::None => Ok(()),
         }
     }
 
-    /// Forgets `rejected` if it is still the cached token, so the next call
-    /// fetches a new one (after the company answered 401 invalid_token).
-    pub fn purge(&self, rejected: &Arc<Bearer>) {
-        let mut state = self.lock();
-        // The same token is the same allocation: no secret is compared.
-        if state.current.as_ref().is_some_and(|t| Arc::ptr_eq(&t.bearer, rejected)) {
-            state.current = None;
+    /// Forgets `rejected` if it is still the cached token, here and in the
+    /// share, so the next call fetches a new one (after the company answered
+    /// 401 invalid_token).
+    pub async fn purge(&self, rejected: &Arc<Bearer>) {
+        let purged = {
+            let mut state = self.lock();
+            // The same token is the same allocation: no secret is compared.
+            match &state.current {
+                Some(t) if Arc::ptr_eq(&t.bearer, rejected) => {
+                    let id = t.id;
+                    state.current = None;
+                    Some(id)
+                }
+                _ => None,
+            }
+        };
+        if let Some(id) = purged {
+            self.share.purge(id).await;
         }
     }
 
     async fn fetch(&self) -> Result<Arc<SystemToken>, TokenError> {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let result = self.request_token().await;
-        let mut state = self.lock();
-        match result {
-            Ok(token) => {
-                self.metrics.token_fetch(&self.connection, "ok");
-                let token = Arc::new(token);
-                state.current = Some(token.clone());
-                state.retry_after = None;
-                state.backoff = MIN_BACKOFF;
-                tracing::debug!(connection = %self.connection, ms = started.elapsed().as_millis() as u64, "system token fetched");
-                Ok(token)
+        let token = {
+            let mut state = self.lock();
+            match result {
+                Ok(token) => {
+                    self.metrics.token_fetch(&self.connection, "ok");
+                    let token = Arc::new(token);
+                    state.current = Some(token.clone());
+                    state.retry_after = None;
+                    state.backoff = MIN_BACKOFF;
+                    tracing::debug!(connection = %self.connection, ms = started.elapsed().as_millis() as u64, "system token fetched");
+                    token
+                }
+                Err(error) => {
+                    self.metrics.token_fetch(&self.connection, "error");
+                    let wait = state.backoff;
+                    state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                    state.retry_after = Some((self.clock.now() + wait, error.clone()));
+                    tracing::warn!(connection = %self.connection, error = %error, retry_in_ms = wait.as_millis() as u64, "system token fetch failed");
+                    return Err(error);
+                }
             }
-            Err(error) => {
-                self.metrics.token_fetch(&self.connection, "error");
-                let wait = state.backoff;
-                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
-                state.retry_after = Some((Instant::now() + wait, error.clone()));
-                tracing::warn!(connection = %self.connection, error = %error, retry_in_ms = wait.as_millis() as u64, "system token fetch failed");
-                Err(error)
-            }
-        }
+        };
+        self.share.store(token.shared()).await;
+        Ok(token)
     }
 
     async fn request_token(&self) -> Result<SystemToken, TokenError> {
         let SystemAuthConfig::Oauth2ClientCredentials {
-            token_url,
-            client_id,
             auth_method,
-            grant_type_in,
-            scope,
-            audience,
-            resource,
             default_expires_in_secs,
             ..
         } = &self.config
@@ -251,34 +350,16 @@ impl TokenSource {
             return Err(TokenError::Unavailable("not an OAuth connection".into()));
         };
         let secret = self.secret.as_ref().map(|s| s.expose_secret()).unwrap_or_default();
-        let mut url = reqwest::Url::parse(token_url).map_err(|e| TokenError::Unavailable(e.to_string()))?;
-        let mut form: Vec<(&str, &str)> = Vec::new();
-        match grant_type_in {
-            GrantTypeIn::Query => {
-                url.query_pairs_mut().append_pair("grant_type", "client_credentials");
-            }
-            GrantTypeIn::Body => form.push(("grant_type", "client_credentials")),
-        }
-        for (name, value) in [("scope", scope), ("audience", audience), ("resource", resource)] {
-            if let Some(v) = value {
-                form.push((name, v));
-            }
-        }
-        let mut request = self.http.post(url).timeout(self.timeout);
-        match auth_method {
-            ClientAuthMethod::ClientSecretBasic => {
-                let mut value = HeaderValue::from_str(&format!("Basic {}", basic_credentials(client_id, secret)))
-                    .map_err(|e| TokenError::Unavailable(e.to_string()))?;
-                value.set_sensitive(true);
-                request = request.header(reqwest::header::AUTHORIZATION, value);
-            }
-            ClientAuthMethod::ClientSecretPost => {
-                form.push(("client_id", client_id));
-                form.push(("client_secret", secret));
-            }
-        }
+        let request = token_request(
+            &self.http,
+            &self.config,
+            *auth_method,
+            secret,
+            "client_credentials",
+            self.timeout,
+        )
+        .map_err(|e| TokenError::Unavailable(e.to_string()))?;
         let response = request
-            .form(&form)
             .send()
             .await
             .map_err(|e| TokenError::Unavailable(describe_transport(&e)))?;
@@ -322,12 +403,82 @@ impl TokenSource {
         }
         let lifetime = parsed
             .expires_in
-            .or_else(|| jwt_lifetime(&parsed.access_token))
+            .or_else(|| jwt_lifetime(&parsed.access_token, self.clock.unix_secs()))
             .unwrap_or(*default_expires_in_secs)
             .max(1);
-        let bearer = Bearer::new(&SecretString::from(parsed.access_token)).map_err(TokenError::Unavailable)?;
-        Ok(token_with_lifetime(bearer, Duration::from_secs(lifetime)))
+        let access_token = SecretString::from(parsed.access_token);
+        let bearer = Bearer::new(&access_token).map_err(TokenError::Unavailable)?;
+        Ok(token_with_lifetime(
+            bearer,
+            access_token,
+            Duration::from_secs(lifetime),
+            self.clock.now(),
+        ))
     }
+}
+
+/// Why a token request could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenRequestError {
+    #[error("not an OAuth connection")]
+    NotOauth,
+    #[error("token_url: {0}")]
+    TokenUrl(String),
+    #[error("the client id or secret cannot go in a header")]
+    Header,
+}
+
+/// The client-credentials token request as the gateway sends it (and
+/// `check` probes it): `grant` in the body or the query, as configured,
+/// with scope, audience and resource, and the client authenticated by
+/// `method` with `secret`.
+pub fn token_request(
+    http: &reqwest::Client,
+    config: &SystemAuthConfig,
+    method: ClientAuthMethod,
+    secret: &str,
+    grant: &str,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, TokenRequestError> {
+    let SystemAuthConfig::Oauth2ClientCredentials {
+        token_url,
+        client_id,
+        grant_type_in,
+        scope,
+        audience,
+        resource,
+        ..
+    } = config
+    else {
+        return Err(TokenRequestError::NotOauth);
+    };
+    let mut url = reqwest::Url::parse(token_url).map_err(|e| TokenRequestError::TokenUrl(e.to_string()))?;
+    let mut form: Vec<(&str, &str)> = Vec::new();
+    match grant_type_in {
+        GrantTypeIn::Query => {
+            url.query_pairs_mut().append_pair("grant_type", grant);
+        }
+        GrantTypeIn::Body => form.push(("grant_type", grant)),
+    }
+    for (name, value) in [("scope", scope), ("audience", audience), ("resource", resource)] {
+        if let Some(v) = value {
+            form.push((name, v));
+        }
+    }
+    let mut request = http.post(url).timeout(timeout);
+    match method {
+        ClientAuthMethod::ClientSecretBasic => {
+            let mut value = HeaderValue::from_str(&format!("Basic {}", basic_credentials(client_id, secret)))
+                .map_err(|_| TokenRequestError::Header)?;
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        ClientAuthMethod::ClientSecretPost => {
+            form.push(("client_id", client_id));
+            form.push(("client_secret", secret));
+        }
+    }
+    Ok(request.form(&form))
 }
 
 /// The longest lifetime a token is taken to have: a longer one (up to
@@ -339,28 +490,25 @@ const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// gateways do not all renew at the same instant. The token is taken to end
 /// a little before the server says (servers count whole seconds, and the
 /// response spent time in flight), so it is never sent stale.
-fn token_with_lifetime(bearer: Bearer, lifetime: Duration) -> SystemToken {
+fn token_with_lifetime(bearer: Bearer, access_token: SecretString, lifetime: Duration, now: SystemTime) -> SystemToken {
     let lifetime = lifetime.min(MAX_LIFETIME);
-    let now = Instant::now();
     let margin = (lifetime / 10).min(Duration::from_secs(5));
     let jitter = lifetime.mul_f64(0.1 * fastrand::f64());
     SystemToken {
         bearer: Arc::new(bearer),
         expires_at: now + lifetime - margin,
         refresh_at: now + lifetime.mul_f64(0.8) - jitter,
+        id: fastrand::u64(..),
+        access_token,
     }
 }
 
 /// Seconds until `exp` when the token is a JWT (unverified: used only to
 /// know when to renew, never to trust anything).
-pub(crate) fn jwt_lifetime(token: &str) -> Option<u64> {
+pub fn jwt_lifetime(token: &str, now_secs: u64) -> Option<u64> {
     let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
     let exp = claims.get("exp")?.as_u64()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    exp.checked_sub(now)
+    exp.checked_sub(now_secs)
 }
 
 /// The credentials of `client_secret_basic`, as they follow `Basic `:
@@ -406,7 +554,7 @@ pub fn challenge_error(header: &str) -> Option<String> {
 }
 
 /// A transport error in words, without the URL (it may carry a query).
-pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
+pub fn describe_transport(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
@@ -427,8 +575,9 @@ mod tests {
     #[tokio::test]
     async fn an_absurd_lifetime_is_taken_as_a_day() {
         let bearer = Bearer::new(&SecretString::from("t")).unwrap();
-        let token = token_with_lifetime(bearer, Duration::from_secs(u64::MAX));
-        let left = token.expires_at - Instant::now();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let token = token_with_lifetime(bearer, SecretString::from("t"), Duration::from_secs(u64::MAX), now);
+        let left = token.expires_at.duration_since(now).unwrap();
         assert!(
             left > Duration::from_secs(23 * 3600) && left <= MAX_LIFETIME,
             "{left:?}"
