@@ -3,10 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clock::{Clock, SystemClock};
 use company::config::{
     ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
 };
@@ -313,13 +314,13 @@ fn looks_like_jwt(s: &str) -> bool {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemClock.unix_secs()
 }
 
 /// Not a secret, only distinct from every real value.
 fn nonce() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(SystemClock.now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     format!("{:016x}", h.finish())
 }
 
