@@ -608,3 +608,109 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod clock_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use clock::ManualClock;
+
+    use super::*;
+    use crate::config::SecretSource;
+    use crate::share::LocalShare;
+
+    /// A token endpoint issuing `t1`, `t2`… valid for 100 s, counting requests.
+    async fn token_endpoint() -> (String, Arc<AtomicUsize>) {
+        let issued = Arc::new(AtomicUsize::new(0));
+        let counted = issued.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    axum::Json(
+                        serde_json::json!({"access_token": format!("t{n}"), "token_type": "Bearer", "expires_in": 100}),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, issued)
+    }
+
+    fn source(url: &str, share: Arc<dyn TokenShare>, clock: Arc<ManualClock>) -> TokenSource {
+        let config = SystemAuthConfig::Oauth2ClientCredentials {
+            token_url: url.to_string(),
+            client_id: "deskbridge".into(),
+            client_secret: SecretSource::Inline("secret".into()),
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            grant_type_in: GrantTypeIn::Body,
+            scope: None,
+            audience: None,
+            resource: None,
+            default_expires_in_secs: 300,
+        };
+        let deps = TokenDeps {
+            http: reqwest::Client::new(),
+            timeout: Duration::from_secs(5),
+            metrics: Arc::new(Metrics::default()),
+            share,
+            clock,
+        };
+        TokenSource::new("acme", config, deps).unwrap()
+    }
+
+    async fn bearer(tokens: &TokenSource) -> Arc<Bearer> {
+        tokens.get().await.unwrap().unwrap()
+    }
+
+    /// Renewal ahead of expiry, expiry itself and a purge follow the
+    /// injected clock: no test sleeps for a token to age.
+    #[tokio::test]
+    async fn renewal_and_expiry_follow_the_clock() {
+        let (url, issued) = token_endpoint().await;
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
+        let tokens = source(&url, Arc::new(LocalShare::default()), clock.clone());
+        let first = bearer(&tokens).await;
+        clock.advance(Duration::from_secs(69));
+        assert!(Arc::ptr_eq(&bearer(&tokens).await, &first), "before 70 % of its life");
+        assert_eq!(issued.load(Ordering::SeqCst), 1);
+        clock.advance(Duration::from_secs(11));
+        let renewed = bearer(&tokens).await;
+        assert!(!Arc::ptr_eq(&renewed, &first), "renewed from 80 % on");
+        assert_eq!(issued.load(Ordering::SeqCst), 2);
+        // Past the renewed token's end (less its 5 s margin): fetched anew.
+        clock.advance(Duration::from_secs(96));
+        let third = bearer(&tokens).await;
+        assert_eq!(issued.load(Ordering::SeqCst), 3);
+        tokens.purge(&third).await;
+        bearer(&tokens).await;
+        assert_eq!(issued.load(Ordering::SeqCst), 4, "a purged token is fetched again");
+    }
+
+    /// Two sources on one share (two instances, in effect) fetch one token
+    /// between them, and a purge by one makes the other fetch no second one.
+    #[tokio::test]
+    async fn sources_on_one_share_fetch_one_token() {
+        let (url, issued) = token_endpoint().await;
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
+        let share: Arc<dyn TokenShare> = Arc::new(LocalShare::default());
+        let (a, b) = (
+            source(&url, share.clone(), clock.clone()),
+            source(&url, share.clone(), clock.clone()),
+        );
+        let from_a = bearer(&a).await;
+        let from_b = bearer(&b).await;
+        assert_eq!(from_a.header(), from_b.header());
+        assert_eq!(issued.load(Ordering::SeqCst), 1);
+        a.purge(&from_a).await;
+        bearer(&a).await;
+        assert_eq!(issued.load(Ordering::SeqCst), 2);
+        // B's token was refused too; the share already holds A's new one.
+        b.purge(&from_b).await;
+        assert_eq!(bearer(&b).await.header(), bearer(&a).await.header());
+        assert_eq!(issued.load(Ordering::SeqCst), 2);
+    }
+}
