@@ -98,3 +98,39 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The company's metrics are registered here under their old names.
+    #[test]
+    fn company_metrics_keep_their_names() {
+        use company::metrics::{ActionLabels, ConnectionLabel};
+        let metrics = Metrics::default();
+        let company = &metrics.company;
+        let acme = ConnectionLabel {
+            connection: "acme".into(),
+        };
+        let action = ActionLabels {
+            connection: "acme".into(),
+            action: "getprofile".into(),
+            outcome: "ok".into(),
+        };
+        company.actions.get_or_create(&action).inc();
+        company.action_latency.get_or_create(&acme).observe(0.001);
+        company.token_fetch("acme", "ok");
+        company.token_cache_hits.inc();
+        company.breaker_open.get_or_create(&acme).set(1);
+        let text = metrics.render();
+        for line in [
+            "deskbridge_gateway_actions_total{connection=\"acme\",action=\"getprofile\",outcome=\"ok\"} 1",
+            "deskbridge_gateway_action_latency_seconds_count{connection=\"acme\"} 1",
+            "deskbridge_gateway_token_fetches_total{connection=\"acme\",outcome=\"ok\"} 1",
+            "deskbridge_gateway_token_cache_hits_total 1",
+            "deskbridge_gateway_breaker_open{connection=\"acme\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+}
