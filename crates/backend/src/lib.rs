@@ -5,7 +5,6 @@
 
 mod access_tokens;
 pub mod admin;
-pub mod clock;
 pub mod config;
 mod crypto;
 mod customer_auth;
@@ -23,10 +22,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{BackendConfig, SessionMode, SigningAlg};
 pub use crate::error::BackendError;
 pub use crate::store::NewProfile;
+pub use clock::{Clock, ManualClock, SystemClock};
 
 /// The APIs this backend serves, by the names API keys grant.
 pub const APIS: &[&str] = &[http::profile::API];

@@ -3,9 +3,10 @@
 //! whether it passes, with the evidence and a one-line fix.
 //!
 //! The connection under test comes from the gateway's own configuration
-//! (`gateway::config`), so the checker calls the company exactly as the
-//! gateway would: same token endpoint and client-auth method, same API-key
-//! header, same placement of the customer's token.
+//! (its `[[connections]]`, `company::config`), and the checker calls the
+//! company with the gateway's own code where it can (the `company` crate):
+//! same token endpoint and client-auth method, same API-key header, same
+//! placement of the customer's token.
 //!
 //! Secrets (passwords, client secrets, API keys, tokens) never reach the
 //! evidence: it names statuses, error codes, header and claim names and
@@ -16,7 +17,7 @@ mod rules;
 
 use std::fmt;
 
-use gateway::config::GatewayConfig;
+use company::config::ConnectionConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
@@ -154,32 +155,34 @@ pub struct Checker {
 impl Checker {
     /// Picks the connection (by name, or the only one), checks its part of
     /// the configuration and resolves its secrets. Every rule runs.
-    pub fn new(config: &GatewayConfig, connection: Option<&str>, users: Vec<TestUser>) -> Result<Self, CheckError> {
-        Self::with_groups(config, connection, users, &Group::ALL)
+    pub fn new(
+        connections: &[ConnectionConfig],
+        connection: Option<&str>,
+        users: Vec<TestUser>,
+    ) -> Result<Self, CheckError> {
+        Self::with_groups(connections, connection, users, &Group::ALL)
     }
 
     /// As [`Checker::new`], running only the rules of `groups` (in their
     /// usual order). Test users and `customer_login_url` are required only
     /// when a group that logs in (`login`, `identifier`, `action`) is among them.
     pub fn with_groups(
-        config: &GatewayConfig,
+        connections: &[ConnectionConfig],
         connection: Option<&str>,
         users: Vec<TestUser>,
         groups: &[Group],
     ) -> Result<Self, CheckError> {
         let (index, conn) = match connection {
-            Some(name) => config
-                .connections
+            Some(name) => connections
                 .iter()
                 .enumerate()
                 .find(|(_, c)| c.name == name)
                 .ok_or_else(|| CheckError::NoSuchConnection(name.to_string()))?,
-            None if config.connections.len() == 1 => (0, &config.connections[0]),
-            None => return Err(CheckError::WhichConnection(config.connections.len())),
+            None if connections.len() == 1 => (0, &connections[0]),
+            None => return Err(CheckError::WhichConnection(connections.len())),
         };
         let prefix = format!("connections[{index}].");
-        let problems: Vec<String> = config
-            .check()
+        let problems: Vec<String> = company::config::connection_problems(connections)
             .into_iter()
             .filter(|p| p.fatal && p.path.starts_with(&prefix))
             .map(|p| p.to_string())

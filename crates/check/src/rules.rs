@@ -3,15 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use contract::{AccessTokenResponse, Refused};
-use gateway::config::{
-    ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, GrantTypeIn, IdentityMode, SystemAuthConfig,
+use clock::{Clock, SystemClock};
+use company::config::{
+    ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
 };
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use contract::{AccessTokenResponse, Refused};
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
@@ -212,7 +213,7 @@ impl Reply {
         let scheme = header.split_whitespace().next().unwrap_or_default();
         Some(Challenge {
             scheme: printable_token(scheme).unwrap_or_else(|| "?".into()),
-            error: gateway::system_token::challenge_error(header).and_then(|e| printable_token(&e)),
+            error: company::system_token::challenge_error(header).and_then(|e| printable_token(&e)),
         })
     }
 
@@ -313,13 +314,13 @@ fn looks_like_jwt(s: &str) -> bool {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemClock.unix_secs()
 }
 
 /// Not a secret, only distinct from every real value.
 fn nonce() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(SystemClock.now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     format!("{:016x}", h.finish())
 }
 
@@ -345,21 +346,6 @@ fn transport_error(e: reqwest::Error) -> String {
             text.push_str(&format!(": {source}"));
         }
         text
-    }
-}
-
-/// The algorithm a JWK verifies: its `alg`, or else its key type. Never the
-/// token's own header (that is the alg-confusion attack).
-fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
-    if let Some(alg) = jwk.common.key_algorithm {
-        return alg.to_string().parse().ok();
-    }
-    match &jwk.algorithm {
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => Some(Algorithm::ES384),
-        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
-        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
-        _ => None,
     }
 }
 
@@ -442,7 +428,7 @@ impl Context {
         login_url: Option<String>,
         users: Vec<TestUser>,
     ) -> Result<Self, CheckError> {
-        let resolve = |s: &gateway::config::SecretSource, at: &str| {
+        let resolve = |s: &company::config::SecretSource, at: &str| {
             s.resolve()
                 .map_err(|e| CheckError::Config(format!("{}.{at}: {e}", conn.name)))
         };
@@ -494,7 +480,7 @@ impl Context {
         if let (SystemAuthConfig::Oauth2ClientCredentials { client_id, .. }, Some(secret)) =
             (&self.conn.system_auth, &self.client_secret)
         {
-            let encoded = gateway::system_token::basic_credentials(client_id, secret.expose_secret());
+            let encoded = company::system_token::basic_credentials(client_id, secret.expose_secret());
             all.push(SecretString::from(encoded.trim_end_matches('=')));
         }
         all.extend(self.static_token.iter().cloned());
@@ -759,7 +745,8 @@ impl Context {
         let jwk = jwks
             .find(&kid)
             .ok_or_else(|| format!("kid {shown} is not in the JWKS"))?;
-        let alg = algorithm_of(jwk).ok_or_else(|| format!("the JWK {shown} has no usable algorithm"))?;
+        let alg =
+            company::identity::algorithm_of(jwk).ok_or_else(|| format!("the JWK {shown} has no usable algorithm"))?;
         if header.alg != alg {
             return Err(format!("the JWT says {:?} but key {shown} is {alg:?}", header.alg));
         }
@@ -1107,7 +1094,7 @@ impl Context {
                 problems.push(format!("{name}: `{claim}` is the username"));
             } else if lower_name.chars().count() >= 3 && lower_id.contains(&lower_name) {
                 problems.push(format!("{name}: `{claim}` contains the username"));
-            } else if let Some(why) = gateway::identity::opacity_problem(id) {
+            } else if let Some(why) = company::identity::opacity_problem(id) {
                 problems.push(format!("{name}: `{claim}` {why}"));
             }
         }
@@ -1143,46 +1130,16 @@ impl Context {
     /// A token request as the gateway makes it, with the given method,
     /// secret and grant type.
     async fn token_request(&self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
-        let SystemAuthConfig::Oauth2ClientCredentials {
-            token_url,
-            client_id,
-            grant_type_in,
-            scope,
-            audience,
-            resource,
-            ..
-        } = &self.conn.system_auth
-        else {
-            return Err("not an OAuth connection".into());
-        };
-        let mut url = reqwest::Url::parse(token_url).map_err(|e| format!("token_url: {e}"))?;
-        let mut form: Vec<(&str, &str)> = Vec::new();
-        match grant_type_in {
-            GrantTypeIn::Query => {
-                url.query_pairs_mut().append_pair("grant_type", grant);
-            }
-            GrantTypeIn::Body => form.push(("grant_type", grant)),
-        }
-        for (name, value) in [("scope", scope), ("audience", audience), ("resource", resource)] {
-            if let Some(v) = value {
-                form.push((name, v));
-            }
-        }
-        let mut request = self.http.post(url).timeout(AUTH_TIMEOUT);
-        match method {
-            ClientAuthMethod::ClientSecretBasic => {
-                let credentials = gateway::system_token::basic_credentials(client_id, secret);
-                let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
-                    .map_err(|_| "the client id or secret cannot go in a header".to_string())?;
-                value.set_sensitive(true);
-                request = request.header(AUTHORIZATION, value);
-            }
-            ClientAuthMethod::ClientSecretPost => {
-                form.push(("client_id", client_id));
-                form.push(("client_secret", secret));
-            }
-        }
-        self.send(request.form(&form)).await
+        let request = company::system_token::token_request(
+            &self.http,
+            &self.conn.system_auth,
+            method,
+            secret,
+            grant,
+            AUTH_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
+        self.send(request).await
     }
 
     /// The token request with the right secret, once per method.
@@ -1412,20 +1369,14 @@ impl Context {
         let placement = &self.conn.customer_auth;
         let mut body = None;
         if let Some(token) = customer {
-            match placement.placement {
-                CustomerAuthPlacement::Header => {
+            match placement.place(&token) {
+                PlacedToken::Header(value) => {
                     let name = HeaderName::from_bytes(placement.name.as_bytes())
                         .map_err(|_| "customer_auth.name is not a header name".to_string())?;
-                    request = request.header(name, sensitive(&placement.format.replace("{token}", &token))?);
+                    request = request.header(name, sensitive(&value)?);
                 }
-                CustomerAuthPlacement::Cookie => {
-                    request = request.header(COOKIE, sensitive(&format!("{}={token}", placement.name))?);
-                }
-                CustomerAuthPlacement::Body => {
-                    let mut doc = Value::Object(Default::default());
-                    gateway::connector::set_pointer(&mut doc, &placement.pointer, Value::String(token));
-                    body = Some(doc);
-                }
+                PlacedToken::Cookie(value) => request = request.header(COOKIE, sensitive(&value)?),
+                PlacedToken::Body(doc) => body = Some(doc),
             }
         }
         if let Some(doc) = body {

@@ -247,9 +247,7 @@ fn parse_account(spec: &str) -> anyhow::Result<Account> {
 }
 
 fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let days = (backend::Clock::unix_secs(&SystemClock) / 86_400) as i64;
     // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one line.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -117,8 +117,8 @@ async fn check(args: CheckArgs) -> Result<u8, String> {
     } else {
         Vec::new()
     };
-    let checker =
-        Checker::with_groups(&config, args.connection.as_deref(), users, &groups).map_err(|e| e.to_string())?;
+    let checker = Checker::with_groups(&config.connections, args.connection.as_deref(), users, &groups)
+        .map_err(|e| e.to_string())?;
     let suite = format!(
         "deskbridge check: {}",
         args.connection

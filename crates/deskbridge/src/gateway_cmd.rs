@@ -62,7 +62,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         serving::bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
-    let gateway = Gateway::open(config).await?;
+    // Every expiry decision of the gateway reads this clock.
+    let gateway = Gateway::open_with_clock(config, std::sync::Arc::new(clock::SystemClock)).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "deskbridge gateway listening on http://{address}")?;
     out.flush()?;

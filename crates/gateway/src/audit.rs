@@ -343,11 +343,12 @@ async fn insert(store: &Store, metrics: &Metrics, records: Vec<AuditRecord>) -> 
 
 /// Prunes records older than the retention, at start and hourly, and
 /// keeps the table's row count as a metric.
-pub(crate) async fn prune(store: Store, metrics: Arc<Metrics>, config: AuditConfig) {
+pub(crate) async fn prune(store: Store, metrics: Arc<Metrics>, config: AuditConfig, clock: Arc<dyn clock::Clock>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     loop {
         tick.tick().await;
-        let cutoff = crate::now() - i64::from(config.retention_days) * 86_400;
+        let now = i64::try_from(clock.unix_secs()).unwrap_or(i64::MAX);
+        let cutoff = now - i64::from(config.retention_days) * 86_400;
         match store.prune_audit(cutoff).await {
             Ok(pruned) if pruned > 0 => tracing::info!(pruned, "pruned audit records past their retention"),
             Ok(_) => {}
@@ -489,14 +490,16 @@ mod tests {
     #[tokio::test]
     async fn records_past_their_retention_are_pruned() {
         let (_dir, store) = temp_store().await;
-        let now = crate::now();
+        use clock::Clock;
+        let clock = Arc::new(clock::SystemClock);
+        let now = clock.unix_secs() as i64;
         let at = |days: i64| AuditRecord {
             at: now - days * 86_400,
             ..record(0, "x", Some(200))
         };
         store.insert_audit(vec![at(100), at(91), at(89), at(0)]).await.unwrap();
         let metrics = Arc::new(Metrics::default());
-        let pruning = tokio::spawn(prune(store.clone(), metrics.clone(), AuditConfig::default()));
+        let pruning = tokio::spawn(prune(store.clone(), metrics.clone(), AuditConfig::default(), clock));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while metrics.audit_rows.get() != 2 {
             assert!(tokio::time::Instant::now() < deadline, "not pruned");

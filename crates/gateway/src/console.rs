@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use crate::http::{Body, Problem};
 use crate::store::Store;
 use crate::vault::random_id;
-use crate::{Gateway, GatewayError, agent_token_digest, now};
+use crate::{Gateway, GatewayError, agent_token_digest};
 
 pub const SESSION_COOKIE: &str = "deskbridge_console";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -208,7 +208,7 @@ pub(crate) async fn login(
     let (name, role) = agent;
     let session = random_id("dbc_")?;
     let ttl = g.config.console.session_ttl_secs;
-    let t = now();
+    let t = g.now();
     g.store
         .insert_console_session(&agent_token_digest(&session), &name, t, t + ttl as i64)
         .await?;
@@ -322,7 +322,7 @@ impl Gateway {
         password: &str,
         address: IpAddr,
     ) -> Result<(String, String), SignInError> {
-        let t = now() as u64;
+        let t = self.now() as u64;
         let attempt = self
             .console_throttle
             .reserve(Some(name), address, t)
@@ -348,7 +348,7 @@ impl Gateway {
 
     /// Checks an agent token; failures count against the address.
     pub async fn sign_in_with_token(&self, token: &str, address: IpAddr) -> Result<(String, String), SignInError> {
-        let t = now() as u64;
+        let t = self.now() as u64;
         // A token names no agent: failures count against the address only.
         let attempt = self
             .console_throttle
@@ -366,7 +366,7 @@ impl Gateway {
     /// The agent of a live console session: (name, role).
     pub async fn console_agent(&self, session: &str) -> Result<Option<(String, String)>, GatewayError> {
         self.store
-            .console_session_agent(&agent_token_digest(session), now())
+            .console_session_agent(&agent_token_digest(session), self.now())
             .await
     }
 

@@ -819,11 +819,12 @@ async fn list_conversations(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|(r, _)| format!("{}:{}", r.last_activity_at, r.id)))
         .flatten();
+    let now = g.now();
     let conversations = rows
         .into_iter()
         .map(|(summary, token)| ConversationItem {
             summary,
-            auth_state: crate::auth_state_of(token),
+            auth_state: crate::auth_state_of(token, now),
         })
         .collect();
     Ok(Json(ConversationList {

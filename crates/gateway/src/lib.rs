@@ -5,24 +5,25 @@
 
 pub mod audit;
 pub mod config;
-pub mod connector;
 pub mod console;
 mod http;
-pub mod identity;
 pub mod limits;
 pub mod metrics;
 #[cfg(test)]
 mod proptests;
 pub mod store;
-pub mod system_token;
-mod upstream;
 pub mod vault;
+
+// Calling a company is the `company` crate's job.
+pub use company::{connector, identity, system_token};
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clock::{Clock, SystemClock};
+use company::share::LocalShare;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -113,20 +114,24 @@ pub struct Gateway {
     /// Set when shutdown begins, so long-lived event streams end and the
     /// graceful shutdown is not held open by them.
     closing: tokio::sync::watch::Sender<bool>,
-    agents: std::sync::RwLock<HashMap<Vec<u8>, (String, String, tokio::time::Instant)>>,
+    agents: std::sync::RwLock<HashMap<Vec<u8>, (String, String, std::time::SystemTime)>>,
     /// Console passwords (Argon2id) and throttling of failed console sign-ins.
     passwords: login::PasswordHasher,
     console_throttle: login::LoginThrottle,
-}
-
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    /// Every decision about expiry and age reads this clock (timeouts of
+    /// network I/O stay on tokio's time).
+    clock: Arc<dyn Clock>,
 }
 
 impl Gateway {
+    /// Opens the gateway on the wall clock.
     pub async fn open(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Opens the gateway with `clock` deciding every expiry: system and
+    /// customer tokens, the breaker's open time, reused answers, audit times.
+    pub async fn open_with_clock(config: GatewayConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, GatewayError> {
         let fatal: Vec<String> = config
             .check()
             .into_iter()
@@ -164,7 +169,14 @@ impl Gateway {
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let mut connections = HashMap::new();
         for c in &config.connections {
-            let connection = Connection::new(c.clone(), http.clone(), metrics.clone()).map_err(GatewayError::Config)?;
+            let connection = Connection::new(
+                c.clone(),
+                http.clone(),
+                metrics.company.clone(),
+                Arc::new(LocalShare::default()),
+                clock.clone(),
+            )
+            .map_err(GatewayError::Config)?;
             connections.insert(c.name.clone(), Arc::new(connection));
         }
         let mut channels = HashMap::new();
@@ -195,7 +207,13 @@ impl Gateway {
             agents: std::sync::RwLock::default(),
             passwords,
             console_throttle,
+            clock,
         }))
+    }
+
+    /// Unix seconds by the gateway's clock.
+    pub(crate) fn now(&self) -> i64 {
+        i64::try_from(self.clock.unix_secs()).unwrap_or(i64::MAX)
     }
 
     pub fn router(self: &Arc<Self>) -> axum::Router {
@@ -213,6 +231,7 @@ impl Gateway {
             self.store.clone(),
             self.metrics.clone(),
             self.config.audit,
+            self.clock.clone(),
         ));
         let closing = self.closing.clone();
         let shutdown = async move {
@@ -264,7 +283,7 @@ impl Gateway {
         // means "far in the future", not a wrapped, negative instant.
         let token_expiry = handoff
             .expires_in
-            .map(|s| now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+            .map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
         if let Some(verifier) = &connection.verifier {
             let token = handoff.token.as_ref().ok_or(IntakeError::MissingToken)?;
             let verified = verifier.verify(token.expose_secret()).await?;
@@ -304,7 +323,7 @@ impl Gateway {
         let connection = self.connection(connection)?;
         let session_id = random_id("ses_")?;
         let new_id = random_id("cnv_")?;
-        let t = now();
+        let t = self.now();
         let identified = handoff.customer_id.is_some() || handoff.token.is_some();
         if !identified {
             self.store.anonymous_conversation(&new_id, connection.name(), t).await?;
@@ -349,7 +368,7 @@ impl Gateway {
                 "this session already belongs to another customer; open a new session for this one",
             ));
         }
-        let t = now();
+        let t = self.now();
         let conversation = self
             .store
             .customer_conversation(&random_id("cnv_")?, &connection_name, &key, t)
@@ -370,11 +389,11 @@ impl Gateway {
         expires: Option<i64>,
     ) -> Result<(), GatewayError> {
         let sealed = self.vault.seal(token.expose_secret(), conversation)?;
-        self.store.put_token(conversation, &sealed, expires, now()).await
+        self.store.put_token(conversation, &sealed, expires, self.now()).await
     }
 
     async fn record_event(&self, conversation: &str, session: Option<&str>, kind: &'static str) {
-        if let Err(e) = self.store.add_event(conversation, session, kind, now()).await {
+        if let Err(e) = self.store.add_event(conversation, session, kind, self.now()).await {
             tracing::warn!(error = %e, "could not record an event");
         }
         let _ = self.events.send(Event {
@@ -387,10 +406,13 @@ impl Gateway {
     /// `valid`, `expired` (or rejected by the company) or `none`.
     pub async fn auth_state(&self, conversation: &str) -> Result<&'static str, GatewayError> {
         let token = self.store.token(conversation).await?;
-        Ok(auth_state_of(token.map(|t| store::TokenStatus {
-            expires_at: t.expires_at,
-            rejected: t.rejected,
-        })))
+        Ok(auth_state_of(
+            token.map(|t| store::TokenStatus {
+                expires_at: t.expires_at,
+                rejected: t.rejected,
+            }),
+            self.now(),
+        ))
     }
 
     /// Runs `action` for `agent` in `conversation`, as part of `trace`.
@@ -426,7 +448,7 @@ impl Gateway {
             },
         };
         let record = AuditRecord {
-            at: now(),
+            at: self.now(),
             agent: agent.to_string(),
             conversation_id: conversation.to_string(),
             connection,
@@ -474,7 +496,7 @@ impl Gateway {
             return Err(ActionError::UnknownAction);
         };
         let token = match &context.token {
-            Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > now()) => {
+            Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > self.now()) => {
                 match self.vault.open_sealed(&t.ciphertext, conversation) {
                     Ok(token) => Some(token),
                     // Sealed under another key (it changed) or for another
@@ -500,7 +522,7 @@ impl Gateway {
         // or refused token ends the context and its answers with it.
         let ttl = Duration::from_secs(spec.cache_ttl_secs);
         if !ttl.is_zero()
-            && let Some((data, status)) = context.recent_answer(action)
+            && let Some((data, status)) = context.recent_answer(action, self.clock.now())
         {
             connection.outcome_counter(action, "cached").inc();
             return Ok(ActionResult {
@@ -514,7 +536,7 @@ impl Gateway {
         if let Ok(r) = &result
             && !ttl.is_zero()
         {
-            context.remember_answer(action, &r.data, r.status, ttl);
+            context.remember_answer(action, &r.data, r.status, self.clock.now(), ttl);
         }
         if matches!(result, Err(ActionError::CustomerAuthRequired)) {
             let _ = self.store.mark_token_rejected(conversation).await;
@@ -539,9 +561,9 @@ impl Gateway {
     /// a replaced token stops working within that time.
     pub async fn agent(&self, token: &str) -> Result<Option<(String, String)>, GatewayError> {
         let digest = agent_token_digest(token);
-        let now = tokio::time::Instant::now();
+        let now = self.clock.now();
         if let Some((name, role, at)) = self.agents.read().unwrap_or_else(|p| p.into_inner()).get(&digest)
-            && now.duration_since(*at) < AGENT_CACHE_TTL
+            && now.duration_since(*at).is_ok_and(|age| age < AGENT_CACHE_TTL)
         {
             return Ok(Some((name.clone(), role.clone())));
         }
@@ -563,11 +585,11 @@ impl Gateway {
 }
 
 /// `valid`, `expired` (or rejected by the company) or `none`, from what is
-/// known of the conversation's customer token.
-pub fn auth_state_of(token: Option<store::TokenStatus>) -> &'static str {
+/// known of the conversation's customer token at `now` (Unix seconds).
+pub fn auth_state_of(token: Option<store::TokenStatus>, now: i64) -> &'static str {
     match token {
         None => "none",
-        Some(t) if t.rejected || t.expires_at.is_some_and(|e| e <= now()) => "expired",
+        Some(t) if t.rejected || t.expires_at.is_some_and(|e| e <= now) => "expired",
         Some(_) => "valid",
     }
 }
@@ -599,7 +621,7 @@ impl Gateway {
         }
         let token = random_id("dbg_")?;
         self.store
-            .insert_agent(name, role, &agent_token_digest(&token), now())
+            .insert_agent(name, role, &agent_token_digest(&token), self.now())
             .await?;
         // New credentials: whoever signed in with the old ones signs in again.
         self.store.delete_agent_sessions(name).await?;
@@ -618,7 +640,7 @@ async fn sweep_expired(gateway: Arc<Gateway>) {
             gateway.rates.forget_idle();
             forgotten = tokio::time::Instant::now();
         }
-        match gateway.store.expire_tokens(now()).await {
+        match gateway.store.expire_tokens(gateway.now()).await {
             Ok(expired) => {
                 for conversation in expired {
                     gateway

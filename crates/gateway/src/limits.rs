@@ -83,9 +83,7 @@ impl LimitsConfig {
     }
 }
 
-/// A refused request: how long until it would pass, in whole seconds (at least 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter(pub u64);
+pub use company::RetryAfter;
 
 type Keyed = DefaultKeyedRateLimiter<String>;
 
@@ -103,14 +101,8 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 fn admit(limiter: &Keyed, key: &str) -> Result<(), RetryAfter> {
     limiter.check_key(&key.to_string()).map_err(|refused| {
         let wait = refused.wait_time_from(DefaultClock::default().now());
-        RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max_one()
+        RetryAfter::from_wait(wait)
     })
-}
-
-impl RetryAfter {
-    fn max_one(self) -> Self {
-        Self(self.0.max(1))
-    }
 }
 
 impl Rates {

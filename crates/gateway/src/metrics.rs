@@ -1,29 +1,12 @@
 //! Prometheus metrics of the gateway.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ActionLabels {
-    pub connection: String,
-    pub action: String,
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionOutcome {
-    pub connection: String,
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabel {
-    pub connection: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalReason {
@@ -39,11 +22,8 @@ pub struct DropReason {
 
 pub struct Metrics {
     registry: Registry,
-    pub actions: Family<ActionLabels, Counter>,
-    pub action_latency: Family<ConnectionLabel, Histogram>,
-    pub token_fetches: Family<ConnectionOutcome, Counter>,
-    pub token_cache_hits: Counter,
-    pub breaker_open: Family<ConnectionLabel, Gauge>,
+    /// Company calls: actions, their latency, system tokens, breakers.
+    pub company: Arc<company::Metrics>,
     pub audit_written: Counter,
     pub audit_dropped: Family<DropReason, Counter>,
     pub audit_rows: Gauge,
@@ -54,34 +34,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("deskbridge_gateway");
-        let actions = Family::<ActionLabels, Counter>::default();
-        registry.register("actions", "Backend actions run, by outcome", actions.clone());
-        let action_latency = Family::<ConnectionLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
-        });
-        registry.register(
-            "action_latency_seconds",
-            "Backend action latency",
-            action_latency.clone(),
-        );
-        let token_fetches = Family::<ConnectionOutcome, Counter>::default();
-        registry.register(
-            "token_fetches",
-            "System token fetches, by outcome",
-            token_fetches.clone(),
-        );
-        let token_cache_hits = Counter::default();
-        registry.register(
-            "token_cache_hits",
-            "System tokens served from the cache",
-            token_cache_hits.clone(),
-        );
-        let breaker_open = Family::<ConnectionLabel, Gauge>::default();
-        registry.register(
-            "breaker_open",
-            "1 while a connection's circuit breaker is open",
-            breaker_open.clone(),
-        );
+        let company = Arc::new(company::Metrics::default());
+        company.register(&mut registry);
         let audit_written = Counter::default();
         registry.register(
             "audit_records_written",
@@ -115,11 +69,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            actions,
-            action_latency,
-            token_fetches,
-            token_cache_hits,
-            breaker_open,
+            company,
             audit_written,
             audit_dropped,
             audit_rows,
@@ -130,15 +80,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn token_fetch(&self, connection: &str, outcome: &str) {
-        self.token_fetches
-            .get_or_create(&ConnectionOutcome {
-                connection: connection.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-
     pub fn audit_dropped(&self, reason: &'static str, count: usize) {
         self.audit_dropped
             .get_or_create(&DropReason { reason })
@@ -155,5 +96,41 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The company's metrics are registered here under their old names.
+    #[test]
+    fn company_metrics_keep_their_names() {
+        use company::metrics::{ActionLabels, ConnectionLabel};
+        let metrics = Metrics::default();
+        let company = &metrics.company;
+        let acme = ConnectionLabel {
+            connection: "acme".into(),
+        };
+        let action = ActionLabels {
+            connection: "acme".into(),
+            action: "getprofile".into(),
+            outcome: "ok".into(),
+        };
+        company.actions.get_or_create(&action).inc();
+        company.action_latency.get_or_create(&acme).observe(0.001);
+        company.token_fetch("acme", "ok");
+        company.token_cache_hits.inc();
+        company.breaker_open.get_or_create(&acme).set(1);
+        let text = metrics.render();
+        for line in [
+            "deskbridge_gateway_actions_total{connection=\"acme\",action=\"getprofile\",outcome=\"ok\"} 1",
+            "deskbridge_gateway_action_latency_seconds_count{connection=\"acme\"} 1",
+            "deskbridge_gateway_token_fetches_total{connection=\"acme\",outcome=\"ok\"} 1",
+            "deskbridge_gateway_token_cache_hits_total 1",
+            "deskbridge_gateway_breaker_open{connection=\"acme\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

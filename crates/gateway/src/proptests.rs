@@ -23,9 +23,11 @@ use crate::config::{
 };
 use crate::connector::{error_code, map_response, raw_pointer, set_pointer};
 use crate::identity::IdentityError;
-use crate::identity::tests::{jwks_server, signing_key, verifier};
-use crate::metrics::Metrics;
-use crate::system_token::{TokenError, TokenSource, challenge_error, jwt_lifetime};
+use crate::identity::testing::{jwks_server, signing_key, verifier};
+use crate::system_token::{TokenDeps, TokenError, TokenSource, challenge_error, jwt_lifetime};
+use clock::Clock;
+use company::Metrics;
+use company::share::LocalShare;
 
 /// `cases` per property, from a fixed seed so that a run can be repeated
 /// (`PROPTEST_RNG_SEED` picks another). A failure prints its smallest
@@ -673,7 +675,14 @@ fn token_source(url: &str) -> TokenSource {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    TokenSource::new("acme", config, http, Duration::from_secs(5), metrics).unwrap()
+    let deps = TokenDeps {
+        http,
+        timeout: Duration::from_secs(5),
+        metrics,
+        share: Arc::new(LocalShare::default()),
+        clock: Arc::new(clock::SystemClock),
+    };
+    TokenSource::new("acme", config, deps).unwrap()
 }
 
 /// Mostly close to a real token endpoint's answer, sometimes not JSON.
@@ -790,14 +799,14 @@ proptest! {
     /// it, and nothing from anything else.
     #[test]
     fn jwt_lifetime_reads_exp_and_nothing_else(left in 0u64..1_000_000, garbage in "\\PC{0,60}", header in json_value()) {
-        let now = crate::now() as u64;
+        let now = clock::SystemClock.unix_secs();
         let claims = URL_SAFE_NO_PAD.encode(json!({"exp": now + left, "sub": "x"}).to_string());
         let header = URL_SAFE_NO_PAD.encode(header.to_string());
-        let lifetime = jwt_lifetime(&format!("{header}.{claims}.c2ln")).unwrap();
-        prop_assert!(lifetime <= left && lifetime + 2 >= left, "{lifetime} for {left}");
-        let _ = jwt_lifetime(&garbage);
+        let lifetime = jwt_lifetime(&format!("{header}.{claims}.c2ln"), now).unwrap();
+        prop_assert_eq!(lifetime, left);
+        let _ = jwt_lifetime(&garbage, now);
         let claims = URL_SAFE_NO_PAD.encode(json!({"exp": now.saturating_sub(left + 1)}).to_string());
-        prop_assert_eq!(jwt_lifetime(&format!("{header}.{claims}.c2ln")), None);
+        prop_assert_eq!(jwt_lifetime(&format!("{header}.{claims}.c2ln"), now), None);
     }
 }
 
@@ -888,7 +897,7 @@ fn hostile_jwt_headers_are_refused_and_only_a_sound_token_passes() {
     jwks.keys.lock().unwrap().push(jwk);
     let verifier = verifier(&jwks.url, Duration::from_secs(5));
 
-    let now = crate::now() as u64;
+    let now = clock::SystemClock.unix_secs();
     let claims = b64(&json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_1", "exp": now + 600}));
     let mut runner = proptest::test_runner::TestRunner::new(cases(1024));
     let result = runner.run(

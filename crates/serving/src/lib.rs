@@ -23,7 +23,6 @@
 //! answer; [`log_request`] logs it with the route and status.
 
 mod deadline;
-mod trace;
 mod write_timeout;
 
 use std::collections::HashMap;
@@ -44,8 +43,8 @@ use tower_service::Service;
 
 use deadline::BodyDeadline;
 pub use deadline::is_body_timeout;
-use trace::X_TRACE_ID;
-pub use trace::{TRACEPARENT, TraceId};
+use tracecontext::X_TRACE_ID;
+pub use tracecontext::{TRACEPARENT, TraceId};
 use write_timeout::WriteTimeout;
 
 /// How long a client may take to send a request, and how many may connect.

@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -226,7 +225,7 @@ struct Company {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    backend::Clock::unix_secs(&backend::SystemClock)
 }
 
 fn random() -> String {

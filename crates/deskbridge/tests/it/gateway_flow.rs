@@ -21,26 +21,29 @@ pub(crate) struct World {
     pub(crate) agent: String,
 }
 
-async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), real_time: bool) -> World {
-    world_configured(edit, real_time, |toml| toml).await
+/// `one_clock`: the gateway runs on the backend's manual clock, so a test
+/// moves time for both (else the gateway is on the wall clock).
+async fn world_with(edit: impl FnOnce(&mut backend::BackendConfig), one_clock: bool) -> World {
+    world_configured(edit, one_clock, |toml| toml).await
 }
 
 /// A world whose gateway configuration is `gateway_toml`'s, edited by `edit_gateway`.
 pub(crate) async fn world_configured(
     edit: impl FnOnce(&mut backend::BackendConfig),
-    real_time: bool,
+    one_clock: bool,
     edit_gateway: impl FnOnce(String) -> String,
 ) -> World {
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = config(bdir.path());
     edit(&mut cfg);
-    let backend = if real_time {
-        TestBackend::start_real_time(cfg).await
-    } else {
-        TestBackend::start(cfg).await
-    };
+    let backend = TestBackend::start(cfg).await;
     let seed = backend.seed().await;
-    let gateway = TestGateway::start(&edit_gateway(gateway_toml(gdir.path(), &backend, &seed))).await;
+    let toml = edit_gateway(gateway_toml(gdir.path(), &backend, &seed));
+    let gateway = if one_clock {
+        TestGateway::start_with_clock(&toml, backend.clock.clone()).await
+    } else {
+        TestGateway::start(&toml).await
+    };
     let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
     World {
         _dirs: (bdir, gdir),
@@ -325,7 +328,8 @@ async fn a_stored_token_that_expires_emits_an_event_without_any_action() {
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let backend = TestBackend::start(config(bdir.path())).await;
     let seed = backend.seed().await;
-    let gateway = TestGateway::start(&opaque_toml(gdir.path(), &backend, &seed)).await;
+    let gateway =
+        TestGateway::start_with_clock(&opaque_toml(gdir.path(), &backend, &seed), backend.clock.clone()).await;
     let customer = &seed.users[0].customer_id;
     let r = client()
         .post(gateway.url("/v1/sessions"))
@@ -336,11 +340,12 @@ async fn a_stored_token_that_expires_emits_an_event_without_any_action() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let session = body_json(r).await;
+    // The sweeper sees the token expire as soon as the clock passes it.
     let event = next_event(
         &gateway,
         session["session_id"].as_str().unwrap(),
         "authentication_required",
-        async {},
+        async { backend.clock.advance(Duration::from_secs(2)) },
     )
     .await;
     assert_eq!(event["conversation_id"], session["conversation_id"]);
@@ -364,16 +369,17 @@ async fn concurrent_actions_on_a_cold_cache_fetch_one_token() {
 
 #[tokio::test]
 async fn tokens_are_refreshed_ahead_of_expiry_so_agents_never_see_a_401() {
+    // The backend and the gateway share one manual clock: ten seconds pass
+    // in steps of 50 ms, in no time.
     let w = world_with(|c| c.access_token_ttl_secs = 3, true).await;
     let (session, _) = w.customer_session(0, "web").await;
     let conversation = session["conversation_id"].as_str().unwrap().to_string();
-    let started = tokio::time::Instant::now();
     let mut calls = 0;
-    while started.elapsed() < Duration::from_secs(10) {
+    for _ in 0..200 {
         let r = w.action(&conversation, "getprofile").await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         calls += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        w.backend.clock.advance(Duration::from_millis(50));
     }
     let issued = tokens_issued(&w.backend).await;
     assert!(calls > 100, "{calls}");
@@ -1049,7 +1055,8 @@ async fn a_customer_token_is_not_sent_after_it_expires_and_a_fresh_one_works_at_
     let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let backend = TestBackend::start(config(bdir.path())).await;
     let seed = backend.seed().await;
-    let gateway = TestGateway::start(&opaque_toml(gdir.path(), &backend, &seed)).await;
+    let gateway =
+        TestGateway::start_with_clock(&opaque_toml(gdir.path(), &backend, &seed), backend.clock.clone()).await;
     let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
     let alice = &seed.users[0];
     let jwt = login(&backend, &alice.username, &alice.password).await;
@@ -1077,7 +1084,10 @@ async fn a_customer_token_is_not_sent_after_it_expires_and_a_fresh_one_works_at_
     };
     assert_eq!(action().await.unwrap().status(), 200);
     // The gateway's sweeper wipes the token when it expires and tells the channel.
-    next_event(&gateway, session_id, "authentication_required", async {}).await;
+    next_event(&gateway, session_id, "authentication_required", async {
+        backend.clock.advance(Duration::from_secs(4))
+    })
+    .await;
     let before = profile_calls(&backend).await;
     expect_problem(action().await.unwrap(), 409, "customer_auth_required").await;
     assert_eq!(profile_calls(&backend).await, before, "an expired token is not sent");
@@ -1144,8 +1154,20 @@ pub(crate) async fn gateway_for(
     url: &str,
     extra: &str,
 ) -> (TestGateway, String, String) {
-    let gateway = TestGateway::start(&format!(
-        r#"
+    gateway_on(dir, name, url, extra, Arc::new(backend::SystemClock)).await
+}
+
+/// As [`gateway_for`], with the gateway's expiry decisions on `clock`.
+pub(crate) async fn gateway_on(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    extra: &str,
+    clock: Arc<dyn backend::Clock>,
+) -> (TestGateway, String, String) {
+    let gateway = TestGateway::start_with_clock(
+        &format!(
+            r#"
 [server]
 data_dir = "{data}"
 [[connections]]
@@ -1160,8 +1182,10 @@ mode = "opaque"
 name = "web"
 app_key = "{APP_KEY}"
 "#,
-        data = dir.display()
-    ))
+            data = dir.display()
+        ),
+        clock,
+    )
     .await;
     let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
     let r = client()
@@ -1204,7 +1228,8 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     let url = spawn_company(app).await;
     let gdir = tempfile::tempdir().unwrap();
     let breaker = "[connections.breaker]\nfailure_threshold = 2\nopen_secs = 30\n[[connections.actions]]\nname = \"flaky\"\npath = \"/flaky\"\n";
-    let (gateway, agent, conversation) = gateway_for(gdir.path(), "flaky", &url, breaker).await;
+    let clock = Arc::new(backend::ManualClock::new(backend::Clock::now(&backend::SystemClock)));
+    let (gateway, agent, conversation) = gateway_on(gdir.path(), "flaky", &url, breaker, clock.clone()).await;
     let act = || {
         client()
             .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/flaky")))
@@ -1223,7 +1248,7 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     // Half open: of ten calls at once, one is the trial; it fails and re-opens.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(1100));
     let burst = futures_util::future::join_all((0..10).map(|_| act())).await;
     let burst: Vec<reqwest::Response> = burst.into_iter().map(Result::unwrap).collect();
     assert_eq!(statuses(burst), [[502].as_slice(), &[503; 9]].concat());
@@ -1233,10 +1258,10 @@ async fn a_half_open_breaker_lets_one_trial_call_through() {
     // The company recovers; the breaker, re-opened for 2 s, still refuses
     // a second on, and its next trial succeeds and closes it.
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(1100));
     expect_problem(act().await.unwrap(), 503, "circuit_open").await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    clock.advance(Duration::from_millis(1000));
     let burst = futures_util::future::join_all((0..10).map(|_| act())).await;
     let burst: Vec<reqwest::Response> = burst.into_iter().map(Result::unwrap).collect();
     assert_eq!(statuses(burst), [[200].as_slice(), &[503; 9]].concat());

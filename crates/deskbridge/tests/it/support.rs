@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backend::admin::DemoSeed;
 use backend::{Backend, BackendConfig, ManualClock};
@@ -64,17 +64,12 @@ pub async fn backend_with(change: impl FnOnce(&mut BackendConfig)) -> (tempfile:
 
 impl TestBackend {
     pub async fn start(config: BackendConfig) -> Self {
-        Self::start_at(config, Arc::new(ManualClock::new(SystemTime::now()))).await
+        let now = backend::Clock::now(&backend::SystemClock);
+        Self::start_at(config, Arc::new(ManualClock::new(now))).await
     }
 
     pub async fn start_at(config: BackendConfig, clock: Arc<ManualClock>) -> Self {
         Self::start_with(config, clock.clone(), clock).await
-    }
-
-    /// A backend on the wall clock, for tests of real token lifetimes.
-    pub async fn start_real_time(config: BackendConfig) -> Self {
-        let unused = Arc::new(ManualClock::new(SystemTime::now()));
-        Self::start_with(config, unused, Arc::new(backend::SystemClock)).await
     }
 
     async fn start_with(
@@ -235,10 +230,16 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config_toml: &str) -> Self {
+        Self::start_with_clock(config_toml, Arc::new(backend::SystemClock)).await
+    }
+
+    /// A gateway whose every expiry decision reads `clock` (a test's
+    /// `ManualClock`, often the backend's, so both move together).
+    pub async fn start_with_clock(config_toml: &str, clock: Arc<dyn backend::Clock>) -> Self {
         let config = gateway::GatewayConfig::parse(config_toml).unwrap_or_else(|p| panic!("{p:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let gateway = gateway::Gateway::open(config).await.unwrap();
+        let gateway = gateway::Gateway::open_with_clock(config, clock).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
         let task = tokio::spawn(async move {

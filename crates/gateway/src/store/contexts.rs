@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 use serde_json::value::RawValue;
-use tokio::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use super::StoredToken;
 
@@ -35,7 +35,8 @@ pub struct ActionContext {
 struct Answer {
     data: Box<RawValue>,
     status: u16,
-    until: Instant,
+    /// By the gateway's clock.
+    until: SystemTime,
 }
 
 impl ActionContext {
@@ -47,18 +48,19 @@ impl ActionContext {
         }
     }
 
-    /// The answer `action` gave less than its `cache_ttl_secs` ago: data and status.
-    pub fn recent_answer(&self, action: &str) -> Option<(Box<RawValue>, u16)> {
+    /// The answer `action` gave less than its `cache_ttl_secs` before `now`: data and status.
+    pub fn recent_answer(&self, action: &str, now: SystemTime) -> Option<(Box<RawValue>, u16)> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        let answer = answers.get(action).filter(|a| a.until > Instant::now())?;
+        let answer = answers.get(action).filter(|a| a.until > now)?;
         Some((answer.data.clone(), answer.status))
     }
 
-    pub fn remember_answer(&self, action: &str, data: &RawValue, status: u16, ttl: Duration) {
+    /// Keeps an answer given at `now` for `ttl`.
+    pub fn remember_answer(&self, action: &str, data: &RawValue, status: u16, now: SystemTime, ttl: Duration) {
         let answer = Answer {
             data: data.to_owned(),
             status,
-            until: Instant::now() + ttl,
+            until: now + ttl,
         };
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         answers.insert(action.to_string(), answer);

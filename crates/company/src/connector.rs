@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,16 +18,18 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use serving::{TRACEPARENT, TraceId};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracecontext::{TRACEPARENT, TraceId};
 
+use clock::Clock;
 use contract::{Refused, whose_refusal};
 
-use crate::config::{ActionConfig, ConnectionConfig, CustomerAuthPlacement, IdentityMode};
+use crate::config::{ActionConfig, ConnectionConfig, IdentityMode, PlacedToken};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
-use crate::system_token::{Bearer, TokenError, TokenSource, challenge_error, describe_transport};
+use crate::share::TokenShare;
+use crate::system_token::{Bearer, TokenDeps, TokenError, TokenSource, challenge_error, describe_transport};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Why an action did not produce data. Each maps to one problem type.
@@ -68,7 +70,7 @@ pub enum ActionError {
     #[error("the circuit breaker is open after repeated failures")]
     CircuitOpen,
     #[error("too many requests from this agent; retry in {} s", .0.0)]
-    RateLimited(crate::limits::RetryAfter),
+    RateLimited(crate::RetryAfter),
     /// Our own failure (store, decryption): never blamed on the company.
     #[error("the gateway could not complete the request")]
     Internal(String),
@@ -107,7 +109,8 @@ pub struct ActionResult {
 
 struct Breaker {
     consecutive_failures: u32,
-    open_until: Option<Instant>,
+    /// By the injected clock.
+    open_until: Option<SystemTime>,
     /// How long it was last opened for: 1 s at first, doubled by each
     /// failed trial, up to `breaker.open_secs`.
     open_for: Duration,
@@ -148,6 +151,7 @@ pub struct Connection {
     pub verifier: Option<JwtVerifier>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// Metric handles, found once instead of per call (a lookup builds
     /// owned label strings).
@@ -178,14 +182,26 @@ struct Reply {
 }
 
 impl Connection {
-    pub fn new(config: ConnectionConfig, http: reqwest::Client, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// `share` keeps the system token (one per connection); `clock` rules
+    /// every expiry (tokens, the breaker's open time, customer JWTs).
+    pub fn new(
+        config: ConnectionConfig,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+        share: Arc<dyn TokenShare>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         let timeout = Duration::from_millis(config.timeout_ms);
         let tokens = TokenSource::new(
             &config.name,
             config.system_auth.clone(),
-            http.clone(),
-            timeout,
-            metrics.clone(),
+            TokenDeps {
+                http: http.clone(),
+                timeout,
+                metrics: metrics.clone(),
+                share,
+                clock: clock.clone(),
+            },
         )?;
         let api_key = match &config.api_key {
             Some(k) => Some((
@@ -213,7 +229,7 @@ impl Connection {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let verifier = (config.identity.mode == IdentityMode::Jwt)
-            .then(|| JwtVerifier::new(config.identity.clone(), http.clone()));
+            .then(|| JwtVerifier::new(config.identity.clone(), http.clone(), clock.clone()));
         Ok(Self {
             permits: Semaphore::new(config.max_concurrency),
             breaker: Mutex::new(Breaker {
@@ -223,6 +239,7 @@ impl Connection {
                 trial_in_flight: false,
             }),
             timeout,
+            clock,
             config,
             http,
             upstream,
@@ -322,7 +339,7 @@ impl Connection {
             && let Some(rejected) = &bearer
         {
             // Our token was revoked or rotated early: fetch anew, once.
-            self.tokens.purge(rejected);
+            self.tokens.purge(rejected).await;
             bearer = self.tokens.get().await?;
             reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
         }
@@ -398,23 +415,18 @@ impl Connection {
             headers.insert(name.clone(), value.clone());
         }
         if let Some(token) = customer_token {
-            let token = token.expose_secret();
-            match placement.placement {
-                CustomerAuthPlacement::Header => {
+            match placement.place(token.expose_secret()) {
+                PlacedToken::Header(value) => {
                     let name = self
                         .customer_header
                         .clone()
                         .ok_or_else(|| ActionError::Unreachable("invalid customer header name".into()))?;
-                    headers.insert(name, sensitive(&placement.format.replace("{token}", token))?);
+                    headers.insert(name, sensitive(&value)?);
                 }
-                CustomerAuthPlacement::Cookie => {
-                    headers.insert(COOKIE, sensitive(&format!("{}={token}", placement.name))?);
+                PlacedToken::Cookie(value) => {
+                    headers.insert(COOKIE, sensitive(&value)?);
                 }
-                CustomerAuthPlacement::Body => {
-                    let mut doc = Value::Object(Default::default());
-                    set_pointer(&mut doc, &placement.pointer, Value::String(token.to_string()));
-                    body = Some(Bytes::from(doc.to_string()));
-                }
+                PlacedToken::Body(doc) => body = Some(Bytes::from(doc.to_string())),
             }
         }
         if body.is_some() || target.method != Method::GET {
@@ -451,7 +463,7 @@ impl Connection {
         let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
         match breaker.open_until {
             None => Ok(Admission { trial_of: None }),
-            Some(until) if Instant::now() < until || breaker.trial_in_flight => Err(ActionError::CircuitOpen),
+            Some(until) if self.clock.now() < until || breaker.trial_in_flight => Err(ActionError::CircuitOpen),
             Some(_) => {
                 breaker.trial_in_flight = true;
                 Ok(Admission {
@@ -469,7 +481,7 @@ impl Connection {
                 .get_or_create(&self.connection_label())
                 .clone()
         });
-        let now = Instant::now();
+        let now = self.clock.now();
         // A call admitted before the breaker opened has no say while it is
         // open: only the trial call after the open interval closes it again
         // (or opens it for longer).
@@ -541,7 +553,7 @@ fn sensitive(value: &str) -> Result<HeaderValue, ActionError> {
 /// The `error` code of a refusal, when it looks like one (a short word of
 /// letters, digits and `_.:-`). Anything else is left out rather than
 /// shown to agents: it is free text, and could repeat what was sent.
-pub(crate) fn error_code(body: &[u8]) -> Option<String> {
+pub fn error_code(body: &[u8]) -> Option<String> {
     let value = serde_json::from_slice::<Value>(body).ok()?;
     let code = value.get("error")?.as_str()?;
     let word = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
@@ -551,7 +563,7 @@ pub(crate) fn error_code(body: &[u8]) -> Option<String> {
 /// The mapped answer: each output field set to the value at its JSON
 /// Pointer, or `null`. Values are copied as the company wrote them, so a
 /// number keeps every digit (a `Value` would round a long one to an f64).
-pub(crate) fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
+pub fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -> Option<Box<RawValue>> {
     let mapped: BTreeMap<&str, Option<&RawValue>> = fields
         .iter()
         .map(|(field, pointer)| (field.as_str(), raw_pointer(body, pointer)))
@@ -560,7 +572,7 @@ pub(crate) fn map_response(body: &RawValue, fields: &BTreeMap<String, String>) -
 }
 
 /// The value at a JSON Pointer (RFC 6901) in raw JSON, unparsed.
-pub(crate) fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+pub fn raw_pointer<'a>(mut at: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
     if pointer.is_empty() {
         return Some(at);
     }

@@ -3,7 +3,10 @@
 //! identifier from the channel that must not look like PII.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use clock::Clock;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -42,6 +45,9 @@ pub struct VerifiedCustomer {
 pub struct JwtVerifier {
     config: IdentityConfig,
     http: reqwest::Client,
+    /// `exp`, `nbf` and `iat` are judged by it (jsonwebtoken reads the
+    /// system clock, so its own time checks are off).
+    clock: Arc<dyn Clock>,
     keys: tokio::sync::RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
     /// When the JWKS was last fetched, and how that went. Held while
     /// fetching, so one fetch runs at a time.
@@ -49,7 +55,9 @@ pub struct JwtVerifier {
     refetch_min: Duration,
 }
 
-fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+/// The algorithm a JWK verifies: its `alg`, or else its key type. Never the
+/// token's own header (that is the alg-confusion attack).
+pub fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
     if let Some(alg) = jwk.common.key_algorithm {
         return alg.to_string().parse().ok();
     }
@@ -64,10 +72,11 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 }
 
 impl JwtVerifier {
-    pub fn new(config: IdentityConfig, http: reqwest::Client) -> Self {
+    pub fn new(config: IdentityConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> Self {
         Self {
             config,
             http,
+            clock,
             keys: tokio::sync::RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
             refetch_min: JWKS_REFETCH_MIN,
@@ -162,8 +171,9 @@ impl JwtVerifier {
             return Err(invalid("wrong algorithm for its key"));
         }
         let mut validation = Validation::new(*alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
+        // Time is judged below, by our clock, with the same leeway.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         if let Some(iss) = &self.config.issuer {
             validation.set_issuer(&[iss]);
         }
@@ -173,16 +183,26 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let claims = match jsonwebtoken::decode::<serde_json::Value>(token, key, &validation) {
             Ok(data) => data.claims,
-            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
-                return Err(IdentityError::Expired);
-            }
             Err(_) => return Err(invalid("verification failed")),
         };
-        // jsonwebtoken does not look at `iat`.
+        let now = self.clock.unix_secs();
+        // Read as jsonwebtoken reads them: a number (a fraction rounded).
+        let exp = numeric_date(claims.get("exp")).ok_or_else(|| invalid("verification failed"))?;
+        let nbf = match claims.get("nbf") {
+            None => None,
+            Some(v) => Some(numeric_date(Some(v)).ok_or_else(|| invalid("verification failed"))?),
+        };
+        if exp < now.saturating_sub(LEEWAY_SECS) {
+            return Err(IdentityError::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+            return Err(invalid("verification failed"));
+        }
+        // A company's clock may run ahead of ours, but not by a day.
         if claims
             .get("iat")
             .and_then(serde_json::Value::as_u64)
-            .is_some_and(|iat| iat > u64::try_from(crate::now()).unwrap_or(0) + IAT_SKEW_SECS)
+            .is_some_and(|iat| iat > now + IAT_SKEW_SECS)
         {
             return Err(invalid("issued in the future"));
         }
@@ -197,6 +217,18 @@ impl JwtVerifier {
             expires_at: claims.get("exp").and_then(|v| v.as_u64()),
         })
     }
+}
+
+/// A JWT NumericDate as jsonwebtoken takes it: whole seconds, or a
+/// non-negative fraction rounded.
+fn numeric_date(value: Option<&serde_json::Value>) -> Option<u64> {
+    let value = value?;
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f.round() as u64)
+    })
 }
 
 /// Why an identifier is not opaque, if it is not: it must carry no PII and
@@ -259,26 +291,29 @@ fn entropy_bits(s: &str) -> f64 {
     per_char * n
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// A company's JWKS endpoint and signing keys, for tests here and in the
+/// gateway (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used)]
+pub mod testing {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
+    use jsonwebtoken::EncodingKey;
     use jsonwebtoken::jwk::Jwk;
-    use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
     use super::*;
     use crate::config::{IdentityMode, Opacity};
 
     /// A company's JWKS endpoint whose key set the test changes, counting fetches.
-    pub(crate) struct Jwks {
-        pub(crate) url: String,
-        pub(crate) keys: Arc<Mutex<Vec<Jwk>>>,
-        fetches: Arc<AtomicUsize>,
+    pub struct Jwks {
+        pub url: String,
+        pub keys: Arc<Mutex<Vec<Jwk>>>,
+        pub fetches: Arc<AtomicUsize>,
     }
 
-    pub(crate) async fn jwks_server() -> Jwks {
+    pub async fn jwks_server() -> Jwks {
         let keys = Arc::new(Mutex::new(Vec::new()));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (served, counted) = (keys.clone(), fetches.clone());
@@ -303,7 +338,7 @@ pub(crate) mod tests {
     }
 
     /// A signing key and its public JWK under `kid`.
-    pub(crate) fn signing_key(kid: &str) -> (EncodingKey, Jwk) {
+    pub fn signing_key(kid: &str) -> (EncodingKey, Jwk) {
         let pkcs8 =
             aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
                 .unwrap()
@@ -315,21 +350,9 @@ pub(crate) mod tests {
         (key, jwk)
     }
 
-    fn token(key: &EncodingKey, kid: &str, claims: serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid.into());
-        jsonwebtoken::encode(&header, &claims, key).unwrap()
-    }
-
-    fn claims() -> serde_json::Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_x", "exp": now + 600})
-    }
-
-    pub(crate) fn verifier(jwks_url: &str, refetch_min: Duration) -> JwtVerifier {
+    /// A verifier of `https://acme.test`'s tokens for `deskbridge` (claim
+    /// `sub`), refetching its keys at most every `refetch_min`, by `clock`.
+    pub fn verifier_with_clock(jwks_url: &str, refetch_min: Duration, clock: Arc<dyn Clock>) -> JwtVerifier {
         let config = IdentityConfig {
             mode: IdentityMode::Jwt,
             jwks_url: Some(jwks_url.into()),
@@ -338,9 +361,72 @@ pub(crate) mod tests {
             claim: "sub".into(),
             opacity: Opacity::default(),
         };
-        let mut v = JwtVerifier::new(config, reqwest::Client::new());
+        let mut v = JwtVerifier::new(config, reqwest::Client::new(), clock);
         v.refetch_min = refetch_min;
         v
+    }
+
+    pub fn verifier(jwks_url: &str, refetch_min: Duration) -> JwtVerifier {
+        verifier_with_clock(jwks_url, refetch_min, Arc::new(clock::SystemClock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::testing::{jwks_server, signing_key, verifier, verifier_with_clock};
+    use super::*;
+
+    fn token(key: &EncodingKey, kid: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    fn now_secs() -> u64 {
+        clock::SystemClock.unix_secs()
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_x", "exp": now_secs() + 600})
+    }
+
+    /// `exp`, `nbf` and `iat` are judged by the verifier's clock, with the
+    /// leeway: a token valid now is expired once that clock has moved on.
+    #[tokio::test]
+    async fn token_times_are_judged_by_the_injected_clock() {
+        let jwks = jwks_server().await;
+        let (key, jwk) = signing_key("k");
+        jwks.keys.lock().unwrap().push(jwk);
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let clock = Arc::new(clock::ManualClock::new(start));
+        let v = verifier_with_clock(&jwks.url, Duration::from_secs(5), clock.clone());
+        let at = clock.unix_secs();
+        let claims = json!({"iss": "https://acme.test", "aud": "deskbridge", "sub": "cus_x",
+                            "exp": at + 600, "nbf": at + 60});
+        let t = token(&key, "k", claims.clone());
+        let r = v.verify(&t).await;
+        assert!(
+            matches!(&r, Err(IdentityError::Invalid(m)) if m == "verification failed"),
+            "nbf: {r:?}"
+        );
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(v.verify(&t).await.unwrap().expires_at, Some(at + 600));
+        let mut ahead = claims;
+        ahead["iat"] = json!(clock.unix_secs() + IAT_SKEW_SECS + 1);
+        let r = v.verify(&token(&key, "k", ahead)).await;
+        assert!(
+            matches!(&r, Err(IdentityError::Invalid(m)) if m.contains("future")),
+            "{r:?}"
+        );
+        clock.advance(Duration::from_secs(600 - 31 + LEEWAY_SECS));
+        assert!(v.verify(&t).await.is_ok(), "within the leeway");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(v.verify(&t).await.unwrap_err(), IdentityError::Expired);
     }
 
     /// Asserts that `token` is refused as signed by an unknown key, without
@@ -451,14 +537,14 @@ pub(crate) mod tests {
 
         // Issued a day from now: refused; a minute ahead: fine.
         let mut future = claims();
-        future["iat"] = json!(crate::now() + 86_400);
+        future["iat"] = json!(now_secs() + 86_400);
         let r = v.verify(&token(&key, "k", future)).await;
         assert!(
             matches!(&r, Err(IdentityError::Invalid(m)) if m.contains("future")),
             "{r:?}"
         );
         let mut skewed = claims();
-        skewed["iat"] = json!(crate::now() + 60);
+        skewed["iat"] = json!(now_secs() + 60);
         assert!(v.verify(&token(&key, "k", skewed)).await.is_ok());
         assert!(v.verify(&token(&key, "k", claims())).await.is_ok());
     }

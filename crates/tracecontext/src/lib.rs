@@ -2,12 +2,12 @@
 //! the gateway's log, its audit record and the company's log of the same
 //! call can be found by one id.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Sent on every answer: the trace id of the request, to quote when asking
 /// what happened to it.
-pub(crate) const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

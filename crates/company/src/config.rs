@@ -1,0 +1,501 @@
+//! A company connection as configured (`[[connections]]` of the gateway's
+//! TOML file), and the checks of it that the gateway and `check` share.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use reqwest::Url;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Where a secret comes from: `{ env = "NAME" }`, `{ file = "path" }`, or an
+/// inline string (accepted with a warning, for local demos only).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SecretSource {
+    Env { env: String },
+    File { file: PathBuf },
+    Inline(String),
+}
+
+/// Names where a secret comes from, never an inline value, so a config can
+/// be logged with `{:?}`.
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env { env } => write!(f, "{{ env = {env:?} }}"),
+            Self::File { file } => write!(f, "{{ file = {:?} }}", file.display()),
+            Self::Inline(_) => f.write_str("[redacted]"),
+        }
+    }
+}
+
+impl SecretSource {
+    pub fn resolve(&self) -> Result<SecretString, String> {
+        let value = match self {
+            Self::Env { env } => std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))?,
+            Self::File { file } => std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            Self::Inline(v) => v.clone(),
+        };
+        if value.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        Ok(SecretString::from(value))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub base_url: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls in flight to this company at once; more wait their turn.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// The company's `/customer_authenticate`, used by `deskbridge check`.
+    pub customer_login_url: Option<String>,
+    pub system_auth: SystemAuthConfig,
+    pub api_key: Option<ApiKeyConfig>,
+    #[serde(default)]
+    pub customer_auth: CustomerAuthConfig,
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+}
+
+fn default_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_max_concurrency() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SystemAuthConfig {
+    Oauth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: SecretSource,
+        #[serde(default)]
+        auth_method: ClientAuthMethod,
+        #[serde(default)]
+        grant_type_in: GrantTypeIn,
+        scope: Option<String>,
+        audience: Option<String>,
+        resource: Option<String>,
+        /// Lifetime assumed when the token response says none and the token
+        /// is not a JWT with `exp`.
+        #[serde(default = "default_token_lifetime")]
+        default_expires_in_secs: u64,
+    },
+    StaticBearer {
+        token: SecretSource,
+    },
+    None,
+}
+
+fn default_token_lifetime() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantTypeIn {
+    #[default]
+    Body,
+    Query,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    pub value: SecretSource,
+}
+
+fn default_api_key_header() -> String {
+    contract::headers::API_KEY.into()
+}
+
+/// Where the customer's token travels on a backend call.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerAuthPlacement {
+    #[default]
+    Header,
+    Cookie,
+    Body,
+}
+
+impl CustomerAuthPlacement {
+    /// Why `token` cannot travel this way, if it cannot: a cookie value
+    /// takes RFC 6265 cookie-octets only (no `;`, `,`, space, quote or
+    /// backslash, which would add cookies of the caller's choosing), a
+    /// header value visible ASCII only (no CR, LF or NUL); a JSON body
+    /// takes any text.
+    pub fn refuses(self, token: &str) -> Option<&'static str> {
+        let cookie_octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        match self {
+            Self::Cookie if !token.bytes().all(cookie_octet) => {
+                Some("cannot travel in a cookie: only visible ASCII without space, '\"', ',', ';' or '\\' may")
+            }
+            Self::Header if !token.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some("cannot travel in a header: only visible ASCII without space may")
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerAuthConfig {
+    #[serde(rename = "in")]
+    pub placement: CustomerAuthPlacement,
+    /// Header or cookie name.
+    pub name: String,
+    /// JSON Pointer of the body field, for `in = "body"`.
+    pub pointer: String,
+    /// How the token is written; `{token}` is replaced by it.
+    pub format: String,
+}
+
+/// The customer's token as it travels to the company.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlacedToken {
+    /// The value of the header named `customer_auth.name`.
+    Header(String),
+    /// The value of the `Cookie` header.
+    Cookie(String),
+    /// The JSON body.
+    Body(serde_json::Value),
+}
+
+impl CustomerAuthConfig {
+    /// Where and as what `token` goes, as configured.
+    pub fn place(&self, token: &str) -> PlacedToken {
+        match self.placement {
+            CustomerAuthPlacement::Header => PlacedToken::Header(self.format.replace("{token}", token)),
+            CustomerAuthPlacement::Cookie => PlacedToken::Cookie(format!("{}={token}", self.name)),
+            CustomerAuthPlacement::Body => {
+                let mut doc = serde_json::Value::Object(Default::default());
+                crate::connector::set_pointer(&mut doc, &self.pointer, serde_json::Value::String(token.to_string()));
+                PlacedToken::Body(doc)
+            }
+        }
+    }
+}
+
+impl Default for CustomerAuthConfig {
+    fn default() -> Self {
+        Self {
+            placement: CustomerAuthPlacement::Header,
+            name: contract::headers::CUSTOMER_AUTH.into(),
+            pointer: "/customer_auth".into(),
+            format: "JWT {token}".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// Verify the customer's JWT from the company's JWKS; the key is a claim.
+    #[default]
+    Jwt,
+    /// Take the channel's `customer_id`, checked for opacity.
+    Opaque,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Opacity {
+    #[default]
+    Reject,
+    Warn,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default)]
+    pub mode: IdentityMode,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[serde(default = "default_claim")]
+    pub claim: String,
+    #[serde(default)]
+    pub opacity: Opacity,
+}
+
+fn default_claim() -> String {
+    "sub".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures (5xx, timeouts, connection errors) that open it.
+    pub failure_threshold: u32,
+    /// How long it stays open before one trial call.
+    pub open_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    pub name: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    /// Output field -> JSON Pointer into the company's response; absent
+    /// means the whole body.
+    pub response: Option<BTreeMap<String, String>>,
+    /// Seconds a successful answer is reused for the same conversation
+    /// while its customer token stays the same; 0 = every run calls.
+    #[serde(default)]
+    pub cache_ttl_secs: u64,
+}
+
+/// Reused answers are a convenience for an agent re-opening a card, not a
+/// copy of the company's data: a few minutes at most.
+pub const MAX_CACHE_TTL_SECS: u64 = 300;
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+/// One thing wrong (or risky) in a configuration, at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+    pub fatal: bool,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = if self.fatal { "error" } else { "warning" };
+        write!(f, "{level}: {}: {}", self.path, self.message)
+    }
+}
+
+/// A connection, channel or action name: 1-64 letters, digits, '-' or '_'.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub fn check_url(url: &str, path: String, fail: &mut dyn FnMut(String, String)) {
+    match Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => fail(path, "must be an http or https URL with a host".into()),
+        Err(e) => fail(path, format!("not a URL: {e}")),
+    }
+}
+
+/// An action's path is fixed text under the base URL: nothing in it may
+/// climb out of the base path or name another host.
+pub fn check_action_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("must start with '/'".into());
+    }
+    if path.contains("//") || path.contains('\\') || path.contains('?') || path.contains('#') || path.contains('%') {
+        return Err("must not contain '//', '\\', '?', '#' or '%'".into());
+    }
+    // RFC 3986 path characters, unencoded: what an HTTP request line can carry as is.
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(*c)))
+    {
+        return Err(format!(
+            "must not contain {c:?}: letters, digits and -._~!$&'()*+,;=:@ only"
+        ));
+    }
+    if path.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err("must not contain '.' or '..' segments".into());
+    }
+    Ok(())
+}
+
+/// Every problem of `connections` (at `connections[i].…`), fatal ones first.
+pub fn connection_problems(connections: &[ConnectionConfig]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut fail = |path: String, message: String| {
+        problems.push(Problem {
+            path,
+            message,
+            fatal: true,
+        })
+    };
+    check_connections(connections, &mut fail, &mut warnings);
+    problems.extend(warnings);
+    problems
+}
+
+/// Reports each connection's problems: fatal ones to `fail`, risky ones
+/// (inline secrets) into `warnings`.
+pub fn check_connections(
+    connections: &[ConnectionConfig],
+    fail: &mut dyn FnMut(String, String),
+    warnings: &mut Vec<Problem>,
+) {
+    let mut names = HashSet::new();
+    for (i, c) in connections.iter().enumerate() {
+        let at = |k: &str| format!("connections[{i}].{k}");
+        if !valid_name(&c.name) {
+            fail(at("name"), "a name is 1-64 letters, digits, '-' or '_'".into());
+        }
+        if !names.insert(c.name.clone()) {
+            fail(at("name"), format!("another connection is named {:?}", c.name));
+        }
+        check_url(&c.base_url, at("base_url"), fail);
+        if c.timeout_ms == 0 || c.timeout_ms > 120_000 {
+            fail(at("timeout_ms"), "must be between 1 and 120000".into());
+        }
+        if c.max_concurrency == 0 {
+            fail(at("max_concurrency"), "must be at least 1".into());
+        }
+        if c.breaker.failure_threshold == 0 || c.breaker.open_secs == 0 {
+            fail(
+                at("breaker"),
+                "failure_threshold and open_secs must be at least 1".into(),
+            );
+        }
+        if let Some(u) = &c.customer_login_url {
+            check_url(u, at("customer_login_url"), fail);
+        }
+        match &c.system_auth {
+            SystemAuthConfig::Oauth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                ..
+            } => {
+                check_url(token_url, at("system_auth.token_url"), fail);
+                if client_id.is_empty() {
+                    fail(at("system_auth.client_id"), "must not be empty".into());
+                }
+                check_secret(at("system_auth.client_secret"), client_secret, fail, warnings);
+            }
+            SystemAuthConfig::StaticBearer { token } => check_secret(at("system_auth.token"), token, fail, warnings),
+            SystemAuthConfig::None => {}
+        }
+        if let Some(key) = &c.api_key {
+            if reqwest::header::HeaderName::from_bytes(key.header.as_bytes()).is_err() {
+                fail(at("api_key.header"), "not a valid header name".into());
+            }
+            check_secret(at("api_key.value"), &key.value, fail, warnings);
+        }
+        let ca = &c.customer_auth;
+        if !ca.format.contains("{token}") {
+            fail(at("customer_auth.format"), "must contain {token}".into());
+        }
+        if ca.placement == CustomerAuthPlacement::Body && !ca.pointer.starts_with('/') {
+            fail(at("customer_auth.pointer"), "a JSON Pointer starts with '/'".into());
+        }
+        if ca.placement != CustomerAuthPlacement::Body
+            && reqwest::header::HeaderName::from_bytes(ca.name.as_bytes()).is_err()
+        {
+            fail(at("customer_auth.name"), "not a valid header or cookie name".into());
+        }
+        if c.identity.mode == IdentityMode::Jwt {
+            match &c.identity.jwks_url {
+                Some(u) => check_url(u, at("identity.jwks_url"), fail),
+                None => fail(at("identity.jwks_url"), "required when mode = \"jwt\"".into()),
+            }
+            // Empty would accept tokens whose claim is empty, too.
+            if c.identity.issuer.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                fail(at("identity.issuer"), "required (not empty) when mode = \"jwt\"".into());
+            }
+            if c.identity.audience.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                fail(
+                    at("identity.audience"),
+                    "required (not empty) when mode = \"jwt\"".into(),
+                );
+            }
+            if c.identity.claim.trim().is_empty() {
+                fail(at("identity.claim"), "must be a non-empty claim name".into());
+            }
+        }
+        let mut actions = HashSet::new();
+        for (j, a) in c.actions.iter().enumerate() {
+            let at = |k: &str| format!("connections[{i}].actions[{j}].{k}");
+            if !valid_name(&a.name) {
+                fail(at("name"), "a name is 1-64 letters, digits, '-' or '_'".into());
+            }
+            if !actions.insert(a.name.clone()) {
+                fail(at("name"), format!("another action is named {:?}", a.name));
+            }
+            if !matches!(a.method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                fail(at("method"), "one of GET, POST, PUT, PATCH, DELETE".into());
+            }
+            if let Err(e) = check_action_path(&a.path) {
+                fail(at("path"), e);
+            }
+            if a.cache_ttl_secs > MAX_CACHE_TTL_SECS {
+                fail(at("cache_ttl_secs"), format!("at most {MAX_CACHE_TTL_SECS}"));
+            }
+            for (field, pointer) in a.response.iter().flatten() {
+                if !(pointer.is_empty() || pointer.starts_with('/')) {
+                    fail(
+                        at(&format!("response.{field}")),
+                        "a JSON Pointer starts with '/'".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A secret that cannot be read is fatal; an inline one is a warning.
+pub fn check_secret(
+    path: String,
+    source: &SecretSource,
+    fail: &mut dyn FnMut(String, String),
+    warnings: &mut Vec<Problem>,
+) {
+    if let Err(e) = source.resolve() {
+        fail(path.clone(), e);
+    }
+    if matches!(source, SecretSource::Inline(_)) {
+        warnings.push(Problem {
+            path,
+            message: "an inline secret; use { env = \"NAME\" } or { file = \"path\" } outside demos".into(),
+            fatal: false,
+        });
+    }
+}
