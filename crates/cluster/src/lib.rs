@@ -61,6 +61,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Whether `url` is a Redis URL this client can use; says what is
+    /// wrong without repeating it.
+    pub fn check_url(url: &str) -> Result<(), ClusterError> {
+        url.into_connection_info()
+            .map(|_| ())
+            .map_err(|e| ClusterError::Url(format!("not a Redis URL ({:?})", e.kind())))
+    }
+
     /// Sets up the connection to `url` (it is made, and remade, in the
     /// background: an instance may start while Redis is away). Keys start
     /// with `prefix`; signals name `instance` as their sender.
@@ -128,26 +136,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// Takes the lease `name` for `ttl` if nobody holds it.
-    pub async fn try_lease(&self, name: &str, ttl: Duration) -> Result<bool, ClusterError> {
+    /// Takes the lease `name` for `ttl` if nobody holds it; its id (never
+    /// 0), to release it with.
+    pub async fn try_lease(&self, name: &str, ttl: Duration) -> Result<Option<u64>, ClusterError> {
+        let id = fastrand::u64(1..);
         let taken: Option<String> = redis::cmd("SET")
             .arg(self.key(&format!("lease:{name}")))
-            .arg(&self.instance)
+            .arg(id)
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl))
             .query_async(&mut self.redis.clone())
             .await?;
-        Ok(taken.is_some())
+        Ok(taken.map(|_| id))
     }
 
-    /// Gives the lease `name` back, if this instance still holds it.
-    pub async fn release(&self, name: &str) -> Result<(), ClusterError> {
+    /// Gives the lease `name` back, if it is still the one taken as `id`.
+    pub async fn release(&self, name: &str, id: u64) -> Result<(), ClusterError> {
         let script =
             Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
         let _: i64 = script
             .key(self.key(&format!("lease:{name}")))
-            .arg(&self.instance)
+            .arg(id)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(())
@@ -359,18 +369,31 @@ mod tests {
         let a = Cluster::connect(&redis_url(), &prefix, "a").unwrap();
         let b = Cluster::connect(&redis_url(), &prefix, "b").unwrap();
         until_up(&a).await;
-        assert!(a.try_lease("token:bank", Duration::from_secs(5)).await.unwrap());
-        assert!(!b.try_lease("token:bank", Duration::from_secs(5)).await.unwrap());
-        b.release("token:bank").await.unwrap();
-        assert!(
-            !b.try_lease("token:bank", Duration::from_secs(5)).await.unwrap(),
+        let held = a
+            .try_lease("token:bank", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.try_lease("token:bank", Duration::from_secs(5)).await.unwrap(), None);
+        b.release("token:bank", held + 1).await.unwrap();
+        assert_eq!(
+            b.try_lease("token:bank", Duration::from_secs(5)).await.unwrap(),
+            None,
             "only its holder releases it"
         );
-        a.release("token:bank").await.unwrap();
-        assert!(b.try_lease("token:bank", Duration::from_millis(100)).await.unwrap());
+        a.release("token:bank", held).await.unwrap();
+        assert!(
+            b.try_lease("token:bank", Duration::from_millis(100))
+                .await
+                .unwrap()
+                .is_some()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(
-            a.try_lease("token:bank", Duration::from_secs(5)).await.unwrap(),
+            a.try_lease("token:bank", Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_some(),
             "an expired lease is free"
         );
     }

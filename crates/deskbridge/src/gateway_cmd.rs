@@ -39,6 +39,12 @@ pub(crate) enum AgentCommand {
         #[arg(long, env = "DESKBRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Remove an agent: its token and console sessions stop working.
+    Remove {
+        name: String,
+        #[arg(long, env = "DESKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn load(path: &Path) -> anyhow::Result<GatewayConfig> {
@@ -89,12 +95,22 @@ pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
-    let AgentCommand::Add {
-        name,
-        role,
-        password,
-        config,
-    } = command;
+    let (name, role, password, config) = match command {
+        AgentCommand::Add {
+            name,
+            role,
+            password,
+            config,
+        } => (name, role, password, config),
+        AgentCommand::Remove { name, config } => {
+            let gateway = Gateway::open(load(&config)?).await?;
+            if !gateway.remove_agent(&name).await? {
+                bail!("no agent named {name:?}");
+            }
+            writeln!(std::io::stdout().lock(), "removed {name}")?;
+            return Ok(());
+        }
+    };
     let password = if password { Some(crate::read_password()?) } else { None };
     if let Some(problem) = password.as_deref().and_then(gateway::console::password_problem) {
         bail!("{problem}");

@@ -30,6 +30,43 @@ pub struct GatewayConfig {
     pub audit: crate::audit::AuditConfig,
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// What the instances of one gateway share; absent, one instance runs
+    /// alone and shares nothing.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the Redis that instances share tokens, events,
+/// invalidations and sign-in failures through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host[:port][/db]`.
+    pub redis_url: SecretSource,
+    /// Starts every key, so several gateways (or tests) can share one Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Names this instance in signals, leases and the instances table;
+    /// default: the host name and process id.
+    pub instance_id: Option<String>,
+}
+
+fn default_key_prefix() -> String {
+    "deskbridge:".into()
+}
+
+impl ClusterConfig {
+    /// This instance's name: configured, or `<host>-<pid>`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gateway".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 /// The agent console at `/console`.
@@ -165,6 +202,35 @@ impl GatewayConfig {
                         "must be 32 bytes, base64url without padding".into(),
                     );
                 }
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            check_secret("cluster.redis_url".into(), &cluster.redis_url, &mut fail, &mut warnings);
+            if let Ok(url) = cluster.redis_url.resolve() {
+                let url = secrecy::ExposeSecret::expose_secret(&url);
+                if !url.starts_with("redis://") {
+                    // Never the URL itself: it may hold a password.
+                    fail("cluster.redis_url".into(), "must be a redis:// URL".into());
+                } else if let Err(e) = cluster::Cluster::check_url(url) {
+                    fail("cluster.redis_url".into(), e.to_string());
+                }
+            }
+            if cluster.key_prefix.is_empty() || cluster.key_prefix.len() > 64 {
+                fail("cluster.key_prefix".into(), "must be 1 to 64 characters".into());
+            }
+            if cluster.instance_id.as_ref().is_some_and(|id| !valid_name(id)) {
+                fail(
+                    "cluster.instance_id".into(),
+                    "letters, digits, '-' and '_' only, up to 64".into(),
+                );
+            }
+            if self.crypto.token_key.is_none() {
+                // Each instance would generate a key of its own into its
+                // data dir, and none could open what another sealed.
+                fail(
+                    "crypto.token_key".into(),
+                    "is required with [cluster]: every instance seals and opens the same tokens, so all must share one key".into(),
+                );
             }
         }
         if !(60..=7 * 24 * 3600).contains(&self.console.session_ttl_secs) {

@@ -323,6 +323,10 @@ impl Gateway {
         address: IpAddr,
     ) -> Result<(String, String), SignInError> {
         let t = self.now() as u64;
+        let throttle = &self.config.console.throttle;
+        if let Some(wait) = self.coordination.sign_in_wait(throttle, Some(name), address).await {
+            return Err(SignInError::Throttled(wait));
+        }
         let attempt = self
             .console_throttle
             .reserve(Some(name), address, t)
@@ -337,10 +341,12 @@ impl Gateway {
         match found.filter(|_| valid) {
             Some((role, _)) => {
                 attempt.succeeded();
+                self.coordination.sign_in_succeeded(name).await;
                 Ok((name.to_string(), role))
             }
             None => {
                 attempt.failed(t);
+                self.coordination.sign_in_failed(throttle, Some(name), address).await;
                 Err(SignInError::InvalidCredentials)
             }
         }
@@ -349,7 +355,11 @@ impl Gateway {
     /// Checks an agent token; failures count against the address.
     pub async fn sign_in_with_token(&self, token: &str, address: IpAddr) -> Result<(String, String), SignInError> {
         let t = self.now() as u64;
+        let throttle = &self.config.console.throttle;
         // A token names no agent: failures count against the address only.
+        if let Some(wait) = self.coordination.sign_in_wait(throttle, None, address).await {
+            return Err(SignInError::Throttled(wait));
+        }
         let attempt = self
             .console_throttle
             .reserve(None, address, t)
@@ -358,6 +368,7 @@ impl Gateway {
             Some(agent) => Ok(agent),
             None => {
                 attempt.failed(t);
+                self.coordination.sign_in_failed(throttle, None, address).await;
                 Err(SignInError::InvalidCredentials)
             }
         }

@@ -606,7 +606,7 @@ async fn session_events(
     )?;
     let initial = if g.auth_state(&conversation).await? == "expired" {
         Some(crate::Event {
-            kind: "authentication_required",
+            kind: crate::EventKind::AuthenticationRequired,
             conversation_id: conversation.clone(),
             session_id: None,
         })
@@ -619,14 +619,14 @@ async fn session_events(
         let _open = &slot;
         let event = event.ok()?;
         // Authenticating may move this session into the customer's conversation.
-        if event.kind == "authenticated" && event.session_id.as_deref() == Some(session.as_str()) {
+        if event.kind == crate::EventKind::Authenticated && event.session_id.as_deref() == Some(session.as_str()) {
             current = event.conversation_id.clone();
         }
         (event.conversation_id == current).then_some(event)
     });
     let stream = tokio_stream::iter(initial).chain(live).map(|event| {
         Ok(SseEvent::default()
-            .event(event.kind)
+            .event(event.kind.as_str())
             .data(serde_json::to_string(&event).unwrap_or_default()))
     });
     let stream = futures_util::StreamExt::take_until(stream, g.closed());
@@ -683,7 +683,7 @@ async fn agent_events(
         let _open = &slot;
         let event = event.ok()?;
         Some(Ok(SseEvent::default()
-            .event(event.kind)
+            .event(event.kind.as_str())
             .data(serde_json::to_string(&event).unwrap_or_default())))
     });
     // A stream outlives neither a sign-out nor a replaced token for long:

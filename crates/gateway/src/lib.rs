@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod config;
 pub mod console;
+mod coordination;
 mod http;
 pub mod limits;
 pub mod metrics;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use clock::{Clock, SystemClock};
 use company::share::LocalShare;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -33,6 +34,7 @@ use crate::audit::AuditTrail;
 pub use crate::config::GatewayConfig;
 use crate::config::{ChannelConfig, Opacity};
 use crate::connector::{ActionError, ActionResult, Connection};
+use crate::coordination::{Coordination, SharedTokens, Signal};
 use crate::identity::{IdentityError, opacity_problem};
 use crate::limits::{Rates, Streams};
 use crate::metrics::Metrics;
@@ -59,12 +61,34 @@ pub enum GatewayError {
 
 /// Something that happened in a conversation, pushed to its channels (SSE)
 /// and to agent consoles.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub conversation_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+}
+
+/// What happened: the name of the server-sent event, and `kind` in its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A channel opened a session in the conversation.
+    SessionOpened,
+    /// A customer token was stored for it.
+    Authenticated,
+    /// Its customer token expired or was refused: a fresh one is needed.
+    AuthenticationRequired,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionOpened => "session_opened",
+            Self::Authenticated => "authenticated",
+            Self::AuthenticationRequired => "authentication_required",
+        }
+    }
 }
 
 /// Why a session could not be opened or authenticated.
@@ -103,7 +127,7 @@ pub struct CustomerHandoff {
 pub struct Gateway {
     pub config: GatewayConfig,
     pub store: Store,
-    vault: Vault,
+    vault: Arc<Vault>,
     pub connections: HashMap<String, Arc<Connection>>,
     pub channels: HashMap<String, (ChannelConfig, SecretString)>,
     pub metrics: Arc<Metrics>,
@@ -121,6 +145,8 @@ pub struct Gateway {
     /// Every decision about expiry and age reads this clock (timeouts of
     /// network I/O stay on tokio's time).
     clock: Arc<dyn Clock>,
+    /// What this instance tells the others and takes from them.
+    coordination: Coordination,
 }
 
 impl Gateway {
@@ -155,7 +181,17 @@ impl Gateway {
             Some(source) => Some(source.resolve().map_err(GatewayError::Config)?),
             None => None,
         };
-        let vault = Vault::open(key, &config.server.data_dir)?;
+        let vault = Arc::new(Vault::open(key, &config.server.data_dir)?);
+        let coordination = match &config.cluster {
+            None => Coordination::local(),
+            Some(cluster) => {
+                let url = cluster.redis_url.resolve().map_err(GatewayError::Config)?;
+                Coordination::shared(
+                    cluster::Cluster::connect(url.expose_secret(), &cluster.key_prefix, &cluster.instance_id())
+                        .map_err(|e| GatewayError::Config(e.to_string()))?,
+                )
+            }
+        };
         let metrics = Arc::new(Metrics::default());
         // Redirects are never followed: a company's answer is final, and a
         // redirect could carry our credentials to another host.
@@ -173,7 +209,15 @@ impl Gateway {
                 c.clone(),
                 http.clone(),
                 metrics.company.clone(),
-                Arc::new(LocalShare::default()),
+                match coordination.cluster() {
+                    Some(cluster) => Arc::new(SharedTokens::new(
+                        cluster.clone(),
+                        vault.clone(),
+                        &c.name,
+                        clock.clone(),
+                    )),
+                    None => Arc::new(LocalShare::default()),
+                },
                 clock.clone(),
             )
             .map_err(GatewayError::Config)?;
@@ -192,7 +236,7 @@ impl Gateway {
         let audit = AuditTrail::start(store.clone(), metrics.clone(), config.audit);
         let rates = Rates::new(&config.limits);
         let streams = Streams::new(config.limits, metrics.event_streams.clone());
-        Ok(Arc::new(Self {
+        let gateway = Arc::new(Self {
             config,
             store,
             vault,
@@ -208,7 +252,33 @@ impl Gateway {
             passwords,
             console_throttle,
             clock,
-        }))
+            coordination,
+        });
+        Coordination::start(&gateway);
+        Ok(gateway)
+    }
+
+    /// Forgets what this instance remembered on the strength of signals
+    /// from the others (after Redis was away, some may have been missed):
+    /// agents and action contexts are read again from the store.
+    pub(crate) fn forget_shared_state(&self) {
+        self.agents.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.store.forget_all_contexts();
+    }
+
+    /// Forgets what was remembered of the agent `name` (its credentials
+    /// changed, here or on another instance).
+    pub(crate) fn forget_agent(&self, name: &str) {
+        self.agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (agent, _, _)| agent != name);
+    }
+
+    /// Whether this instance reaches the Redis it shares with the others
+    /// (true without `[cluster]`).
+    pub fn cluster_up(&self) -> bool {
+        self.coordination.up()
     }
 
     /// Unix seconds by the gateway's clock.
@@ -330,7 +400,8 @@ impl Gateway {
             self.store
                 .insert_session(&session_id, &new_id, channel, false, t)
                 .await?;
-            self.record_event(&new_id, Some(&session_id), "session_opened").await;
+            self.record_event(&new_id, Some(&session_id), EventKind::SessionOpened)
+                .await;
             return Ok((session_id, new_id, false));
         }
         let (key, expires) = self.customer_key(connection, &handoff).await?;
@@ -344,7 +415,7 @@ impl Gateway {
         if let Some(token) = &handoff.token {
             self.store_token(&conversation, token, expires).await?;
         }
-        self.record_event(&conversation, Some(&session_id), "session_opened")
+        self.record_event(&conversation, Some(&session_id), EventKind::SessionOpened)
             .await;
         Ok((session_id, conversation, true))
     }
@@ -377,7 +448,7 @@ impl Gateway {
         if let Some(token) = &handoff.token {
             self.store_token(&conversation, token, expires).await?;
         }
-        self.record_event(&conversation, Some(session_id), "authenticated")
+        self.record_event(&conversation, Some(session_id), EventKind::Authenticated)
             .await;
         Ok(conversation)
     }
@@ -392,15 +463,21 @@ impl Gateway {
         self.store.put_token(conversation, &sealed, expires, self.now()).await
     }
 
-    async fn record_event(&self, conversation: &str, session: Option<&str>, kind: &'static str) {
-        if let Err(e) = self.store.add_event(conversation, session, kind, self.now()).await {
+    async fn record_event(&self, conversation: &str, session: Option<&str>, kind: EventKind) {
+        if let Err(e) = self
+            .store
+            .add_event(conversation, session, kind.as_str(), self.now())
+            .await
+        {
             tracing::warn!(error = %e, "could not record an event");
         }
-        let _ = self.events.send(Event {
+        let event = Event {
             kind,
             conversation_id: conversation.to_string(),
             session_id: session.map(str::to_string),
-        });
+        };
+        self.coordination.tell(Signal::Event(event.clone()));
+        let _ = self.events.send(event);
     }
 
     /// `valid`, `expired` (or rejected by the company) or `none`.
@@ -515,7 +592,8 @@ impl Gateway {
             _ => None,
         };
         let Some(token) = token else {
-            self.record_event(conversation, None, "authentication_required").await;
+            self.record_event(conversation, None, EventKind::AuthenticationRequired)
+                .await;
             return Err(ActionError::CustomerAuthRequired);
         };
         // Only while the token is valid (checked above) and the same: a new
@@ -540,7 +618,8 @@ impl Gateway {
         }
         if matches!(result, Err(ActionError::CustomerAuthRequired)) {
             let _ = self.store.mark_token_rejected(conversation).await;
-            self.record_event(conversation, None, "authentication_required").await;
+            self.record_event(conversation, None, EventKind::AuthenticationRequired)
+                .await;
         }
         result
     }
@@ -625,7 +704,27 @@ impl Gateway {
             .await?;
         // New credentials: whoever signed in with the old ones signs in again.
         self.store.delete_agent_sessions(name).await?;
+        self.agent_changed(name).await;
         Ok(token)
+    }
+
+    /// Removes an agent: its token and console sessions stop working here
+    /// at once, and on the other instances as soon as they hear of it.
+    /// False if there was no such agent.
+    pub async fn remove_agent(&self, name: &str) -> Result<bool, GatewayError> {
+        let removed = self.store.delete_agent(name).await?;
+        self.store.delete_agent_sessions(name).await?;
+        self.agent_changed(name).await;
+        Ok(removed)
+    }
+
+    async fn agent_changed(&self, name: &str) {
+        self.forget_agent(name);
+        let signal = Signal::AgentChanged { name: name.to_string() };
+        if let Err(e) = self.coordination.announce(signal).await {
+            // The others forget it within their agent cache's lifetime.
+            tracing::warn!(error = %e, agent = name, "the other instances could not be told of a changed agent");
+        }
     }
 }
 
@@ -644,7 +743,7 @@ async fn sweep_expired(gateway: Arc<Gateway>) {
             Ok(expired) => {
                 for conversation in expired {
                     gateway
-                        .record_event(&conversation, None, "authentication_required")
+                        .record_event(&conversation, None, EventKind::AuthenticationRequired)
                         .await;
                 }
             }

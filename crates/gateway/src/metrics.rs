@@ -29,6 +29,16 @@ pub struct Metrics {
     pub audit_rows: Gauge,
     pub refusals: Family<RefusalReason, Counter>,
     pub event_streams: Gauge,
+    /// 1 while this instance reaches the Redis it shares with the others,
+    /// 0 while it does not; no series without `[cluster]`.
+    pub cluster_up: Family<InstanceLabel, Gauge>,
+    /// Signals to the other instances that could not be sent.
+    pub cluster_signals_lost: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    pub instance: String,
 }
 
 impl Default for Metrics {
@@ -67,9 +77,23 @@ impl Default for Metrics {
             "Event streams open (channel sessions and agents)",
             event_streams.clone(),
         );
+        let cluster_up = Family::<InstanceLabel, Gauge>::default();
+        registry.register(
+            "cluster_up",
+            "1 while the instance reaches the Redis it shares with the other instances, 0 while it does not",
+            cluster_up.clone(),
+        );
+        let cluster_signals_lost = Counter::default();
+        registry.register(
+            "cluster_signals_lost",
+            "Events and invalidations that could not be sent to the other instances (Redis unreachable)",
+            cluster_signals_lost.clone(),
+        );
         Self {
             registry,
             company,
+            cluster_up,
+            cluster_signals_lost,
             audit_written,
             audit_dropped,
             audit_rows,

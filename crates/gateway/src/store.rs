@@ -13,7 +13,7 @@ use sqlx::{Row, SqlitePool};
 use utoipa::ToSchema;
 
 pub use self::contexts::ActionContext;
-use self::contexts::ContextCache;
+use self::contexts::{ChangeHook, ContextCache};
 use crate::GatewayError;
 
 #[derive(Clone)]
@@ -282,6 +282,22 @@ impl Store {
         }))
     }
 
+    /// Calls `hook` with each conversation whose context this process
+    /// changes, after the change is committed; set once.
+    pub fn on_context_change(&self, hook: ChangeHook) {
+        self.contexts.on_change(hook);
+    }
+
+    /// Forgets the remembered context of a conversation changed elsewhere.
+    pub fn forget_context(&self, conversation_id: &str) {
+        self.contexts.forget(conversation_id);
+    }
+
+    /// Forgets every remembered context.
+    pub fn forget_all_contexts(&self) {
+        self.contexts.forget_all();
+    }
+
     /// The conversation's connection and its customer token, in one read
     /// (the hot path of an agent's action), from memory when it was read
     /// recently.
@@ -461,6 +477,15 @@ impl Store {
             sessions,
             events,
         )))
+    }
+
+    /// Removes an agent; false if there was none by that name.
+    pub async fn delete_agent(&self, name: &str) -> Result<bool, GatewayError> {
+        let deleted = sqlx::query("DELETE FROM agents WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
     }
 
     pub async fn insert_agent(&self, name: &str, role: &str, digest: &[u8], now: i64) -> Result<(), GatewayError> {

@@ -15,7 +15,7 @@
 //! conversation) ends them too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockWriteGuard};
 
 use serde_json::value::RawValue;
 use std::time::{Duration, SystemTime};
@@ -78,7 +78,13 @@ pub(super) const CAPACITY: usize = 10_000;
 #[derive(Default)]
 pub(super) struct ContextCache {
     inner: RwLock<Generations>,
+    /// Told of every conversation this process changed (the other
+    /// instances forget it too).
+    changed: OnceLock<ChangeHook>,
 }
+
+/// What is told of a changed conversation.
+pub type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Default)]
 struct Generations {
@@ -135,10 +141,31 @@ impl ContextCache {
     /// Forgets a conversation whose context changed (or may have: called on
     /// a failed write too). Call it after the database change is committed.
     pub(super) fn invalidate(&self, conversation: &str) {
+        self.forget(conversation);
+        if let Some(changed) = self.changed.get() {
+            changed(conversation);
+        }
+    }
+
+    /// Forgets a conversation changed elsewhere (by another instance).
+    pub(super) fn forget(&self, conversation: &str) {
         let mut g = self.write();
         g.version += 1;
         g.current.remove(conversation);
         g.previous.remove(conversation);
+    }
+
+    /// Forgets every conversation.
+    pub(super) fn forget_all(&self) {
+        let mut g = self.write();
+        g.version += 1;
+        g.current.clear();
+        g.previous.clear();
+    }
+
+    /// Sets what is told of each conversation changed here; once.
+    pub(super) fn on_change(&self, hook: ChangeHook) {
+        let _ = self.changed.set(hook);
     }
 
     #[cfg(test)]
