@@ -72,6 +72,27 @@ pub enum ActionError {
     /// Our own failure (store, decryption): never blamed on the company.
     #[error("the gateway could not complete the request")]
     Internal(String),
+    /// The store did not answer in time: the action was not run.
+    #[error("the gateway's store is unavailable")]
+    StoreUnavailable(String),
+}
+
+impl From<crate::audit::NotAudited> for ActionError {
+    fn from(e: crate::audit::NotAudited) -> Self {
+        match e {
+            crate::audit::NotAudited::StoreUnavailable => Self::StoreUnavailable(e.to_string()),
+            crate::audit::NotAudited::Failed => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::GatewayError> for ActionError {
+    fn from(e: crate::GatewayError) -> Self {
+        match e {
+            crate::GatewayError::StoreUnavailable(cause) => Self::StoreUnavailable(cause),
+            e => Self::Internal(e.to_string()),
+        }
+    }
 }
 
 impl ActionError {
@@ -89,6 +110,7 @@ impl ActionError {
             Self::CircuitOpen => "circuit_open",
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
+            Self::StoreUnavailable(_) => "store_unavailable",
         }
     }
 }

@@ -49,11 +49,25 @@ pub enum GatewayError {
     #[error("i/o: {0}")]
     Io(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The store could not be reached, or did not answer, within
+    /// `[store] timeout_ms`: answered `503 store_unavailable`.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("crypto: {0}")]
     Crypto(String),
+}
+
+impl From<sqlx::Error> for GatewayError {
+    fn from(e: sqlx::Error) -> Self {
+        if store::engine::is_unavailable(&e) {
+            Self::StoreUnavailable(e.to_string())
+        } else {
+            Self::Database(e)
+        }
+    }
 }
 
 /// Something that happened in a conversation, pushed to its channels (SSE)
@@ -117,6 +131,8 @@ pub struct Gateway {
     /// Console passwords (Argon2id) and throttling of failed console sign-ins.
     passwords: login::PasswordHasher,
     console_throttle: login::LoginThrottle,
+    /// This process in the store's table of instances, once it serves.
+    instance: tokio::sync::OnceCell<store::Instance>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -145,7 +161,7 @@ impl Gateway {
         std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
         dir.create(&config.server.data_dir)
             .map_err(|e| GatewayError::Io(format!("{}: {e}", config.server.data_dir.display())))?;
-        let store = Store::open(&config.store_url()).await?;
+        let store = Store::connect(&config.store_options()).await?;
         let key = match &config.crypto.token_key {
             Some(source) => Some(source.resolve().map_err(GatewayError::Config)?),
             None => None,
@@ -195,11 +211,41 @@ impl Gateway {
             agents: std::sync::RwLock::default(),
             passwords,
             console_throttle,
+            instance: tokio::sync::OnceCell::new(),
         }))
     }
 
     pub fn router(self: &Arc<Self>) -> axum::Router {
         http::router(self.clone())
+    }
+
+    /// Registers this process as the store's serving instance, or refuses
+    /// when another one is alive on the same store: without `[cluster]`
+    /// the caches and the event bus live in one process's memory, so a
+    /// second one would serve stale agents and miss events. Done once;
+    /// [`Gateway::serve`] calls it too.
+    pub async fn claim_instance(&self) -> Result<(), GatewayError> {
+        self.instance
+            .get_or_try_init(|| async {
+                let me = store::Instance::this_process();
+                self.store.register_instance(&me, now()).await?;
+                let others = self.store.other_live_instances(&me, now()).await?;
+                if let Some(other) = others.first() {
+                    let _ = self.store.deregister_instance(&me).await;
+                    return Err(GatewayError::Config(format!(
+                        "another gateway instance ({}, last heartbeat {} s ago) is serving from this store; \
+                         several instances on one store need a [cluster] section, so that they share caches \
+                         and events. Stop the other one (an instance killed without a clean shutdown counts \
+                         as gone {} s after its last heartbeat)",
+                        other.id,
+                        (now() - other.heartbeat_at).max(0),
+                        store::STALE_AFTER_SECS,
+                    )));
+                }
+                Ok(me)
+            })
+            .await
+            .map(drop)
     }
 
     /// Serves until `shutdown`, then drains in-flight requests and flushes the audit log.
@@ -208,6 +254,8 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        self.claim_instance().await?;
+        let heartbeat = tokio::spawn(heartbeat(self.clone()));
         let sweeper = tokio::spawn(sweep_expired(self.clone()));
         let pruner = tokio::spawn(audit::prune(
             self.store.clone(),
@@ -222,7 +270,13 @@ impl Gateway {
         serving::serve(listener, self.router(), self.config.server.http, shutdown).await;
         sweeper.abort();
         pruner.abort();
+        heartbeat.abort();
         self.flush_audit().await;
+        if let Some(me) = self.instance.get()
+            && let Err(e) = self.store.deregister_instance(me).await
+        {
+            tracing::warn!(error = %e, "could not deregister this instance from the store");
+        }
         self.store.close().await;
         Ok(())
     }
@@ -417,7 +471,7 @@ impl Gateway {
             // The conversation's connection and its customer's (sealed)
             // token: from memory, or one read.
             Ok(()) => match self.store.action_context(conversation).await {
-                Err(e) => return Err(ActionError::Internal(e.to_string())),
+                Err(e) => return Err(ActionError::from(e)),
                 Ok(None) => (String::new(), Err(ActionError::UnknownConversation)),
                 Ok(Some(context)) => (
                     context.connection.clone(),
@@ -454,7 +508,7 @@ impl Gateway {
             self.metrics.refusal(&record.outcome);
             self.audit.refusal(record);
         } else if let Err(e) = self.audit.durable(record).await {
-            return Err(ActionError::Internal(e.to_string()));
+            return Err(ActionError::from(e));
         }
         result
     }
@@ -485,7 +539,7 @@ impl Gateway {
                         self.store
                             .mark_token_rejected(conversation)
                             .await
-                            .map_err(|e| ActionError::Internal(e.to_string()))?;
+                            .map_err(ActionError::from)?;
                         None
                     }
                 }
@@ -604,6 +658,20 @@ impl Gateway {
         // New credentials: whoever signed in with the old ones signs in again.
         self.store.delete_agent_sessions(name).await?;
         Ok(token)
+    }
+}
+
+/// Tells the store every few seconds that this instance is alive. A beat
+/// that fails (the store is down) is logged; the next one tries again.
+async fn heartbeat(gateway: Arc<Gateway>) {
+    let Some(me) = gateway.instance.get() else { return };
+    let mut tick = tokio::time::interval(store::HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = gateway.store.instance_heartbeat(me, now()).await {
+            tracing::warn!(error = %e, "instance heartbeat failed");
+        }
     }
 }
 
