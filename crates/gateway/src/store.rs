@@ -707,6 +707,14 @@ impl Store {
             .await?))
     }
 
+    /// How many migrations the store records as applied (each once).
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn applied_migrations(&self) -> Result<i64, GatewayError> {
+        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await?))
+    }
+
     /// Drops a table, for tests that need the store to fail on purpose.
     #[cfg(any(test, feature = "test-support"))]
     pub async fn drop_table(&self, table: &str) -> Result<(), GatewayError> {
@@ -841,5 +849,150 @@ pub(crate) mod tests {
         store.insert_audit(full).await.unwrap();
         let total = MAX_AUDIT_ROWS + written;
         assert_eq!(store.audit(None, None, i64::MAX).await.unwrap().len(), total);
+    }
+
+    /// Every kind of row, written and read back the same on each engine.
+    async fn fill(store: &Store) -> String {
+        let cnv = store.customer_conversation("cnv_a", "acme", "cust-1", 100).await.unwrap();
+        assert_eq!(cnv, "cnv_a");
+        // The same customer again: the same conversation.
+        assert_eq!(store.customer_conversation("cnv_b", "acme", "cust-1", 101).await.unwrap(), "cnv_a");
+        store.anonymous_conversation("cnv_anon", "acme", 102).await.unwrap();
+        store.insert_session("ses_1", "cnv_anon", "web", false, 102).await.unwrap();
+        store.add_event("cnv_anon", Some("ses_1"), "session_opened", 103).await.unwrap();
+        store.join("ses_1", "cnv_anon", "cnv_a", 104).await.unwrap();
+        store.put_token("cnv_a", b"sealed", Some(10_000), 105).await.unwrap();
+        store.insert_agent("ann", "admin", b"digest-ann", 106).await.unwrap();
+        store.set_agent_password("ann", "$argon2id$hash").await.unwrap();
+        store.insert_console_session(b"cookie", "ann", 107, 5_000).await.unwrap();
+        store.insert_audit(vec![record(1, "first", Some(200)), record(2, "second", None)]).await.unwrap();
+        cnv
+    }
+
+    async fn read_back(store: &Store, cnv: &str) {
+        let (summary, sessions, events) = store.conversation(cnv).await.unwrap().unwrap();
+        assert_eq!((summary.customer_id.as_deref(), summary.channels.clone()), (Some("cust-1"), vec!["web".to_string()]));
+        assert_eq!(sessions.len(), 1);
+        assert!(sessions[0].authenticated);
+        assert_eq!(events[0].kind, "session_opened");
+        // The anonymous conversation went into the customer's.
+        assert!(store.conversation("cnv_anon").await.unwrap().is_none());
+        let listed = store.conversations(10, None).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0.channels, vec!["web".to_string()]);
+        assert!(listed[0].1.as_ref().is_some_and(|t| t.expires_at == Some(10_000) && !t.rejected));
+        let context = store.action_context(cnv).await.unwrap().unwrap();
+        assert_eq!(context.connection, "acme");
+        assert_eq!(context.token.as_ref().unwrap().ciphertext, b"sealed");
+        assert_eq!(store.agent_by_digest(b"digest-ann").await.unwrap(), Some(("ann".into(), "admin".into())));
+        assert_eq!(
+            store.agent_password("ann").await.unwrap(),
+            Some(("admin".into(), Some("$argon2id$hash".into())))
+        );
+        assert_eq!(
+            store.console_session_agent(b"cookie", 200).await.unwrap(),
+            Some(("ann".into(), "admin".into()))
+        );
+        let audit = store.audit(Some("agent second"), None, 10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(store.audit(None, None, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn every_table_reads_back_what_was_written_on_both_engines() {
+        for (_db, store) in each_engine().await {
+            let cnv = fill(&store).await;
+            read_back(&store, &cnv).await;
+            // Tokens: refused, then expired; the sweep reports each once.
+            store.mark_token_rejected(&cnv).await.unwrap();
+            assert!(store.token(&cnv).await.unwrap().unwrap().rejected);
+            store.put_token(&cnv, b"again", Some(500), 300).await.unwrap();
+            assert_eq!(store.expire_tokens(600).await.unwrap(), vec![cnv.clone()]);
+            assert!(store.expire_tokens(600).await.unwrap().is_empty());
+            assert!(store.token(&cnv).await.unwrap().unwrap().ciphertext.is_empty());
+            store.delete_agent_sessions("ann").await.unwrap();
+            assert_eq!(store.console_session_agent(b"cookie", 200).await.unwrap(), None);
+            assert_eq!(store.prune_audit(1_700_000_002).await.unwrap(), 1);
+            assert_eq!(store.audit_rows().await.unwrap(), 1);
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_copies_whole_into_an_empty_one_across_engines() {
+        let mut stores = each_engine().await;
+        let (_pg_db, postgres) = stores.pop().unwrap();
+        let (_sqlite_db, sqlite) = stores.pop().unwrap();
+        let cnv = fill(&sqlite).await;
+        let report = sqlite.copy_into(&postgres).await.unwrap();
+        assert_eq!(
+            report,
+            CopyReport {
+                conversations: 1,
+                sessions: 1,
+                customer_tokens: 1,
+                events: 1,
+                agents: 1,
+                console_sessions: 1,
+                audit: 2,
+            }
+        );
+        read_back(&postgres, &cnv).await;
+        // Not into a store that holds something: nothing is doubled.
+        assert!(sqlite.copy_into(&postgres).await.is_err());
+        // And back again, into a new SQLite store.
+        let back_db = TestDatabase::sqlite().unwrap();
+        let back = Store::open(&back_db.url).await.unwrap();
+        postgres.copy_into(&back).await.unwrap();
+        read_back(&back, &cnv).await;
+    }
+
+    #[tokio::test]
+    async fn a_second_live_instance_is_seen_and_a_stale_one_is_not() {
+        for (_db, store) in each_engine().await {
+            let me = Instance::this_process();
+            store.register_instance(&me, 1000).await.unwrap();
+            assert!(store.other_live_instances(&me, 1000).await.unwrap().is_empty());
+            // Another host's instance, beating.
+            let other = Instance {
+                id: "elsewhere-1".into(),
+                host: "elsewhere".into(),
+                pid: 1,
+            };
+            store.register_instance(&other, 1001).await.unwrap();
+            let live = store.other_live_instances(&me, 1002).await.unwrap();
+            assert_eq!(live.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["elsewhere-1"]);
+            // Three beats missed: gone.
+            assert!(store.other_live_instances(&me, 1001 + STALE_AFTER_SECS + 1).await.unwrap().is_empty());
+            // A process of this host that has ended counts as gone at once.
+            let ended = Instance {
+                id: format!("{}-{}", me.host, u32::MAX),
+                host: me.host.clone(),
+                pid: u32::MAX,
+            };
+            store.register_instance(&ended, 1002).await.unwrap();
+            let live = store.other_live_instances(&me, 1003).await.unwrap();
+            assert_eq!(live.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["elsewhere-1"]);
+            store.deregister_instance(&other).await.unwrap();
+            assert!(store.other_live_instances(&me, 1003).await.unwrap().is_empty());
+        }
+    }
+
+    /// Instances starting together migrate once: sqlx's Postgres migrator
+    /// holds an advisory lock, so the others wait and find nothing to do.
+    #[tokio::test]
+    async fn concurrent_starts_migrate_once() {
+        let db = TestDatabase::postgres().await.unwrap();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { Store::open(&url).await.map(|s| s.engine()) })
+            })
+            .collect();
+        for start in starts {
+            assert_eq!(start.await.unwrap().unwrap(), Engine::Postgres);
+        }
+        let store = Store::open(&db.url).await.unwrap();
+        assert_eq!(store.applied_migrations().await.unwrap(), 1);
     }
 }
