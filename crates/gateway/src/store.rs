@@ -702,17 +702,21 @@ impl Store {
 
     /// The number of audit records kept.
     pub async fn audit_rows(&self) -> Result<i64, GatewayError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM audit")
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM audit")
             .fetch_one(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// How many migrations the store records as applied (each once).
     #[cfg(any(test, feature = "test-support"))]
     pub async fn applied_migrations(&self) -> Result<i64, GatewayError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
             .fetch_one(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// Drops a table, for tests that need the store to fail on purpose.
@@ -800,7 +804,9 @@ pub(crate) mod tests {
         let mut stores = Vec::new();
         for db in [
             TestDatabase::sqlite().unwrap(),
-            TestDatabase::postgres().await.expect("Postgres for tests (DESKBRIDGE_TEST_POSTGRES)"),
+            TestDatabase::postgres()
+                .await
+                .expect("Postgres for tests (DESKBRIDGE_TEST_POSTGRES)"),
         ] {
             let store = Store::open(&db.url).await.unwrap();
             stores.push((db, store));
@@ -853,25 +859,49 @@ pub(crate) mod tests {
 
     /// Every kind of row, written and read back the same on each engine.
     async fn fill(store: &Store) -> String {
-        let cnv = store.customer_conversation("cnv_a", "acme", "cust-1", 100).await.unwrap();
+        let cnv = store
+            .customer_conversation("cnv_a", "acme", "cust-1", 100)
+            .await
+            .unwrap();
         assert_eq!(cnv, "cnv_a");
         // The same customer again: the same conversation.
-        assert_eq!(store.customer_conversation("cnv_b", "acme", "cust-1", 101).await.unwrap(), "cnv_a");
+        assert_eq!(
+            store
+                .customer_conversation("cnv_b", "acme", "cust-1", 101)
+                .await
+                .unwrap(),
+            "cnv_a"
+        );
         store.anonymous_conversation("cnv_anon", "acme", 102).await.unwrap();
-        store.insert_session("ses_1", "cnv_anon", "web", false, 102).await.unwrap();
-        store.add_event("cnv_anon", Some("ses_1"), "session_opened", 103).await.unwrap();
+        store
+            .insert_session("ses_1", "cnv_anon", "web", false, 102)
+            .await
+            .unwrap();
+        store
+            .add_event("cnv_anon", Some("ses_1"), "session_opened", 103)
+            .await
+            .unwrap();
         store.join("ses_1", "cnv_anon", "cnv_a", 104).await.unwrap();
         store.put_token("cnv_a", b"sealed", Some(10_000), 105).await.unwrap();
         store.insert_agent("ann", "admin", b"digest-ann", 106).await.unwrap();
         store.set_agent_password("ann", "$argon2id$hash").await.unwrap();
-        store.insert_console_session(b"cookie", "ann", 107, 5_000).await.unwrap();
-        store.insert_audit(vec![record(1, "first", Some(200)), record(2, "second", None)]).await.unwrap();
+        store
+            .insert_console_session(b"cookie", "ann", 107, 5_000)
+            .await
+            .unwrap();
+        store
+            .insert_audit(vec![record(1, "first", Some(200)), record(2, "second", None)])
+            .await
+            .unwrap();
         cnv
     }
 
     async fn read_back(store: &Store, cnv: &str) {
         let (summary, sessions, events) = store.conversation(cnv).await.unwrap().unwrap();
-        assert_eq!((summary.customer_id.as_deref(), summary.channels.clone()), (Some("cust-1"), vec!["web".to_string()]));
+        assert_eq!(
+            (summary.customer_id.as_deref(), summary.channels.clone()),
+            (Some("cust-1"), vec!["web".to_string()])
+        );
         assert_eq!(sessions.len(), 1);
         assert!(sessions[0].authenticated);
         assert_eq!(events[0].kind, "session_opened");
@@ -880,11 +910,19 @@ pub(crate) mod tests {
         let listed = store.conversations(10, None).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0.channels, vec!["web".to_string()]);
-        assert!(listed[0].1.as_ref().is_some_and(|t| t.expires_at == Some(10_000) && !t.rejected));
+        assert!(
+            listed[0]
+                .1
+                .as_ref()
+                .is_some_and(|t| t.expires_at == Some(10_000) && !t.rejected)
+        );
         let context = store.action_context(cnv).await.unwrap().unwrap();
         assert_eq!(context.connection, "acme");
         assert_eq!(context.token.as_ref().unwrap().ciphertext, b"sealed");
-        assert_eq!(store.agent_by_digest(b"digest-ann").await.unwrap(), Some(("ann".into(), "admin".into())));
+        assert_eq!(
+            store.agent_by_digest(b"digest-ann").await.unwrap(),
+            Some(("ann".into(), "admin".into()))
+        );
         assert_eq!(
             store.agent_password("ann").await.unwrap(),
             Some(("admin".into(), Some("$argon2id$hash".into())))
@@ -963,7 +1001,13 @@ pub(crate) mod tests {
             let live = store.other_live_instances(&me, 1002).await.unwrap();
             assert_eq!(live.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["elsewhere-1"]);
             // Three beats missed: gone.
-            assert!(store.other_live_instances(&me, 1001 + STALE_AFTER_SECS + 1).await.unwrap().is_empty());
+            assert!(
+                store
+                    .other_live_instances(&me, 1001 + STALE_AFTER_SECS + 1)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             // A process of this host that has ended counts as gone at once.
             let ended = Instance {
                 id: format!("{}-{}", me.host, u32::MAX),

@@ -22,7 +22,10 @@ use crate::support::{announced_url, client, deskbridge, gateway_toml};
 fn via(url: &str, addr: SocketAddr) -> String {
     let (scheme, rest) = url.split_once("://").unwrap();
     let (authority, path) = rest.split_once('/').unwrap();
-    let user = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+    let user = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"))
+        .unwrap_or_default();
     format!("{scheme}://{user}{addr}/{path}")
 }
 
@@ -31,7 +34,11 @@ fn server_of(url: &str) -> SocketAddr {
     let rest = url.split_once("://").unwrap().1;
     let authority = rest.split('/').next().unwrap();
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = if host.contains(':') { host.to_string() } else { format!("{host}:5432") };
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    };
     host.replace("localhost", "127.0.0.1").parse().unwrap()
 }
 
@@ -127,7 +134,9 @@ async fn the_main_flow_runs_on_postgres() {
         .unwrap();
     let listed = listing["conversations"].as_array().unwrap();
     assert!(
-        listed.iter().any(|c| c["id"] == conversation.as_str() && c["channels"] == json!(["web"])),
+        listed
+            .iter()
+            .any(|c| c["id"] == conversation.as_str() && c["channels"] == json!(["web"])),
         "{listing}"
     );
     let detail: Value = client()
@@ -161,9 +170,7 @@ async fn an_unreachable_store_answers_503_store_unavailable_and_serving_resumes_
     // Sessions, actions and the console's reads: each a 503 within about
     // the store's timeout (1 s here), never a hang or a 500.
     let started = Instant::now();
-    let r = w
-        .open_session(json!({"channel": "ios", "connection": "acme"}))
-        .await;
+    let r = w.open_session(json!({"channel": "ios", "connection": "acme"})).await;
     expect_problem(r, 503, "store_unavailable").await;
     expect_problem(w.action(&conversation, "getprofile").await, 503, "store_unavailable").await;
     let r = client()
@@ -185,9 +192,7 @@ async fn an_unreachable_store_answers_503_store_unavailable_and_serving_resumes_
         assert!(Instant::now() < deadline, "still {status} after the store returned");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = w
-        .open_session(json!({"channel": "ios", "connection": "acme"}))
-        .await;
+    let r = w.open_session(json!({"channel": "ios", "connection": "acme"})).await;
     assert_eq!(r.status(), 201);
 }
 
@@ -199,8 +204,7 @@ async fn a_second_instance_on_the_same_database_refuses_to_start() {
     // of another process on it refuses, and says what to do.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
-    let toml = gateway_toml(dir.path(), &w.backend, &w.seed)
-        + &format!("\n[store]\nurl = \"{}\"\n", db.url);
+    let toml = gateway_toml(dir.path(), &w.backend, &w.seed) + &format!("\n[store]\nurl = \"{}\"\n", db.url);
     std::fs::write(&file, toml).unwrap();
     let out = deskbridge()
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -209,7 +213,10 @@ async fn a_second_instance_on_the_same_database_refuses_to_start() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("[cluster]") && stderr.contains("another gateway instance"), "{stderr}");
+    assert!(
+        stderr.contains("[cluster]") && stderr.contains("another gateway instance"),
+        "{stderr}"
+    );
 
     // Once the first one has stopped cleanly, the other starts.
     w.gateway.stop().await;
@@ -222,7 +229,10 @@ async fn a_second_instance_on_the_same_database_refuses_to_start() {
             .unwrap(),
     );
     let url = announced_url(&mut second.0);
-    assert_eq!(client().get(format!("{url}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(format!("{url}/readyz")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -232,12 +242,16 @@ async fn store_copy_moves_an_embedded_install_to_postgres() {
     // An embedded install with a conversation, a sealed token and an audit record.
     let conversation = {
         let data_dir = sqlite.dir().unwrap().to_path_buf();
-        let w = world_configured(|_| {}, false, move |toml| {
-            toml.replace(
-                &format!("data_dir = \"{}\"", toml_dir(&toml)),
-                &format!("data_dir = \"{}\"", data_dir.display()),
-            )
-        })
+        let w = world_configured(
+            |_| {},
+            false,
+            move |toml| {
+                toml.replace(
+                    &format!("data_dir = \"{}\"", toml_dir(&toml)),
+                    &format!("data_dir = \"{}\"", data_dir.display()),
+                )
+            },
+        )
         .await;
         let (session, _) = w.customer_session(0, "web").await;
         let conversation = session["conversation_id"].as_str().unwrap().to_string();
@@ -252,7 +266,12 @@ async fn store_copy_moves_an_embedded_install_to_postgres() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (&report["conversations"], &report["customer_tokens"], &report["agents"], &report["audit"]),
+        (
+            &report["conversations"],
+            &report["customer_tokens"],
+            &report["agents"],
+            &report["audit"]
+        ),
         (&json!(1), &json!(1), &json!(1), &json!(1)),
         "{report}"
     );
@@ -292,10 +311,21 @@ fn config_check_connect_says_which_store_failed_and_why_without_its_password() {
     .unwrap();
     let plain = deskbridge().args(["config", "check"]).arg(&file).output().unwrap();
     assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
-    let out = deskbridge().args(["config", "check", "--connect"]).arg(&file).output().unwrap();
+    let out = deskbridge()
+        .args(["config", "check", "--connect"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("store: cannot connect to postgres://deskbridge:****@127.0.0.1:1/deskbridge"), "{said}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("store: cannot connect to postgres://deskbridge:****@127.0.0.1:1/deskbridge"),
+        "{said}"
+    );
     assert!(!said.contains("hunter2secret"), "{said}");
 
     std::fs::write(&file, "[store]\nurl = \"mysql://x\"\n").unwrap();
@@ -310,7 +340,11 @@ async fn store_migrate_runs_the_migrations_alone() {
     let file = dir.path().join("gateway.toml");
     std::fs::write(&file, format!("[store]\nurl = \"{}\"\n", db.url)).unwrap();
     for _ in 0..2 {
-        let out = deskbridge().args(["store", "migrate", "--config"]).arg(&file).output().unwrap();
+        let out = deskbridge()
+            .args(["store", "migrate", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let store = Store::open(&db.url).await.unwrap();

@@ -41,7 +41,8 @@ impl Store {
     pub async fn copy_into(&self, to: &Store) -> Result<CopyReport, GatewayError> {
         if !to.is_empty().await? {
             return Err(GatewayError::Invalid(
-                "the target store already holds conversations, agents or audit records; copy only into a new one".into(),
+                "the target store already holds conversations, agents or audit records; copy only into a new one"
+                    .into(),
             ));
         }
         let conversations: Vec<Conversation> = on_pool!(&self.db, pool => sqlx::query_as(

@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn passwords_never_show() {
         let url = "postgres://deskbridge:s3cr%2Ft@db.example:5432/deskbridge";
-        assert_eq!(redacted_url(url), "postgres://deskbridge:****@db.example:5432/deskbridge");
+        assert_eq!(
+            redacted_url(url),
+            "postgres://deskbridge:****@db.example:5432/deskbridge"
+        );
         assert_eq!(redacted_url("postgres://db.example/x"), "postgres://db.example/x");
         assert_eq!(redacted_url("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
     }
