@@ -72,7 +72,9 @@ pub enum ActionError {
     /// Our own failure (store, decryption): never blamed on the company.
     #[error("the gateway could not complete the request")]
     Internal(String),
-    /// The store did not answer in time: the action was not run.
+    /// The store did not answer in time: for the context read (the
+    /// company was not called) or for the audit record (its answer is
+    /// withheld: no answered action goes unaudited).
     #[error("the gateway's store is unavailable")]
     StoreUnavailable(String),
 }

@@ -956,7 +956,7 @@ struct ActionMeta {
         (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), `api_key_rejected` when the company refused the connection's API key, or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
-        (status = 503, description = "`token_endpoint_error` (unreachable) or `circuit_open`", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`token_endpoint_error` (unreachable), `circuit_open`, or `store_unavailable` (the store did not answer within `[store] timeout_ms`)", body = ProblemBody, content_type = PROBLEM),
         (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
     )
 )]
