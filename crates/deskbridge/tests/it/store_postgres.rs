@@ -200,19 +200,36 @@ async fn an_unreachable_store_answers_503_store_unavailable_and_serving_resumes_
 async fn a_second_instance_on_the_same_database_refuses_to_start() {
     let db = TestDatabase::postgres().await.unwrap();
     let w = world_on(&db.url).await;
+    // Registered before the other process looks (`serve` does this in its
+    // task, which may not have run yet).
+    w.gateway.gateway.claim_instance().await.unwrap();
     // The world's gateway serves from this database; a `deskbridge serve`
     // of another process on it refuses, and says what to do.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
     let toml = gateway_toml(dir.path(), &w.backend, &w.seed) + &format!("\n[store]\nurl = \"{}\"\n", db.url);
     std::fs::write(&file, toml).unwrap();
-    let out = deskbridge()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut refused = Reaped(
+        deskbridge()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Bounded: a `serve` that started after all would otherwise run on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = refused.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second instance did not refuse to start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.0.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(
         stderr.contains("[cluster]") && stderr.contains("another gateway instance"),
         "{stderr}"
