@@ -161,6 +161,12 @@ pub(crate) async fn store(command: StoreCommand) -> anyhow::Result<()> {
                     .validate()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", redacted_url(url)))?;
             }
+            // SQLite would create a missing file and copy nothing from it.
+            if let Some(path) = from.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+                && !Path::new(path).exists()
+            {
+                bail!("{from}: no such database file");
+            }
             let source = Store::open(&from).await?;
             let target = Store::open(&to).await?;
             let copied = source.copy_into(&target).await;

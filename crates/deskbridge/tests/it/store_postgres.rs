@@ -305,6 +305,14 @@ async fn store_copy_moves_an_embedded_install_to_postgres() {
         .output()
         .unwrap();
     assert!(!again.status.success());
+    // A mistyped source is no empty store to copy.
+    let missing = format!("sqlite://{}/nothing-here.db", sqlite.dir().unwrap().display());
+    let out = deskbridge()
+        .args(["store", "copy", "--from", &missing, "--to", &postgres.url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such database file"));
 }
 
 /// The `data_dir` a gateway configuration names.
