@@ -74,6 +74,11 @@ pub enum ActionError {
     /// Our own failure (store, decryption): never blamed on the company.
     #[error("the gateway could not complete the request")]
     Internal(String),
+    /// The store did not answer in time: for the context read (the
+    /// company was not called) or for the audit record (its answer is
+    /// withheld: no answered action goes unaudited).
+    #[error("the gateway's store is unavailable")]
+    StoreUnavailable(String),
 }
 
 impl ActionError {
@@ -91,6 +96,7 @@ impl ActionError {
             Self::CircuitOpen => "circuit_open",
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
+            Self::StoreUnavailable(_) => "store_unavailable",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `deskbridge serve`, `deskbridge config check` and `deskbridge agent add`:
-//! the platform side.
+//! `deskbridge serve`, `deskbridge config check`, `deskbridge agent add`
+//! and `deskbridge store …`: the platform side.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use gateway::store::{Store, StoreOptions, redacted_url};
 use gateway::{Gateway, GatewayConfig};
 
 #[derive(Args)]
@@ -22,7 +23,34 @@ pub(crate) struct ServeArgs {
 #[derive(Subcommand)]
 pub(crate) enum ConfigCommand {
     /// Report every problem in a gateway configuration, with its key path.
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Also connect to the store and say whether that worked, and if
+        /// not, why (never printing its password).
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Bring the store's schema up to date and exit (`serve` does this at
+    /// start too, under a database lock).
+    Migrate {
+        #[arg(long, env = "DESKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Copy everything a store holds (conversations, sessions, sealed
+    /// customer tokens, events, agents, console sign-ins, audit) into a new,
+    /// empty one: e.g. an embedded SQLite install to Postgres.
+    Copy {
+        /// The store to read, e.g. sqlite://deskbridge-data/gateway.db
+        #[arg(long)]
+        from: String,
+        /// The store to fill (migrated first; must be empty), e.g. postgres://deskbridge@db/deskbridge
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +98,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     // Every expiry decision of the gateway reads this clock.
     let gateway = Gateway::open_with_clock(config, std::sync::Arc::new(clock::SystemClock)).await?;
+    gateway.claim_instance().await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "deskbridge gateway listening on http://{address}")?;
     out.flush()?;
@@ -78,8 +107,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
-    let ConfigCommand::Check { file } = command;
+pub(crate) async fn config(command: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check { file, connect } = command;
     let config = load(&file)?;
     let problems = config.check();
     let mut out = std::io::stdout().lock();
@@ -90,7 +119,70 @@ pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
     if fatal > 0 {
         bail!("{fatal} problem(s) in {}", file.display());
     }
-    writeln!(out, "{}: ok", file.display())?;
+    drop(out);
+    if connect {
+        check_store(&config.store_options()).await?;
+    }
+    writeln!(std::io::stdout().lock(), "{}: ok", file.display())?;
+    Ok(())
+}
+
+/// Connects to the store (without migrating it) and asks it a question.
+async fn check_store(options: &StoreOptions) -> anyhow::Result<()> {
+    let shown = redacted_url(&options.url);
+    let reached = async {
+        let store = Store::connect_unmigrated(options).await?;
+        let answered = store.ping().await;
+        store.close().await;
+        Ok::<_, gateway::GatewayError>(answered)
+    }
+    .await;
+    match reached {
+        Ok(true) => {
+            writeln!(std::io::stdout().lock(), "store: reached {shown}")?;
+            Ok(())
+        }
+        Ok(false) => bail!("store: {shown} accepted a connection but did not answer"),
+        Err(e) => bail!(
+            "store: cannot connect to {shown}: {}",
+            gateway::store::engine::redact(&e.to_string(), &options.url)
+        ),
+    }
+}
+
+pub(crate) async fn store(command: StoreCommand) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Migrate { config } => {
+            let options = load(&config)?.store_options();
+            let store = Store::connect(&options).await?;
+            store.close().await;
+            writeln!(
+                std::io::stdout().lock(),
+                "store: {} is up to date",
+                redacted_url(&options.url)
+            )?;
+        }
+        StoreCommand::Copy { from, to } => {
+            for url in [&from, &to] {
+                StoreOptions::new(url.as_str())
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", redacted_url(url)))?;
+            }
+            // SQLite would create a missing file and copy nothing from it.
+            if let Some(path) = from.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+                && !Path::new(path).exists()
+            {
+                bail!("{from}: no such database file");
+            }
+            let source = Store::open(&from).await?;
+            let target = Store::open(&to).await?;
+            let copied = source.copy_into(&target).await;
+            source.close().await;
+            target.close().await;
+            let report = copied?;
+            writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&report)?)?;
+        }
+    }
     Ok(())
 }
 

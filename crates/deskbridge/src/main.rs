@@ -41,6 +41,9 @@ enum Command {
     /// Agents of the gateway.
     #[command(subcommand)]
     Agent(gateway_cmd::AgentCommand),
+    /// The gateway's store: migrate it, or copy it to another.
+    #[command(subcommand)]
+    Store(gateway_cmd::StoreCommand),
     /// Check a company backend against the contract: pass, warn or fail per
     /// rule (exit 0 all pass, 1 a rule failed, 2 the check could not run).
     Check(check_cmd::CheckArgs),
@@ -77,7 +80,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo_cmd::run(args).await,
             Command::Backend(args) => backend_cmd::run(args).await,
             Command::Serve(args) => gateway_cmd::serve(args).await,
-            Command::Config(command) => gateway_cmd::config(command),
+            Command::Config(command) => gateway_cmd::config(command).await,
+            Command::Store(command) => gateway_cmd::store(command).await,
             Command::Agent(command) => gateway_cmd::agent(command).await,
             // Has its own exit statuses; run above.
             Command::Check(_) => Ok(()),

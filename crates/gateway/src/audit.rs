@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::GatewayError;
 use crate::metrics::Metrics;
 use crate::store::{AuditRecord, MAX_AUDIT_ROWS, Store};
 
@@ -63,14 +64,20 @@ pub(crate) fn is_repeatable_refusal(outcome: &str) -> bool {
 }
 
 /// The record could not be made durable; the action's answer must not go out.
-#[derive(Debug, thiserror::Error)]
-#[error("the audit record could not be written")]
-pub struct NotAudited;
+/// Why a durable record is not in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAudited {
+    #[error("the audit record could not be written")]
+    Failed,
+    /// The store did not answer in time (`503 store_unavailable`).
+    #[error("the audit record could not be written: the store is unavailable")]
+    StoreUnavailable,
+}
 
 /// What a waiting request hears.
 enum Turn {
     /// Its record's batch was committed (`true`) or could not be (`false`).
-    Written(bool),
+    Written(Result<(), NotAudited>),
     /// The commit before it is done: it now leads the next one.
     Lead,
 }
@@ -139,7 +146,7 @@ impl AuditTrail {
             if group.closed {
                 drop(group);
                 self.metrics.audit_dropped("closed", 1);
-                return Err(NotAudited);
+                return Err(NotAudited::Failed);
             }
             group.waiting.push((record, Some(tx)));
             !std::mem::replace(&mut group.committing, true)
@@ -147,25 +154,21 @@ impl AuditTrail {
         if !lead {
             let mut waiting = Waiting { trail: self, turn: rx };
             match (&mut waiting.turn).await {
-                Ok(Turn::Written(true)) => return Ok(()),
-                Ok(Turn::Written(false)) | Err(_) => return Err(NotAudited),
+                Ok(Turn::Written(written)) => return written,
+                Err(_) => return Err(NotAudited::Failed),
                 Ok(Turn::Lead) => {}
             }
         }
         // Leading: the record is among what waits, so it is written now.
-        if Leading(self).commit().await {
-            Ok(())
-        } else {
-            Err(NotAudited)
-        }
+        Leading(self).commit().await
     }
 
     /// Commits everything that waits (the leader's own record among it),
-    /// one statement per `MAX_AUDIT_ROWS`, and answers each waiter; true if
-    /// all of it was written.
-    async fn commit_waiting(&self) -> bool {
+    /// one statement per `MAX_AUDIT_ROWS`, and answers each waiter; `Ok`
+    /// if all of it was written.
+    async fn commit_waiting(&self) -> Result<(), NotAudited> {
         let mut batch = std::mem::take(&mut self.group().waiting);
-        let mut all_written = true;
+        let mut all_written = Ok(());
         while !batch.is_empty() {
             let rest = batch.split_off(batch.len().min(MAX_AUDIT_ROWS));
             let (records, waiters): (Vec<_>, Vec<_>) = std::mem::replace(&mut batch, rest).into_iter().unzip();
@@ -173,7 +176,7 @@ impl AuditTrail {
             for waiter in waiters.into_iter().flatten() {
                 let _ = waiter.send(Turn::Written(written));
             }
-            all_written &= written;
+            all_written = all_written.and(written);
         }
         all_written
     }
@@ -222,7 +225,7 @@ impl AuditTrail {
                 }
             };
             if lead {
-                Leading(self).commit().await;
+                let _ = Leading(self).commit().await;
             } else {
                 idle.await;
             }
@@ -254,7 +257,7 @@ impl Drop for Waiting<'_> {
 struct Leading<'a>(&'a AuditTrail);
 
 impl Leading<'_> {
-    async fn commit(&self) -> bool {
+    async fn commit(&self) -> Result<(), NotAudited> {
         self.0.commit_waiting().await
     }
 }
@@ -316,27 +319,30 @@ async fn count_refusals(
             },
             _ = window_ends.tick() => {}
         }
-        insert(&store, &metrics, refusals.take()).await;
+        let _ = insert(&store, &metrics, refusals.take()).await;
     }
-    insert(&store, &metrics, refusals.take()).await;
+    let _ = insert(&store, &metrics, refusals.take()).await;
 }
 
 /// Writes `records` as one statement; says whether they were written.
-async fn insert(store: &Store, metrics: &Metrics, records: Vec<AuditRecord>) -> bool {
+async fn insert(store: &Store, metrics: &Metrics, records: Vec<AuditRecord>) -> Result<(), NotAudited> {
     if records.is_empty() {
-        return true;
+        return Ok(());
     }
     let count = records.len();
     match store.insert_audit(records).await {
         Ok(()) => {
             metrics.audit_written.inc_by(count as u64);
             metrics.audit_rows.inc_by(count as i64);
-            true
+            Ok(())
         }
         Err(e) => {
             tracing::error!(error = %e, count, "could not write audit records");
             metrics.audit_dropped("write_failed", count);
-            false
+            Err(match e {
+                GatewayError::StoreUnavailable(_) => NotAudited::StoreUnavailable,
+                _ => NotAudited::Failed,
+            })
         }
     }
 }
@@ -381,7 +387,7 @@ mod tests {
             trail.durable(record(i, "a", Some(200))).await.unwrap();
             assert_eq!(store.audit(None, None, 10).await.unwrap().len(), i as usize + 1);
         }
-        sqlx::query("DROP TABLE audit").execute(&store.pool).await.unwrap();
+        store.drop_table("audit").await.unwrap();
         assert!(trail.durable(record(3, "b", None)).await.is_err());
         trail.flush().await;
         assert!(trail.durable(record(4, "c", None)).await.is_err());

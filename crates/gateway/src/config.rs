@@ -55,20 +55,6 @@ fn default_key_prefix() -> String {
     "deskbridge:".into()
 }
 
-impl ClusterConfig {
-    /// This instance's name: configured, or `<host>-<pid>`.
-    pub fn instance_id(&self) -> String {
-        self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "gateway".into());
-            format!("{host}-{}", std::process::id())
-        })
-    }
-}
-
 /// The agent console at `/console`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,11 +97,27 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://path`; defaults to `<data_dir>/gateway.db`.
+    /// `sqlite://path` or `postgres://user@host:port/database`; defaults to
+    /// `sqlite://<data_dir>/gateway.db`.
     pub url: Option<String>,
+    /// The most connections to a Postgres store (SQLite keeps at most 4).
+    pub max_connections: u32,
+    /// How long a request waits for a connection, and the longest a Postgres
+    /// statement runs, before the store counts as unavailable (`503`).
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            timeout_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -177,6 +179,15 @@ impl GatewayConfig {
             .url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("gateway.db").display()))
+    }
+
+    /// How to reach the store.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            url: self.store_url(),
+            max_connections: self.store.max_connections,
+            timeout: std::time::Duration::from_millis(self.store.timeout_ms),
+        }
     }
 
     /// Every problem, fatal or not.
@@ -251,10 +262,16 @@ impl GatewayConfig {
         for (key, problem) in self.limits.problems(self.server.http.max_connections) {
             fail(format!("limits.{key}"), problem);
         }
-        if let Some(url) = &self.store.url
-            && !url.starts_with("sqlite:")
+        if self.store.url.is_some()
+            && let Err(problem) = self.store_options().validate()
         {
-            fail("store.url".into(), "only sqlite:// stores are supported so far".into());
+            fail("store.url".into(), problem);
+        }
+        if !(1..=1000).contains(&self.store.max_connections) {
+            fail("store.max_connections".into(), "must be between 1 and 1000".into());
+        }
+        if !(100..=600_000).contains(&self.store.timeout_ms) {
+            fail("store.timeout_ms".into(), "must be between 100 and 600000".into());
         }
         check_connections(&self.connections, &mut fail, &mut warnings);
         let mut channel_names = HashSet::new();

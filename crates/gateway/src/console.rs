@@ -14,12 +14,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::http::{Body, Problem};
-use crate::store::Store;
 use crate::vault::random_id;
 use crate::{Gateway, GatewayError, agent_token_digest};
 
@@ -393,91 +391,6 @@ impl Gateway {
             .await
             .map_err(|e| GatewayError::Crypto(e.to_string()))?;
         self.store.set_agent_password(name, &hash).await
-    }
-}
-
-impl Store {
-    /// (role, password hash) of an agent.
-    pub async fn agent_password(&self, name: &str) -> Result<Option<(String, Option<String>)>, GatewayError> {
-        let row = sqlx::query("SELECT role, password_hash FROM agents WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
-    pub async fn set_agent_password(&self, name: &str, hash: &str) -> Result<(), GatewayError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE agents SET password_hash = ? WHERE name = ?")
-            .bind(hash)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() == 0 {
-            return Err(GatewayError::Invalid(format!("no agent named {name:?}")));
-        }
-        sqlx::query("DELETE FROM console_sessions WHERE agent = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn insert_console_session(
-        &self,
-        digest: &[u8],
-        agent: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<(), GatewayError> {
-        // Sign-ins are rare: sweeping expired sessions here keeps the table small.
-        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("INSERT INTO console_sessions (digest, agent, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(digest)
-            .bind(agent)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// (name, role) of the agent of a session that has not expired.
-    pub async fn console_session_agent(
-        &self,
-        digest: &[u8],
-        now: i64,
-    ) -> Result<Option<(String, String)>, GatewayError> {
-        let row = sqlx::query(
-            "SELECT a.name, a.role FROM console_sessions s JOIN agents a ON a.name = s.agent
-             WHERE s.digest = ? AND s.expires_at > ?",
-        )
-        .bind(digest)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
-    pub async fn delete_console_session(&self, digest: &[u8]) -> Result<(), GatewayError> {
-        sqlx::query("DELETE FROM console_sessions WHERE digest = ?")
-            .bind(digest)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Ends every console session of an agent (its credentials changed).
-    pub async fn delete_agent_sessions(&self, name: &str) -> Result<(), GatewayError> {
-        sqlx::query("DELETE FROM console_sessions WHERE agent = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }
 

@@ -239,6 +239,17 @@ impl Problem {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail).retry_after(wait.0)
     }
 
+    /// The store did not answer within `[store] timeout_ms`: worth a retry.
+    fn store_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "the store is unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the gateway's store is unavailable; retry shortly",
+        )
+        .retry_after(1)
+    }
+
     fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");
         Self::new(
@@ -291,7 +302,10 @@ impl IntoResponse for Problem {
 
 impl From<crate::GatewayError> for Problem {
     fn from(e: crate::GatewayError) -> Self {
-        Self::internal(e)
+        match e {
+            crate::GatewayError::StoreUnavailable(cause) => Self::store_unavailable(cause),
+            e => Self::internal(e),
+        }
     }
 }
 
@@ -308,6 +322,9 @@ impl From<IntakeError> for Problem {
             IntakeError::Identity(I::KeysUnavailable(_)) => (StatusCode::BAD_GATEWAY, "identity_provider_unavailable"),
             IntakeError::MissingToken | IntakeError::MissingCustomerId => (StatusCode::BAD_REQUEST, "invalid_request"),
             IntakeError::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
+            IntakeError::Internal(crate::GatewayError::StoreUnavailable(cause)) => {
+                return Self::store_unavailable(cause);
+            }
             IntakeError::Internal(inner) => return Self::internal(inner),
         };
         Self::new(status, slug, e.to_string())
@@ -886,6 +903,7 @@ fn action_problem(e: &ActionError) -> Problem {
         ActionError::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
         ActionError::RateLimited(wait) => return Problem::rate_limited(*wait, &e.to_string()),
         ActionError::Internal(cause) => return Problem::internal(cause),
+        ActionError::StoreUnavailable(cause) => return Problem::store_unavailable(cause),
     };
     let mut problem = Problem::new(status, slug, e.to_string());
     match e {
@@ -939,7 +957,7 @@ struct ActionMeta {
         (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), `api_key_rejected` when the company refused the connection's API key, or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
-        (status = 503, description = "`token_endpoint_error` (unreachable) or `circuit_open`", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`token_endpoint_error` (unreachable), `circuit_open`, or `store_unavailable` (the store did not answer within `[store] timeout_ms`)", body = ProblemBody, content_type = PROBLEM),
         (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
     )
 )]

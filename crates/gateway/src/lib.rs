@@ -52,11 +52,43 @@ pub enum GatewayError {
     #[error("i/o: {0}")]
     Io(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The store could not be reached, or did not answer, within
+    /// `[store] timeout_ms`: answered `503 store_unavailable`.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("crypto: {0}")]
     Crypto(String),
+}
+
+impl From<sqlx::Error> for GatewayError {
+    fn from(e: sqlx::Error) -> Self {
+        if store::engine::is_unavailable(&e) {
+            Self::StoreUnavailable(e.to_string())
+        } else {
+            Self::Database(e)
+        }
+    }
+}
+
+impl From<audit::NotAudited> for ActionError {
+    fn from(e: audit::NotAudited) -> Self {
+        match e {
+            audit::NotAudited::StoreUnavailable => Self::StoreUnavailable(e.to_string()),
+            audit::NotAudited::Failed => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<GatewayError> for ActionError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::StoreUnavailable(cause) => Self::StoreUnavailable(cause),
+            e => Self::Internal(e.to_string()),
+        }
+    }
 }
 
 /// Something that happened in a conversation, pushed to its channels (SSE)
@@ -147,6 +179,8 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     /// What this instance tells the others and takes from them.
     coordination: Coordination,
+    /// This process in the store's table of instances, once it serves.
+    instance: tokio::sync::OnceCell<store::Instance>,
 }
 
 impl Gateway {
@@ -176,7 +210,7 @@ impl Gateway {
         std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
         dir.create(&config.server.data_dir)
             .map_err(|e| GatewayError::Io(format!("{}: {e}", config.server.data_dir.display())))?;
-        let store = Store::open(&config.store_url()).await?;
+        let store = Store::connect(&config.store_options()).await?;
         let key = match &config.crypto.token_key {
             Some(source) => Some(source.resolve().map_err(GatewayError::Config)?),
             None => None,
@@ -187,8 +221,15 @@ impl Gateway {
             Some(cluster) => {
                 let url = cluster.redis_url.resolve().map_err(GatewayError::Config)?;
                 Coordination::shared(
-                    cluster::Cluster::connect(url.expose_secret(), &cluster.key_prefix, &cluster.instance_id())
-                        .map_err(|e| GatewayError::Config(e.to_string()))?,
+                    cluster::Cluster::connect(
+                        url.expose_secret(),
+                        &cluster.key_prefix,
+                        &cluster
+                            .instance_id
+                            .clone()
+                            .unwrap_or_else(|| store::Instance::this_process().id),
+                    )
+                    .map_err(|e| GatewayError::Config(e.to_string()))?,
                 )
             }
         };
@@ -253,6 +294,7 @@ impl Gateway {
             console_throttle,
             clock,
             coordination,
+            instance: tokio::sync::OnceCell::new(),
         });
         Coordination::start(&gateway);
         Ok(gateway)
@@ -290,12 +332,50 @@ impl Gateway {
         http::router(self.clone())
     }
 
+    /// Registers this process as the store's serving instance, or refuses
+    /// when another one is alive on the same store: without `[cluster]`
+    /// the caches and the event bus live in one process's memory, so a
+    /// second one would serve stale agents and miss events. Done once;
+    /// [`Gateway::serve`] calls it too.
+    pub async fn claim_instance(&self) -> Result<(), GatewayError> {
+        self.instance
+            .get_or_try_init(|| async {
+                let mut me = store::Instance::this_process();
+                if let Some(cluster) = &self.coordination.cluster() {
+                    // Instances of a cluster share caches and events: each
+                    // registers (for the operator to see), none refuses.
+                    me.id = cluster.instance().to_string();
+                    self.store.register_instance(&me, self.now()).await?;
+                    return Ok(me);
+                }
+                self.store.register_instance(&me, self.now()).await?;
+                let others = self.store.other_live_instances(&me, self.now()).await?;
+                if let Some(other) = others.first() {
+                    let _ = self.store.deregister_instance(&me).await;
+                    return Err(GatewayError::Config(format!(
+                        "another gateway instance ({}, last heartbeat {} s ago) is serving from this store; \
+                         several instances on one store need a [cluster] section, so that they share caches \
+                         and events. Stop the other one (an instance killed without a clean shutdown counts \
+                         as gone {} s after its last heartbeat)",
+                        other.id,
+                        (self.now() - other.heartbeat_at).max(0),
+                        store::STALE_AFTER_SECS,
+                    )));
+                }
+                Ok(me)
+            })
+            .await
+            .map(drop)
+    }
+
     /// Serves until `shutdown`, then drains in-flight requests and flushes the audit log.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        self.claim_instance().await?;
+        let heartbeat = tokio::spawn(heartbeat(self.clone()));
         let sweeper = tokio::spawn(sweep_expired(self.clone()));
         let pruner = tokio::spawn(audit::prune(
             self.store.clone(),
@@ -311,7 +391,13 @@ impl Gateway {
         serving::serve(listener, self.router(), self.config.server.http, shutdown).await;
         sweeper.abort();
         pruner.abort();
+        heartbeat.abort();
         self.flush_audit().await;
+        if let Some(me) = self.instance.get()
+            && let Err(e) = self.store.deregister_instance(me).await
+        {
+            tracing::warn!(error = %e, "could not deregister this instance from the store");
+        }
         self.store.close().await;
         Ok(())
     }
@@ -516,7 +602,7 @@ impl Gateway {
             // The conversation's connection and its customer's (sealed)
             // token: from memory, or one read.
             Ok(()) => match self.store.action_context(conversation).await {
-                Err(e) => return Err(ActionError::Internal(e.to_string())),
+                Err(e) => return Err(ActionError::from(e)),
                 Ok(None) => (String::new(), Err(ActionError::UnknownConversation)),
                 Ok(Some(context)) => (
                     context.connection.clone(),
@@ -553,7 +639,7 @@ impl Gateway {
             self.metrics.refusal(&record.outcome);
             self.audit.refusal(record);
         } else if let Err(e) = self.audit.durable(record).await {
-            return Err(ActionError::Internal(e.to_string()));
+            return Err(ActionError::from(e));
         }
         result
     }
@@ -584,7 +670,7 @@ impl Gateway {
                         self.store
                             .mark_token_rejected(conversation)
                             .await
-                            .map_err(|e| ActionError::Internal(e.to_string()))?;
+                            .map_err(ActionError::from)?;
                         None
                     }
                 }
@@ -724,6 +810,20 @@ impl Gateway {
         if let Err(e) = self.coordination.announce(signal).await {
             // The others forget it within their agent cache's lifetime.
             tracing::warn!(error = %e, agent = name, "the other instances could not be told of a changed agent");
+        }
+    }
+}
+
+/// Tells the store every few seconds that this instance is alive. A beat
+/// that fails (the store is down) is logged; the next one tries again.
+async fn heartbeat(gateway: Arc<Gateway>) {
+    let Some(me) = gateway.instance.get() else { return };
+    let mut tick = tokio::time::interval(store::HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = gateway.store.instance_heartbeat(me, gateway.now()).await {
+            tracing::warn!(error = %e, "instance heartbeat failed");
         }
     }
 }

@@ -1,28 +1,36 @@
 //! Persistence of conversations, sessions, encrypted customer tokens,
-//! events, agents and the audit log: SQLite through sqlx, WAL mode.
+//! events, agents, console sign-ins, the audit log and the running
+//! instances: the only place with SQL. SQLite (WAL mode) by default, or
+//! PostgreSQL; see [`engine`].
 
 mod contexts;
+mod copy;
+pub mod engine;
+mod instances;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 use utoipa::ToSchema;
 
 pub use self::contexts::ActionContext;
 use self::contexts::{ChangeHook, ContextCache};
+pub use self::copy::CopyReport;
+use self::engine::{Db, on_pool};
+pub use self::engine::{Engine, StoreOptions, redacted_url};
+pub use self::instances::{HEARTBEAT, Instance, InstanceRow, STALE_AFTER_SECS};
 use crate::GatewayError;
 
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    db: Db,
     /// The audit writer's own connection: an agent's answer waits for its
     /// audit record, so that write must not queue behind channel traffic
     /// for the shared pool's connections.
-    audit_pool: SqlitePool,
+    audit_db: Db,
     /// Action contexts read recently; see [`contexts`].
     contexts: Arc<ContextCache>,
 }
@@ -84,41 +92,48 @@ pub struct AuditRecord {
 }
 
 impl Store {
+    /// Opens the store at `url` with the default pool size and timeout, and
+    /// brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, GatewayError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        // No liveness ping before each use: the database is a local file,
-        // and sqlx's ping is one more round trip to the connection's
-        // worker thread on every query (an action's audit write included).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let audit_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
+        Self::connect(&StoreOptions::new(url)).await
+    }
+
+    /// Connects as `options` say and migrates.
+    pub async fn connect(options: &StoreOptions) -> Result<Self, GatewayError> {
+        let store = Self::connect_unmigrated(options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (`config check --connect`).
+    pub async fn connect_unmigrated(options: &StoreOptions) -> Result<Self, GatewayError> {
+        let (db, audit_db) = engine::connect(options).await?;
         Ok(Self {
-            pool,
-            audit_pool,
+            db,
+            audit_db,
             contexts: Arc::default(),
         })
     }
 
+    /// Applies the migrations not applied yet, under the database's lock.
+    pub async fn migrate(&self) -> Result<(), GatewayError> {
+        engine::migrate(&self.db).await
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.db {
+            Db::Sqlite(_) => Engine::Sqlite,
+            Db::Postgres(_) => Engine::Postgres,
+        }
+    }
+
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.audit_pool.close().await;
+        on_pool!(&self.db, pool => pool.close().await);
+        on_pool!(&self.audit_db, pool => pool.close().await);
     }
 
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        on_pool!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
     }
 
     /// The customer's one conversation on this connection, created on first sight.
@@ -129,33 +144,36 @@ impl Store {
         customer_key: &str,
         now: i64,
     ) -> Result<String, GatewayError> {
-        sqlx::query(
-            "INSERT INTO conversations (id, connection, customer_key, created_at, last_activity_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT(connection, customer_key) DO UPDATE SET last_activity_at = excluded.last_activity_at",
-        )
-        .bind(id_if_new)
-        .bind(connection)
-        .bind(customer_key)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query("SELECT id FROM conversations WHERE connection = ? AND customer_key = ?")
+        on_pool!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO conversations (id, connection, customer_key, created_at, last_activity_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT(connection, customer_key) DO UPDATE SET last_activity_at = excluded.last_activity_at",
+            )
+            .bind(id_if_new)
             .bind(connection)
             .bind(customer_key)
-            .fetch_one(&self.pool)
+            .bind(now)
+            .bind(now)
+            .execute(pool)
             .await?;
-        Ok(row.get(0))
+            let row = sqlx::query("SELECT id FROM conversations WHERE connection = $1 AND customer_key = $2")
+                .bind(connection)
+                .bind(customer_key)
+                .fetch_one(pool)
+                .await?;
+            Ok(row.get(0))
+        })
     }
 
     pub async fn anonymous_conversation(&self, id: &str, connection: &str, now: i64) -> Result<(), GatewayError> {
-        sqlx::query("INSERT INTO conversations (id, connection, customer_key, created_at, last_activity_at) VALUES (?, ?, NULL, ?, ?)")
+        on_pool!(&self.db, pool => sqlx::query("INSERT INTO conversations (id, connection, customer_key, created_at, last_activity_at) VALUES ($1, $2, NULL, $3, $4)")
             .bind(id)
             .bind(connection)
             .bind(now)
             .bind(now)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await
+            .map(drop)?);
         Ok(())
     }
 
@@ -167,29 +185,32 @@ impl Store {
         authenticated: bool,
         now: i64,
     ) -> Result<(), GatewayError> {
-        sqlx::query(
-            "INSERT INTO sessions (id, conversation_id, channel, authenticated, created_at) VALUES (?, ?, ?, ?, ?)",
+        on_pool!(&self.db, pool => sqlx::query(
+            "INSERT INTO sessions (id, conversation_id, channel, authenticated, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(conversation_id)
         .bind(channel)
         .bind(authenticated)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+            .map(drop)?);
         Ok(())
     }
 
     /// (conversation id, channel, connection, customer key) of a session.
     pub async fn session(&self, id: &str) -> Result<Option<(String, String, String, Option<String>)>, GatewayError> {
-        let row = sqlx::query(
-            "SELECT s.conversation_id, s.channel, c.connection, c.customer_key
-             FROM sessions s JOIN conversations c ON c.id = s.conversation_id WHERE s.id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT s.conversation_id, s.channel, c.connection, c.customer_key
+                 FROM sessions s JOIN conversations c ON c.id = s.conversation_id WHERE s.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+        })
     }
 
     /// Moves a session (and, when it was anonymous, its whole conversation's
@@ -204,46 +225,48 @@ impl Store {
     }
 
     async fn join_tx(&self, session_id: &str, from: &str, into: &str, now: i64) -> Result<(), GatewayError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE sessions SET authenticated = 1 WHERE id = ?")
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
-        if from != into {
-            let anonymous: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT customer_key FROM conversations WHERE id = ?")
-                    .bind(from)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if matches!(anonymous, Some((None,))) {
-                for statement in [
-                    "UPDATE sessions SET conversation_id = ? WHERE conversation_id = ?",
-                    "UPDATE events SET conversation_id = ? WHERE conversation_id = ?",
-                ] {
-                    sqlx::query(statement).bind(into).bind(from).execute(&mut *tx).await?;
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE sessions SET authenticated = TRUE WHERE id = $1")
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+            if from != into {
+                let anonymous: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT customer_key FROM conversations WHERE id = $1")
+                        .bind(from)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if matches!(anonymous, Some((None,))) {
+                    for statement in [
+                        "UPDATE sessions SET conversation_id = $1 WHERE conversation_id = $2",
+                        "UPDATE events SET conversation_id = $1 WHERE conversation_id = $2",
+                    ] {
+                        sqlx::query(statement).bind(into).bind(from).execute(&mut *tx).await?;
+                    }
+                    sqlx::query("DELETE FROM customer_tokens WHERE conversation_id = $1")
+                        .bind(from)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM conversations WHERE id = $1")
+                        .bind(from)
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    sqlx::query("UPDATE sessions SET conversation_id = $1 WHERE id = $2")
+                        .bind(into)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                sqlx::query("DELETE FROM customer_tokens WHERE conversation_id = ?")
-                    .bind(from)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM conversations WHERE id = ?")
-                    .bind(from)
-                    .execute(&mut *tx)
-                    .await?;
-            } else {
-                sqlx::query("UPDATE sessions SET conversation_id = ? WHERE id = ?")
-                    .bind(into)
-                    .bind(session_id)
-                    .execute(&mut *tx)
-                    .await?;
             }
-        }
-        sqlx::query("UPDATE conversations SET last_activity_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(into)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            sqlx::query("UPDATE conversations SET last_activity_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(into)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -254,32 +277,35 @@ impl Store {
         expires_at: Option<i64>,
         now: i64,
     ) -> Result<(), GatewayError> {
-        let stored = sqlx::query(
-            "INSERT INTO customer_tokens (conversation_id, ciphertext, expires_at, rejected, updated_at) VALUES (?, ?, ?, 0, ?)
+        let stored = on_pool!(&self.db, pool => sqlx::query(
+            "INSERT INTO customer_tokens (conversation_id, ciphertext, expires_at, rejected, updated_at) VALUES ($1, $2, $3, FALSE, $4)
              ON CONFLICT(conversation_id) DO UPDATE SET ciphertext = excluded.ciphertext,
-                 expires_at = excluded.expires_at, rejected = 0, updated_at = excluded.updated_at",
+                 expires_at = excluded.expires_at, rejected = FALSE, updated_at = excluded.updated_at",
         )
         .bind(conversation_id)
         .bind(ciphertext)
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
-        .await;
+        .execute(pool)
+        .await
+        .map(drop));
         self.contexts.invalidate(conversation_id);
         stored?;
         Ok(())
     }
 
     pub async fn token(&self, conversation_id: &str) -> Result<Option<StoredToken>, GatewayError> {
-        let row = sqlx::query("SELECT ciphertext, expires_at, rejected FROM customer_tokens WHERE conversation_id = ?")
-            .bind(conversation_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| StoredToken {
-            ciphertext: r.get(0),
-            expires_at: r.get(1),
-            rejected: r.get(2),
-        }))
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query("SELECT ciphertext, expires_at, rejected FROM customer_tokens WHERE conversation_id = $1")
+                .bind(conversation_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| StoredToken {
+                ciphertext: r.get(0),
+                expires_at: r.get(1),
+                rejected: r.get(2),
+            }))
+        })
     }
 
     /// Calls `hook` with each conversation whose context this process
@@ -306,35 +332,42 @@ impl Store {
             return Ok(Some(context));
         }
         let version = self.contexts.version();
-        let row = sqlx::query(
-            "SELECT c.connection, t.ciphertext, t.expires_at, t.rejected FROM conversations c
-             LEFT JOIN customer_tokens t ON t.conversation_id = c.id WHERE c.id = ?",
-        )
-        .bind(conversation_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let read = on_pool!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT c.connection, t.ciphertext, t.expires_at, t.rejected FROM conversations c
+                 LEFT JOIN customer_tokens t ON t.conversation_id = c.id WHERE c.id = $1",
+            )
+            .bind(conversation_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                let ciphertext: Option<Vec<u8>> = r.get(1);
+                ActionContext::new(
+                    r.get(0),
+                    ciphertext.map(|ciphertext| StoredToken {
+                        ciphertext,
+                        expires_at: r.get(2),
+                        rejected: r.get::<Option<bool>, _>(3).unwrap_or(false),
+                    }),
+                )
+            })
+        });
         // An unknown id is not remembered: ids are random, and a flood of
         // made-up ones must not push out real conversations.
-        let Some(r) = row else { return Ok(None) };
-        let ciphertext: Option<Vec<u8>> = r.get(1);
-        let context = Arc::new(ActionContext::new(
-            r.get(0),
-            ciphertext.map(|ciphertext| StoredToken {
-                ciphertext,
-                expires_at: r.get(2),
-                rejected: r.get::<Option<bool>, _>(3).unwrap_or(false),
-            }),
-        ));
+        let Some(context) = read else { return Ok(None) };
+        let context = Arc::new(context);
         self.contexts.fill(conversation_id, context.clone(), version);
         Ok(Some(context))
     }
 
     pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<(), GatewayError> {
         // The company refused it: useless now, so not kept either.
-        let marked = sqlx::query("UPDATE customer_tokens SET rejected = 1, ciphertext = x'' WHERE conversation_id = ?")
+        let marked = on_pool!(&self.db, pool => sqlx::query("UPDATE customer_tokens SET rejected = TRUE, ciphertext = $2 WHERE conversation_id = $1")
             .bind(conversation_id)
-            .execute(&self.pool)
-            .await;
+            .bind(&[][..] as &[u8])
+            .execute(pool)
+            .await
+            .map(drop));
         self.contexts.invalidate(conversation_id);
         marked?;
         Ok(())
@@ -343,14 +376,17 @@ impl Store {
     /// Expired tokens are useless and dangerous to keep: their ciphertext is
     /// wiped (the row stays, to show the state). Returns the conversations.
     pub async fn expire_tokens(&self, now: i64) -> Result<Vec<String>, GatewayError> {
-        let rows = sqlx::query(
-            "UPDATE customer_tokens SET ciphertext = x'' WHERE expires_at IS NOT NULL AND expires_at <= ?
+        let expired: Vec<String> = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE customer_tokens SET ciphertext = $2 WHERE expires_at IS NOT NULL AND expires_at <= $1
              AND length(ciphertext) > 0 RETURNING conversation_id",
         )
         .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        let expired: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
+        .bind(&[][..] as &[u8])
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect());
         for conversation in &expired {
             self.contexts.invalidate(conversation);
         }
@@ -364,18 +400,20 @@ impl Store {
         kind: &str,
         now: i64,
     ) -> Result<(), GatewayError> {
-        sqlx::query("INSERT INTO events (conversation_id, session_id, kind, at) VALUES (?, ?, ?, ?)")
-            .bind(conversation_id)
-            .bind(session_id)
-            .bind(kind)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("UPDATE conversations SET last_activity_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(conversation_id)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(&self.db, pool => {
+            sqlx::query("INSERT INTO events (conversation_id, session_id, kind, at) VALUES ($1, $2, $3, $4)")
+                .bind(conversation_id)
+                .bind(session_id)
+                .bind(kind)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query("UPDATE conversations SET last_activity_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(conversation_id)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -387,22 +425,32 @@ impl Store {
     ) -> Result<Vec<(ConversationSummary, Option<TokenStatus>)>, GatewayError> {
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
         // The token's state comes in the same read: a console lists a page on every event.
-        let rows = sqlx::query(
-            "SELECT c.id, c.connection, c.customer_key, c.created_at, c.last_activity_at,
-                    (SELECT group_concat(DISTINCT s.channel) FROM sessions s WHERE s.conversation_id = c.id),
-                    t.conversation_id IS NOT NULL, t.expires_at, t.rejected
-             FROM conversations c LEFT JOIN customer_tokens t ON t.conversation_id = c.id
-             WHERE c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ? AND ? != '')
-             ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?",
-        )
-        .bind(at)
-        .bind(at)
-        .bind(&id)
-        .bind(&id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
+        macro_rules! listing {
+            ($channels:literal) => {
+                concat!(
+                    "SELECT c.id, c.connection, c.customer_key, c.created_at, c.last_activity_at,
+                        (SELECT ",
+                    $channels,
+                    " FROM sessions s WHERE s.conversation_id = c.id),
+                        t.conversation_id IS NOT NULL, t.expires_at, t.rejected
+                 FROM conversations c LEFT JOIN customer_tokens t ON t.conversation_id = c.id
+                 WHERE c.last_activity_at < $1 OR (c.last_activity_at = $2 AND c.id < $3 AND $4 != '')
+                 ORDER BY c.last_activity_at DESC, c.id DESC LIMIT $5"
+                )
+            };
+        }
+        let sql = match self.db {
+            Db::Sqlite(_) => listing!("group_concat(DISTINCT s.channel)"),
+            Db::Postgres(_) => listing!("string_agg(DISTINCT s.channel, ',')"),
+        };
+        Ok(on_pool!(&self.db, pool => sqlx::query(sql)
+            .bind(at)
+            .bind(at)
+            .bind(&id)
+            .bind(&id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
             .into_iter()
             .map(|r| {
                 let channels: Option<String> = r.get(5);
@@ -422,114 +470,206 @@ impl Store {
                 });
                 (summary, token)
             })
-            .collect())
+            .collect()))
     }
 
     pub async fn conversation(
         &self,
         id: &str,
     ) -> Result<Option<(ConversationSummary, Vec<SessionRow>, Vec<EventRow>)>, GatewayError> {
-        let Some(r) = sqlx::query(
-            "SELECT id, connection, customer_key, created_at, last_activity_at FROM conversations WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let sessions: Vec<SessionRow> = sqlx::query("SELECT id, channel, authenticated, created_at FROM sessions WHERE conversation_id = ? ORDER BY created_at, id")
+        on_pool!(&self.db, pool => {
+            let Some(r) = sqlx::query(
+                "SELECT id, connection, customer_key, created_at, last_activity_at FROM conversations WHERE id = $1",
+            )
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_optional(pool)
             .await?
-            .into_iter()
-            .map(|s| SessionRow {
-                id: s.get(0),
-                channel: s.get(1),
-                authenticated: s.get(2),
-                created_at: s.get(3),
-            })
-            .collect();
-        let events: Vec<EventRow> =
-            sqlx::query("SELECT kind, session_id, at FROM events WHERE conversation_id = ? ORDER BY id DESC LIMIT 50")
+            else {
+                return Ok(None);
+            };
+            let sessions: Vec<SessionRow> = sqlx::query("SELECT id, channel, authenticated, created_at FROM sessions WHERE conversation_id = $1 ORDER BY created_at, id")
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?
                 .into_iter()
-                .map(|e| EventRow {
-                    kind: e.get(0),
-                    session_id: e.get(1),
-                    at: e.get(2),
+                .map(|s| SessionRow {
+                    id: s.get(0),
+                    channel: s.get(1),
+                    authenticated: s.get(2),
+                    created_at: s.get(3),
                 })
                 .collect();
-        let mut channels: Vec<String> = sessions.iter().map(|s| s.channel.clone()).collect();
-        channels.sort();
-        channels.dedup();
-        Ok(Some((
-            ConversationSummary {
-                id: r.get(0),
-                connection: r.get(1),
-                customer_id: r.get(2),
-                created_at: r.get(3),
-                last_activity_at: r.get(4),
-                channels,
-            },
-            sessions,
-            events,
-        )))
+            let events: Vec<EventRow> =
+                sqlx::query("SELECT kind, session_id, at FROM events WHERE conversation_id = $1 ORDER BY id DESC LIMIT 50")
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|e| EventRow {
+                        kind: e.get(0),
+                        session_id: e.get(1),
+                        at: e.get(2),
+                    })
+                    .collect();
+            let mut channels: Vec<String> = sessions.iter().map(|s| s.channel.clone()).collect();
+            channels.sort();
+            channels.dedup();
+            Ok(Some((
+                ConversationSummary {
+                    id: r.get(0),
+                    connection: r.get(1),
+                    customer_id: r.get(2),
+                    created_at: r.get(3),
+                    last_activity_at: r.get(4),
+                    channels,
+                },
+                sessions,
+                events,
+            )))
+        })
     }
 
     /// Removes an agent; false if there was none by that name.
     pub async fn delete_agent(&self, name: &str) -> Result<bool, GatewayError> {
-        let deleted = sqlx::query("DELETE FROM agents WHERE name = ?")
+        let deleted = on_pool!(&self.db, pool => sqlx::query("DELETE FROM agents WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(deleted.rows_affected() > 0)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(deleted > 0)
     }
 
     pub async fn insert_agent(&self, name: &str, role: &str, digest: &[u8], now: i64) -> Result<(), GatewayError> {
-        sqlx::query(
-            "INSERT INTO agents (name, role, token_digest, created_at) VALUES (?, ?, ?, ?)
+        on_pool!(&self.db, pool => sqlx::query(
+            "INSERT INTO agents (name, role, token_digest, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, token_digest = excluded.token_digest",
         )
         .bind(name)
         .bind(role)
         .bind(digest)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+            .map(drop)?);
         Ok(())
     }
 
     pub async fn agent_by_digest(&self, digest: &[u8]) -> Result<Option<(String, String)>, GatewayError> {
-        let row = sqlx::query("SELECT name, role FROM agents WHERE token_digest = ?")
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query("SELECT name, role FROM agents WHERE token_digest = $1")
+                .bind(digest)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    /// (role, password hash) of an agent.
+    pub async fn agent_password(&self, name: &str) -> Result<Option<(String, Option<String>)>, GatewayError> {
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query("SELECT role, password_hash FROM agents WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    /// Sets an agent's console password hash and ends its console sessions.
+    pub async fn set_agent_password(&self, name: &str, hash: &str) -> Result<(), GatewayError> {
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query("UPDATE agents SET password_hash = $1 WHERE name = $2")
+                .bind(hash)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Err(GatewayError::Invalid(format!("no agent named {name:?}")));
+            }
+            sqlx::query("DELETE FROM console_sessions WHERE agent = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn insert_console_session(
+        &self,
+        digest: &[u8],
+        agent: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), GatewayError> {
+        on_pool!(&self.db, pool => {
+            // Sign-ins are rare: sweeping expired sessions here keeps the table small.
+            sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query("INSERT INTO console_sessions (digest, agent, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(digest)
+                .bind(agent)
+                .bind(now)
+                .bind(expires_at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// (name, role) of the agent of a session that has not expired.
+    pub async fn console_session_agent(
+        &self,
+        digest: &[u8],
+        now: i64,
+    ) -> Result<Option<(String, String)>, GatewayError> {
+        on_pool!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT a.name, a.role FROM console_sessions s JOIN agents a ON a.name = s.agent
+                 WHERE s.digest = $1 AND s.expires_at > $2",
+            )
             .bind(digest)
-            .fetch_optional(&self.pool)
+            .bind(now)
+            .fetch_optional(pool)
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+            Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    pub async fn delete_console_session(&self, digest: &[u8]) -> Result<(), GatewayError> {
+        on_pool!(&self.db, pool => sqlx::query("DELETE FROM console_sessions WHERE digest = $1")
+            .bind(digest)
+            .execute(pool)
+            .await
+            .map(drop)?);
+        Ok(())
+    }
+
+    /// Ends every console session of an agent (its credentials changed).
+    pub async fn delete_agent_sessions(&self, name: &str) -> Result<(), GatewayError> {
+        on_pool!(&self.db, pool => sqlx::query("DELETE FROM console_sessions WHERE agent = $1")
+            .bind(name)
+            .execute(pool)
+            .await
+            .map(drop)?);
+        Ok(())
     }
 
     /// Writes up to [`MAX_AUDIT_ROWS`] audit records with one statement:
-    /// one round trip to sqlx's worker thread, atomic by itself. The rows
-    /// travel as one JSON array, so the statement is the same for every
-    /// batch size and stays prepared (a statement per size would be
-    /// prepared anew each time: most batches are small and of varied size).
+    /// one round trip to the database, atomic by itself. The rows travel
+    /// as one JSON array, so the statement is the same for every batch
+    /// size and stays prepared (a statement per size would be prepared
+    /// anew each time: most batches are small and of varied size).
     pub async fn insert_audit(&self, records: Vec<AuditRecord>) -> Result<(), GatewayError> {
         if records.is_empty() {
             return Ok(());
         }
         let rows = serde_json::to_string(&records).map_err(|e| GatewayError::Io(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count)
-             SELECT value ->> 'at', value ->> 'agent', value ->> 'conversation_id', value ->> 'connection',
-                    value ->> 'action', value ->> 'outcome', value ->> 'status', value ->> 'latency_ms',
-                    value ->> 'trace_id', value ->> 'count'
-             FROM json_each(?) ORDER BY key",
-        )
-        .bind(rows)
-        .execute(&self.audit_pool)
-        .await?;
+        let sql = audit_insert_sql(&self.audit_db);
+        on_pool!(&self.audit_db, pool => sqlx::query(sql).bind(rows).execute(pool).await.map(drop)?);
         Ok(())
     }
 
@@ -539,56 +679,82 @@ impl Store {
         conversation: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, GatewayError> {
-        let rows = sqlx::query(
+        Ok(on_pool!(&self.db, pool => sqlx::query(
             "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count FROM audit
-             WHERE (? IS NULL OR agent = ?) AND (? IS NULL OR conversation_id = ?) ORDER BY id DESC LIMIT ?",
+             WHERE ($1 IS NULL OR agent = $2) AND ($3 IS NULL OR conversation_id = $4) ORDER BY id DESC LIMIT $5",
         )
         .bind(agent)
         .bind(agent)
         .bind(conversation)
         .bind(conversation)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                at: r.get(0),
-                agent: r.get(1),
-                conversation_id: r.get(2),
-                connection: r.get(3),
-                action: r.get(4),
-                outcome: r.get(5),
-                status: r.get::<Option<i64>, _>(6).map(|s| s as u16),
-                latency_ms: r.get::<i64, _>(7) as u64,
-                trace_id: r.get(8),
-                count: u32::try_from(r.get::<i64, _>(9)).unwrap_or(u32::MAX),
-            })
-            .collect())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| AuditRecord {
+            at: r.get(0),
+            agent: r.get(1),
+            conversation_id: r.get(2),
+            connection: r.get(3),
+            action: r.get(4),
+            outcome: r.get(5),
+            status: r.get::<Option<i64>, _>(6).map(|s| s as u16),
+            latency_ms: r.get::<i64, _>(7) as u64,
+            trace_id: r.get(8),
+            count: u32::try_from(r.get::<i64, _>(9)).unwrap_or(u32::MAX),
+        })
+        .collect()))
     }
 
     /// Deletes the records written before `cutoff` (Unix seconds); returns
-    /// how many. Records are in time order by rowid, so the first one to
+    /// how many. Records are in time order by id, so the first one to
     /// keep is found by walking only the ones to delete.
     pub async fn prune_audit(&self, cutoff: i64) -> Result<u64, GatewayError> {
-        let first_kept: Option<i64> = sqlx::query_scalar("SELECT id FROM audit WHERE at >= ? ORDER BY id LIMIT 1")
-            .bind(cutoff)
-            .fetch_optional(&self.pool)
+        on_pool!(&self.db, pool => {
+            let first_kept: Option<i64> = sqlx::query_scalar("SELECT id FROM audit WHERE at >= $1 ORDER BY id LIMIT 1")
+                .bind(cutoff)
+                .fetch_optional(pool)
+                .await?;
+            let deleted = match first_kept {
+                Some(id) => sqlx::query("DELETE FROM audit WHERE id < $1").bind(id),
+                None => sqlx::query("DELETE FROM audit WHERE at < $1").bind(cutoff),
+            }
+            .execute(pool)
             .await?;
-        let deleted = match first_kept {
-            Some(id) => sqlx::query("DELETE FROM audit WHERE id < ?").bind(id),
-            None => sqlx::query("DELETE FROM audit WHERE at < ?").bind(cutoff),
-        }
-        .execute(&self.pool)
-        .await?;
-        Ok(deleted.rows_affected())
+            Ok(deleted.rows_affected())
+        })
     }
 
     /// The number of audit records kept.
     pub async fn audit_rows(&self) -> Result<i64, GatewayError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM audit")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM audit")
+            .fetch_one(pool)
+            .await?),
+        )
+    }
+
+    /// How many migrations the store records as applied (each once).
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn applied_migrations(&self) -> Result<i64, GatewayError> {
+        Ok(
+            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await?),
+        )
+    }
+
+    /// Drops a table, for tests that need the store to fail on purpose.
+    #[cfg(any(test, feature = "test-support"))]
+    pub async fn drop_table(&self, table: &str) -> Result<(), GatewayError> {
+        let sql = match table {
+            "audit" => "DROP TABLE audit",
+            "events" => "DROP TABLE events",
+            _ => return Err(GatewayError::Invalid(format!("no table {table:?} to drop"))),
+        };
+        on_pool!(&self.db, pool => sqlx::query(sql).execute(pool).await
+            .map(drop)?);
+        Ok(())
     }
 }
 
@@ -596,9 +762,31 @@ impl Store {
 /// one statement, so one commit stays short.
 pub const MAX_AUDIT_ROWS: usize = 2048;
 
+/// `INSERT INTO audit …` of the records in `$1`, a JSON array (as
+/// [`AuditRecord`] serializes), in their order.
+fn audit_insert_sql(db: &Db) -> &'static str {
+    match db {
+        Db::Sqlite(_) => {
+            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count)
+             SELECT value ->> 'at', value ->> 'agent', value ->> 'conversation_id', value ->> 'connection',
+                    value ->> 'action', value ->> 'outcome', value ->> 'status', value ->> 'latency_ms',
+                    value ->> 'trace_id', value ->> 'count'
+             FROM json_each($1) ORDER BY key"
+        }
+        Db::Postgres(_) => {
+            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count)
+             SELECT (r ->> 'at')::bigint, r ->> 'agent', r ->> 'conversation_id', r ->> 'connection',
+                    r ->> 'action', r ->> 'outcome', (r ->> 'status')::bigint, (r ->> 'latency_ms')::bigint,
+                    r ->> 'trace_id', (r ->> 'count')::bigint
+             FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS rows(r, n) ORDER BY n"
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::test_support::TestDatabase;
 
     /// A store in a new temporary directory, which lives as long as the guard.
     pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
@@ -624,9 +812,31 @@ pub(crate) mod tests {
         }
     }
 
+    /// One store per engine, each in a database of its own: SQLite in a
+    /// temporary directory, Postgres in a new database dropped afterwards.
+    pub(crate) async fn each_engine() -> Vec<(TestDatabase, Store)> {
+        let mut stores = Vec::new();
+        for db in [
+            TestDatabase::sqlite().unwrap(),
+            TestDatabase::postgres()
+                .await
+                .expect("Postgres for tests (DESKBRIDGE_TEST_POSTGRES)"),
+        ] {
+            let store = Store::open(&db.url).await.unwrap();
+            stores.push((db, store));
+        }
+        stores
+    }
+
     #[tokio::test]
     async fn audit_batches_keep_every_field_and_their_order() {
-        let (_dir, store) = temp_store().await;
+        for (db, store) in each_engine().await {
+            audit_batches_on(store).await;
+            drop(db);
+        }
+    }
+
+    async fn audit_batches_on(store: Store) {
         // Text that SQL or the API's JSON must take care with, and a missing status.
         let awkward = [
             "plain",
@@ -659,5 +869,188 @@ pub(crate) mod tests {
         store.insert_audit(full).await.unwrap();
         let total = MAX_AUDIT_ROWS + written;
         assert_eq!(store.audit(None, None, i64::MAX).await.unwrap().len(), total);
+    }
+
+    /// Every kind of row, written and read back the same on each engine.
+    async fn fill(store: &Store) -> String {
+        let cnv = store
+            .customer_conversation("cnv_a", "acme", "cust-1", 100)
+            .await
+            .unwrap();
+        assert_eq!(cnv, "cnv_a");
+        // The same customer again: the same conversation.
+        assert_eq!(
+            store
+                .customer_conversation("cnv_b", "acme", "cust-1", 101)
+                .await
+                .unwrap(),
+            "cnv_a"
+        );
+        store.anonymous_conversation("cnv_anon", "acme", 102).await.unwrap();
+        store
+            .insert_session("ses_1", "cnv_anon", "web", false, 102)
+            .await
+            .unwrap();
+        store
+            .add_event("cnv_anon", Some("ses_1"), "session_opened", 103)
+            .await
+            .unwrap();
+        store.join("ses_1", "cnv_anon", "cnv_a", 104).await.unwrap();
+        store.put_token("cnv_a", b"sealed", Some(10_000), 105).await.unwrap();
+        store.insert_agent("ann", "admin", b"digest-ann", 106).await.unwrap();
+        store.set_agent_password("ann", "$argon2id$hash").await.unwrap();
+        store
+            .insert_console_session(b"cookie", "ann", 107, 5_000)
+            .await
+            .unwrap();
+        store
+            .insert_audit(vec![record(1, "first", Some(200)), record(2, "second", None)])
+            .await
+            .unwrap();
+        cnv
+    }
+
+    async fn read_back(store: &Store, cnv: &str) {
+        let (summary, sessions, events) = store.conversation(cnv).await.unwrap().unwrap();
+        assert_eq!(
+            (summary.customer_id.as_deref(), summary.channels.clone()),
+            (Some("cust-1"), vec!["web".to_string()])
+        );
+        assert_eq!(sessions.len(), 1);
+        assert!(sessions[0].authenticated);
+        assert_eq!(events[0].kind, "session_opened");
+        // The anonymous conversation went into the customer's.
+        assert!(store.conversation("cnv_anon").await.unwrap().is_none());
+        let listed = store.conversations(10, None).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0.channels, vec!["web".to_string()]);
+        assert!(
+            listed[0]
+                .1
+                .as_ref()
+                .is_some_and(|t| t.expires_at == Some(10_000) && !t.rejected)
+        );
+        let context = store.action_context(cnv).await.unwrap().unwrap();
+        assert_eq!(context.connection, "acme");
+        assert_eq!(context.token.as_ref().unwrap().ciphertext, b"sealed");
+        assert_eq!(
+            store.agent_by_digest(b"digest-ann").await.unwrap(),
+            Some(("ann".into(), "admin".into()))
+        );
+        assert_eq!(
+            store.agent_password("ann").await.unwrap(),
+            Some(("admin".into(), Some("$argon2id$hash".into())))
+        );
+        assert_eq!(
+            store.console_session_agent(b"cookie", 200).await.unwrap(),
+            Some(("ann".into(), "admin".into()))
+        );
+        let audit = store.audit(Some("agent second"), None, 10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(store.audit(None, None, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn every_table_reads_back_what_was_written_on_both_engines() {
+        for (_db, store) in each_engine().await {
+            let cnv = fill(&store).await;
+            read_back(&store, &cnv).await;
+            // Tokens: refused, then expired; the sweep reports each once.
+            store.mark_token_rejected(&cnv).await.unwrap();
+            assert!(store.token(&cnv).await.unwrap().unwrap().rejected);
+            store.put_token(&cnv, b"again", Some(500), 300).await.unwrap();
+            assert_eq!(store.expire_tokens(600).await.unwrap(), vec![cnv.clone()]);
+            assert!(store.expire_tokens(600).await.unwrap().is_empty());
+            assert!(store.token(&cnv).await.unwrap().unwrap().ciphertext.is_empty());
+            store.delete_agent_sessions("ann").await.unwrap();
+            assert_eq!(store.console_session_agent(b"cookie", 200).await.unwrap(), None);
+            assert_eq!(store.prune_audit(1_700_000_002).await.unwrap(), 1);
+            assert_eq!(store.audit_rows().await.unwrap(), 1);
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_copies_whole_into_an_empty_one_across_engines() {
+        let mut stores = each_engine().await;
+        let (_pg_db, postgres) = stores.pop().unwrap();
+        let (_sqlite_db, sqlite) = stores.pop().unwrap();
+        let cnv = fill(&sqlite).await;
+        let report = sqlite.copy_into(&postgres).await.unwrap();
+        assert_eq!(
+            report,
+            CopyReport {
+                conversations: 1,
+                sessions: 1,
+                customer_tokens: 1,
+                events: 1,
+                agents: 1,
+                console_sessions: 1,
+                audit: 2,
+            }
+        );
+        read_back(&postgres, &cnv).await;
+        // Not into a store that holds something: nothing is doubled.
+        assert!(sqlite.copy_into(&postgres).await.is_err());
+        // And back again, into a new SQLite store.
+        let back_db = TestDatabase::sqlite().unwrap();
+        let back = Store::open(&back_db.url).await.unwrap();
+        postgres.copy_into(&back).await.unwrap();
+        read_back(&back, &cnv).await;
+    }
+
+    #[tokio::test]
+    async fn a_second_live_instance_is_seen_and_a_stale_one_is_not() {
+        for (_db, store) in each_engine().await {
+            let me = Instance::this_process();
+            store.register_instance(&me, 1000).await.unwrap();
+            assert!(store.other_live_instances(&me, 1000).await.unwrap().is_empty());
+            // Another host's instance, beating.
+            let other = Instance {
+                id: "elsewhere-1".into(),
+                host: "elsewhere".into(),
+                pid: 1,
+            };
+            store.register_instance(&other, 1001).await.unwrap();
+            let live = store.other_live_instances(&me, 1002).await.unwrap();
+            assert_eq!(live.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["elsewhere-1"]);
+            // Three beats missed: gone.
+            assert!(
+                store
+                    .other_live_instances(&me, 1001 + STALE_AFTER_SECS + 1)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // A process of this host that has ended counts as gone at once.
+            let ended = Instance {
+                id: format!("{}-{}", me.host, u32::MAX),
+                host: me.host.clone(),
+                pid: u32::MAX,
+            };
+            store.register_instance(&ended, 1002).await.unwrap();
+            let live = store.other_live_instances(&me, 1003).await.unwrap();
+            assert_eq!(live.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["elsewhere-1"]);
+            store.deregister_instance(&other).await.unwrap();
+            assert!(store.other_live_instances(&me, 1003).await.unwrap().is_empty());
+        }
+    }
+
+    /// Instances starting together migrate once: sqlx's Postgres migrator
+    /// holds an advisory lock, so the others wait and find nothing to do.
+    #[tokio::test]
+    async fn concurrent_starts_migrate_once() {
+        let db = TestDatabase::postgres().await.unwrap();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { Store::open(&url).await.map(|s| s.engine()) })
+            })
+            .collect();
+        for start in starts {
+            assert_eq!(start.await.unwrap().unwrap(), Engine::Postgres);
+        }
+        let store = Store::open(&db.url).await.unwrap();
+        assert_eq!(store.applied_migrations().await.unwrap(), 1);
     }
 }

@@ -12,5 +12,6 @@ mod gateway_cli;
 mod gateway_flow;
 mod login_attacks;
 mod serving;
+mod store_postgres;
 mod support;
 mod web;
