@@ -131,7 +131,7 @@ impl Store {
                 after = last;
                 report.audit += page.len() as u64;
                 let rows = serde_json::to_string(&page).map_err(|e| GatewayError::Io(e.to_string()))?;
-                sqlx::query(audit_insert_sql(&self.db)).bind(rows).execute(&mut *tx).await?;
+                sqlx::query(audit_insert_sql(&to.db)).bind(rows).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
