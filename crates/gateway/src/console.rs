@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::http::{Body, Problem};
+use crate::problem::ProblemType;
 use crate::vault::random_id;
 use crate::{Gateway, GatewayError, agent_token_digest};
 
@@ -123,7 +124,7 @@ pub(crate) async fn require_csrf(request: Request, next: Next) -> Response {
         if !bool::from(presented.ct_eq(csrf_token(session).as_bytes())) {
             return Problem::new(
                 StatusCode::FORBIDDEN,
-                "csrf_token_invalid",
+                ProblemType::CsrfTokenInvalid,
                 "this request needs the x-csrf-token header the console was given at sign-in",
             )
             .into_response();
@@ -188,7 +189,7 @@ pub(crate) async fn login(
             if name.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
                 return Err(Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
+                    ProblemType::InvalidRequest,
                     "the name or password is too long",
                 ));
             }
@@ -198,7 +199,7 @@ pub(crate) async fn login(
         _ => {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ProblemType::InvalidRequest,
                 "send either username and password, or token",
             ));
         }
@@ -251,7 +252,11 @@ pub(crate) async fn me(State(g): State<Shared>, headers: HeaderMap) -> Result<Re
 }
 
 fn signed_out() -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "not signed in to the console")
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        ProblemType::Unauthorized,
+        "not signed in to the console",
+    )
 }
 
 /// Ends the console session and clears its cookie.
@@ -302,11 +307,14 @@ impl From<SignInError> for Problem {
     fn from(e: SignInError) -> Self {
         match e {
             SignInError::InvalidCredentials => {
-                Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", e.to_string())
+                Problem::new(StatusCode::UNAUTHORIZED, ProblemType::InvalidCredentials, e.to_string())
             }
-            SignInError::Throttled(wait) => {
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", e.to_string()).retry_after(wait)
-            }
+            SignInError::Throttled(wait) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ProblemType::TooManyAttempts,
+                e.to_string(),
+            )
+            .retry_after(wait),
             SignInError::Internal(inner) => Problem::from(inner),
         }
     }

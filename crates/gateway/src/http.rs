@@ -26,6 +26,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::connector::ActionError;
 use crate::limits::{RetryAfter, StreamHolder};
+use crate::problem::ProblemType;
 use crate::store::{AuditRecord, ConversationSummary, EventRow, SessionRow};
 use crate::{CustomerHandoff, Gateway, IntakeError};
 
@@ -55,6 +56,7 @@ const PROBLEM: &str = "application/problem+json";
         list_connections,
         probe_connection,
         list_audit,
+        problem_types,
         healthz,
         ready,
         metrics,
@@ -132,11 +134,12 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/v1/connections/{name}/probe", post(probe_connection))
         .route("/v1/audit", get(list_audit))
         .route_layer(axum::middleware::from_fn(crate::console::require_csrf))
+        .route("/v1/problem-types", get(problem_types))
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(method_not_allowed)
         .merge(channel)
         .merge(crate::console::router())
@@ -161,7 +164,7 @@ async fn refuse_declared_oversize(request: axum::extract::Request, next: axum::m
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         let mut response = Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ProblemType::PayloadTooLarge,
             "the body is too large",
         )
         .into_response();
@@ -177,7 +180,7 @@ async fn refuse_declared_oversize(request: axum::extract::Request, next: axum::m
 pub(crate) async fn method_not_allowed() -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ProblemType::MethodNotAllowed,
         "this endpoint does not accept that method",
     )
 }
@@ -186,7 +189,7 @@ pub(crate) async fn method_not_allowed() -> Problem {
 #[derive(Debug)]
 pub(crate) struct Problem {
     status: StatusCode,
-    slug: &'static str,
+    kind: ProblemType,
     detail: String,
     /// The company API's status and error code, on `backend_error`.
     backend: Option<(u16, Option<String>)>,
@@ -220,10 +223,10 @@ pub(crate) struct ProblemBody {
 }
 
 impl Problem {
-    pub(crate) fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: ProblemType, detail: impl Into<String>) -> Self {
         Self {
             status,
-            slug,
+            kind,
             detail: detail.into(),
             backend: None,
             retry_after: None,
@@ -236,7 +239,7 @@ impl Problem {
     }
 
     fn rate_limited(wait: RetryAfter, detail: &str) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail).retry_after(wait.0)
+        Self::new(StatusCode::TOO_MANY_REQUESTS, ProblemType::RateLimited, detail).retry_after(wait.0)
     }
 
     /// The store did not answer within `[store] timeout_ms`: worth a retry.
@@ -244,7 +247,7 @@ impl Problem {
         tracing::warn!(error = %cause, "the store is unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
+            ProblemType::StoreUnavailable,
             "the gateway's store is unavailable; retry shortly",
         )
         .retry_after(1)
@@ -254,7 +257,7 @@ impl Problem {
         tracing::error!(error = %e, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemType::Internal,
             "the gateway could not complete the request",
         )
     }
@@ -265,8 +268,8 @@ impl IntoResponse for Problem {
         let (backend_status, backend_error) = self.backend.unzip();
         let backend_error = backend_error.flatten();
         let body = ProblemBody {
-            kind: format!("urn:deskbridge:problem:{}", self.slug),
-            title: self.slug.replace('_', " "),
+            kind: self.kind.urn(),
+            title: self.kind.slug().replace('_', " "),
             status: self.status.as_u16(),
             detail: self.detail,
             backend_status,
@@ -290,7 +293,7 @@ impl IntoResponse for Problem {
         }
         // RFC 9110 §15.5.2: a 401 says how to authenticate; the agent API
         // takes a bearer token (RFC 6750 §3).
-        if self.slug == "unauthorized" {
+        if self.kind == ProblemType::Unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"deskbridge\""),
@@ -313,15 +316,19 @@ impl From<IntakeError> for Problem {
     fn from(e: IntakeError) -> Self {
         use crate::identity::IdentityError as I;
         let (status, slug) = match &e {
-            IntakeError::UnknownConnection(_) => (StatusCode::NOT_FOUND, "unknown_connection"),
-            IntakeError::NotOpaque(_) => (StatusCode::UNPROCESSABLE_ENTITY, "identifier_not_opaque"),
-            IntakeError::IdentityMismatch(_) => (StatusCode::UNAUTHORIZED, "identity_mismatch"),
-            IntakeError::Identity(I::Expired) => (StatusCode::UNAUTHORIZED, "customer_token_expired"),
-            IntakeError::Identity(I::Invalid(_)) => (StatusCode::UNAUTHORIZED, "invalid_customer_token"),
-            IntakeError::UnfitToken(_) => (StatusCode::BAD_REQUEST, "invalid_customer_token"),
-            IntakeError::Identity(I::KeysUnavailable(_)) => (StatusCode::BAD_GATEWAY, "identity_provider_unavailable"),
-            IntakeError::MissingToken | IntakeError::MissingCustomerId => (StatusCode::BAD_REQUEST, "invalid_request"),
-            IntakeError::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
+            IntakeError::UnknownConnection(_) => (StatusCode::NOT_FOUND, ProblemType::UnknownConnection),
+            IntakeError::NotOpaque(_) => (StatusCode::UNPROCESSABLE_ENTITY, ProblemType::IdentifierNotOpaque),
+            IntakeError::IdentityMismatch(_) => (StatusCode::UNAUTHORIZED, ProblemType::IdentityMismatch),
+            IntakeError::Identity(I::Expired) => (StatusCode::UNAUTHORIZED, ProblemType::CustomerTokenExpired),
+            IntakeError::Identity(I::Invalid(_)) => (StatusCode::UNAUTHORIZED, ProblemType::InvalidCustomerToken),
+            IntakeError::UnfitToken(_) => (StatusCode::BAD_REQUEST, ProblemType::InvalidCustomerToken),
+            IntakeError::Identity(I::KeysUnavailable(_)) => {
+                (StatusCode::BAD_GATEWAY, ProblemType::IdentityProviderUnavailable)
+            }
+            IntakeError::MissingToken | IntakeError::MissingCustomerId => {
+                (StatusCode::BAD_REQUEST, ProblemType::InvalidRequest)
+            }
+            IntakeError::UnknownSession => (StatusCode::NOT_FOUND, ProblemType::UnknownSession),
             IntakeError::Internal(crate::GatewayError::StoreUnavailable(cause)) => {
                 return Self::store_unavailable(cause);
             }
@@ -345,7 +352,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromR
             .map_err(|_| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
+                    ProblemType::InvalidRequest,
                     "a path segment is not valid UTF-8 text",
                 )
             })
@@ -365,7 +372,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
             .map_err(|e| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
+                    ProblemType::InvalidRequest,
                     without_values(&e.body_text()),
                 )
             })
@@ -383,22 +390,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
             Ok(Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ProblemType::UnsupportedMediaType,
                 "send application/json",
             )),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ProblemType::PayloadTooLarge,
                 "the body is too large",
             )),
             Err(JsonRejection::BytesRejection(e)) if serving::is_body_timeout(&e) => Err(Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+                ProblemType::RequestTimeout,
                 "the body did not arrive in time",
             )),
             Err(e) => Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ProblemType::InvalidRequest,
                 without_values(&e.body_text()),
             )),
         }
@@ -476,7 +483,7 @@ fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> R
     let forbidden = || {
         Problem::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_app_key",
+            ProblemType::InvalidAppKey,
             "a valid app key for this channel is required",
         )
     };
@@ -495,7 +502,7 @@ fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> R
     if !headers.get_all(header::ORIGIN).iter().all(allowed) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ProblemType::OriginNotAllowed,
             "this origin may not use the channel",
         ));
     }
@@ -667,7 +674,12 @@ async fn session_within_rate(g: &Gateway, id: &str) -> Result<(String, String), 
 fn open_stream(g: &Gateway, holder: &StreamHolder) -> Result<crate::limits::StreamSlot, Problem> {
     g.streams.open(holder).map_err(|refused| {
         g.metrics.refusal("stream_limit");
-        Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", refused.detail()).retry_after(5)
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::TooManyStreams,
+            refused.detail(),
+        )
+        .retry_after(5)
     })
 }
 
@@ -732,7 +744,7 @@ async fn authenticate_agent(g: &Gateway, headers: &HeaderMap) -> Result<(String,
     let unauthorized = || {
         Problem::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ProblemType::Unauthorized,
             "an agent token (Authorization: Bearer <token>) or a console sign-in is required",
         )
     };
@@ -755,7 +767,7 @@ async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
     if role != "admin" {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ProblemType::Forbidden,
             "this needs the admin role",
         ));
     }
@@ -827,7 +839,13 @@ async fn list_conversations(
             let (at, id) = c
                 .split_once(':')
                 .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
-                .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "invalid_request", "the cursor is not valid"))?;
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        ProblemType::InvalidRequest,
+                        "the cursor is not valid",
+                    )
+                })?;
             Some((at, id))
         }
         None => None,
@@ -875,7 +893,7 @@ async fn get_conversation(
         .store
         .conversation(&id)
         .await?
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not_found", "no such conversation"))?;
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "no such conversation"))?;
     let auth_state = g.auth_state(&id).await?;
     Ok(Json(ConversationDetail {
         summary,
@@ -886,26 +904,22 @@ async fn get_conversation(
 }
 
 fn action_problem(e: &ActionError) -> Problem {
-    let (status, slug) = match e {
-        ActionError::UnknownAction => (StatusCode::NOT_FOUND, "unknown_action"),
-        ActionError::UnknownConversation => (StatusCode::NOT_FOUND, "not_found"),
-        ActionError::CustomerAuthRequired => (StatusCode::CONFLICT, "customer_auth_required"),
+    let status = match e {
+        ActionError::UnknownAction | ActionError::UnknownConversation => StatusCode::NOT_FOUND,
+        ActionError::CustomerAuthRequired => StatusCode::CONFLICT,
         ActionError::Backend { .. }
         | ActionError::TooLarge { .. }
         | ActionError::NotJson { .. }
-        | ActionError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "backend_error"),
-        ActionError::ApiKeyRejected { .. } => (StatusCode::BAD_GATEWAY, "api_key_rejected"),
-        ActionError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend_timeout"),
-        ActionError::TokenEndpoint(crate::system_token::TokenError::Refused { .. }) => {
-            (StatusCode::BAD_GATEWAY, "token_endpoint_error")
-        }
-        ActionError::TokenEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_endpoint_error"),
-        ActionError::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
+        | ActionError::Unreachable(_)
+        | ActionError::ApiKeyRejected { .. }
+        | ActionError::TokenEndpoint(crate::system_token::TokenError::Refused { .. }) => StatusCode::BAD_GATEWAY,
+        ActionError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ActionError::TokenEndpoint(_) | ActionError::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         ActionError::RateLimited(wait) => return Problem::rate_limited(*wait, &e.to_string()),
         ActionError::Internal(cause) => return Problem::internal(cause),
         ActionError::StoreUnavailable(cause) => return Problem::store_unavailable(cause),
     };
-    let mut problem = Problem::new(status, slug, e.to_string());
+    let mut problem = Problem::new(status, ProblemType::of(e), e.to_string());
     match e {
         ActionError::Backend { status, error } | ActionError::ApiKeyRejected { status, error, .. } => {
             problem.backend = Some((*status, error.clone()))
@@ -1071,10 +1085,13 @@ async fn probe_connection(
     Path(name): Path<String>,
 ) -> Result<Json<ProbeReport>, Problem> {
     admin(&g, &headers).await?;
-    let connection = g
-        .connections
-        .get(&name)
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown_connection", "no such connection"))?;
+    let connection = g.connections.get(&name).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemType::UnknownConnection,
+            "no such connection",
+        )
+    })?;
     let steps = connection.probe().await;
     let ok = steps.iter().all(|s| s["ok"] == json!(true));
     Ok(Json(ProbeReport {
@@ -1128,6 +1145,43 @@ async fn list_audit(
     Ok(Json(AuditList { records }))
 }
 
+/// One kind of problem the gateway answers with.
+#[derive(Serialize, ToSchema)]
+struct ProblemTypeInfo {
+    /// As in a problem's `type`.
+    #[serde(rename = "type")]
+    kind: String,
+    slug: ProblemType,
+    /// What it means, in a sentence an agent can act on.
+    hint: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ProblemTypes {
+    problem_types: Vec<ProblemTypeInfo>,
+}
+
+/// Every kind of problem the gateway answers with, and what each means:
+/// user interfaces read them here instead of keeping a copy.
+#[utoipa::path(
+    get,
+    path = "/v1/problem-types",
+    tag = "operations",
+    responses((status = 200, description = "The problem types", body = ProblemTypes))
+)]
+async fn problem_types() -> Json<ProblemTypes> {
+    Json(ProblemTypes {
+        problem_types: ProblemType::ALL
+            .iter()
+            .map(|&kind| ProblemTypeInfo {
+                kind: kind.urn(),
+                slug: kind,
+                hint: kind.hint(),
+            })
+            .collect(),
+    })
+}
+
 #[derive(Serialize, ToSchema)]
 struct Status {
     #[schema(value_type = String)]
@@ -1146,22 +1200,45 @@ async fn healthz() -> Json<Status> {
 }
 
 /// Readiness: the store is reachable.
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    #[schema(value_type = String)]
+    status: &'static str,
+    /// `up` or `down`: whether the Redis shared with the other instances
+    /// answers; `off` without `[cluster]`. Down, the instance stays ready:
+    /// it serves alone (its own system token, its own events) until Redis
+    /// returns, which beats taking every instance out of the balancer.
+    #[schema(value_type = String)]
+    cluster: &'static str,
+}
+
+/// Readiness: the store is reachable (and whether the instances reach
+/// each other, which does not decide readiness).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "`{\"status\": \"ready\"}`", body = Status),
+        (status = 200, description = "`{\"status\": \"ready\", \"cluster\": \"up\" | \"down\" | \"off\"}`", body = Readiness),
         (status = 503, description = "`not_ready`: the store is not reachable", body = ProblemBody, content_type = PROBLEM),
     )
 )]
 async fn ready(State(g): State<Shared>) -> Response {
     if g.store.ping().await {
-        Json(Status { status: "ready" }).into_response()
+        let cluster = match (g.config.cluster.is_some(), g.cluster_up()) {
+            (false, _) => "off",
+            (true, true) => "up",
+            (true, false) => "down",
+        };
+        Json(Readiness {
+            status: "ready",
+            cluster,
+        })
+        .into_response()
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ProblemType::NotReady,
             "the store is not reachable",
         )
         .into_response()

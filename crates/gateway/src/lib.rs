@@ -10,6 +10,7 @@ mod coordination;
 mod http;
 pub mod limits;
 pub mod metrics;
+pub mod problem;
 #[cfg(test)]
 mod proptests;
 pub mod store;
@@ -619,7 +620,7 @@ impl Gateway {
             outcome: match &result {
                 Ok(r) if r.cached => "cached".to_string(),
                 Ok(_) => "ok".to_string(),
-                Err(e) => e.outcome().to_string(),
+                Err(e) => problem::ProblemType::of(e).slug().to_string(),
             },
             status: match &result {
                 Ok(r) => Some(r.status),

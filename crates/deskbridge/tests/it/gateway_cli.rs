@@ -343,7 +343,7 @@ app_key = "{APP_KEY}"
             assert_eq!(body["data"], json!({"name": "Ada", "tier": "gold"}));
         } else {
             assert_eq!(status, 502, "{body}");
-            assert_eq!(body["type"], "urn:deskbridge:problem:backend_error");
+            assert_eq!(body["type"], "urn:deskbridge:problem:backend_unreachable");
             assert!(body["detail"].as_str().unwrap().contains("TLS"), "{body}");
         }
     }

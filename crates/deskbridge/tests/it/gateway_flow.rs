@@ -639,6 +639,31 @@ async fn the_agent_api_requires_agents_and_admin_endpoints_require_admins() {
             "{path}"
         );
     }
+    let ready = crate::support::json(client().get(w.gateway.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(ready, serde_json::json!({"status": "ready", "cluster": "off"}));
+
+    // Every problem the gateway answers with is one it lists, with words
+    // for people: a user interface needs no copy of its own.
+    let listed = crate::support::json(client().get(w.gateway.url("/v1/problem-types")).send().await.unwrap()).await;
+    let types: Vec<&str> = listed["problem_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    let answered = client().get(w.gateway.url("/v1/no-such-thing")).send().await.unwrap();
+    let problem = crate::support::json(answered).await;
+    assert!(
+        types.contains(&problem["type"].as_str().unwrap()),
+        "{problem} in {types:?}"
+    );
+    let auth_required = listed["problem_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["slug"] == "customer_auth_required")
+        .unwrap();
+    assert_eq!(auth_required["hint"], "The customer needs to sign in again.");
 }
 
 /// A company server with one fault per path, and a port that resets every connection.
@@ -852,11 +877,16 @@ app_key = "{APP_KEY}"
     expect_problem(
         act("any", reset_conversation.clone()).await.unwrap(),
         502,
-        "backend_error",
+        "backend_unreachable",
     )
     .await;
     // A GET is retried once (safe), a POST never: the reset server saw 3 connections.
-    expect_problem(act("anyget", reset_conversation).await.unwrap(), 502, "backend_error").await;
+    expect_problem(
+        act("anyget", reset_conversation).await.unwrap(),
+        502,
+        "backend_unreachable",
+    )
+    .await;
     assert_eq!(resets.load(Ordering::SeqCst), 3);
 
     // A token endpoint that is down: 503, and the backoff keeps the next
@@ -924,6 +954,7 @@ async fn the_gateway_serves_its_openapi_document() {
         ("post", "/v1/connections/{name}/probe"),
         ("get", "/v1/audit"),
         ("get", "/v1/events"),
+        ("get", "/v1/problem-types"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in routes {
@@ -1382,9 +1413,9 @@ async fn a_company_that_closes_idle_connections_still_gets_every_call() {
 }
 
 /// A company that is down (nothing listens on its port): a clear
-/// `502 backend_error`, and nothing of the customer's token in it.
+/// `502 backend_unreachable`, and nothing of the customer's token in it.
 #[tokio::test]
-async fn a_company_that_is_down_gets_a_backend_error() {
+async fn a_company_that_is_down_gets_backend_unreachable() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
@@ -1397,7 +1428,7 @@ async fn a_company_that_is_down_gets_a_backend_error() {
         .send()
         .await
         .unwrap();
-    let body = expect_problem(r, 502, "backend_error").await;
+    let body = expect_problem(r, 502, "backend_unreachable").await;
     assert_eq!(
         body["detail"],
         "the company's API could not be reached: connection failed"

@@ -201,42 +201,29 @@
     throw problem;
   }
 
+  // What each problem means, in words, as the gateway says (GET
+  // /v1/problem-types): the console keeps no copy of its own.
+  const hints = new Map();
+  async function loadProblemTypes() {
+    try {
+      const res = await fetch("/v1/problem-types", { headers: { accept: "application/json" } });
+      if (!res.ok) return;
+      for (const t of (await res.json()).problem_types) hints.set(t.slug, t.hint);
+    } catch (e) {
+      /* the generic sentence below stands in */
+    }
+  }
+  loadProblemTypes();
+
   // A sentence an agent can act on, never the JSON.
   function sentence(p) {
-    switch (p.slug) {
-      case "network":
-        return "The gateway could not be reached. Check your connection and try again.";
-      case "backend_error":
-        if (p.backendStatus) {
-          const code = p.backendError ? ` (${String(p.backendError).replace(/_/g, " ")})` : "";
-          return `The company's API refused the request: it answered HTTP ${p.backendStatus}${code}.`;
-        }
-        return "The company's API could not be reached, or its answer could not be read.";
-      case "backend_timeout":
-        return "The company's API did not answer in time. Try again in a moment.";
-      case "token_endpoint_error":
-        return "deskbridge could not get its access token from the company's login service, so it could not ask for this customer's data.";
-      case "circuit_open":
-        return "The company's API has been failing, so deskbridge is pausing calls to it for a short while. It tries again by itself within seconds.";
-      case "api_key_rejected":
-        return "The company refused deskbridge's API key for this connection. This is not the customer's fault: an administrator must fix the connection's API key.";
-      case "rate_limited":
-        return "Too many requests in a short time. Wait a few seconds and try again.";
-      case "not_found":
-        return "This conversation no longer exists.";
-      case "unknown_action":
-        return "This company's connection has no “getprofile” action configured.";
-      case "unknown_connection":
-        return "This connection is no longer configured.";
-      case "forbidden":
-        return "Your role does not allow this.";
-      case "customer_auth_required":
-        return "The customer needs to sign in again.";
-      case "internal":
-        return "Something went wrong inside deskbridge. Try again; if it keeps happening, an administrator can find the cause in the gateway's log.";
-      default:
-        return p.status ? `The request failed (HTTP ${p.status}).` : "The request failed.";
+    if (p.slug === "network") return "The gateway could not be reached. Check your connection and try again.";
+    if (p.slug === "backend_error" && p.backendStatus) {
+      const code = p.backendError ? ` (${String(p.backendError).replace(/_/g, " ")})` : "";
+      return `The company's API refused the request: it answered HTTP ${p.backendStatus}${code}.`;
     }
+    if (hints.has(p.slug)) return hints.get(p.slug);
+    return p.status ? `The request failed (HTTP ${p.status}).` : "The request failed.";
   }
 
   let toastTimer = null;
