@@ -1,0 +1,442 @@
+//! What agents (and admins) call with their token or console sign-in:
+//! conversations, actions, connections, the audit log, their event stream.
+
+use super::*;
+
+/// How often an agent's event stream checks that its credential still holds.
+pub(super) const EVENT_STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Server-Sent Events for agents: every conversation's events, so a console
+/// stays current without polling.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "agent",
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "An event stream: each event is named by its `kind` \
+            (`session_opened`, `authenticated`, `authentication_required`) and its data is \
+            `{kind, conversation_id, session_id?}`", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate; or `too_many_streams`: over `[limits]` streams_per_agent or event_streams (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn agent_events(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let (name, _) = agent(&g, &headers).await?;
+    let slot = open_stream(&g, &StreamHolder::Agent(name))?;
+    let stream = BroadcastStream::new(g.events.subscribe()).filter_map(move |event| {
+        // The slot is the stream's place in the count: given back when it ends.
+        let _open = &slot;
+        let event = event.ok()?;
+        Some(Ok(SseEvent::default()
+            .event(event.kind.as_str())
+            .data(serde_json::to_string(&event).unwrap_or_default())))
+    });
+    // A stream outlives neither a sign-out nor a replaced token for long:
+    // its credential is checked again every so often.
+    let (gateway, credential) = (g.clone(), headers);
+    let revoked = async move {
+        loop {
+            tokio::time::sleep(EVENT_STREAM_RECHECK).await;
+            if authenticate_agent(&gateway, &credential).await.is_err() {
+                break;
+            }
+        }
+    };
+    let stream = futures_util::StreamExt::take_until(stream, revoked);
+    let stream = futures_util::StreamExt::take_until(stream, g.closed());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The calling agent: (name, role), within its rate limit.
+pub(super) async fn agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Problem> {
+    let (name, role) = authenticate_agent(g, headers).await?;
+    g.admit_agent(&name)
+        .map_err(|wait| Problem::rate_limited(wait, "too many requests from this agent"))?;
+    Ok((name, role))
+}
+
+/// The calling agent: (name, role).
+pub(super) async fn authenticate_agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Problem> {
+    let unauthorized = || {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            ProblemType::Unauthorized,
+            "an agent token (Authorization: Bearer <token>) or a console sign-in is required",
+        )
+    };
+    // The header wins over the cookie; `console::require_csrf` has checked
+    // the CSRF token of a state-changing request the cookie authenticates.
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        return g.agent(token.trim()).await?.ok_or_else(unauthorized);
+    }
+    let session = crate::console::session_cookie(headers).ok_or_else(unauthorized)?;
+    g.console_agent(session).await?.ok_or_else(unauthorized)
+}
+
+pub(super) async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
+    let (name, role) = agent(g, headers).await?;
+    if role != "admin" {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            ProblemType::Forbidden,
+            "this needs the admin role",
+        ));
+    }
+    Ok(name)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Page {
+    /// At most this many (1 to 200, default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A conversation with the state of its customer's token.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConversationItem {
+    #[serde(flatten)]
+    summary: ConversationSummary,
+    /// `none`, `valid` or `expired`.
+    #[schema(value_type = String, example = "valid")]
+    auth_state: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConversationList {
+    conversations: Vec<ConversationItem>,
+    /// The cursor of the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// A conversation with its sessions and events.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConversationDetail {
+    #[serde(flatten)]
+    summary: ConversationSummary,
+    /// `none`, `valid` or `expired`.
+    #[schema(value_type = String, example = "valid")]
+    auth_state: &'static str,
+    sessions: Vec<SessionRow>,
+    events: Vec<EventRow>,
+}
+
+/// Conversations, most recently active first.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "agent",
+    params(Page),
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "A page of conversations", body = ConversationList),
+        (status = 400, description = "`invalid_request`: the cursor is not valid", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn list_conversations(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    Params(page): Params<Page>,
+) -> Result<Json<ConversationList>, Problem> {
+    agent(&g, &headers).await?;
+    let limit = page.limit.unwrap_or(50).clamp(1, 200);
+    let before = match page.cursor {
+        Some(c) => {
+            let (at, id) = c
+                .split_once(':')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        ProblemType::InvalidRequest,
+                        "the cursor is not valid",
+                    )
+                })?;
+            Some((at, id))
+        }
+        None => None,
+    };
+    let rows = g.store.conversations(limit, before).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|(r, _)| format!("{}:{}", r.last_activity_at, r.id)))
+        .flatten();
+    let now = g.now();
+    let conversations = rows
+        .into_iter()
+        .map(|(summary, token)| ConversationItem {
+            summary,
+            auth_state: crate::auth_state_of(token, now),
+        })
+        .collect();
+    Ok(Json(ConversationList {
+        conversations,
+        next_cursor: next,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "agent",
+    params(("id", description = "The conversation id")),
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationDetail),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such conversation", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn get_conversation(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationDetail>, Problem> {
+    agent(&g, &headers).await?;
+    let (summary, sessions, events) = g
+        .store
+        .conversation(&id)
+        .await?
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "no such conversation"))?;
+    let auth_state = g.auth_state(&id).await?;
+    Ok(Json(ConversationDetail {
+        summary,
+        auth_state,
+        sessions,
+        events,
+    }))
+}
+
+/// What an action returned.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActionOutcome {
+    /// The company's answer as it came, or the fields the action maps out of it.
+    #[schema(value_type = Value)]
+    data: Box<serde_json::value::RawValue>,
+    meta: ActionMeta,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActionMeta {
+    /// The status the company's API answered.
+    status: u16,
+    latency_ms: u64,
+    /// The answer was reused from a run less than the action's
+    /// `cache_ttl_secs` ago (same conversation, same customer token).
+    cached: bool,
+}
+
+/// Runs an action of the conversation's connection.
+///
+/// Calls the company's API with the conversation's customer token; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/actions/{action}",
+    tag = "agent",
+    params(
+        ("id", description = "The conversation id"),
+        ("action", description = "The action's name in the connection's config"),
+    ),
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The company's answer", body = ActionOutcome),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`customer_auth_required`: the customer must authenticate again", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), `api_key_rejected` when the company refused the connection's API key, or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`token_endpoint_error` (unreachable), `circuit_open`, or `store_unavailable` (the store did not answer within `[store] timeout_ms`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn run_action(
+    State(g): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    // The whole request, not `HeaderMap`: that extractor copies the headers.
+    request: axum::extract::Request,
+) -> Result<Json<ActionOutcome>, Problem> {
+    // The agent's rate is checked by `run_action`, which counts a refusal into the audit.
+    let (agent_name, _) = authenticate_agent(&g, request.headers()).await?;
+    // Set by the serve loop; a test router without it starts a trace.
+    let trace = request.extensions().get().copied().unwrap_or_default();
+    let result = g
+        .run_action(&agent_name, &id, &action, trace)
+        .await
+        .map_err(|e| action_problem(&e))?;
+    Ok(Json(ActionOutcome {
+        data: result.data,
+        meta: ActionMeta {
+            status: result.status,
+            latency_ms: result.latency_ms,
+            cached: result.cached,
+        },
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConnectionList {
+    /// By name: `{name, base_url, timeout_ms, system_auth: {kind, ...},
+    /// api_key_header, customer_auth: {in, name}, actions: [{name, method, path}]}`;
+    /// never a secret.
+    connections: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ProbeReport {
+    connection: String,
+    /// Whether every step succeeded.
+    ok: bool,
+    /// Each step: `{step, ok, ...}`.
+    steps: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditList {
+    records: Vec<AuditRecord>,
+}
+
+/// The configured connections.
+#[utoipa::path(
+    get,
+    path = "/v1/connections",
+    tag = "admin",
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The connections", body = ConnectionList),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn list_connections(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<ConnectionList>, Problem> {
+    admin(&g, &headers).await?;
+    let mut list: Vec<Value> = g
+        .connections
+        .values()
+        .map(|c| {
+            let cfg = &c.config;
+            json!({
+                "name": cfg.name,
+                "base_url": cfg.base_url,
+                "timeout_ms": cfg.timeout_ms,
+                "system_auth": match &cfg.system_auth {
+                    crate::config::SystemAuthConfig::Oauth2ClientCredentials { token_url, client_id, .. } =>
+                        json!({"kind": "oauth2_client_credentials", "token_url": token_url, "client_id": client_id}),
+                    crate::config::SystemAuthConfig::StaticBearer { .. } => json!({"kind": "static_bearer"}),
+                    crate::config::SystemAuthConfig::None => json!({"kind": "none"}),
+                },
+                "api_key_header": cfg.api_key.as_ref().map(|k| k.header.clone()),
+                "customer_auth": {"in": format!("{:?}", cfg.customer_auth.placement).to_lowercase(), "name": cfg.customer_auth.name},
+                "actions": cfg.actions.iter().map(|a| json!({"name": a.name, "method": a.method, "path": a.path})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(ConnectionList { connections: list }))
+}
+
+/// Probes a connection step by step: system token, then the company's API.
+#[utoipa::path(
+    post,
+    path = "/v1/connections/{name}/probe",
+    tag = "admin",
+    params(("name", description = "The connection's name")),
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The probe ran; `ok` says whether it passed", body = ProbeReport),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role; or `csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn probe_connection(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<ProbeReport>, Problem> {
+    admin(&g, &headers).await?;
+    let connection = g.connections.get(&name).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemType::UnknownConnection,
+            "no such connection",
+        )
+    })?;
+    let steps = connection.probe().await;
+    let ok = steps.iter().all(|s| s["ok"] == json!(true));
+    Ok(Json(ProbeReport {
+        connection: name,
+        ok,
+        steps,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only this agent's actions.
+    agent: Option<String>,
+    /// Only actions in this conversation.
+    conversation: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<i64>,
+}
+
+/// The audit log of actions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "admin",
+    params(AuditQuery),
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Audit records", body = AuditList),
+        (status = 400, description = "`invalid_request`: a query parameter that cannot be read", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn list_audit(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    Params(q): Params<AuditQuery>,
+) -> Result<Json<AuditList>, Problem> {
+    admin(&g, &headers).await?;
+    let records = g
+        .store
+        .audit(
+            q.agent.as_deref(),
+            q.conversation.as_deref(),
+            q.limit.unwrap_or(100).clamp(1, 1000),
+        )
+        .await?;
+    Ok(Json(AuditList { records }))
+}
