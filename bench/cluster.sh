@@ -158,31 +158,50 @@ log "every target and instance answers the action with 200"
 pg_xacts() {
   psql -tA "$PG_ADMIN_URL/postgres" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DATABASE'"
 }
+# The Postgres server processes serving the bench's database now (the
+# gateways' pooled connections: they live as long as the pool keeps them).
+pg_pids() {
+  psql -tA "$PG_ADMIN_URL/postgres" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$DATABASE' AND pid <> pg_backend_pid()" \
+    | while read -r pid; do [[ -r /proc/$pid/stat ]] && echo "$pid"; done | tr '\n' ' '
+}
 # Commands the Redis server processed so far, from anyone: the Redis is shared.
 redis_commands() {
   redis-cli -u "$REDIS_URL" info stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'
 }
 
+# ticks, counting a process that has gone as 0 (a pool may close a connection).
+live_ticks() {
+  local pid total=0
+  for pid in "$@"; do
+    [[ -r /proc/$pid/stat ]] && total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
 measure() { # round, target, URL variable, agent variable, conversation variable, PIDs variable
   local round=$1 target=$2 url=${!3} out="$RESULTS_DIR/load-$2-run$1.txt" pids=${!6}
-  local b0 g0 n0 busy0 idle0 x0 r0 b1 g1 n1 busy1 idle1 x1 r1 nginx_pids=""
+  local b0 g0 n0 p0 busy0 idle0 x0 r0 b1 g1 n1 p1 busy1 idle1 x1 r1 nginx_pids="" pg
+  # Postgres's CPU is that of the connections open when the run starts: a
+  # connection opened or closed during the run is missed (the pools keep
+  # theirs; the store's local server makes this measurable at all).
+  pg=$(pg_pids)
   [[ $target != pg3 ]] || nginx_pids="$NGINX_PID $NGINX_WORKER_PIDS"
   log "round $round/$RUNS: $target (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
   sleep 0.6
   x0=$(pg_xacts) r0=$(redis_commands)
   # shellcheck disable=SC2086 # one PID per word
-  b0=$(ticks "$BACKEND_PID"); g0=$(ticks $pids); n0=$(ticks $nginx_pids)
+  b0=$(ticks "$BACKEND_PID"); g0=$(ticks $pids); n0=$(ticks $nginx_pids); p0=$(live_ticks $pg)
   read -r busy0 idle0 < <(machine_ticks)
   BENCH_AGENT_TOKEN=${!4} BENCH_CONVERSATION=${!5} \
     run_wrk "$THREADS" "$CONNECTIONS" gateway_action.lua "$url" "$DURATION" "$out"
   read -r busy1 idle1 < <(machine_ticks)
   # shellcheck disable=SC2086 # one PID per word
-  b1=$(ticks "$BACKEND_PID"); g1=$(ticks $pids); n1=$(ticks $nginx_pids)
+  b1=$(ticks "$BACKEND_PID"); g1=$(ticks $pids); n1=$(ticks $nginx_pids); p1=$(live_ticks $pg)
   r1=$(redis_commands)
   sleep 0.6
   x1=$(pg_xacts)
-  account_run "$out" $((busy1 - busy0)) $((idle1 - idle0)) " pg_xacts=$((x1 - x0)) redis_commands=$((r1 - r0))" \
-    backend=$((b1 - b0)) gateway=$((g1 - g0)) nginx=$((n1 - n0))
+  account_run "$out" $((busy1 - busy0)) $((idle1 - idle0)) " pg_xacts=$((x1 - x0)) redis_commands=$((r1 - r0)) pg_connections=$(wc -w <<<"$pg")" \
+    backend=$((b1 - b0)) gateway=$((g1 - g0)) nginx=$((n1 - n0)) postgres=$((p1 - p0))
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -226,15 +245,16 @@ per_req2() { per_run_ratio "load-$1" "$2" requests | median | xargs printf "%.3f
 {
   echo "Under load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on the action (warm system token), $RUNS rounds, targets alternating within each round (medians)."
   echo
-  echo "| setup | req/s (median) | req/s per run | p50 | p99 | gateway CPU µs/req | backend CPU µs/req | nginx CPU µs/req | Postgres transactions/req | Redis commands/req | non-200 | socket errors |"
-  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| setup | req/s (median) | req/s per run | p50 | p99 | gateway CPU µs/req | backend CPU µs/req | nginx CPU µs/req | Postgres CPU µs/req | Postgres transactions/req | Redis commands/req | non-200 | socket errors |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for entry in "${TARGETS[@]}"; do
     read -r target _ <<<"$entry"
-    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(describe "$target")" \
+    printf '| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(describe "$target")" \
       "$(values "load-$target" rps | median)" "$(values "load-$target" rps | per_run)" \
       "$(ms "$(values "load-$target" p50_us | median)")" "$(ms "$(values "load-$target" p99_us | median)")" \
       "$(per_req "$target" gateway_cpu_s)" "$(per_req "$target" backend_cpu_s)" \
       "$([[ $target == pg3 ]] && per_req "$target" nginx_cpu_s || echo —)" \
+      "$([[ $target == sqlite ]] && echo — || per_req "$target" postgres_cpu_s)" \
       "$([[ $target == sqlite ]] && echo — || per_req2 "$target" pg_xacts)" \
       "$([[ $target == sqlite ]] && echo — || per_req2 "$target" redis_commands)" \
       "$(values "load-$target" non200 | sum_field)" "$(values "load-$target" socket_errors | sum_field)"
@@ -255,6 +275,7 @@ per_req2() { per_run_ratio "load-$1" "$2" requests | median | xargs printf "%.3f
   echo "|---|---:|---:|---:|"
   echo "| on B (through Redis) | $(ms "$(event remote_p50_us)") | $(ms "$(event remote_p99_us)") | $(ms "$(event remote_max_us)") |"
   echo "| on A (local) | $(ms "$(event local_p50_us)") | $(ms "$(event local_p99_us)") | — |"
+  echo "| B's stream behind A's, same event (the relay through Redis) | $(ms "$(event added_p50_us)") | $(ms "$(event added_p99_us)") | — |"
   echo "| (A's answer to the request) | $(ms "$(event answer_p50_us)") | $(ms "$(event answer_p99_us)") | — |"
   echo
   echo "Conditions: wrk, the backend, nginx, the SQLite gateway and $INSTANCES cluster instances (${GATEWAY_WORKERS:-one per CPU} tokio workers each)," \

@@ -5,7 +5,8 @@ Holds an agent event stream (GET /v1/events) open on instance B (--remote)
 and on instance A itself (--local), then opens anonymous sessions on A one
 after another. Each opening raises `session_opened`; for each session it
 records the time from sending the request on A to the event arriving on each
-stream, and the time A took to answer. Prints one BENCH line (microseconds)
+stream, the time A took to answer, and what B's stream adds to A's for the
+same event (the relay through Redis). Prints one BENCH line (microseconds)
 and, with --raw, every sample. Python's standard library only.
 """
 
@@ -95,7 +96,7 @@ def main():
     while time.monotonic() < deadline and not all(remote.seen(s) and local.seen(s) for s, _, _ in sent):
         time.sleep(0.05)
 
-    rows, remote_us, local_us, answer_us = [], [], [], []
+    rows, remote_us, local_us, answer_us, added_us = [], [], [], [], []
     for session_id, started, answered in sent:
         r, l = remote.seen(session_id), local.seen(session_id)
         answer_us.append((answered - started) * 1e6)
@@ -103,6 +104,8 @@ def main():
             remote_us.append((r - started) * 1e6)
         if l is not None:
             local_us.append((l - started) * 1e6)
+        if r is not None and l is not None:
+            added_us.append((r - l) * 1e6)
         rows.append((session_id, answer_us[-1], None if r is None else (r - started) * 1e6,
                      None if l is None else (l - started) * 1e6))
     if args.raw:
@@ -111,12 +114,14 @@ def main():
             for row in rows:
                 out.write(" ".join("-" if v is None else (f"{v:.0f}" if isinstance(v, float) else v) for v in row) + "\n")
     print("BENCH events=%d remote_seen=%d local_seen=%d remote_p50_us=%d remote_p99_us=%d remote_max_us=%d "
-          "local_p50_us=%d local_p99_us=%d answer_p50_us=%d answer_p99_us=%d remote_mean_us=%d" % (
+          "local_p50_us=%d local_p99_us=%d answer_p50_us=%d answer_p99_us=%d remote_mean_us=%d "
+          "added_p50_us=%d added_p99_us=%d" % (
               len(sent), len(remote_us), len(local_us),
               percentile(remote_us, 50), percentile(remote_us, 99), max(remote_us, default=0),
               percentile(local_us, 50), percentile(local_us, 99),
               percentile(answer_us, 50), percentile(answer_us, 99),
-              statistics.mean(remote_us) if remote_us else 0))
+              statistics.mean(remote_us) if remote_us else 0,
+              percentile(added_us, 50), percentile(added_us, 99)))
     return 0 if len(remote_us) == len(sent) else 1
 
 
