@@ -27,6 +27,11 @@
 #                                    databases, without the database
 #                                    (postgres://postgres@127.0.0.1:5432)
 #   REDIS_URL                        (redis://127.0.0.1:6379/0)
+#   PG_SYNCHRONOUS_COMMIT            synchronous_commit of the bench's database
+#                                    (the server's default; `off` shows what
+#                                    waiting for the WAL flush of each audit
+#                                    batch costs, at the price of losing the
+#                                    last commits in a Postgres crash)
 #   NGINX_WORKERS, GATEWAY_WORKERS   as in bench/gateway.sh          (auto, one per CPU)
 #   RESULTS_DIR, REV, DESKBRIDGE_BIN as in bench/gateway.sh
 #
@@ -79,6 +84,10 @@ cluster_cleanup() {
 }
 trap cluster_cleanup EXIT
 psql -q "$PG_ADMIN_URL/postgres" -c "CREATE DATABASE $DATABASE" || die "could not create database $DATABASE"
+if [[ -n ${PG_SYNCHRONOUS_COMMIT:-} ]]; then
+  psql -q "$PG_ADMIN_URL/postgres" -c "ALTER DATABASE $DATABASE SET synchronous_commit = '$PG_SYNCHRONOUS_COMMIT'" \
+    || die "could not set synchronous_commit"
+fi
 STORE_URL="$PG_ADMIN_URL/$DATABASE"
 log "store $STORE_URL, Redis $REDIS_URL with key prefix $KEY_PREFIX"
 
