@@ -99,71 +99,15 @@ get_backend_credentials "$BACKEND_URL"
 # --- gateway ------------------------------------------------------------------
 
 APP_KEY="bench-web-app-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-# The backend's issuer is its public URL (no `issuer` in its config here).
-cat >"$WORK/gateway.toml" <<EOF
-[server]
-data_dir = "$WORK/gateway"
-[[connections]]
-name = "acme"
-base_url = "$BACKEND_URL"
-timeout_ms = 2000
-customer_login_url = "$BACKEND_URL/customer_authenticate"
-[connections.system_auth]
-kind = "oauth2_client_credentials"
-token_url = "$BACKEND_URL/access_token"
-client_id = "$CLIENT_ID"
-client_secret = { env = "BENCH_CLIENT_SECRET" }
-scope = "profile:read"
-[connections.api_key]
-value = { env = "BENCH_GATEWAY_API_KEY" }
-[connections.identity]
-mode = "jwt"
-jwks_url = "$BACKEND_URL/.well-known/jwks.json"
-issuer = "$BACKEND_URL"
-audience = "deskbridge"
-[[connections.actions]]
-name = "getprofile"
-path = "/getprofile"
-[[channels]]
-name = "web"
-app_key = { env = "BENCH_APP_KEY" }
-# One agent token carries all of wrk's load: far above any agent's default rate.
-[limits]
-agent_per_second = 10000000
-agent_burst = 10000000
-EOF
+gateway_config "$WORK/gateway" >"$WORK/gateway.toml"
 export BENCH_CLIENT_SECRET=$CLIENT_SECRET BENCH_GATEWAY_API_KEY=$API_KEY BENCH_APP_KEY=$APP_KEY
 
-# Adds agent "bench" to a gateway's config and starts that gateway with $BIN:
-# sets AGENT (its token), SERVER_PID and SERVER_URL.
-start_gateway() { # name, config
-  AGENT=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$2") \
-    || die "deskbridge agent add failed ($1)"
-  # For the gateway alone: the backend is already running. (tokio refuses an
-  # empty value, so the variable is set only when asked for.)
-  [[ -z $GATEWAY_WORKERS ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
-  start_server "$1" "$WORK/$1.out" "$RESULTS_DIR/$1.stderr" "deskbridge gateway listening on" \
-    serve --config "$2" --listen 127.0.0.1:0
-  unset TOKIO_WORKER_THREADS
-  pin "$PROXY_CPUS" "$SERVER_PID"
-}
 start_gateway gateway "$WORK/gateway.toml"
 AGENT_TOKEN=$AGENT GATEWAY_PID=$SERVER_PID GATEWAY_URL=$SERVER_URL
-
-# Opens a web session with the customer's JWT on the gateway at $1; prints its conversation.
-open_conversation() { # gateway URL
-  curl -sS --fail-with-body -X POST "$1/v1/sessions" \
-    -H "x-deskbridge-app-key: $APP_KEY" -H 'Content-Type: application/json' \
-    --data "$(jq -cn --arg t "$JWT" '{channel: "web", connection: "acme", auth: {token: $t}}')" \
-    | jq -er .conversation_id
-}
 CONVERSATION=$(open_conversation "$GATEWAY_URL") || die "could not open a session on the gateway"
 
 # --- nginx --------------------------------------------------------------------
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 NGINX_DIR="$WORK/nginx"
 mkdir -p "$NGINX_DIR"
 NGINX_PORT=$(free_port)
@@ -176,19 +120,7 @@ template=${template//@ACCESS_TOKEN@/$ACCESS_TOKEN}
 template=${template//@API_KEY@/$API_KEY}
 template=${template//@JWT@/$JWT}
 printf '%s\n' "$template" >"$NGINX_DIR/nginx.conf"
-"$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" -t -q \
-  || die "nginx rejects the configuration: $(cat "$NGINX_DIR/error.log")"
-"$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" -g 'daemon off;' \
-  >"$RESULTS_DIR/nginx.stdout" 2>&1 &
-NGINX_PID=$!
-SERVER_PIDS+=("$NGINX_PID")
-NGINX_URL="http://127.0.0.1:$NGINX_PORT"
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "$NGINX_URL/" && break
-  kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited: $(cat "$NGINX_DIR/error.log")"
-  sleep 0.1
-done
-log "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') pid $NGINX_PID at $NGINX_URL"
+start_nginx "$NGINX_DIR" "$NGINX_PORT"
 
 # --- one checked request per target -------------------------------------------
 

@@ -1,5 +1,6 @@
-# What bench/backend.sh and bench/gateway.sh share: tools, the binary, scratch
-# space, starting the backend, wrk runs, CPU accounting and summary helpers.
+# What bench/backend.sh, bench/gateway.sh and bench/cluster.sh share: tools, the
+# binary, scratch space, starting the backend, the gateway and nginx, wrk runs,
+# CPU accounting and summary helpers.
 # Sourced, not run; the scripts set `set -euo pipefail` and their knobs.
 # shellcheck shell=bash
 
@@ -150,6 +151,103 @@ expect_200() { # name, curl args...
   shift
   status=$(curl -sS -o "$WORK/check.body" -w '%{http_code}' "$@")
   [[ $status == 200 ]] || die "$name answered $status: $(cat "$WORK/check.body")"
+}
+
+# --- the gateway --------------------------------------------------------------
+
+# Prints a gateway config for the backend at BACKEND_URL (connection "acme",
+# action getprofile, channel "web"), with its data dir at $1; the secrets come
+# from BENCH_CLIENT_SECRET, BENCH_GATEWAY_API_KEY and BENCH_APP_KEY. Any further
+# TOML ($2, e.g. [store] and [cluster]) goes at the end.
+gateway_config() { # data dir, extra TOML
+  # The backend's issuer is its public URL (no `issuer` in its config here).
+  cat <<EOF
+[server]
+data_dir = "$1"
+[[connections]]
+name = "acme"
+base_url = "$BACKEND_URL"
+timeout_ms = 2000
+customer_login_url = "$BACKEND_URL/customer_authenticate"
+[connections.system_auth]
+kind = "oauth2_client_credentials"
+token_url = "$BACKEND_URL/access_token"
+client_id = "$CLIENT_ID"
+client_secret = { env = "BENCH_CLIENT_SECRET" }
+scope = "profile:read"
+[connections.api_key]
+value = { env = "BENCH_GATEWAY_API_KEY" }
+[connections.identity]
+mode = "jwt"
+jwks_url = "$BACKEND_URL/.well-known/jwks.json"
+issuer = "$BACKEND_URL"
+audience = "deskbridge"
+[[connections.actions]]
+name = "getprofile"
+path = "/getprofile"
+[[channels]]
+name = "web"
+app_key = { env = "BENCH_APP_KEY" }
+# One agent token carries all of wrk's load, and one client address opens
+# every session: far above any agent's or address's default rate.
+[limits]
+agent_per_second = 10000000
+agent_burst = 10000000
+session_per_second = 10000000
+session_burst = 10000000
+${2:-}
+EOF
+}
+
+# Adds agent "bench" to a gateway's config (unless ADD_AGENT=0: an agent in a
+# shared store is added once) and starts that gateway with $BIN: sets AGENT
+# (its token, when added), SERVER_PID and SERVER_URL. GATEWAY_WORKERS sets its
+# tokio worker threads, PROXY_CPUS where it runs.
+start_gateway() { # name, config
+  if [[ ${ADD_AGENT:-1} != 0 ]]; then
+    AGENT=$(DESKBRIDGE_LOG=warn "$BIN" agent add bench --role agent --config "$2") \
+      || die "deskbridge agent add failed ($1)"
+  fi
+  # For the gateway alone: the backend is already running. (tokio refuses an
+  # empty value, so the variable is set only when asked for.)
+  [[ -z ${GATEWAY_WORKERS:-} ]] || export TOKIO_WORKER_THREADS=$GATEWAY_WORKERS
+  start_server "$1" "$WORK/$1.out" "$RESULTS_DIR/$1.stderr" "deskbridge gateway listening on" \
+    serve --config "$2" --listen 127.0.0.1:0
+  unset TOKIO_WORKER_THREADS
+  pin "${PROXY_CPUS:-}" "$SERVER_PID"
+}
+
+# Opens a web session with the customer's JWT on the gateway at $1; prints its conversation.
+open_conversation() { # gateway URL
+  curl -sS --fail-with-body -X POST "$1/v1/sessions" \
+    -H "x-deskbridge-app-key: $APP_KEY" -H 'Content-Type: application/json' \
+    --data "$(jq -cn --arg t "$JWT" '{channel: "web", connection: "acme", auth: {token: $t}}')" \
+    | jq -er .conversation_id
+}
+
+# --- nginx --------------------------------------------------------------------
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Checks and starts nginx with DIR/nginx.conf (listening on PORT), waits until
+# it answers: sets NGINX_PID and NGINX_URL. NGINX is its executable.
+start_nginx() { # dir, port
+  local dir=$1
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -t -q \
+    || die "nginx rejects the configuration: $(cat "$dir/error.log")"
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;' \
+    >"$RESULTS_DIR/nginx.stdout" 2>&1 &
+  NGINX_PID=$!
+  SERVER_PIDS+=("$NGINX_PID")
+  NGINX_URL="http://127.0.0.1:$2"
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "$NGINX_URL/" && break
+    kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited: $(cat "$dir/error.log")"
+    sleep 0.1
+  done
+  log "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') pid $NGINX_PID at $NGINX_URL"
 }
 
 # --- runs and CPU accounting --------------------------------------------------
