@@ -69,6 +69,14 @@ impl Cluster {
             .map_err(|e| ClusterError::Url(format!("not a Redis URL ({:?})", e.kind())))
     }
 
+    /// Where `url` points (`host:port/db`), without its credentials.
+    pub fn server_of(url: &str) -> Result<String, ClusterError> {
+        let info = url
+            .into_connection_info()
+            .map_err(|e| ClusterError::Url(format!("not a Redis URL ({:?})", e.kind())))?;
+        Ok(format!("{}/{}", info.addr(), info.redis_settings().db()))
+    }
+
     /// Sets up the connection to `url` (it is made, and remade, in the
     /// background: an instance may start while Redis is away). Keys start
     /// with `prefix`; signals name `instance` as their sender.

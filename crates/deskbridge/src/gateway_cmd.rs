@@ -122,6 +122,9 @@ pub(crate) async fn config(command: ConfigCommand) -> anyhow::Result<()> {
     drop(out);
     if connect {
         check_store(&config.store_options()).await?;
+        if let Some(cluster) = &config.cluster {
+            check_cluster(cluster).await?;
+        }
     }
     writeln!(std::io::stdout().lock(), "{}: ok", file.display())?;
     Ok(())
@@ -148,6 +151,15 @@ async fn check_store(options: &StoreOptions) -> anyhow::Result<()> {
             gateway::store::engine::redact(&e.to_string(), &options.url)
         ),
     }
+}
+
+/// Reaches the cluster's Redis, or says why not (never with its password).
+async fn check_cluster(config: &gateway::config::ClusterConfig) -> anyhow::Result<()> {
+    match gateway::reach_cluster(config).await {
+        Ok(shown) => writeln!(std::io::stdout().lock(), "cluster: reached Redis at {shown}")?,
+        Err(why) => bail!("cluster: {why}"),
+    }
+    Ok(())
 }
 
 pub(crate) async fn store(command: StoreCommand) -> anyhow::Result<()> {

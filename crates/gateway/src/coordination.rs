@@ -31,6 +31,23 @@ use crate::metrics::{InstanceLabel, Metrics};
 use crate::vault::Vault;
 use crate::{Event, Gateway};
 
+/// Reaches the Redis of `config` and waits up to 3 s for an answer; where
+/// it is (`host:port/db`, no credentials), or why it cannot be reached.
+pub async fn reach_cluster(config: &crate::config::ClusterConfig) -> Result<String, String> {
+    let url = config
+        .redis_url
+        .resolve()
+        .map_err(|e| format!("cluster.redis_url: {e}"))?;
+    let url = secrecy::ExposeSecret::expose_secret(&url);
+    let shown = Cluster::server_of(url).map_err(|e| e.to_string())?;
+    let cluster = Cluster::connect(url, &config.key_prefix, "config-check").map_err(|e| e.to_string())?;
+    let mut up = cluster.watch_up();
+    match tokio::time::timeout(Duration::from_secs(3), up.wait_for(|up| *up)).await {
+        Ok(Ok(_)) => Ok(shown),
+        _ => Err(format!("Redis at {shown} did not answer within 3 s")),
+    }
+}
+
 /// What one instance tells the others.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "signal", rename_all = "snake_case")]

@@ -35,6 +35,7 @@ use crate::audit::AuditTrail;
 pub use crate::config::GatewayConfig;
 use crate::config::{ChannelConfig, Opacity};
 use crate::connector::{ActionError, ActionResult, Connection};
+pub use crate::coordination::reach_cluster;
 use crate::coordination::{Coordination, SharedTokens, Signal};
 use crate::identity::{IdentityError, opacity_problem};
 use crate::limits::{Rates, Streams};

@@ -358,6 +358,53 @@ fn config_check_connect_says_which_store_failed_and_why_without_its_password() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("store.url"));
 }
 
+/// With `[cluster]`, `--connect` reaches Redis too, and says which server
+/// failed without its password.
+#[tokio::test]
+async fn config_check_connect_reaches_the_cluster_redis() {
+    let db = TestDatabase::postgres().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let key = "[crypto]\ntoken_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n";
+    let write = |redis: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[store]\nurl = \"{}\"\n{key}[cluster]\nredis_url = \"{redis}\"\nkey_prefix = \"cfg-check:\"\n",
+                db.url
+            ),
+        )
+        .unwrap()
+    };
+    let check = || {
+        let out = deskbridge()
+            .args(["config", "check", "--connect"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    write("redis://127.0.0.1:6379/0");
+    let (ok, said) = check();
+    assert!(ok, "{said}");
+    assert!(said.contains("cluster: reached Redis at 127.0.0.1:6379/0"), "{said}");
+
+    // Nothing listens on port 1.
+    write("redis://:hunter2secret@127.0.0.1:1/0");
+    let (ok, said) = check();
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("cluster: Redis at 127.0.0.1:1/0 did not answer"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2secret"), "{said}");
+}
+
 #[tokio::test]
 async fn store_migrate_runs_the_migrations_alone() {
     let db = TestDatabase::postgres().await.unwrap();
