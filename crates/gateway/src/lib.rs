@@ -159,16 +159,16 @@ pub struct CustomerHandoff {
 }
 
 pub struct Gateway {
-    pub config: GatewayConfig,
-    pub store: Store,
+    config: GatewayConfig,
+    store: Store,
     vault: Arc<Vault>,
-    pub connections: HashMap<String, Arc<Connection>>,
-    pub channels: HashMap<String, (ChannelConfig, SecretString)>,
-    pub metrics: Arc<Metrics>,
-    pub events: broadcast::Sender<Event>,
+    connections: HashMap<String, Arc<Connection>>,
+    channels: HashMap<String, (ChannelConfig, SecretString)>,
+    metrics: Arc<Metrics>,
+    events: broadcast::Sender<Event>,
     audit: AuditTrail,
     rates: Rates,
-    pub(crate) streams: Arc<Streams>,
+    streams: Arc<Streams>,
     /// Set when shutdown begins, so long-lived event streams end and the
     /// graceful shutdown is not held open by them.
     closing: tokio::sync::watch::Sender<bool>,
@@ -323,6 +323,16 @@ impl Gateway {
     /// (true without `[cluster]`).
     pub fn cluster_up(&self) -> bool {
         self.coordination.up()
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Its store (conversations, tokens, agents, the audit log).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Unix seconds by the gateway's clock.

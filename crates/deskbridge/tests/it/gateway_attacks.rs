@@ -57,7 +57,7 @@ impl std::ops::Deref for Desk {
 impl Desk {
     async fn audit(&self) -> Vec<Value> {
         self.gateway.gateway.flush_audit().await;
-        let records = self.gateway.gateway.store.audit(None, None, 10_000).await.unwrap();
+        let records = self.gateway.gateway.store().audit(None, None, 10_000).await.unwrap();
         records.iter().map(|r| serde_json::to_value(r).unwrap()).collect()
     }
 }
@@ -439,7 +439,7 @@ async fn malformed_paths_oversized_bodies_and_moved_tokens_get_documented_answer
     )
     .await;
     let victim = other["conversation_id"].as_str().unwrap();
-    let store = &d.gateway.gateway.store;
+    let store = d.gateway.gateway.store();
     let sealed = store.token(&d.conversation).await.unwrap().unwrap();
     store
         .put_token(victim, &sealed.ciphertext, sealed.expires_at, 0)

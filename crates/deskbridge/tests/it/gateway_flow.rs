@@ -305,7 +305,7 @@ async fn an_expired_customer_token_asks_the_channel_for_a_fresh_one() {
     let anonymous = body_json(w.open_session(json!({"channel": "web", "connection": "acme"})).await).await;
     let (other, _) = w.customer_session(1, "ios").await;
     let other = other["conversation_id"].as_str().unwrap();
-    w.gateway.gateway.store.mark_token_rejected(other).await.unwrap();
+    w.gateway.gateway.store().mark_token_rejected(other).await.unwrap();
     let list = w.get("/v1/conversations").await;
     let state_of = |id: &str| {
         list["conversations"]
@@ -1361,7 +1361,7 @@ async fn a_cached_action_reuses_its_answer_until_the_customer_token_changes() {
     let audit = w
         .gateway
         .gateway
-        .store
+        .store()
         .audit(Some("ana"), Some(conversation), 10)
         .await
         .unwrap();
@@ -1497,7 +1497,7 @@ async fn an_action_carries_one_trace_from_the_agent_to_the_company_and_the_audit
         }
     }
     gateway.gateway.flush_audit().await;
-    let audit = gateway.gateway.store.audit(Some("ana"), None, 10).await.unwrap();
+    let audit = gateway.gateway.store().audit(Some("ana"), None, 10).await.unwrap();
     // Oldest first: the three calls, then the refused action.
     let logged: Vec<Option<&str>> = audit.iter().rev().map(|a| a.trace_id.as_deref()).collect();
     let unknown = trace_of(&unknown);

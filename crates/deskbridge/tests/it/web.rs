@@ -470,7 +470,7 @@ async fn agent_add_sets_a_console_password_from_stdin() {
     // The running test gateway and the command share the data dir.
     std::fs::write(
         &file,
-        gateway_toml(&d.gateway.gateway.config.server.data_dir, &d.backend, &d.seed),
+        gateway_toml(&d.gateway.gateway.config().server.data_dir, &d.backend, &d.seed),
     )
     .unwrap();
     let add = |password: &str| {
