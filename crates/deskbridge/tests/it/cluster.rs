@@ -335,3 +335,228 @@ async fn concurrent_session_opens_for_one_customer_on_three_instances_make_one_c
         assert_eq!(c.conversations(i).await, conversations);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stream_on_b_sees_what_happens_on_a_and_c_in_order_within_a_second() {
+    let c = Cluster::start_with(|b| b.customer_token_ttl_secs = 60, REDIS.parse().unwrap()).await;
+    let mut on_b = c.events(B).await;
+    let second = Duration::from_secs(1);
+    let mut seen = Vec::new();
+
+    // On A: an anonymous chat whose customer then logs in.
+    let r = c.open(A, json!({"channel": "web", "connection": "acme"})).await;
+    assert_eq!(r.status(), 201);
+    let (session, first) = ids(&body_json(r).await);
+    seen.extend(on_b.take(1, second).await);
+    let alice = &c.seed.users[0];
+    let jwt = login(&c.backend, &alice.username, &alice.password).await;
+    assert_eq!(c.authenticate(A, &session, &jwt).await.status(), 200);
+    seen.extend(on_b.take(1, second).await);
+
+    // On C: a logged-in session whose token the company then refuses.
+    let (_, other) = c.customer_session(C, 1).await;
+    seen.extend(on_b.take(2, second).await);
+    c.backend.clock.advance(Duration::from_secs(61));
+    expect_problem(c.action(C, &other).await, 409, "customer_auth_required").await;
+    seen.extend(on_b.take(1, second).await);
+
+    // Then nothing more: each event came once.
+    seen.extend(on_b.all(Duration::from_millis(500)).await);
+    let of = by_conversation(&seen);
+    assert_eq!(of.len(), 2, "{seen:?}");
+    assert_eq!(of[&first], ["session_opened", "authenticated"], "{seen:?}");
+    assert_eq!(
+        of[&other],
+        ["session_opened", "authenticated", "authentication_required"],
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_actions_on_three_instances_with_a_cold_cache_fetch_one_system_token() {
+    let c = Cluster::start().await;
+    let (_, conversation) = c.customer_session(A, 0).await;
+    assert_eq!(tokens_issued(&c.backend).await, 0);
+    let calls = (0..300).map(|n| c.action(n % 3, &conversation));
+    let statuses: Vec<u16> = join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(tokens_issued(&c.backend).await, 1, "one token for the three instances");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_token_replaced_through_b_is_the_one_c_sends_next() {
+    let c = Cluster::start_with(|b| b.customer_token_ttl_secs = 60, REDIS.parse().unwrap()).await;
+    let (session, conversation) = c.customer_session(A, 0).await;
+    // C remembers the conversation's context, with the first token.
+    assert_eq!(c.action(C, &conversation).await.status(), 200);
+    // The first token expires at the company; a fresh one goes in through B.
+    c.backend.clock.advance(Duration::from_secs(61));
+    let alice = &c.seed.users[0];
+    let fresh = login(&c.backend, &alice.username, &alice.password).await;
+    assert_eq!(c.authenticate(B, &session, &fresh).await.status(), 200);
+    // C sends the fresh one (the first would be refused: 409).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let r = c.action(C, &conversation).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(Instant::now() < deadline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_removed_or_rekeyed_through_the_cli_is_refused_on_b_within_a_second() {
+    let c = Cluster::start().await;
+    let (_, conversation) = c.customer_session(A, 0).await;
+    let bob = c.cli(&["agent", "add", "bob"]).await;
+    let carol = c.cli(&["agent", "add", "carol"]).await;
+    // B knows both (and remembers them).
+    for agent in [&bob, &carol] {
+        assert_eq!(act(&c.instances[B].url, &conversation, "getprofile", agent).await.status(), 200);
+    }
+    let refused_within_a_second = |agent: String| {
+        let url = c.instances[B].url.clone();
+        let conversation = conversation.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                let status = act(&url, &conversation, "getprofile", &agent).await.status();
+                if status == 401 {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "still {status} on B after a second");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    c.cli(&["agent", "remove", "bob"]).await;
+    refused_within_a_second(bob).await;
+    let rekeyed = c.cli(&["agent", "add", "carol"]).await;
+    refused_within_a_second(carol).await;
+    assert_eq!(act(&c.instances[B].url, &conversation, "getprofile", &rekeyed).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_failures_on_a_and_b_add_up_and_c_throttles() {
+    let c = Cluster::start().await;
+    let sign_in = |i: usize| {
+        client()
+            .post(c.url(i, "/console/api/login"))
+            .json(&json!({"username": "ana", "password": "not the password"}))
+            .send()
+    };
+    // Three failures allowed per user: two on A, one on B.
+    for i in [A, A, B] {
+        expect_problem(sign_in(i).await.unwrap(), 401, "invalid_credentials").await;
+    }
+    let throttled = sign_in(C).await.unwrap();
+    assert!(throttled.headers().contains_key("retry-after"));
+    expect_problem(throttled, 429, "too_many_attempts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_expired_customer_token_makes_one_authentication_required_with_three_instances() {
+    let c = Cluster::start_with(|b| b.customer_token_ttl_secs = 60, REDIS.parse().unwrap()).await;
+    let mut on_b = c.events(B).await;
+    // Tokens that expire by the clock: each instance sweeps every second.
+    let mut expiring = HashSet::new();
+    for n in [A, B, C] {
+        let r = c
+            .open(
+                n,
+                json!({"channel": "ios", "connection": "opaque", "customer_id": format!("opaque-customer-{n}"),
+                       "auth": {"token": format!("opaque-token-{n}"), "expires_in": 1}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        expiring.insert(ids(&body_json(r).await).1);
+    }
+    // A token the company refuses, to concurrent actions on all three.
+    let (_, refused) = c.customer_session(A, 0).await;
+    assert_eq!(c.action(B, &refused).await.status(), 200);
+    c.backend.clock.advance(Duration::from_secs(61));
+    let calls = (0..30).map(|n| c.action(n % 3, &refused));
+    let statuses: Vec<u16> = join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 409), "{statuses:?}");
+
+    let seen = on_b.all(Duration::from_secs(4)).await;
+    let required: Vec<&Value> = seen
+        .iter()
+        .filter(|(name, _)| name == "authentication_required")
+        .map(|(_, data)| &data["conversation_id"])
+        .collect();
+    let mut wanted: Vec<&str> = expiring.iter().map(String::as_str).collect();
+    wanted.push(&refused);
+    wanted.sort_unstable();
+    let mut got: Vec<&str> = required.iter().map(|id| id.as_str().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, wanted, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_cut_actions_go_on_cluster_up_reads_0_and_after_restore_1_and_events_flow() {
+    let redis = Proxy::start(REDIS.parse().unwrap()).await;
+    let c = Cluster::start_with(|_| {}, redis.addr).await;
+    let (_, conversation) = c.customer_session(A, 0).await;
+
+    redis.cut();
+    for i in [A, B, C] {
+        wait_for_cluster_up(&c.instances[i].url, IDS[i], 0, Duration::from_secs(10)).await;
+    }
+    let calls = (0..30).map(|n| c.action(n % 3, &conversation));
+    let statuses: Vec<u16> = join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    redis.restore();
+    for i in [A, B, C] {
+        wait_for_cluster_up(&c.instances[i].url, IDS[i], 1, Duration::from_secs(5)).await;
+    }
+    let mut on_b = c.events(B).await;
+    let r = c.open(A, json!({"channel": "web", "connection": "acme"})).await;
+    assert_eq!(r.status(), 201);
+    let (_, opened) = ids(&body_json(r).await);
+    let seen = on_b.take(1, Duration::from_secs(1)).await;
+    assert_eq!(
+        (seen[0].0.as_str(), seen[0].1["conversation_id"].as_str()),
+        ("session_opened", Some(opened.as_str()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_under_load_loses_nothing_and_the_others_keep_serving() {
+    let mut c = Cluster::start().await;
+    let (_, conversation) = c.customer_session(A, 0).await;
+    let mut opened = HashSet::from([conversation.clone()]);
+    for i in [A, A, B, C] {
+        let r = c.open(i, json!({"channel": "web", "connection": "acme"})).await;
+        assert_eq!(r.status(), 201);
+        opened.insert(ids(&body_json(r).await).1);
+    }
+
+    // B and C under load while A is killed: every answer a success.
+    let load = (0..40).map(|n| {
+        let c = &c;
+        let conversation = &conversation;
+        async move {
+            tokio::time::sleep(Duration::from_millis(25 * n)).await;
+            let i = [B, C][n as usize % 2];
+            let action = c.action(i, conversation).await.status().as_u16();
+            let r = c.open(i, json!({"channel": "web", "connection": "acme"})).await;
+            let status = r.status().as_u16();
+            (action, status, ids(&body_json(r).await).1)
+        }
+    });
+    let victim = c.instances[A].process.0.id().to_string();
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = tokio::process::Command::new("kill").args(["-9", &victim]).status();
+        assert!(killed.await.unwrap().success());
+    };
+    let (answers, ()) = tokio::join!(join_all(load), kill);
+    for (action, open, conversation) in answers {
+        assert_eq!((action, open), (200, 201));
+        opened.insert(conversation);
+    }
+
+    let restarted = c.spawn(A).await;
+    c.instances[A] = restarted;
+    assert_eq!(c.conversations(A).await, opened);
+    assert_eq!(c.action(A, &conversation).await.status(), 200);
+}
