@@ -158,7 +158,10 @@ impl Cluster {
         let u = &self.seed.users[user];
         let jwt = login(&self.backend, &u.username, &u.password).await;
         let r = self
-            .open(i, json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}))
+            .open(
+                i,
+                json!({"channel": "web", "connection": "acme", "auth": {"token": jwt}}),
+            )
             .await;
         assert_eq!(r.status(), 201);
         ids(&body_json(r).await)
@@ -369,11 +372,7 @@ async fn an_agent_stream_on_b_sees_what_happens_on_a_and_c_in_order_within_a_sec
     assert_eq!(of.len(), 3, "{seen:?}");
     assert_eq!(of[&first], ["session_opened"], "{seen:?}");
     assert_eq!(of[&joined], ["authenticated"], "{seen:?}");
-    assert_eq!(
-        of[&other],
-        ["session_opened", "authentication_required"],
-        "{seen:?}"
-    );
+    assert_eq!(of[&other], ["session_opened", "authentication_required"], "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +412,12 @@ async fn an_agent_removed_or_rekeyed_through_the_cli_is_refused_on_b_within_a_se
     let carol = c.cli(&["agent", "add", "carol"]).await;
     // B knows both (and remembers them).
     for agent in [&bob, &carol] {
-        assert_eq!(act(&c.instances[B].url, &conversation, "getprofile", agent).await.status(), 200);
+        assert_eq!(
+            act(&c.instances[B].url, &conversation, "getprofile", agent)
+                .await
+                .status(),
+            200
+        );
     }
     let refused_within_a_second = |agent: String| {
         let url = c.instances[B].url.clone();
@@ -434,7 +438,12 @@ async fn an_agent_removed_or_rekeyed_through_the_cli_is_refused_on_b_within_a_se
     refused_within_a_second(bob).await;
     let rekeyed = c.cli(&["agent", "add", "carol"]).await;
     refused_within_a_second(carol).await;
-    assert_eq!(act(&c.instances[B].url, &conversation, "getprofile", &rekeyed).await.status(), 200);
+    assert_eq!(
+        act(&c.instances[B].url, &conversation, "getprofile", &rekeyed)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
