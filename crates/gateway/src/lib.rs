@@ -670,28 +670,35 @@ impl Gateway {
         let Some(spec) = connection.action(action) else {
             return Err(ActionError::UnknownAction);
         };
-        let token = match &context.token {
+        // `tell`: whether this call is the one to ask the channel for a
+        // token. A token refused or expired was asked for once already (by
+        // whoever refused it, or by the sweep), on whichever instance.
+        let (token, tell) = match &context.token {
             Some(t) if !t.rejected && t.expires_at.is_none_or(|e| e > self.now()) => {
                 match self.vault.open_sealed(&t.ciphertext, conversation) {
-                    Ok(token) => Some(token),
+                    Ok(token) => (Some(token), false),
                     // Sealed under another key (it changed) or for another
                     // conversation (the row was tampered with): useless
                     // either way, so wiped, and the channel asked for a fresh one.
                     Err(e) => {
                         tracing::warn!(error = %e, "a stored customer token could not be opened; it is wiped");
-                        self.store
+                        let marked = self
+                            .store
                             .mark_token_rejected(conversation)
                             .await
                             .map_err(ActionError::from)?;
-                        None
+                        (None, marked)
                     }
                 }
             }
-            _ => None,
+            Some(_) => (None, false),
+            None => (None, true),
         };
         let Some(token) = token else {
-            self.record_event(conversation, None, EventKind::AuthenticationRequired)
-                .await;
+            if tell {
+                self.record_event(conversation, None, EventKind::AuthenticationRequired)
+                    .await;
+            }
             return Err(ActionError::CustomerAuthRequired);
         };
         // Only while the token is valid (checked above) and the same: a new
@@ -714,8 +721,11 @@ impl Gateway {
         {
             context.remember_answer(action, &r.data, r.status, self.clock.now(), ttl);
         }
-        if matches!(result, Err(ActionError::CustomerAuthRequired)) {
-            let _ = self.store.mark_token_rejected(conversation).await;
+        // Concurrent calls refused with the same token: one event, from the
+        // call that marked it (or from each, when the store cannot say).
+        if matches!(result, Err(ActionError::CustomerAuthRequired))
+            && !matches!(self.store.mark_token_rejected(conversation).await, Ok(false))
+        {
             self.record_event(conversation, None, EventKind::AuthenticationRequired)
                 .await;
         }

@@ -360,17 +360,21 @@ impl Store {
         Ok(Some(context))
     }
 
-    pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<(), GatewayError> {
+    /// Whether this call refused it: false when it was refused already (by
+    /// a concurrent call, maybe on another instance), so that only one
+    /// caller tells the channel.
+    pub async fn mark_token_rejected(&self, conversation_id: &str) -> Result<bool, GatewayError> {
         // The company refused it: useless now, so not kept either.
-        let marked = on_pool!(&self.db, pool => sqlx::query("UPDATE customer_tokens SET rejected = TRUE, ciphertext = $2 WHERE conversation_id = $1")
+        let marked = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE customer_tokens SET rejected = TRUE, ciphertext = $2 WHERE conversation_id = $1 AND NOT rejected",
+        )
             .bind(conversation_id)
             .bind(&[][..] as &[u8])
             .execute(pool)
             .await
-            .map(drop));
+            .map(|done| done.rows_affected() > 0));
         self.contexts.invalidate(conversation_id);
-        marked?;
-        Ok(())
+        Ok(marked?)
     }
 
     /// Expired tokens are useless and dangerous to keep: their ciphertext is

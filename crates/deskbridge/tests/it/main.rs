@@ -6,6 +6,7 @@ mod backend_attacks;
 mod backend_cli;
 mod backend_http;
 mod check;
+mod cluster;
 mod demo;
 mod gateway_attacks;
 mod gateway_cli;

@@ -5,18 +5,15 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway::store::Store;
 use gateway::store::test_support::TestDatabase;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 use crate::gateway_cli::Reaped;
 use crate::gateway_flow::{World, expect_problem, world_configured};
-use crate::support::{announced_url, client, deskbridge, gateway_toml};
+use crate::support::{Proxy, announced_url, client, deskbridge, gateway_toml};
 
 /// `url` reaching its server at `addr` instead.
 fn via(url: &str, addr: SocketAddr) -> String {
@@ -40,63 +37,6 @@ fn server_of(url: &str) -> SocketAddr {
         format!("{host}:5432")
     };
     host.replace("localhost", "127.0.0.1").parse().unwrap()
-}
-
-/// A TCP proxy to Postgres that can be cut (every connection closed, new
-/// ones refused) and restored.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<Mutex<bool>>,
-    links: Arc<Mutex<Vec<AbortHandle>>>,
-    accepting: AbortHandle,
-}
-
-impl Proxy {
-    async fn start(server: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(Mutex::new(true));
-        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (up2, links2) = (up.clone(), links.clone());
-        let accepting = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*up2.lock().unwrap() {
-                    continue; // dropped: closed at once
-                }
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(server).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                links2.lock().unwrap().push(link.abort_handle());
-            }
-        })
-        .abort_handle();
-        Self {
-            addr,
-            up,
-            links,
-            accepting,
-        }
-    }
-
-    fn cut(&self) {
-        *self.up.lock().unwrap() = false;
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        *self.up.lock().unwrap() = true;
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accepting.abort();
-    }
 }
 
 /// A world whose gateway keeps its store at `url`.

@@ -2,16 +2,18 @@
 //! a clock the test controls.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backend::admin::DemoSeed;
 use backend::{Backend, BackendConfig, ManualClock};
 use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 pub struct TestBackend {
     pub url: String,
@@ -328,4 +330,61 @@ app_key = "{app_key}"
         issuer = ISSUER,
         app_key = APP_KEY,
     )
+}
+
+/// A TCP proxy (to Postgres, to Redis) that can be cut (every connection closed, new
+/// ones refused) and restored.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<Mutex<bool>>,
+    links: Arc<Mutex<Vec<AbortHandle>>>,
+    accepting: AbortHandle,
+}
+
+impl Proxy {
+    pub async fn start(server: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(Mutex::new(true));
+        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (up2, links2) = (up.clone(), links.clone());
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*up2.lock().unwrap() {
+                    continue; // dropped: closed at once
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(server).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links2.lock().unwrap().push(link.abort_handle());
+            }
+        })
+        .abort_handle();
+        Self {
+            addr,
+            up,
+            links,
+            accepting,
+        }
+    }
+
+    pub fn cut(&self) {
+        *self.up.lock().unwrap() = false;
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        *self.up.lock().unwrap() = true;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accepting.abort();
+    }
 }
