@@ -63,24 +63,12 @@ pub struct InstanceRow {
 impl Store {
     /// Registers `me` (or refreshes its beat) and forgets instances that stopped beating.
     pub async fn register_instance(&self, me: &Instance, now: i64) -> Result<(), GatewayError> {
-        on_pool!(&self.db, pool => {
-            sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
-                .bind(now - STALE_AFTER_SECS)
-                .execute(pool)
-                .await?;
-            sqlx::query(
-                "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            )
-            .bind(&me.id)
-            .bind(&me.host)
-            .bind(i64::from(me.pid))
-            .bind(now)
-            .bind(now)
+        on_pool!(&self.db, pool => sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
+            .bind(now - STALE_AFTER_SECS)
             .execute(pool)
-            .await?;
-        });
-        Ok(())
+            .await
+            .map(drop)?);
+        self.instance_heartbeat(me, now).await
     }
 
     /// A beat: `me` is alive at `now`. Registers it again if its row went
