@@ -386,6 +386,29 @@ async fn concurrent_actions_on_three_instances_with_a_cold_cache_fetch_one_syste
     assert_eq!(tokens_issued(&c.backend).await, 1, "one token for the three instances");
 }
 
+/// The company stops taking the shared system token (here: its clock moves
+/// past the token's life, while the gateways' does not): each instance sees
+/// a 401 and purges it, but only the token it saw, so the three fetch one
+/// new token between them, and every action is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_token_the_company_refuses_is_fetched_again_once_for_all_instances() {
+    let c = Cluster::start().await;
+    let (_, conversation) = c.customer_session(A, 0).await;
+    for i in [A, B, C] {
+        assert_eq!(c.action(i, &conversation).await.status(), 200);
+    }
+    assert_eq!(tokens_issued(&c.backend).await, 1);
+    c.backend.clock.advance(Duration::from_secs(3601));
+    let calls = (0..60).map(|n| c.action(n % 3, &conversation));
+    let statuses: Vec<u16> = join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        tokens_issued(&c.backend).await,
+        2,
+        "one refetch for the three instances"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_token_replaced_through_b_is_the_one_c_sends_next() {
     let c = Cluster::start_with(|b| b.customer_token_ttl_secs = 60, REDIS.parse().unwrap()).await;
@@ -556,17 +579,58 @@ async fn an_instance_killed_under_load_loses_nothing_and_the_others_keep_serving
             (action, status, ids(&body_json(r).await).1)
         }
     });
+    // And A itself under load until it is killed: every action it answered
+    // 200 must have its audit record (it was written before the answer).
+    let on_a = (0..200).map(|n| {
+        let c = &c;
+        let conversation = &conversation;
+        async move {
+            tokio::time::sleep(Duration::from_millis(2 * n)).await;
+            // Refused once A is gone: not an answer.
+            let url = c.url(A, &format!("/v1/conversations/{conversation}/actions/getprofile"));
+            match client().post(url).bearer_auth(&c.agent).send().await {
+                Ok(r) => {
+                    let trace = r.headers().get("x-trace-id").map(|v| v.to_str().unwrap().to_string());
+                    (r.status().as_u16(), trace)
+                }
+                Err(_) => (0, None),
+            }
+        }
+    });
     let victim = c.instances[A].process.0.id().to_string();
     let kill = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = tokio::process::Command::new("kill").args(["-9", &victim]).status();
         assert!(killed.await.unwrap().success());
     };
-    let (answers, ()) = tokio::join!(join_all(load), kill);
+    let (answers, on_a, ()) = tokio::join!(join_all(load), join_all(on_a), kill);
     for (action, open, conversation) in answers {
         assert_eq!((action, open), (200, 201));
         opened.insert(conversation);
     }
+    let acknowledged: Vec<String> = on_a
+        .into_iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, trace)| trace.unwrap())
+        .collect();
+    assert!(!acknowledged.is_empty(), "A answered nothing before it was killed");
+    let store = gateway::store::Store::open(&c._db.url).await.unwrap();
+    let audited: HashSet<String> = store
+        .audit(None, None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.trace_id)
+        .collect();
+    let missing = acknowledged
+        .iter()
+        .filter(|t| !audited.iter().any(|a| a.starts_with(t.as_str())))
+        .count();
+    eprintln!(
+        "kill -9 of one instance under load: {} actions answered 200 by it, {missing} without an audit record",
+        acknowledged.len()
+    );
+    assert_eq!(missing, 0);
 
     let restarted = c.spawn(A).await;
     c.instances[A] = restarted;
