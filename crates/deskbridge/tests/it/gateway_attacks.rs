@@ -537,7 +537,11 @@ async fn every_action_answered_before_a_kill_dash_9_is_in_the_audit_log() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Long enough for 100 answers on a busy 2-CPU CI machine (a debug build).
+    let started = Instant::now();
+    while answered.lock().unwrap().len() < 100 && started.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     g.process.0.kill().unwrap();
     g.process.0.wait().unwrap();
     for worker in workers {
