@@ -68,6 +68,32 @@ pub struct ConnectionConfig {
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub actions: Vec<ActionConfig>,
+    /// How the agent console shows this connection's conversations.
+    #[serde(default)]
+    pub console: ConnectionConsole,
+}
+
+/// `[connections.console]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConsole {
+    /// The read action whose answer heads a conversation (name, tier);
+    /// default: `getprofile` when there is one.
+    pub profile_action: Option<String>,
+}
+
+impl ConnectionConfig {
+    pub fn action(&self, name: &str) -> Option<&ActionConfig> {
+        self.actions.iter().find(|a| a.name == name)
+    }
+
+    /// The action whose answer heads a conversation, if any.
+    pub fn profile_action(&self) -> Option<&ActionConfig> {
+        match &self.console.profile_action {
+            Some(name) => self.action(name),
+            None => self.action("getprofile"),
+        }
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -284,6 +310,91 @@ pub struct ActionConfig {
     /// while its customer token stays the same; 0 = every run calls.
     #[serde(default)]
     pub cache_ttl_secs: u64,
+    /// `read` (the default) or `write`: a write is never retried or
+    /// cached, and always carries the caller's `Idempotency-Key`.
+    #[serde(default)]
+    pub kind: ActionKind,
+    /// For people: what the action does, shown by consoles and in the
+    /// OpenAPI document.
+    pub description: Option<String>,
+    /// The typed fields a caller sends as `{"input": {…}}`.
+    #[serde(default)]
+    pub input: BTreeMap<String, crate::action::InputField>,
+    /// Query parameter -> input field.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON Pointer in the request body -> input field.
+    #[serde(default)]
+    pub body: BTreeMap<String, String>,
+    /// The agent roles that may run it; absent: every role.
+    pub roles: Option<Vec<String>>,
+    /// Who may run it: `agent`, `customer`, `bot`.
+    #[serde(default = "default_callers")]
+    pub callers: Vec<Caller>,
+    /// JSON Pointer (`*` for each array element) -> mask, for every audience.
+    #[serde(default)]
+    pub redact: BTreeMap<String, Mask>,
+    /// Per audience, masks that replace `redact` for it.
+    #[serde(default)]
+    pub redact_for: BTreeMap<crate::action::Audience, BTreeMap<String, Mask>>,
+    /// The roles that may reveal a masked value, with a stated reason.
+    #[serde(default = "default_reveal_roles")]
+    pub reveal_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    #[default]
+    Read,
+    Write,
+}
+
+/// Who runs an action: an agent (person), a customer from their own
+/// session, or a bot (an API principal with the role `bot`).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Caller {
+    Agent,
+    Customer,
+    Bot,
+}
+
+impl Caller {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Customer => "customer",
+            Self::Bot => "bot",
+        }
+    }
+
+    /// The audience that sees what this caller runs.
+    pub fn audience(self) -> crate::action::Audience {
+        match self {
+            Self::Agent => crate::action::Audience::Agent,
+            Self::Customer => crate::action::Audience::Customer,
+            Self::Bot => crate::action::Audience::Bot,
+        }
+    }
+}
+
+/// How a value is masked.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mask {
+    /// `••••` and the last four characters (all of it masked when shorter).
+    Last4,
+    /// `••••`.
+    Hide,
+}
+
+fn default_callers() -> Vec<Caller> {
+    vec![Caller::Agent]
+}
+
+fn default_reveal_roles() -> Vec<String> {
+    vec!["supervisor".into(), "admin".into()]
 }
 
 /// Reused answers are a convenience for an agent re-opening a card, not a
@@ -326,9 +437,33 @@ pub fn check_url(url: &str, path: String, fail: &mut dyn FnMut(String, String)) 
     }
 }
 
-/// An action's path is fixed text under the base URL: nothing in it may
-/// climb out of the base path or name another host.
-pub fn check_action_path(path: &str) -> Result<(), String> {
+/// An action's path is fixed text under the base URL, with `{field}`
+/// placeholders for input fields: nothing in it may climb out of the base
+/// path or name another host (a field's value is percent-encoded into one
+/// segment, and may be neither empty nor a dot segment).
+pub fn check_action_path(template: &str) -> Result<(), String> {
+    // Each placeholder stands for one encoded value: checked as if it were "x".
+    let mut path = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        path.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or("a '{' without its '}': placeholders are {field}")?;
+        let name = &rest[open + 1..open + close];
+        if !valid_name(name) {
+            return Err(format!(
+                "{{{name}}}: a placeholder names an input field (letters, digits, '-', '_')"
+            ));
+        }
+        path.push('x');
+        rest = &rest[open + close + 1..];
+    }
+    path.push_str(rest);
+    if path.contains('}') {
+        return Err("a '}' without its '{': placeholders are {field}".into());
+    }
+    let path = path.as_str();
     if !path.starts_with('/') {
         return Err("must start with '/'".into());
     }
@@ -465,6 +600,10 @@ pub fn check_connections(
             }
             if let Err(e) = check_action_path(&a.path) {
                 fail(at("path"), e);
+            }
+            crate::action::action_problems(a, &c.customer_auth, &mut |k, m| fail(at(&k), m));
+            if a.callers.is_empty() {
+                fail(at("callers"), "at least one of agent, customer, bot".into());
             }
             if a.cache_ttl_secs > MAX_CACHE_TTL_SECS {
                 fail(at("cache_ttl_secs"), format!("at most {MAX_CACHE_TTL_SECS}"));

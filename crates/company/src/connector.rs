@@ -16,8 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracecontext::{TRACEPARENT, TraceId};
@@ -25,7 +25,8 @@ use tracecontext::{TRACEPARENT, TraceId};
 use clock::Clock;
 use contract::{Refused, whose_refusal};
 
-use crate::config::{ActionConfig, ConnectionConfig, IdentityMode, PlacedToken};
+use crate::action::{self, FieldError, InputSchema};
+use crate::config::{ActionConfig, ActionKind, ConnectionConfig, IdentityMode, PlacedToken};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
 use crate::share::TokenShare;
@@ -71,6 +72,18 @@ pub enum ActionError {
     CircuitOpen,
     #[error("too many requests from this agent; retry in {} s", .0.0)]
     RateLimited(crate::RetryAfter),
+    /// The caller's input broke the action's rules; the company was not called.
+    #[error("the input does not fit the action")]
+    InvalidInput(Vec<FieldError>),
+    /// The caller's role or kind may not run (or reveal) this action.
+    #[error("{0}")]
+    NotAllowed(&'static str),
+    #[error("a write needs an Idempotency-Key header: 1-255 visible ASCII characters")]
+    IdempotencyKeyRequired,
+    #[error("this Idempotency-Key was used for this action with another input")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still running")]
+    IdempotencyKeyInFlight,
     /// Our own failure (store, decryption): never blamed on the company.
     #[error("the gateway could not complete the request")]
     Internal(String),
@@ -97,6 +110,11 @@ impl ActionError {
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::InvalidInput(_) => "invalid_action_input",
+            Self::NotAllowed(_) => "forbidden",
+            Self::IdempotencyKeyRequired => "idempotency_key_required",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
         }
     }
 }
@@ -165,19 +183,42 @@ pub struct Connection {
     breaker_gauge: OnceLock<Gauge>,
 }
 
-/// An action's method and path, parsed once, and its counter of successful calls.
+/// An action's method and path, parsed once, its input schema, and its
+/// counter of successful calls.
 struct Target {
     method: Method,
     /// The base URL's path (less a trailing `/`) followed by the action's
     /// path, in origin form; the call goes to the base URL's host only. The
     /// action path is validated at load (no '..', '//', '?'), so it cannot
-    /// leave the base path.
-    path: Uri,
+    /// leave the base path. `None` when it has `{field}` placeholders or a
+    /// query: then it is built per call.
+    path: Option<Uri>,
+    /// The same, as text with its placeholders.
+    template: String,
+    input: InputSchema,
     ok_calls: OnceLock<Counter>,
+}
+
+/// What a caller asks of an action besides its name: the checked input
+/// (`Connection::check_input`) and, for a write, its idempotency key.
+#[derive(Debug, Clone, Default)]
+pub struct ActionRequest {
+    pub input: Map<String, Value>,
+    pub idempotency_key: Option<String>,
 }
 
 /// How long the breaker first stays open.
 const FIRST_OPEN: Duration = Duration::from_secs(1);
+
+/// One call's parts, as each attempt sends them.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    target: &'a Target,
+    spec: &'a ActionConfig,
+    request: &'a ActionRequest,
+    customer_token: Option<&'a SecretString>,
+    trace: TraceId,
+}
 
 /// A response as the connector judges it.
 struct Reply {
@@ -224,12 +265,20 @@ impl Connection {
             .actions
             .iter()
             .map(|a| {
-                let path = format!("{}{}", base.path().trim_end_matches('/'), a.path);
+                let template = format!("{}{}", base.path().trim_end_matches('/'), a.path);
+                let fixed = !template.contains('{') && a.query.is_empty();
                 Ok(Target {
                     method: Method::from_bytes(a.method.as_bytes()).unwrap_or(Method::POST),
-                    path: path
-                        .parse()
-                        .map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
+                    path: match fixed {
+                        true => Some(
+                            template
+                                .parse()
+                                .map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
+                        ),
+                        false => None,
+                    },
+                    template,
+                    input: InputSchema::new(a).map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
                     ok_calls: OnceLock::new(),
                 })
             })
@@ -268,6 +317,20 @@ impl Connection {
         self.config.actions.iter().find(|a| a.name == name)
     }
 
+    /// `action`'s input checked against its fields, defaults filled in.
+    pub fn check_input(&self, action: &str, input: &Map<String, Value>) -> Result<Map<String, Value>, Vec<FieldError>> {
+        match self.config.actions.iter().position(|a| a.name == action) {
+            Some(i) => self.targets[i].input.check(input),
+            None => Ok(Map::new()),
+        }
+    }
+
+    /// `action`'s input as a JSON Schema.
+    pub fn input_schema(&self, action: &str) -> Option<Value> {
+        let i = self.config.actions.iter().position(|a| a.name == action)?;
+        Some(self.targets[i].input.json_schema())
+    }
+
     fn connection_label(&self) -> ConnectionLabel {
         ConnectionLabel {
             connection: self.config.name.clone(),
@@ -279,13 +342,14 @@ impl Connection {
     pub async fn call(
         &self,
         action: &str,
+        request: &ActionRequest,
         customer_token: Option<&SecretString>,
         trace: TraceId,
     ) -> Result<ActionResult, ActionError> {
         let started = Instant::now();
         let index = self.config.actions.iter().position(|a| a.name == action);
         let result = match index {
-            Some(index) => self.call_inner(index, customer_token, trace).await,
+            Some(index) => self.call_inner(index, request, customer_token, trace).await,
             None => Err(ActionError::UnknownAction),
         };
         let count = |outcome: &str| self.outcome_counter(action, outcome);
@@ -325,29 +389,39 @@ impl Connection {
     async fn call_inner(
         &self,
         index: usize,
+        request: &ActionRequest,
         customer_token: Option<&SecretString>,
         trace: TraceId,
     ) -> Result<(Box<RawValue>, u16), ActionError> {
         let (spec, target) = (&self.config.actions[index], &self.targets[index]);
+        let call = Call {
+            target,
+            spec,
+            request,
+            customer_token,
+            trace,
+        };
         let _admission = self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
         let mut bearer = self.tokens.get().await?;
-        let mut reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
-        if spec.method == "GET" && matches!(reply, Err(ActionError::Unreachable(_))) {
+        let mut reply = self.send(&call, bearer.as_deref()).await;
+        if spec.method == "GET" && spec.kind == ActionKind::Read && matches!(reply, Err(ActionError::Unreachable(_))) {
             // Only a safe method is retried, once, after a jittered pause;
             // a POST may have reached the company, so it is never repeated.
             let pause = fastrand::u64(50..=150);
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
+            reply = self.send(&call, bearer.as_deref()).await;
         }
         if let Ok(r) = &reply
             && r.refused == Some(Refused::SystemToken)
             && let Some(rejected) = &bearer
         {
-            // Our token was revoked or rotated early: fetch anew, once.
+            // Our token was revoked or rotated early: fetch anew, once. A
+            // write is sent again too: the company refused it before doing
+            // anything, and it carries the same idempotency key.
             self.tokens.purge(rejected).await;
             bearer = self.tokens.get().await?;
-            reply = self.send(target, bearer.as_deref(), customer_token, trace).await;
+            reply = self.send(&call, bearer.as_deref()).await;
         }
         let reply = match reply {
             Ok(r) => r,
@@ -399,19 +473,37 @@ impl Connection {
         Ok((data, reply.status))
     }
 
-    async fn send(
-        &self,
-        target: &Target,
-        bearer: Option<&Bearer>,
-        customer_token: Option<&SecretString>,
-        trace: TraceId,
-    ) -> Result<Reply, ActionError> {
+    async fn send(&self, call: &Call<'_>, bearer: Option<&Bearer>) -> Result<Reply, ActionError> {
+        let Call {
+            target,
+            spec,
+            request: asked,
+            customer_token,
+            trace,
+        } = *call;
         let placement = &self.config.customer_auth;
         let mut body = None;
         let mut request = Request::new(Full::default());
         *request.method_mut() = target.method.clone();
-        *request.uri_mut() = target.path.clone();
+        *request.uri_mut() = match &target.path {
+            Some(fixed) => fixed.clone(),
+            None => {
+                let mut path = action::fill_path(&target.template, &asked.input);
+                if let Some(query) = action::query_string(&spec.query, &asked.input) {
+                    path = format!("{path}?{query}");
+                }
+                path.parse()
+                    .map_err(|_| ActionError::Unreachable("the action's path could not be built".into()))?
+            }
+        };
         let headers = request.headers_mut();
+        if let Some(key) = &asked.idempotency_key {
+            headers.insert(
+                HeaderName::from_static("idempotency-key"),
+                HeaderValue::from_str(key)
+                    .map_err(|_| ActionError::Unreachable("the idempotency key is not a header value".into()))?,
+            );
+        }
         headers.insert(HOST, self.upstream.authority().clone());
         headers.insert(TRACEPARENT, trace.traceparent());
         if let Some(bearer) = bearer {
@@ -432,9 +524,14 @@ impl Connection {
                 PlacedToken::Cookie(value) => {
                     headers.insert(COOKIE, sensitive(&value)?);
                 }
-                PlacedToken::Body(doc) => body = Some(Bytes::from(doc.to_string())),
+                PlacedToken::Body(doc) => body = Some(doc),
             }
         }
+        if !spec.body.is_empty() {
+            let doc = body.get_or_insert_with(|| Value::Object(Map::new()));
+            action::fill_body(doc, &spec.body, &asked.input);
+        }
+        let body = body.map(|doc| Bytes::from(doc.to_string()));
         if body.is_some() || target.method != Method::GET {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             *request.body_mut() = Full::new(body.unwrap_or(Bytes::from_static(b"{}")));

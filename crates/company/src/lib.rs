@@ -3,6 +3,7 @@
 //! cache), credential placement, `WWW-Authenticate` parsing, customer JWT
 //! verification and the opacity rule, and the guarded action call.
 
+pub mod action;
 pub mod config;
 pub mod connector;
 pub mod identity;

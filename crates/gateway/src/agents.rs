@@ -56,11 +56,24 @@ pub fn agent_token_digest(token: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// The role of the admin API (connections, probes, the audit log).
+pub const ADMIN_ROLE: &str = "admin";
+/// The role of API principals that are programs (virtual agents): they
+/// use the agent API and may never sign in to the console.
+pub const BOT_ROLE: &str = "bot";
+
 impl Gateway {
     /// Creates an agent (or replaces its token); returns the new token.
     pub async fn add_agent(&self, name: &str, role: &str) -> Result<String, GatewayError> {
-        if !matches!(role, "agent" | "admin") {
-            return Err(GatewayError::Invalid("role is agent or admin".into()));
+        if !self.config().agents.has(role) {
+            let mut roles = self.config().agents.roles.clone();
+            roles.extend([ADMIN_ROLE.to_string(), BOT_ROLE.to_string()]);
+            roles.sort();
+            roles.dedup();
+            return Err(GatewayError::Invalid(format!(
+                "the role is one of: {}",
+                roles.join(", ")
+            )));
         }
         // Names go into the audit log, log lines and the console: plain
         // words only (an email address is fine), nothing to forge a line with.

@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub console: ConsoleConfig,
     #[serde(default)]
+    pub agents: AgentsConfig,
+    #[serde(default)]
     pub audit: crate::audit::AuditConfig,
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
@@ -53,6 +55,32 @@ pub struct ClusterConfig {
 
 fn default_key_prefix() -> String {
     "deskbridge:".into()
+}
+
+/// `[agents]`: the roles agents can have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// The roles an operator gives agents (`agent add --role`) and names
+    /// in actions' `roles` and `reveal_roles`. `admin` (the admin API) and
+    /// `bot` (API principals that may not sign in to the console) are
+    /// always roles too.
+    pub roles: Vec<String>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            roles: vec!["agent".into(), "supervisor".into(), "admin".into()],
+        }
+    }
+}
+
+impl AgentsConfig {
+    /// Whether `role` is one an agent can have.
+    pub fn has(&self, role: &str) -> bool {
+        role == crate::agents::ADMIN_ROLE || role == crate::agents::BOT_ROLE || self.roles.iter().any(|r| r == role)
+    }
 }
 
 /// The agent console at `/console`.
@@ -249,6 +277,37 @@ impl GatewayConfig {
                 "console.session_ttl_secs".into(),
                 "must be between 60 and 604800 (a week)".into(),
             );
+        }
+        for (i, role) in self.agents.roles.iter().enumerate() {
+            if !valid_name(role) {
+                fail(
+                    format!("agents.roles[{i}]"),
+                    "a role is 1-64 letters, digits, '-' or '_'".into(),
+                );
+            }
+        }
+        for (i, c) in self.connections.iter().enumerate() {
+            for (j, a) in c.actions.iter().enumerate() {
+                let named = a.roles.iter().flatten().map(|r| ("roles", r));
+                for (key, role) in named.chain(a.reveal_roles.iter().map(|r| ("reveal_roles", r))) {
+                    if !self.agents.has(role) {
+                        fail(
+                            format!("connections[{i}].actions[{j}].{key}"),
+                            format!("{role:?} is not a role: add it to [agents] roles"),
+                        );
+                    }
+                }
+            }
+            if let Some(name) = &c.console.profile_action
+                && c.action(name).is_none_or(|a| {
+                    a.kind != ActionKind::Read || a.input.values().any(|f| f.required && f.default.is_none())
+                })
+            {
+                fail(
+                    format!("connections[{i}].console.profile_action"),
+                    format!("{name:?} must name a read action of this connection that needs no input"),
+                );
+            }
         }
         for (key, problem) in self.server.http.problems() {
             fail(format!("server.http.{key}"), problem.into());

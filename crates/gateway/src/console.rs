@@ -205,6 +205,15 @@ pub(crate) async fn login(
         }
     };
     let (name, role) = agent;
+    if role == crate::agents::BOT_ROLE {
+        // Checked after the credential, so the answer tells nothing to
+        // whoever does not hold it.
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            ProblemType::Forbidden,
+            "a bot uses the agent API with its token; it may not sign in to the console",
+        ));
+    }
     let session = random_id("dbc_")?;
     let ttl = g.config.console.session_ttl_secs;
     let t = g.now();

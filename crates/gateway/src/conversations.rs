@@ -3,6 +3,12 @@
 
 use super::*;
 
+use std::collections::BTreeMap;
+
+use company::action;
+use company::config::{ActionKind, Caller, Mask};
+use serde_json::Value;
+
 /// Something that happened in a conversation, pushed to its channels (SSE)
 /// and to agent consoles.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,16 +238,54 @@ impl Gateway {
         ))
     }
 
-    /// Runs `action` for `agent` in `conversation`, as part of `trace`.
-    /// The result is returned only once its audit record is in the store;
-    /// repeatable refusals are counted into their window's record instead.
+    /// Runs `action` for `runner` in `conversation`, as part of `trace`, and
+    /// masks its answer for the runner's audience. The result is returned
+    /// only once its audit record is in the store; repeatable refusals are
+    /// counted into their window's record instead.
     pub async fn run_action(
         &self,
-        agent: &str,
+        runner: &Runner,
         conversation: &str,
         action: &str,
+        ask: &ActionAsk,
         trace: serving::TraceId,
-    ) -> Result<ActionResult, ActionError> {
+    ) -> Result<ActionAnswer, ActionError> {
+        self.execute(runner, conversation, action, ask, None, trace).await?
+    }
+
+    /// Runs a read action for an agent whose role may reveal, and gives the
+    /// unmasked value at `pointer`: a value its audience sees masked. The
+    /// audit record keeps the pointer and the agent's reason.
+    pub async fn reveal(
+        &self,
+        runner: &Runner,
+        conversation: &str,
+        action: &str,
+        ask: &ActionAsk,
+        reveal: &Reveal,
+        trace: serving::TraceId,
+    ) -> Result<Value, ActionError> {
+        let answer = self
+            .execute(runner, conversation, action, ask, Some(reveal), trace)
+            .await??;
+        let value = connector::raw_pointer(&answer.result.data, &reveal.pointer)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null);
+        Ok(value)
+    }
+
+    /// Runs the action and writes its audit record. The outer error is the
+    /// audit record's own failure (the answer is then withheld); the inner
+    /// result is the action's.
+    async fn execute(
+        &self,
+        runner: &Runner,
+        conversation: &str,
+        action: &str,
+        ask: &ActionAsk,
+        reveal: Option<&Reveal>,
+        trace: serving::TraceId,
+    ) -> Result<Result<ActionAnswer, ActionError>, ActionError> {
         // What no conversation or action could be named is refused before
         // it reaches the audit log, a log line or an answer.
         if !is_random_id(conversation, "cnv_") {
@@ -251,7 +295,14 @@ impl Gateway {
             return Err(ActionError::UnknownAction);
         }
         let started = std::time::Instant::now();
-        let (connection, result) = match self.rates.agent(agent) {
+        // Only an input sent is digested: the common read without one pays nothing.
+        let digest = (!ask.input.is_empty()).then(|| self.vault.input_digest(action, &ask.input));
+        let admitted = match runner.caller {
+            // A customer's session was admitted by its own rate, at the door.
+            Caller::Customer => Ok(()),
+            Caller::Agent | Caller::Bot => self.rates.agent(&runner.name),
+        };
+        let (connection, result) = match admitted {
             Err(wait) => (String::new(), Err(ActionError::RateLimited(wait))),
             // The conversation's connection and its customer's (sealed)
             // token: from memory, or one read.
@@ -260,23 +311,25 @@ impl Gateway {
                 Ok(None) => (String::new(), Err(ActionError::UnknownConversation)),
                 Ok(Some(context)) => (
                     context.connection.clone(),
-                    self.run_action_inner(conversation, &context, action, trace).await,
+                    self.run_action_inner(runner, conversation, &context, action, ask, reveal, trace)
+                        .await,
                 ),
             },
         };
         let record = AuditRecord {
             at: self.now(),
-            agent: agent.to_string(),
+            agent: runner.name.clone(),
             conversation_id: conversation.to_string(),
             connection,
             action: action.to_string(),
             outcome: match &result {
-                Ok(r) if r.cached => "cached".to_string(),
+                Ok(a) if a.result.cached => "cached".to_string(),
+                Ok(a) if a.replayed => "replayed".to_string(),
                 Ok(_) => "ok".to_string(),
                 Err(e) => problem::ProblemType::of(e).slug().to_string(),
             },
             status: match &result {
-                Ok(r) => Some(r.status),
+                Ok(a) => Some(a.result.status),
                 Err(
                     ActionError::Backend { status, .. }
                     | ActionError::ApiKeyRejected { status, .. }
@@ -288,6 +341,19 @@ impl Gateway {
             latency_ms: started.elapsed().as_millis() as u64,
             trace_id: Some(trace.to_string()),
             count: 1,
+            caller: runner.caller.as_str().to_string(),
+            // Names only, and only names an input field could have: what a
+            // caller made up does not reach the log.
+            input_fields: ask
+                .input
+                .keys()
+                .filter(|k| config::valid_name(k))
+                .take(MAX_AUDITED_FIELDS)
+                .cloned()
+                .collect(),
+            input_digest: digest,
+            revealed: reveal.map(|r| r.pointer.clone()),
+            reason: reveal.map(|r| r.reason.clone()),
         };
         if audit::is_repeatable_refusal(&record.outcome) {
             self.metrics.refusal(&record.outcome);
@@ -295,16 +361,20 @@ impl Gateway {
         } else if let Err(e) = self.audit.durable(record).await {
             return Err(ActionError::from(e));
         }
-        result
+        Ok(result)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_action_inner(
         &self,
+        runner: &Runner,
         conversation: &str,
         context: &store::ActionContext,
         action: &str,
+        ask: &ActionAsk,
+        reveal: Option<&Reveal>,
         trace: serving::TraceId,
-    ) -> Result<ActionResult, ActionError> {
+    ) -> Result<ActionAnswer, ActionError> {
         let connection = self
             .connections
             .get(&context.connection)
@@ -312,6 +382,10 @@ impl Gateway {
         let Some(spec) = connection.action(action) else {
             return Err(ActionError::UnknownAction);
         };
+        may_run(spec, runner, reveal)?;
+        let input = connection
+            .check_input(action, &ask.input)
+            .map_err(ActionError::InvalidInput)?;
         // `tell`: whether this call is the one to ask the channel for a
         // token. A token refused or expired was asked for once already (by
         // whoever refused it, or by the sweep), on whichever instance.
@@ -343,26 +417,17 @@ impl Gateway {
             }
             return Err(ActionError::CustomerAuthRequired);
         };
-        // Only while the token is valid (checked above) and the same: a new
-        // or refused token ends the context and its answers with it.
-        let ttl = Duration::from_secs(spec.cache_ttl_secs);
-        if !ttl.is_zero()
-            && let Some((data, status)) = context.recent_answer(action, self.clock.now())
-        {
-            connection.outcome_counter(action, "cached").inc();
-            return Ok(ActionResult {
-                data,
-                status,
-                latency_ms: 0,
-                cached: true,
-            });
-        }
-        let result = connection.call(action, Some(&token), trace).await;
-        if let Ok(r) = &result
-            && !ttl.is_zero()
-        {
-            context.remember_answer(action, &r.data, r.status, self.clock.now(), ttl);
-        }
+        let request = connector::ActionRequest {
+            input,
+            idempotency_key: ask.idempotency_key.clone(),
+        };
+        let result = match spec.kind {
+            ActionKind::Read => self.read(connection, context, spec, &request, &token, trace).await,
+            ActionKind::Write => {
+                self.write(connection, conversation, spec, &request, &token, trace)
+                    .await
+            }
+        };
         // Concurrent calls refused with the same token: one event, from the
         // call that marked it (or from each, when the store cannot say).
         if matches!(result, Err(ActionError::CustomerAuthRequired))
@@ -371,8 +436,250 @@ impl Gateway {
             self.record_event(conversation, None, EventKind::AuthenticationRequired)
                 .await;
         }
-        result
+        let (mut result, replayed) = result?;
+        // A reveal takes the value as it came; everyone else sees it masked.
+        let masked = match reveal {
+            Some(_) => Vec::new(),
+            None => mask(&mut result, action::masks_for(spec, runner.caller.audience()))?,
+        };
+        Ok(ActionAnswer {
+            result,
+            replayed,
+            masked,
+        })
     }
+
+    /// A read: reused from a recent identical run when the action allows it.
+    #[allow(clippy::too_many_arguments)]
+    async fn read(
+        &self,
+        connection: &Connection,
+        context: &store::ActionContext,
+        spec: &config::ActionConfig,
+        request: &connector::ActionRequest,
+        token: &SecretString,
+        trace: serving::TraceId,
+    ) -> Result<(ActionResult, bool), ActionError> {
+        // Only while the token is valid (checked above) and the same: a new
+        // or refused token ends the context and its answers with it. Runs
+        // with other inputs are other answers.
+        let ttl = Duration::from_secs(spec.cache_ttl_secs);
+        let cache_key = match request.input.is_empty() {
+            true => spec.name.clone(),
+            false => format!("{}\0{}", spec.name, Value::Object(request.input.clone())),
+        };
+        if !ttl.is_zero()
+            && let Some((data, status)) = context.recent_answer(&cache_key, self.clock.now())
+        {
+            connection.outcome_counter(&spec.name, "cached").inc();
+            return Ok((
+                ActionResult {
+                    data,
+                    status,
+                    latency_ms: 0,
+                    cached: true,
+                },
+                false,
+            ));
+        }
+        let result = connection.call(&spec.name, request, Some(token), trace).await?;
+        if !ttl.is_zero() {
+            context.remember_answer(&cache_key, &result.data, result.status, self.clock.now(), ttl);
+        }
+        Ok((result, false))
+    }
+
+    /// A write: once per idempotency key. A key seen before gives the first
+    /// outcome again without calling the company; a key the company never
+    /// answered for is given back, so the caller may retry with it (the
+    /// company sees the same key, and can tell a retry from a new request).
+    async fn write(
+        &self,
+        connection: &Connection,
+        conversation: &str,
+        spec: &config::ActionConfig,
+        request: &connector::ActionRequest,
+        token: &SecretString,
+        trace: serving::TraceId,
+    ) -> Result<(ActionResult, bool), ActionError> {
+        let key = request
+            .idempotency_key
+            .as_deref()
+            .ok_or(ActionError::IdempotencyKeyRequired)?;
+        let digest = self.vault.input_digest(&spec.name, &request.input);
+        let claim = self
+            .store
+            .claim_idempotency_key(conversation, &spec.name, key, &digest, self.now())
+            .await?;
+        match claim {
+            store::Claim::Won => {}
+            store::Claim::Reused => return Err(ActionError::IdempotencyKeyReused),
+            store::Claim::InFlight => return Err(ActionError::IdempotencyKeyInFlight),
+            store::Claim::Done { status, answer } => {
+                let first = self
+                    .vault
+                    .open_sealed(&answer, conversation)
+                    .map_err(ActionError::from)?;
+                return replay(first.expose_secret(), status);
+            }
+        }
+        let result = connection.call(&spec.name, request, Some(token), trace).await;
+        let kept = match &result {
+            Ok(r) => Some((r.status, serde_json::json!({ "data": r.data }))),
+            Err(ActionError::Backend { status, error }) => Some((*status, serde_json::json!({ "error": error }))),
+            Err(_) => None,
+        };
+        let recorded = match kept {
+            Some((status, outcome)) => {
+                let sealed = self.vault.seal(&outcome.to_string(), conversation)?;
+                self.store
+                    .finish_idempotency_key(conversation, &spec.name, key, status, &sealed)
+                    .await
+            }
+            None => self.store.release_idempotency_key(conversation, &spec.name, key).await,
+        };
+        if let Err(e) = recorded {
+            // The outcome stands; a retry with this key finds it in flight
+            // until the claim is abandoned, rather than running it twice.
+            tracing::warn!(error = %e, "the outcome of a write could not be kept for its idempotency key");
+        }
+        result.map(|r| (r, false))
+    }
+}
+
+/// Masks the answer in `result` with `masks`; returns what was masked.
+fn mask(result: &mut ActionResult, masks: &BTreeMap<String, Mask>) -> Result<Vec<action::Masked>, ActionError> {
+    if masks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut doc: Value = serde_json::from_str(result.data.get())
+        .map_err(|e| ActionError::Internal(format!("an answer could not be read again: {e}")))?;
+    let masked = action::apply_masks(&mut doc, masks);
+    result.data = serde_json::value::to_raw_value(&doc).map_err(|e| ActionError::Internal(e.to_string()))?;
+    Ok(masked)
+}
+
+/// At most this many input field names go into an audit record.
+const MAX_AUDITED_FIELDS: usize = 32;
+
+/// Whether `runner` may run (or reveal from) `spec`.
+fn may_run(spec: &config::ActionConfig, runner: &Runner, reveal: Option<&Reveal>) -> Result<(), ActionError> {
+    if !spec.callers.contains(&runner.caller) {
+        return Err(ActionError::NotAllowed(match runner.caller {
+            Caller::Customer => "customers may not run this action",
+            Caller::Bot => "bots may not run this action",
+            Caller::Agent => "agents may not run this action",
+        }));
+    }
+    let role = runner.role.as_deref().unwrap_or_default();
+    if runner.caller != Caller::Customer
+        && let Some(roles) = &spec.roles
+        && !roles.iter().any(|r| r == role)
+    {
+        return Err(ActionError::NotAllowed("your role may not run this action"));
+    }
+    if let Some(reveal) = reveal {
+        if spec.kind == ActionKind::Write {
+            return Err(ActionError::NotAllowed("a write's answer cannot be revealed"));
+        }
+        if runner.caller == Caller::Customer || !spec.reveal_roles.iter().any(|r| r == role) {
+            return Err(ActionError::NotAllowed(
+                "your role may not reveal masked values of this action",
+            ));
+        }
+        if !action::covered(action::masks_for(spec, runner.caller.audience()), &reveal.pointer) {
+            return Err(ActionError::NotAllowed(
+                "this value is not masked for you: there is nothing to reveal",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first outcome of a write, as kept: `{"data": …}` or `{"error": …}`.
+fn replay(kept: &str, status: u16) -> Result<(ActionResult, bool), ActionError> {
+    #[derive(Deserialize)]
+    struct Kept<'a> {
+        #[serde(borrow)]
+        data: Option<&'a serde_json::value::RawValue>,
+        error: Option<String>,
+    }
+    let kept: Kept = serde_json::from_str(kept).map_err(|e| ActionError::Internal(e.to_string()))?;
+    match kept.data {
+        Some(data) => Ok((
+            ActionResult {
+                data: data.to_owned(),
+                status,
+                latency_ms: 0,
+                cached: false,
+            },
+            true,
+        )),
+        None => Err(ActionError::Backend {
+            status,
+            error: kept.error,
+        }),
+    }
+}
+
+/// Who runs an action.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// The agent's or bot's name, or the customer's session id.
+    pub name: String,
+    /// The agent's role; none for a customer.
+    pub role: Option<String>,
+    pub caller: Caller,
+}
+
+impl Runner {
+    /// An agent, or a bot (an agent principal with the role `bot`).
+    pub fn agent(name: String, role: String) -> Self {
+        let caller = if role == crate::agents::BOT_ROLE {
+            Caller::Bot
+        } else {
+            Caller::Agent
+        };
+        Self {
+            name,
+            role: Some(role),
+            caller,
+        }
+    }
+
+    /// A customer, from their own session.
+    pub fn customer(session: String) -> Self {
+        Self {
+            name: session,
+            role: None,
+            caller: Caller::Customer,
+        }
+    }
+}
+
+/// What a caller asks of an action besides its name.
+#[derive(Debug, Default)]
+pub struct ActionAsk {
+    pub input: serde_json::Map<String, Value>,
+    /// A write's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+}
+
+/// A masked value to show unmasked, and why.
+#[derive(Debug)]
+pub struct Reveal {
+    pub pointer: String,
+    pub reason: String,
+}
+
+/// An action's answer as its runner may see it.
+#[derive(Debug)]
+pub struct ActionAnswer {
+    pub result: ActionResult,
+    /// A write's first outcome, given again for its idempotency key.
+    pub replayed: bool,
+    /// The values masked for the runner's audience.
+    pub masked: Vec<action::Masked>,
 }
 
 /// `valid`, `expired` (or rejected by the company) or `none`, from what is

@@ -38,7 +38,9 @@ use crate::audit::AuditTrail;
 pub use crate::config::GatewayConfig;
 use crate::config::{ChannelConfig, Opacity};
 use crate::connector::{ActionError, ActionResult, Connection};
-pub use crate::conversations::{CustomerHandoff, Event, EventKind, IntakeError, auth_state_of};
+pub use crate::conversations::{
+    ActionAnswer, ActionAsk, CustomerHandoff, Event, EventKind, IntakeError, Reveal, Runner, auth_state_of,
+};
 pub use crate::coordination::reach_cluster;
 use crate::coordination::{Coordination, SharedTokens, Signal};
 use crate::identity::{IdentityError, opacity_problem};

@@ -29,6 +29,10 @@ pub enum ProblemType {
     UnknownConnection,
     UnknownSession,
     UnknownAction,
+    InvalidActionInput,
+    IdempotencyKeyRequired,
+    IdempotencyKeyReused,
+    IdempotencyKeyInFlight,
     IdentifierNotOpaque,
     IdentityMismatch,
     CustomerTokenExpired,
@@ -66,6 +70,10 @@ impl ProblemType {
         Self::UnknownConnection,
         Self::UnknownSession,
         Self::UnknownAction,
+        Self::InvalidActionInput,
+        Self::IdempotencyKeyRequired,
+        Self::IdempotencyKeyReused,
+        Self::IdempotencyKeyInFlight,
         Self::IdentifierNotOpaque,
         Self::IdentityMismatch,
         Self::CustomerTokenExpired,
@@ -105,6 +113,10 @@ impl ProblemType {
             Self::UnknownConnection => "unknown_connection",
             Self::UnknownSession => "unknown_session",
             Self::UnknownAction => "unknown_action",
+            Self::InvalidActionInput => "invalid_action_input",
+            Self::IdempotencyKeyRequired => "idempotency_key_required",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdentifierNotOpaque => "identifier_not_opaque",
             Self::IdentityMismatch => "identity_mismatch",
             Self::CustomerTokenExpired => "customer_token_expired",
@@ -149,6 +161,14 @@ impl ProblemType {
             Self::UnknownConnection => "This connection is no longer configured.",
             Self::UnknownSession => "This session no longer exists.",
             Self::UnknownAction => "This company's connection has no such action configured.",
+            Self::InvalidActionInput => {
+                "Some fields of the form are not filled in correctly: each is marked with what to fix."
+            }
+            Self::IdempotencyKeyRequired => "A change needs a confirmation key; confirm it again from the form.",
+            Self::IdempotencyKeyReused => {
+                "This confirmation was already used for other values. Confirm the change again to send it as a new one."
+            }
+            Self::IdempotencyKeyInFlight => "This change is still being sent. Wait a moment before trying again.",
             Self::IdentifierNotOpaque => {
                 "The customer identifier must be opaque: it must not reveal who the customer is."
             }
@@ -198,6 +218,11 @@ impl ProblemType {
             ActionError::RateLimited(_) => Self::RateLimited,
             ActionError::Internal(_) => Self::Internal,
             ActionError::StoreUnavailable(_) => Self::StoreUnavailable,
+            ActionError::InvalidInput(_) => Self::InvalidActionInput,
+            ActionError::NotAllowed(_) => Self::Forbidden,
+            ActionError::IdempotencyKeyRequired => Self::IdempotencyKeyRequired,
+            ActionError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            ActionError::IdempotencyKeyInFlight => Self::IdempotencyKeyInFlight,
         }
     }
 }
@@ -231,6 +256,11 @@ mod tests {
             ActionError::CircuitOpen,
             ActionError::Internal("x".into()),
             ActionError::StoreUnavailable("x".into()),
+            ActionError::InvalidInput(Vec::new()),
+            ActionError::NotAllowed("x"),
+            ActionError::IdempotencyKeyRequired,
+            ActionError::IdempotencyKeyReused,
+            ActionError::IdempotencyKeyInFlight,
         ] {
             assert_eq!(ProblemType::of(&e).slug(), e.outcome(), "{e:?}");
         }

@@ -6,6 +6,7 @@
 mod contexts;
 mod copy;
 pub mod engine;
+mod idempotency;
 mod instances;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
@@ -21,6 +22,7 @@ use self::contexts::{ChangeHook, ContextCache};
 pub use self::copy::CopyReport;
 use self::engine::{Db, on_pool};
 pub use self::engine::{Engine, StoreOptions, redacted_url};
+pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_SECS};
 pub use self::instances::{HEARTBEAT, Instance, InstanceRow, STALE_AFTER_SECS};
 use crate::GatewayError;
 
@@ -89,6 +91,64 @@ pub struct AuditRecord {
     /// The requests this record stands for: 1, or for a refusal repeated
     /// within a window (`[audit] refusal_window_secs`), how often it came.
     pub count: u32,
+    /// Who ran it: `agent`, `bot`, or `customer` (then `agent` is the
+    /// customer's session id).
+    pub caller: String,
+    /// The names of the input fields sent, never their values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_fields: Vec<String>,
+    /// A keyed digest (HMAC-SHA256 under the gateway's token key) of the
+    /// action and its input: equal inputs give equal digests, and the
+    /// values cannot be read back from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_digest: Option<String>,
+    /// A reveal: the JSON Pointer shown unmasked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revealed: Option<String>,
+    /// A reveal: the reason the agent stated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The columns an audit record is read from, in [`audit_row`]'s order (a
+/// macro: sqlx takes only static SQL text, which `concat!` makes).
+macro_rules! audit_columns {
+    () => {
+        "at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count, \
+         caller, input_fields, input_digest, revealed, reason"
+    };
+}
+pub(crate) use audit_columns;
+
+/// An audit record from a row of [`audit_columns`] starting at column `at`.
+fn audit_row<R: sqlx::Row>(r: &R, at: usize) -> AuditRecord
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    AuditRecord {
+        at: r.get(at),
+        agent: r.get(at + 1),
+        conversation_id: r.get(at + 2),
+        connection: r.get(at + 3),
+        action: r.get(at + 4),
+        outcome: r.get(at + 5),
+        status: r.get::<Option<i64>, _>(at + 6).map(|s| s as u16),
+        latency_ms: r.get::<i64, _>(at + 7) as u64,
+        trace_id: r.get(at + 8),
+        count: u32::try_from(r.get::<i64, _>(at + 9)).unwrap_or(u32::MAX),
+        caller: r.get(at + 10),
+        input_fields: r
+            .get::<Option<String>, _>(at + 11)
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
+        input_digest: r.get(at + 12),
+        revealed: r.get(at + 13),
+        reason: r.get(at + 14),
+    }
 }
 
 impl Store {
@@ -683,10 +743,12 @@ impl Store {
         conversation: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, GatewayError> {
-        Ok(on_pool!(&self.db, pool => sqlx::query(
-            "SELECT at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count FROM audit
-             WHERE ($1 IS NULL OR agent = $2) AND ($3 IS NULL OR conversation_id = $4) ORDER BY id DESC LIMIT $5",
-        )
+        const SQL: &str = concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit WHERE ($1 IS NULL OR agent = $2) AND ($3 IS NULL OR conversation_id = $4) ORDER BY id DESC LIMIT $5"
+        );
+        Ok(on_pool!(&self.db, pool => sqlx::query(SQL)
         .bind(agent)
         .bind(agent)
         .bind(conversation)
@@ -694,19 +756,8 @@ impl Store {
         .bind(limit)
         .fetch_all(pool)
         .await?
-        .into_iter()
-        .map(|r| AuditRecord {
-            at: r.get(0),
-            agent: r.get(1),
-            conversation_id: r.get(2),
-            connection: r.get(3),
-            action: r.get(4),
-            outcome: r.get(5),
-            status: r.get::<Option<i64>, _>(6).map(|s| s as u16),
-            latency_ms: r.get::<i64, _>(7) as u64,
-            trace_id: r.get(8),
-            count: u32::try_from(r.get::<i64, _>(9)).unwrap_or(u32::MAX),
-        })
+        .iter()
+        .map(|r| audit_row(r, 0))
         .collect()))
     }
 
@@ -771,17 +822,21 @@ pub const MAX_AUDIT_ROWS: usize = 2048;
 fn audit_insert_sql(db: &Db) -> &'static str {
     match db {
         Db::Sqlite(_) => {
-            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count)
+            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count,
+                                caller, input_fields, input_digest, revealed, reason)
              SELECT value ->> 'at', value ->> 'agent', value ->> 'conversation_id', value ->> 'connection',
                     value ->> 'action', value ->> 'outcome', value ->> 'status', value ->> 'latency_ms',
-                    value ->> 'trace_id', value ->> 'count'
+                    value ->> 'trace_id', value ->> 'count', value ->> 'caller', value -> 'input_fields',
+                    value ->> 'input_digest', value ->> 'revealed', value ->> 'reason'
              FROM json_each($1) ORDER BY key"
         }
         Db::Postgres(_) => {
-            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count)
+            "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count,
+                                caller, input_fields, input_digest, revealed, reason)
              SELECT (r ->> 'at')::bigint, r ->> 'agent', r ->> 'conversation_id', r ->> 'connection',
                     r ->> 'action', r ->> 'outcome', (r ->> 'status')::bigint, (r ->> 'latency_ms')::bigint,
-                    r ->> 'trace_id', (r ->> 'count')::bigint
+                    r ->> 'trace_id', (r ->> 'count')::bigint, r ->> 'caller', (r -> 'input_fields')::text,
+                    r ->> 'input_digest', r ->> 'revealed', r ->> 'reason'
              FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS rows(r, n) ORDER BY n"
         }
     }
@@ -813,6 +868,14 @@ pub(crate) mod tests {
             latency_ms: u64::from(u32::MAX) + i as u64,
             trace_id: (i % 3 != 0).then(|| format!("{i:032x}")),
             count: 1 + (i % 2) as u32,
+            caller: ["agent", "bot", "customer"][(i % 3) as usize].into(),
+            input_fields: match i % 2 {
+                0 => vec!["account_id".into(), format!("f {text}")],
+                _ => Vec::new(),
+            },
+            input_digest: (i % 2 == 0).then(|| format!("{i:064x}")),
+            revealed: (i % 4 == 1).then(|| format!("/accounts/{i}/id")),
+            reason: (i % 4 == 1).then(|| format!("reason {text}")),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
@@ -13,6 +14,11 @@ use crate::GatewayError;
 
 pub struct Vault {
     key: LessSafeKey,
+    /// Keys the digests of action inputs kept in the audit log and the
+    /// idempotency records: derived from the token key, so an input's
+    /// digest can be compared but not guessed from a list of likely values
+    /// by whoever reads the store.
+    digest_key: hmac::Key,
 }
 
 impl Vault {
@@ -40,8 +46,13 @@ impl Vault {
             .map_err(|_| GatewayError::Config("the token key is not base64url".into()))?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| GatewayError::Config("the token key must be 32 bytes".into()))?;
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+            b"deskbridge action input digest v1",
+        );
         Ok(Self {
             key: LessSafeKey::new(key),
+            digest_key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
         })
     }
 
@@ -58,6 +69,18 @@ impl Vault {
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buffer);
         Ok(out)
+    }
+
+    /// The keyed digest (hex) of `action` run with `input`: the same for
+    /// the same values, whatever order they were sent in.
+    pub fn input_digest(&self, action: &str, input: &serde_json::Map<String, serde_json::Value>) -> String {
+        // A `Map` keeps its keys sorted: its text is the same for equal inputs.
+        let text = serde_json::Value::Object(input.clone()).to_string();
+        let mut context = hmac::Context::with_key(&self.digest_key);
+        context.update(action.as_bytes());
+        context.update(&[0]);
+        context.update(text.as_bytes());
+        context.sign().as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn open_sealed(&self, sealed: &[u8], context: &str) -> Result<SecretString, GatewayError> {
@@ -124,6 +147,30 @@ mod tests {
         assert!(vault.open_sealed(&sealed, "conv-2").is_err());
         let again = Vault::open(None, &dir)?;
         assert_eq!(again.open_sealed(&sealed, "conv-1")?.expose_secret(), "the-token");
+        // Input digests: equal for equal inputs in any order, keyed, and per action.
+        let input = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let digest = vault.input_digest("block", &input(serde_json::json!({"a": 1, "b": "x"})));
+        assert_eq!(digest.len(), 64);
+        assert_eq!(
+            digest,
+            again.input_digest("block", &input(serde_json::json!({"b": "x", "a": 1})))
+        );
+        assert_ne!(
+            digest,
+            vault.input_digest("block", &input(serde_json::json!({"a": 2, "b": "x"})))
+        );
+        assert_ne!(
+            digest,
+            vault.input_digest("other", &input(serde_json::json!({"a": 1, "b": "x"})))
+        );
+        let other_dir = std::env::temp_dir().join(format!("vault-{}", random_id("")?));
+        std::fs::create_dir_all(&other_dir).map_err(|e| GatewayError::Io(e.to_string()))?;
+        let other_key = Vault::open(None, &other_dir)?;
+        assert_ne!(
+            digest,
+            other_key.input_digest("block", &input(serde_json::json!({"a": 1, "b": "x"})))
+        );
+        let _ = std::fs::remove_dir_all(&other_dir);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

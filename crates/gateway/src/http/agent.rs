@@ -226,7 +226,8 @@ pub(super) async fn get_conversation(
 /// What an action returned.
 #[derive(Serialize, ToSchema)]
 pub(super) struct ActionOutcome {
-    /// The company's answer as it came, or the fields the action maps out of it.
+    /// The company's answer as it came, or the fields the action maps out
+    /// of it; masked for the caller's audience.
     #[schema(value_type = Value)]
     data: Box<serde_json::value::RawValue>,
     meta: ActionMeta,
@@ -238,13 +239,93 @@ pub(super) struct ActionMeta {
     status: u16,
     latency_ms: u64,
     /// The answer was reused from a run less than the action's
-    /// `cache_ttl_secs` ago (same conversation, same customer token).
+    /// `cache_ttl_secs` ago (same conversation, customer token and input).
     cached: bool,
+    /// A write's first outcome, given again for a repeated `Idempotency-Key`;
+    /// the company was not called again.
+    replayed: bool,
+    /// Each value masked for the caller: `{pointer, mask}` (`last4`, `hide`).
+    #[schema(value_type = Vec<Object>)]
+    masked: Vec<company::action::Masked>,
+}
+
+impl From<crate::ActionAnswer> for ActionOutcome {
+    fn from(answer: crate::ActionAnswer) -> Self {
+        let r = answer.result;
+        Self {
+            data: r.data,
+            meta: ActionMeta {
+                status: r.status,
+                latency_ms: r.latency_ms,
+                cached: r.cached,
+                replayed: answer.replayed,
+                masked: answer.masked,
+            },
+        }
+    }
+}
+
+/// The body of a run: the action's input (none for an action without one;
+/// an empty body is the same as `{}`).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RunAction {
+    /// The action's input fields: `GET /v1/connections/{name}/actions`
+    /// gives each action's schema.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: serde_json::Map<String, Value>,
+}
+
+/// The input and idempotency key of a run, from its request.
+pub(super) async fn action_ask(request: axum::extract::Request) -> Result<crate::ActionAsk, Problem> {
+    let (parts, body) = request.into_parts();
+    let idempotency_key = match parts.headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+            Some(
+                key.ok_or_else(|| action_problem(&ActionError::IdempotencyKeyRequired))?
+                    .to_string(),
+            )
+        }
+    };
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        if serving::is_body_timeout(&e) {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ProblemType::RequestTimeout,
+                "the body did not arrive in time",
+            )
+        } else {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemType::PayloadTooLarge,
+                "the body is too large",
+            )
+        }
+    })?;
+    let body: RunAction = if bytes.is_empty() {
+        RunAction::default()
+    } else {
+        let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Body(body) = <Body<RunAction> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+        body
+    };
+    Ok(crate::ActionAsk {
+        input: body.input,
+        idempotency_key,
+    })
 }
 
 /// Runs an action of the conversation's connection.
 ///
-/// Calls the company's API with the conversation's customer token; audited.
+/// Calls the company's API with the conversation's customer token and the
+/// input given; audited (field names and a keyed digest of the values,
+/// never the values). A write needs an `Idempotency-Key`.
 #[utoipa::path(
     post,
     path = "/v1/conversations/{id}/actions/{action}",
@@ -252,15 +333,20 @@ pub(super) struct ActionMeta {
     params(
         ("id", description = "The conversation id"),
         ("action", description = "The action's name in the connection's config"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Required for a write: 1-255 visible ASCII characters, one per intended change (the console makes one per confirmed click). The same key and input within 24 h gives the first outcome again without calling the company."),
     ),
+    request_body(content = Option<RunAction>, description = "The input, for an action that takes one"),
     security(("agent_token" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The company's answer", body = ActionOutcome),
-        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
+        (status = 200, description = "The company's answer, masked for the caller", body = ActionOutcome),
+        (status = 400, description = "`invalid_request`: a malformed body or path segment; `idempotency_key_required`: a write without a valid `Idempotency-Key`", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
-        (status = 403, description = "`csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: the caller's role (or, for a bot, its kind) may not run this action; `csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
-        (status = 409, description = "`customer_auth_required`: the customer must authenticate again", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`customer_auth_required`: the customer must authenticate again; `idempotency_key_reused`: the key was used with another input; `idempotency_key_in_flight`: the first request with the key still runs", body = ProblemBody, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
+        (status = 422, description = "`invalid_action_input`: `errors` has one `{field, reason}` per field that is wrong; the company was not called", body = ProblemBody, content_type = PROBLEM),
         (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`backend_error` (with `backend_status` and `backend_error`), `api_key_rejected` when the company refused the connection's API key, or `token_endpoint_error` when the token endpoint refused", body = ProblemBody, content_type = PROBLEM),
@@ -275,20 +361,196 @@ pub(super) async fn run_action(
     request: axum::extract::Request,
 ) -> Result<Json<ActionOutcome>, Problem> {
     // The agent's rate is checked by `run_action`, which counts a refusal into the audit.
-    let (agent_name, _) = authenticate_agent(&g, request.headers()).await?;
+    let (agent_name, role) = authenticate_agent(&g, request.headers()).await?;
     // Set by the serve loop; a test router without it starts a trace.
     let trace = request.extensions().get().copied().unwrap_or_default();
-    let result = g
-        .run_action(&agent_name, &id, &action, trace)
+    let ask = action_ask(request).await?;
+    let runner = crate::Runner::agent(agent_name, role);
+    let answer = g
+        .run_action(&runner, &id, &action, &ask, trace)
         .await
         .map_err(|e| action_problem(&e))?;
-    Ok(Json(ActionOutcome {
-        data: result.data,
-        meta: ActionMeta {
-            status: result.status,
-            latency_ms: result.latency_ms,
-            cached: result.cached,
-        },
+    Ok(Json(answer.into()))
+}
+
+/// A masked value to see unmasked.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RevealRequest {
+    /// The value's JSON Pointer in the answer, as `meta.masked` gave it.
+    pointer: String,
+    /// Why it is needed: kept in the audit log (1-500 characters).
+    reason: String,
+    /// The input the answer was run with.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: serde_json::Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Revealed {
+    pointer: String,
+    /// The value as the company gave it.
+    #[schema(value_type = Value)]
+    value: Value,
+}
+
+/// Reveals one masked value of a read action's answer, for a role the
+/// action's `reveal_roles` allows. Runs the action again; audited with the
+/// pointer and the reason.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/actions/{action}/reveal",
+    tag = "agent",
+    params(
+        ("id", description = "The conversation id"),
+        ("action", description = "The action's name in the connection's config"),
+    ),
+    request_body = RevealRequest,
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The unmasked value", body = Revealed),
+        (status = 400, description = "`invalid_request`: a malformed body, or a reason that is empty or over 500 characters", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: the role may not reveal, the action is a write, or the value is not masked; `csrf_token_invalid`", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`customer_auth_required`", body = ProblemBody, content_type = PROBLEM),
+        (status = 422, description = "`invalid_action_input`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`backend_error`", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`circuit_open`, `token_endpoint_error` or `store_unavailable`", body = ProblemBody, content_type = PROBLEM),
+        (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn reveal_value(
+    State(g): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body<RevealRequest>,
+) -> Result<Json<Revealed>, Problem> {
+    let (agent_name, role) = authenticate_agent(&g, &headers).await?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            ProblemType::InvalidRequest,
+            "a reason is required: 1-500 characters on one line",
+        ));
+    }
+    if !body.pointer.starts_with('/') || body.pointer.len() > 512 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            ProblemType::InvalidRequest,
+            "pointer must be a JSON Pointer from meta.masked",
+        ));
+    }
+    let ask = crate::ActionAsk {
+        input: body.input,
+        idempotency_key: None,
+    };
+    let reveal = crate::Reveal {
+        pointer: body.pointer.clone(),
+        reason: reason.to_string(),
+    };
+    let runner = crate::Runner::agent(agent_name, role);
+    let trace = serving::TraceId::default();
+    let value = g
+        .reveal(&runner, &id, &action, &ask, &reveal, trace)
+        .await
+        .map_err(|e| action_problem(&e))?;
+    Ok(Json(Revealed {
+        pointer: body.pointer,
+        value,
+    }))
+}
+
+/// An action as a user interface needs it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActionItem {
+    name: String,
+    /// `read` or `write`.
+    #[schema(value_type = String)]
+    kind: company::config::ActionKind,
+    description: Option<String>,
+    /// The input's JSON Schema.
+    #[schema(value_type = Object)]
+    input: Value,
+    /// The fields the answer maps out, when the action maps any.
+    output: Option<Vec<String>>,
+    /// Who may run it: `agent`, `customer`, `bot`.
+    #[schema(value_type = Vec<String>)]
+    callers: Vec<company::config::Caller>,
+    /// The roles that may run it; absent: every role.
+    roles: Option<Vec<String>>,
+    /// Whether the calling agent may run it.
+    may_run: bool,
+    /// Whether the calling agent may reveal its masked values.
+    may_reveal: bool,
+    /// The masks that apply to the calling agent: JSON Pointer pattern -> mask.
+    #[schema(value_type = Object)]
+    masks: std::collections::BTreeMap<String, company::config::Mask>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActionList {
+    connection: String,
+    /// The read action whose answer heads a conversation (name, tier).
+    profile_action: Option<String>,
+    actions: Vec<ActionItem>,
+}
+
+/// A connection's actions, with their input schemas and what the calling
+/// agent may do with each: what a console or desk needs to build forms.
+#[utoipa::path(
+    get,
+    path = "/v1/connections/{name}/actions",
+    tag = "agent",
+    params(("name", description = "The connection's name")),
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The actions", body = ActionList),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn list_actions(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<ActionList>, Problem> {
+    let (agent_name, role) = agent(&g, &headers).await?;
+    let runner = crate::Runner::agent(agent_name, role);
+    let connection = g.connections.get(&name).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemType::UnknownConnection,
+            "no such connection",
+        )
+    })?;
+    let role = runner.role.as_deref().unwrap_or_default();
+    let actions = connection
+        .config
+        .actions
+        .iter()
+        .map(|a| ActionItem {
+            name: a.name.clone(),
+            kind: a.kind,
+            description: a.description.clone(),
+            input: connection.input_schema(&a.name).unwrap_or(Value::Null),
+            output: a.response.as_ref().map(|r| r.keys().cloned().collect()),
+            callers: a.callers.clone(),
+            roles: a.roles.clone(),
+            may_run: a.callers.contains(&runner.caller) && a.roles.as_ref().is_none_or(|r| r.iter().any(|r| r == role)),
+            may_reveal: a.kind == company::config::ActionKind::Read && a.reveal_roles.iter().any(|r| r == role),
+            masks: company::action::masks_for(a, runner.caller.audience()).clone(),
+        })
+        .collect();
+    Ok(Json(ActionList {
+        connection: name,
+        profile_action: connection.config.profile_action().map(|a| a.name.clone()),
+        actions,
     }))
 }
 
@@ -350,7 +612,7 @@ pub(super) async fn list_connections(
                 },
                 "api_key_header": cfg.api_key.as_ref().map(|k| k.header.clone()),
                 "customer_auth": {"in": format!("{:?}", cfg.customer_auth.placement).to_lowercase(), "name": cfg.customer_auth.name},
-                "actions": cfg.actions.iter().map(|a| json!({"name": a.name, "method": a.method, "path": a.path})).collect::<Vec<_>>(),
+                "actions": cfg.actions.iter().map(|a| json!({"name": a.name, "kind": a.kind, "method": a.method, "path": a.path})).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -258,3 +258,65 @@ pub(super) fn open_stream(g: &Gateway, holder: &StreamHolder) -> Result<crate::l
         .retry_after(5)
     })
 }
+
+/// Runs an action for the customer of an authenticated session, on their
+/// own conversation only, if the action's `callers` include `customer`.
+/// The answer is masked for the `customer` audience.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/actions/{action}",
+    tag = "channel",
+    params(
+        ("id", description = "The session id"),
+        ("action", description = "The action's name in the connection's config"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Required for a write: one per intended change"),
+    ),
+    request_body(content = Option<RunAction>, description = "The input, for an action that takes one"),
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The company's answer, masked for the customer", body = ActionOutcome),
+        (status = 400, description = "`invalid_request` or `idempotency_key_required`", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`invalid_app_key`: not the app key of the session's channel; `customer_auth_required`: the session is not authenticated, or its login expired", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: customers may not run this action; `origin_not_allowed`", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_session` or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`idempotency_key_reused` or `idempotency_key_in_flight`", body = ProblemBody, content_type = PROBLEM),
+        (status = 422, description = "`invalid_action_input`: `errors` has one `{field, reason}` per field that is wrong", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the session's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 502, description = "`backend_error` or `backend_unreachable`", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`circuit_open`, `token_endpoint_error` or `store_unavailable`", body = ProblemBody, content_type = PROBLEM),
+        (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn run_customer_action(
+    State(g): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Json<ActionOutcome>, Problem> {
+    if !crate::vault::is_random_id(&id, "ses_") {
+        return Err(IntakeError::UnknownSession.into());
+    }
+    let (conversation, channel, _, customer) = g.store.session(&id).await?.ok_or(IntakeError::UnknownSession)?;
+    authorize_channel(&g, &channel, request.headers())?;
+    g.admit_session(&id)
+        .map_err(|wait| Problem::rate_limited(wait, "too many requests for this session"))?;
+    let auth_required = || {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            ProblemType::CustomerAuthRequired,
+            "the customer must sign in: this session is not authenticated, or its login expired",
+        )
+    };
+    if customer.is_none() {
+        return Err(auth_required());
+    }
+    let trace = request.extensions().get().copied().unwrap_or_default();
+    let ask = action_ask(request).await?;
+    let runner = crate::Runner::customer(id);
+    match g.run_action(&runner, &conversation, &action, &ask, trace).await {
+        Ok(answer) => Ok(Json(answer.into())),
+        // For the customer, a login to renew is theirs to do: 401, as for
+        // any credential of theirs.
+        Err(ActionError::CustomerAuthRequired) => Err(auth_required()),
+        Err(e) => Err(action_problem(&e)),
+    }
+}

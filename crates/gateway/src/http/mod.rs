@@ -64,6 +64,9 @@ const PROBLEM: &str = "application/problem+json";
         list_conversations,
         get_conversation,
         run_action,
+        reveal_value,
+        list_actions,
+        run_customer_action,
         list_connections,
         probe_connection,
         list_audit,
@@ -123,7 +126,11 @@ fn channel_cors(gateway: &Gateway) -> tower_http::cors::CorsLayer {
     tower_http::cors::CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-        .allow_headers([header::CONTENT_TYPE, HeaderName::from_static(APP_KEY_HEADER)])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static(APP_KEY_HEADER),
+            HeaderName::from_static("idempotency-key"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 
@@ -134,6 +141,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/v1/sessions", post(open_session))
         .route("/v1/sessions/{id}/authenticate", post(authenticate_session))
         .route("/v1/sessions/{id}/events", get(session_events))
+        .route("/v1/sessions/{id}/actions/{action}", post(run_customer_action))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(channel_cors(&gateway));
     Router::new()
@@ -141,6 +149,8 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/v1/conversations", get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation))
         .route("/v1/conversations/{id}/actions/{action}", post(run_action))
+        .route("/v1/conversations/{id}/actions/{action}/reveal", post(reveal_value))
+        .route("/v1/connections/{name}/actions", get(list_actions))
         .route("/v1/connections", get(list_connections))
         .route("/v1/connections/{name}/probe", post(probe_connection))
         .route("/v1/audit", get(list_audit))

@@ -2,6 +2,7 @@
 //! gateway knows.
 
 use super::*;
+use company::action::FieldError;
 
 /// An RFC 9457 problem. `detail` never carries a token or secret.
 #[derive(Debug)]
@@ -13,6 +14,8 @@ pub(crate) struct Problem {
     backend: Option<(u16, Option<String>)>,
     /// Seconds to wait, sent as `Retry-After`.
     retry_after: Option<u64>,
+    /// On `invalid_action_input`: each field that is wrong, and why.
+    fields: Vec<FieldError>,
 }
 
 /// An RFC 9457 problem, as sent: `application/problem+json`.
@@ -38,6 +41,11 @@ pub(crate) struct ProblemBody {
     /// gave a well-formed one (`[A-Za-z0-9_.:-]`, at most 64 characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     backend_error: Option<String>,
+    /// On `invalid_action_input`: one entry per field that is wrong
+    /// (`{field, reason}`); the company was not called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    errors: Vec<FieldError>,
 }
 
 impl Problem {
@@ -48,6 +56,7 @@ impl Problem {
             detail: detail.into(),
             backend: None,
             retry_after: None,
+            fields: Vec::new(),
         }
     }
 
@@ -92,6 +101,7 @@ impl IntoResponse for Problem {
             detail: self.detail,
             backend_status,
             backend_error,
+            errors: self.fields,
         };
         let mut response = (self.status, Json(body)).into_response();
         response
@@ -171,6 +181,10 @@ pub(super) fn action_problem(e: &ActionError) -> Problem {
         ActionError::RateLimited(wait) => return Problem::rate_limited(*wait, &e.to_string()),
         ActionError::Internal(cause) => return Problem::internal(cause),
         ActionError::StoreUnavailable(cause) => return Problem::store_unavailable(cause),
+        ActionError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ActionError::NotAllowed(_) => StatusCode::FORBIDDEN,
+        ActionError::IdempotencyKeyRequired => StatusCode::BAD_REQUEST,
+        ActionError::IdempotencyKeyReused | ActionError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
     };
     let mut problem = Problem::new(status, ProblemType::of(e), e.to_string());
     match e {
@@ -178,6 +192,7 @@ pub(super) fn action_problem(e: &ActionError) -> Problem {
             problem.backend = Some((*status, error.clone()))
         }
         ActionError::TooLarge { status } | ActionError::NotJson { status } => problem.backend = Some((*status, None)),
+        ActionError::InvalidInput(fields) => problem.fields = fields.clone(),
         _ => {}
     }
     problem

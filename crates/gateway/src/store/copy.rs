@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::engine::on_pool;
-use super::{AuditRecord, MAX_AUDIT_ROWS, Store, audit_insert_sql};
+use super::{AuditRecord, MAX_AUDIT_ROWS, Store, audit_columns, audit_insert_sql, audit_row};
 use crate::GatewayError;
 
 /// How many rows of each table were copied.
@@ -152,30 +152,10 @@ impl Store {
     /// and the id of the last one.
     async fn audit_page(&self, after: i64) -> Result<(Option<i64>, Vec<AuditRecord>), GatewayError> {
         on_pool!(&self.db, pool => {
-            let rows = sqlx::query(
-                "SELECT id, at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count
-                 FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
-            )
-            .bind(after)
-            .bind(AUDIT_PAGE)
-            .fetch_all(pool)
-            .await?;
+            const SQL: &str = concat!("SELECT id, ", audit_columns!(), " FROM audit WHERE id > $1 ORDER BY id LIMIT $2");
+            let rows = sqlx::query(SQL).bind(after).bind(AUDIT_PAGE).fetch_all(pool).await?;
             let last = rows.last().map(|r| r.get::<i64, _>(0));
-            let page = rows
-                .into_iter()
-                .map(|r| AuditRecord {
-                    at: r.get(1),
-                    agent: r.get(2),
-                    conversation_id: r.get(3),
-                    connection: r.get(4),
-                    action: r.get(5),
-                    outcome: r.get(6),
-                    status: r.get::<Option<i64>, _>(7).map(|s| s as u16),
-                    latency_ms: r.get::<i64, _>(8) as u64,
-                    trace_id: r.get(9),
-                    count: u32::try_from(r.get::<i64, _>(10)).unwrap_or(u32::MAX),
-                })
-                .collect();
+            let page = rows.iter().map(|r| audit_row(r, 1)).collect();
             Ok((last, page))
         })
     }
