@@ -955,6 +955,12 @@ async fn the_gateway_serves_its_openapi_document() {
         ("get", "/v1/audit"),
         ("get", "/v1/events"),
         ("get", "/v1/problem-types"),
+        ("post", "/v1/conversations/{id}/actions/{action}/reveal"),
+        ("get", "/v1/connections/{name}/actions"),
+        ("post", "/v1/sessions/{id}/actions/{action}"),
+        // Each configured action has an operation of its own, with its input.
+        ("post", "/v1/conversations/{id}/actions/getprofile"),
+        ("post", "/v1/conversations/{id}/actions/summary"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in routes {

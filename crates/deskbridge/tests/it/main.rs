@@ -8,6 +8,7 @@ mod backend_http;
 mod check;
 mod cluster;
 mod demo;
+mod gateway_actions;
 mod gateway_attacks;
 mod gateway_cli;
 mod gateway_flow;
