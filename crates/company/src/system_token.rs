@@ -179,6 +179,12 @@ impl TokenSource {
         }
     }
 
+    /// How long until the token endpoint is tried again, after a failure.
+    pub fn retry_in(&self) -> Option<Duration> {
+        let (until, _) = self.lock().retry_after.clone()?;
+        until.duration_since(self.clock.now()).ok()
+    }
+
     /// How long a fetch may hold the lease: it ends within the timeout.
     fn lease_ttl(&self) -> Duration {
         self.timeout + Duration::from_secs(1)
@@ -651,6 +657,7 @@ mod clock_tests {
             audience: None,
             resource: None,
             default_expires_in_secs: 300,
+            expired_when: None,
         };
         let deps = TokenDeps {
             http: reqwest::Client::new(),

@@ -668,6 +668,7 @@ fn token_source(url: &str) -> TokenSource {
         audience: None,
         resource: None,
         default_expires_in_secs: 300,
+        expired_when: None,
     };
     let metrics = Arc::new(Metrics::default());
     // As the gateway's own client: redirects are answers, not followed.

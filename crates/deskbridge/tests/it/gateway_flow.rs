@@ -889,8 +889,9 @@ app_key = "{APP_KEY}"
     .await;
     assert_eq!(resets.load(Ordering::SeqCst), 3);
 
-    // A token endpoint that is down: 503, and the backoff keeps the next
-    // call from trying it again at once (one more connection, not two).
+    // A token endpoint that is down: 503 with the time to retry, and the
+    // backoff keeps the next call from trying it again at once (one more
+    // connection, not two).
     let tokenless = body_json(open("tokenless").await.unwrap()).await["conversation_id"]
         .as_str()
         .unwrap()
@@ -899,7 +900,7 @@ app_key = "{APP_KEY}"
         let body = expect_problem(
             act("fails", tokenless.clone()).await.unwrap(),
             503,
-            "token_endpoint_error",
+            "system_token_unavailable",
         )
         .await;
         assert!(

@@ -7,6 +7,7 @@ mod backend_cli;
 mod backend_http;
 mod check;
 mod cluster;
+mod company_limits;
 mod demo;
 mod gateway_actions;
 mod gateway_attacks;
