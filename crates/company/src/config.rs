@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Where a secret comes from: `{ env = "NAME" }`, `{ file = "path" }`, or an
@@ -113,9 +113,16 @@ pub enum SystemAuthConfig {
     Oauth2ClientCredentials {
         token_url: String,
         client_id: String,
-        client_secret: SecretSource,
+        /// For `client_secret_basic` and `client_secret_post`.
+        client_secret: Option<SecretSource>,
         #[serde(default)]
         auth_method: ClientAuthMethod,
+        /// For `private_key_jwt`: a PEM private key, EC P-256 (signs ES256)
+        /// or RSA (signs RS256).
+        private_key: Option<SecretSource>,
+        /// For `private_key_jwt`: the `kid` of the assertions' header, the
+        /// key's id at the company.
+        key_id: Option<String>,
         #[serde(default)]
         grant_type_in: GrantTypeIn,
         scope: Option<String>,
@@ -145,6 +152,18 @@ pub enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the platform's private key (RFC 7523 §2.2).
+    PrivateKeyJwt,
+}
+
+impl ClientAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -618,6 +637,9 @@ pub fn check_connections(
                 token_url,
                 client_id,
                 client_secret,
+                auth_method,
+                private_key,
+                key_id,
                 expired_when,
                 ..
             } => {
@@ -628,7 +650,40 @@ pub fn check_connections(
                 if client_id.is_empty() {
                     fail(at("system_auth.client_id"), "must not be empty".into());
                 }
-                check_secret(at("system_auth.client_secret"), client_secret, fail, warnings);
+                let method = auth_method.as_str();
+                match (auth_method, client_secret, private_key) {
+                    (ClientAuthMethod::PrivateKeyJwt, None, Some(key)) => {
+                        check_secret(at("system_auth.private_key"), key, fail, warnings);
+                        if let Ok(pem) = key.resolve()
+                            && let Err(e) = crate::assertion::key_of(pem.expose_secret())
+                        {
+                            fail(at("system_auth.private_key"), e);
+                        }
+                    }
+                    (ClientAuthMethod::PrivateKeyJwt, _, None) => fail(
+                        at("system_auth.private_key"),
+                        "required with auth_method = \"private_key_jwt\"".into(),
+                    ),
+                    (ClientAuthMethod::PrivateKeyJwt, Some(_), Some(_)) => fail(
+                        at("system_auth.client_secret"),
+                        "not used with auth_method = \"private_key_jwt\": leave it out".into(),
+                    ),
+                    (_, Some(secret), None) => check_secret(at("system_auth.client_secret"), secret, fail, warnings),
+                    (_, None, _) => fail(
+                        at("system_auth.client_secret"),
+                        format!("required with auth_method = \"{method}\""),
+                    ),
+                    (_, Some(_), Some(_)) => fail(
+                        at("system_auth.private_key"),
+                        format!("only used with auth_method = \"private_key_jwt\", not {method:?}"),
+                    ),
+                }
+                if key_id.is_some() && *auth_method != ClientAuthMethod::PrivateKeyJwt {
+                    fail(
+                        at("system_auth.key_id"),
+                        "only used with auth_method = \"private_key_jwt\"".into(),
+                    );
+                }
             }
             SystemAuthConfig::StaticBearer { token } => check_secret(at("system_auth.token"), token, fail, warnings),
             SystemAuthConfig::None => {}
