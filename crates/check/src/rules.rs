@@ -129,8 +129,15 @@ pub(crate) fn plan(conn: &ConnectionConfig) -> Vec<Rule> {
         Rule::SystemUnknownGrant,
         Rule::SystemNoStore,
         Rule::SystemAuthMethods,
-        Rule::SystemReplayedAssertion,
     ];
+    // Only a connection that signs assertions has one to replay.
+    if let SystemAuthConfig::Oauth2ClientCredentials {
+        auth_method: ClientAuthMethod::PrivateKeyJwt,
+        ..
+    } = conn.system_auth
+    {
+        plan.push(Rule::SystemReplayedAssertion);
+    }
     for i in 0..conn.actions.len() {
         plan.extend(PROBES.iter().map(|p| Rule::Action(i, *p)));
     }
@@ -417,6 +424,8 @@ pub(crate) struct Context {
     client_secret: Option<SecretString>,
     /// Signs client assertions, for `private_key_jwt`.
     signer: Option<AssertionSigner>,
+    /// The token endpoint: `token_url`, or found from `issuer` once.
+    endpoint: Option<Result<String, String>>,
     static_token: Option<SecretString>,
     api_key: Option<(HeaderName, SecretString)>,
     logins: Option<Vec<Result<Login, String>>>,
@@ -447,13 +456,12 @@ impl Context {
                 private_key,
                 key_id,
                 client_id,
-                token_url,
                 ..
             } => {
                 if let Some(key) = private_key {
                     let pem = resolve(key, "system_auth.private_key")?;
                     signer = Some(
-                        AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id, token_url)
+                        AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id)
                             .map_err(|e| CheckError::Config(format!("{}.system_auth.private_key: {e}", conn.name)))?,
                     );
                 }
@@ -483,6 +491,7 @@ impl Context {
             users,
             client_secret,
             signer,
+            endpoint: None,
             static_token,
             api_key,
             logins: None,
@@ -1158,11 +1167,12 @@ impl Context {
     /// A token request as the gateway makes it, with the given method,
     /// secret and grant type. With `private_key_jwt`, `secret` is the
     /// client assertion; `None` signs a new one, as the gateway would.
-    async fn token_request(&self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+    async fn token_request(&mut self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+        let endpoint = self.endpoint().await?;
         let assertion;
         let secret = match (&self.signer, method) {
             (Some(signer), ClientAuthMethod::PrivateKeyJwt) if secret.is_empty() => {
-                assertion = signer.sign(unix_now())?;
+                assertion = signer.sign(unix_now(), &endpoint)?;
                 assertion.as_str()
             }
             _ => secret,
@@ -1170,6 +1180,7 @@ impl Context {
         let request = company::system_token::token_request(
             &self.http,
             &self.conn.system_auth,
+            &endpoint,
             method,
             secret,
             grant,
@@ -1177,6 +1188,26 @@ impl Context {
         )
         .map_err(|e| e.to_string())?;
         self.send(request).await
+    }
+
+    /// `token_url`, or the token endpoint the issuer's metadata names.
+    async fn endpoint(&mut self) -> Result<String, String> {
+        if self.endpoint.is_none() {
+            let found = match &self.conn.system_auth {
+                SystemAuthConfig::Oauth2ClientCredentials {
+                    token_url: Some(url), ..
+                } => Ok(url.clone()),
+                SystemAuthConfig::Oauth2ClientCredentials {
+                    issuer: Some(issuer), ..
+                } => company::discovery::discover(&self.http, issuer, AUTH_TIMEOUT)
+                    .await
+                    .map(|m| m.token_endpoint)
+                    .map_err(|e| format!("discovery: {e}")),
+                _ => Err("no token_url and no issuer".into()),
+            };
+            self.endpoint = Some(found);
+        }
+        self.endpoint.clone().unwrap_or_else(|| Err("no token endpoint".into()))
     }
 
     /// The token request with the right secret, once per method.
@@ -1241,8 +1272,12 @@ impl Context {
         let method = self.configured_method();
         // For private_key_jwt, a wrong secret is an assertion whose
         // signature is not the key's: one character of it changed.
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
         let wrong = match (&self.signer, method) {
-            (Some(signer), ClientAuthMethod::PrivateKeyJwt) => match signer.sign(unix_now()) {
+            (Some(signer), ClientAuthMethod::PrivateKeyJwt) => match signer.sign(unix_now(), &endpoint) {
                 Ok(assertion) => tamper(&Credential::Jwt(assertion)),
                 Err(e) => return fail(e),
             },
@@ -1348,14 +1383,15 @@ impl Context {
         if let Err(v) = self.oauth() {
             return v;
         }
-        let Some(signer) = self
-            .signer
-            .as_ref()
-            .filter(|_| self.configured_method() == ClientAuthMethod::PrivateKeyJwt)
-        else {
+        if self.signer.is_none() || self.configured_method() != ClientAuthMethod::PrivateKeyJwt {
             return skip("auth_method is not \"private_key_jwt\": no client assertion to replay");
+        }
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return fail(e),
         };
-        let assertion = match signer.sign(unix_now()) {
+        let signed = self.signer.as_ref().map(|signer| signer.sign(unix_now(), &endpoint));
+        let assertion = match signed.unwrap_or_else(|| Err("no signer".into())) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
@@ -1605,8 +1641,9 @@ impl Context {
             ("customer_login_url", self.login_url.as_deref()),
             ("identity.jwks_url", self.conn.identity.jwks_url.as_deref()),
         ];
-        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, .. } = &self.conn.system_auth {
-            urls.push(("system_auth.token_url", Some(token_url.as_str())));
+        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.conn.system_auth {
+            urls.push(("system_auth.token_url", token_url.as_deref()));
+            urls.push(("system_auth.issuer", issuer.as_deref()));
         }
         let mut plain = Vec::new();
         let mut checked = 0;
