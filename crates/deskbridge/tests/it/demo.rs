@@ -64,14 +64,25 @@ async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data(
         .map(str::trim)
         .filter(|l| l.starts_with("JWT=") || l.starts_with("CONV=") || l.starts_with("curl "))
         .collect();
-    assert_eq!(steps.len(), 3, "{printed}");
-    // Real curl, run exactly as printed.
-    let script = format!("set -e\n{}\necho\necho \"JWT=$JWT\"", steps.join("\n"));
+    assert_eq!(steps.len(), 4, "{printed}");
+    // Real curl, run exactly as printed; each answer on a line of its own.
+    let script: Vec<String> = steps
+        .iter()
+        .map(|step| match step.starts_with("curl ") {
+            true => format!("{step}\necho"),
+            false => step.to_string(),
+        })
+        .collect();
+    let script = format!("set -e\n{}\necho \"JWT=$JWT\"", script.join("\n"));
     let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let profile: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(profile["data"]["name"], "Alice Martin", "{stdout}");
+    let page: Value = serde_json::from_str(stdout.lines().nth(1).unwrap()).unwrap();
+    let transactions = page["data"]["transactions"].as_array().expect("transactions");
+    assert_eq!(transactions.len(), 5, "{stdout}");
+    assert!(page["data"]["next_cursor"].is_string(), "{stdout}");
     let jwt = stdout.lines().find_map(|l| l.strip_prefix("JWT=")).unwrap().to_string();
     let first_password = value_after(&printed, "customer       alice    password").to_string();
     // The console comes first, with a sign-in that works.
@@ -122,10 +133,35 @@ async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data(
         .post(format!(
             "http://127.0.0.1:{gateway}/v1/conversations/{conversation}/actions/getprofile"
         ))
-        .bearer_auth(agent)
+        .bearer_auth(&agent)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // The file it wrote passes `config check`, and its write action runs once per key.
+    let out = crate::support::deskbridge()
+        .args(["config", "check"])
+        .arg(dir.path().join("gateway.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let block = || {
+        client
+            .post(format!(
+                "http://127.0.0.1:{gateway}/v1/conversations/{conversation}/actions/blockcard"
+            ))
+            .bearer_auth(&agent)
+            .header("idempotency-key", "demo-test-block-1")
+            .json(&json!({"input": {"card_id": "card-1102", "reason": "stolen"}}))
+            .send()
+    };
+    for _ in 0..2 {
+        let r = block().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["data"]["status"], "blocked", "{answer}");
+        assert_eq!(answer["data"]["block_reason"], "stolen", "{answer}");
+    }
     stop(child);
 }
