@@ -141,15 +141,10 @@ fn card_not_found() -> HttpError {
     )
 }
 
-/// The `Idempotency-Key` header: once, 1-255 visible ASCII characters.
+/// The `Idempotency-Key` header: 1-255 visible ASCII characters (a
+/// repeated one is refused before any handler, with the credentials).
 fn idempotency_key(headers: &HeaderMap) -> Result<&str, HttpError> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        if headers.contains_key(IDEMPOTENCY_KEY) {
-            return Err(HttpError::bad_request(
-                "the Idempotency-Key header is repeated; send it once",
-            ));
-        }
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Err(HttpError::api(
             StatusCode::BAD_REQUEST,
             ApiErrorCode::IdempotencyKeyRequired,

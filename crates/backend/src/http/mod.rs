@@ -101,8 +101,9 @@ fn payload_too_large() -> HttpError {
     )
 }
 
-/// A credential header sent twice is refused: which one counts would
-/// depend on who reads it (this server, a proxy before it, a log).
+/// A credential header (or an idempotency key) sent twice is refused:
+/// which one counts would depend on who reads it (this server, a proxy
+/// before it, a log).
 fn credentials_given_once(headers: &HeaderMap) -> Result<(), HttpError> {
     for name in [
         header::AUTHORIZATION.as_str(),

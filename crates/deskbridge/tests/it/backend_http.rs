@@ -1214,6 +1214,14 @@ async fn a_card_is_blocked_once_per_idempotency_key() {
         .await
         .unwrap();
     expect_error(r, 400, "invalid_request").await;
+    let r = data_call(&b, "/cards/card-1102/block", Some(&token), Some(key), Some(&jwt))
+        .header("idempotency-key", "key-5")
+        .header("idempotency-key", "key-6")
+        .json(&json!({"reason": "lost"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_request").await;
     let r = data_call(&b, "/cards/card-1102/block", None, Some(key), Some(&jwt))
         .header("idempotency-key", "key-5")
         .json(&json!({"reason": "lost"}))
