@@ -52,11 +52,23 @@ pub(crate) async fn transactions(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, HttpError> {
-    let caller = authorize(&state, &headers, &body, Need { scope: SCOPE, api: API })
+    let result = page_of(&state, account_id, query.as_deref().unwrap_or(""), &headers, &body).await;
+    state.metrics.count_data_request(API, &result);
+    result
+}
+
+async fn page_of(
+    state: &State,
+    account_id: Result<Path<String>, PathRejection>,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, HttpError> {
+    let caller = authorize(state, headers, body, Need { scope: SCOPE, api: API })
         .await
         .map_err(|(_, e)| e)?;
     let Path(account_id) = account_id.map_err(|_| HttpError::bad_request("the account id is not valid text"))?;
-    let page = page_request(query.as_deref().unwrap_or(""), &headers, &body)?;
+    let page = page_request(query, headers, body)?;
     if !state
         .store
         .customer_has_account(&caller.customer_id, &account_id)

@@ -36,12 +36,23 @@ pub(crate) async fn block(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, HttpError> {
-    let caller = authorize(&state, &headers, &body, Need { scope: SCOPE, api: API })
+    let result = block_once(&state, card_id, &headers, &body).await;
+    state.metrics.count_data_request(API, &result);
+    result
+}
+
+async fn block_once(
+    state: &State,
+    card_id: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, HttpError> {
+    let caller = authorize(state, headers, body, Need { scope: SCOPE, api: API })
         .await
         .map_err(|(_, e)| e)?;
     let Path(card_id) = card_id.map_err(|_| HttpError::bad_request("the card id is not valid text"))?;
-    let key = idempotency_key(&headers)?;
-    let reason = reason(&headers, &body)?;
+    let key = idempotency_key(headers)?;
+    let reason = reason(headers, body)?;
     if state
         .store
         .customer_card(&caller.customer_id, &card_id)
@@ -78,7 +89,7 @@ pub(crate) async fn block(
                 .insert(REPLAYED, HeaderValue::from_static("true"));
             Ok(response)
         }
-        Claim::New => match block_now(&state, &caller, &card_id, reason, now).await {
+        Claim::New => match block_now(state, &caller, &card_id, reason, now).await {
             Ok(card) => {
                 let text = serde_json::to_string(&card).map_err(|e| crate::BackendError::Internal(e.to_string()))?;
                 store

@@ -1120,6 +1120,13 @@ async fn transactions_are_paged_newest_first_for_the_customers_own_accounts_only
             .unwrap()
             .contains("scope=\"transactions:read\"")
     );
+    let metrics = metrics_text(b.url("/metrics")).await;
+    for counted in [
+        r#"deskbridge_data_requests_total{api="gettransactions",outcome="account_not_found"} 2"#,
+        r#"deskbridge_data_requests_total{api="gettransactions",outcome="insufficient_scope"} 1"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} in {metrics}");
+    }
 }
 
 #[tokio::test]
@@ -1253,4 +1260,9 @@ async fn a_card_is_blocked_once_per_idempotency_key() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(body_json(r).await["id"], "card-1102");
+    let metrics = metrics_text(b.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"deskbridge_data_requests_total{api="blockcard",outcome="idempotency_key_reused"} 2"#),
+        "{metrics}"
+    );
 }
