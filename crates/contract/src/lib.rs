@@ -448,4 +448,12 @@ mod tests {
         assert!(!ApiErrorCode::InvalidToken.is_customer_auth_failure());
         assert!(!ApiErrorCode::InvalidApiKey.is_customer_auth_failure());
     }
+
+    #[test]
+    fn a_profile_without_cards_still_reads() {
+        let old = r#"{"customer_id":"cus_1","name":"A","email":"","phone":"","tier":"gold",
+                      "member_since":"2019-04-12","accounts":[]}"#;
+        let profile: Result<Profile, _> = serde_json::from_str(old);
+        assert_eq!(profile.map(|p| p.cards.len()).ok(), Some(0));
+    }
 }

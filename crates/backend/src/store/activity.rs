@@ -299,3 +299,52 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_is_claimed_once_answers_once_and_is_forgotten_after_a_day() -> Result<(), BackendError> {
+        let dir = tempfile::tempdir().map_err(|e| BackendError::Io(e.to_string()))?;
+        let store = Store::open(dir.path()).await?;
+        let claim = |request: &'static str, now: i64| {
+            let store = store.clone();
+            async move { store.claim_idempotency_key("client", "cus_1", "k", request, now).await }
+        };
+        assert!(matches!(claim("card-1\nlost", 0).await?, Claim::New));
+        // Claimed, not yet answered: a second request is told it is in progress.
+        assert!(matches!(
+            claim("card-1\nlost", 1).await?,
+            Claim::Seen { answer: None, .. }
+        ));
+        store.keep_idempotent_answer("client", "cus_1", "k", 200, "{}").await?;
+        match claim("card-1\nstolen", 2).await? {
+            Claim::Seen { request, answer } => {
+                assert_eq!(request, "card-1\nlost");
+                assert_eq!(answer, Some((200, "{}".to_string())));
+            }
+            Claim::New => unreachable!("the key was taken"),
+        }
+        // Another customer's key of the same text is its own.
+        let other = store
+            .claim_idempotency_key("client", "cus_2", "k", "card-2\nlost", 3)
+            .await?;
+        assert!(matches!(other, Claim::New));
+        // A released key (its write failed) is free again; a kept one only after 24 h.
+        store.release_idempotency_key("client", "cus_2", "k").await?;
+        let again = store
+            .claim_idempotency_key("client", "cus_2", "k", "card-2\nlost", 4)
+            .await?;
+        assert!(matches!(again, Claim::New));
+        assert!(matches!(
+            claim("card-1\nstolen", IDEMPOTENCY_KEY_KEPT_SECS - 1).await?,
+            Claim::Seen { .. }
+        ));
+        assert!(matches!(
+            claim("card-1\nstolen", IDEMPOTENCY_KEY_KEPT_SECS).await?,
+            Claim::New
+        ));
+        Ok(())
+    }
+}
