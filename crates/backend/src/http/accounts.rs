@@ -16,7 +16,7 @@ use contract::{ApiErrorCode, Money, Transaction, TransactionPage};
 use serde_json::Value;
 
 use super::credentials::{Need, authorize};
-use super::{Body, Params, has_content_type, json_object};
+use super::{Body, has_content_type, json_object};
 use crate::State;
 use crate::calendar::utc_timestamp;
 use crate::error::HttpError;
@@ -121,9 +121,12 @@ fn transaction(row: TransactionRow) -> Transaction {
 
 /// `limit` and `cursor` from the query string, else from the body's `page`.
 fn page_request(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<PageRequest, HttpError> {
-    let params = Params::parse(query.as_bytes()).map_err(HttpError::bad_request)?;
+    let params = query_params(query)?;
     let from_body = page_body(headers, body)?;
-    let limit = match (params.get("limit"), from_body.as_ref().and_then(|p| p.size.as_ref())) {
+    let limit = match (
+        params.limit.as_deref(),
+        from_body.as_ref().and_then(|p| p.size.as_ref()),
+    ) {
         (Some(text), _) => text.parse::<u32>().ok(),
         (None, Some(Value::Number(n))) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         (None, Some(_)) => None,
@@ -131,7 +134,10 @@ fn page_request(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<PageReq
     }
     .filter(|n| (1..=MAX_LIMIT).contains(n))
     .ok_or_else(|| HttpError::bad_request(format!("limit must be an integer from 1 to {MAX_LIMIT}")))?;
-    let cursor_text = match (params.get("cursor"), from_body.as_ref().and_then(|p| p.cursor.as_ref())) {
+    let cursor_text = match (
+        params.cursor.as_deref(),
+        from_body.as_ref().and_then(|p| p.cursor.as_ref()),
+    ) {
         (Some(text), _) => Some(text.to_string()),
         (None, Some(Value::String(text))) => Some(text.clone()),
         (None, Some(Value::Null) | None) => None,
@@ -142,6 +148,31 @@ fn page_request(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<PageReq
         None => None,
     };
     Ok(PageRequest { limit, after })
+}
+
+/// `limit` and `cursor` as the query string gives them. Unlike a form, an
+/// empty value is a value (and a wrong one), not an absent parameter.
+struct QueryParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn query_params(query: &str) -> Result<QueryParams, HttpError> {
+    let mut params = QueryParams {
+        limit: None,
+        cursor: None,
+    };
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match name.as_ref() {
+            "limit" => &mut params.limit,
+            "cursor" => &mut params.cursor,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(HttpError::bad_request(format!("the parameter {name:?} is repeated")));
+        }
+    }
+    Ok(params)
 }
 
 /// The body's `page`, when a body is sent.
@@ -229,7 +260,15 @@ mod tests {
         assert_eq!(limit("", b""), Some(DEFAULT_LIMIT));
         assert_eq!(limit("", body), Some(7));
         assert_eq!(limit("limit=3", body), Some(3));
-        for bad in ["limit=0", "limit=101", "limit=x", "limit=1&limit=2", "limit=-1"] {
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=x",
+            "limit=1&limit=2",
+            "limit=-1",
+            "limit=",
+            "cursor=",
+        ] {
             assert!(limit(bad, b"").is_none(), "{bad}");
         }
         assert!(limit("", br#"{"page": {"size": "7"}}"#).is_none());
