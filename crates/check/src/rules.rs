@@ -8,17 +8,19 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clock::{Clock, SystemClock};
+use company::action;
 use company::assertion::AssertionSigner;
 use company::config::{
-    ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
+    ActionKind, ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
 };
 use contract::{AccessTokenResponse, Refused};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::inputs::Plan;
 use crate::{CheckError, Status, TestUser};
 
 /// Login and token calls may hash a password; give them time.
@@ -435,6 +437,8 @@ pub(crate) struct Context {
     jwks: Option<Result<JwkSet, String>>,
     tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
     replies: HashMap<(usize, Probe), Result<Reply, CallError>>,
+    /// Per action: the input it is called with, or why it is not called.
+    plans: Vec<Plan>,
     /// Credentials obtained while checking, redacted from the evidence.
     obtained: Vec<SecretString>,
 }
@@ -444,6 +448,7 @@ impl Context {
         conn: ConnectionConfig,
         login_url: Option<String>,
         users: Vec<TestUser>,
+        plans: Vec<Plan>,
     ) -> Result<Self, CheckError> {
         let resolve = |s: &company::config::SecretSource, at: &str| {
             s.resolve()
@@ -501,6 +506,7 @@ impl Context {
             jwks: None,
             tokens: HashMap::new(),
             replies: HashMap::new(),
+            plans,
             obtained: Vec::new(),
         })
     }
@@ -605,6 +611,7 @@ impl Context {
             Rule::SystemNoStore => self.system_no_store().await,
             Rule::SystemAuthMethods => self.system_auth_methods().await,
             Rule::SystemReplayedAssertion => self.system_replayed_assertion().await,
+            Rule::Action(i, _) if let Some(Err(why)) = self.plans.get(i) => skip(why.clone()),
             Rule::Action(i, Probe::Succeeds) => self.action_succeeds(i).await,
             Rule::Action(i, Probe::Distinguishable) => self.action_distinguishable(i).await,
             Rule::Action(i, probe) => self.action_refuses(i, probe).await,
@@ -1482,7 +1489,21 @@ impl Context {
             Probe::TamperedCustomerToken => Some(tamper(&credential)),
             _ => Some(credential.token().to_string()),
         };
-        let url = format!("{}{}", self.conn.base_url.trim_end_matches('/'), spec.path);
+        let input = match self.plans.get(i) {
+            Some(Ok(input)) => input.clone(),
+            Some(Err(why)) => return Err(CallError::Missing(why.clone())),
+            None => Map::new(),
+        };
+        // Placed as the gateway places them: path, query string, body.
+        let mut url = format!(
+            "{}{}",
+            self.conn.base_url.trim_end_matches('/'),
+            action::fill_path(&spec.path, &input)
+        );
+        if let Some(query) = action::query_string(&spec.query, &input) {
+            url.push('?');
+            url.push_str(&query);
+        }
         let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut request = self
             .http
@@ -1500,6 +1521,10 @@ impl Context {
         if let Some((name, value)) = api_key {
             request = request.header(name, sensitive(&value)?);
         }
+        if spec.kind == ActionKind::Write {
+            // A fresh key per call: each probe is its own request.
+            request = request.header("idempotency-key", format!("deskbridge-check-{}", nonce()));
+        }
         let placement = &self.conn.customer_auth;
         let mut body = None;
         if let Some(token) = customer {
@@ -1513,10 +1538,10 @@ impl Context {
                 PlacedToken::Body(doc) => body = Some(doc),
             }
         }
-        if let Some(doc) = body {
-            request = request.json(&doc);
-        } else if spec.method != "GET" {
-            request = request.header(CONTENT_TYPE, "application/json").body("{}");
+        let mut doc = body.unwrap_or_else(|| Value::Object(Map::new()));
+        action::fill_body(&mut doc, &spec.body, &input);
+        if spec.method != "GET" || doc.as_object().is_some_and(|d| !d.is_empty()) {
+            request = request.header(CONTENT_TYPE, "application/json").body(doc.to_string());
         }
         Ok(self.send(request).await?)
     }
