@@ -872,7 +872,7 @@
   }
 
   function actionTitle(a) {
-    return a.description ? String(a.description) : words(a.name);
+    return a.description ? String(a.description).replace(/\.$/, "") : words(a.name);
   }
 
   // Builds the action cards once per conversation; a reload of the
@@ -960,7 +960,7 @@
     };
 
     if (write) {
-      const open = h("button", { class: "button danger-outline", type: "button", "data-testid": "write-open", "aria-expanded": "false", "aria-controls": `${id}-form` }, `${actionTitle(a)}…`);
+      const open = h("button", { class: "button danger-outline", type: "button", "data-testid": "write-open", "aria-expanded": "false", "aria-controls": `${id}-form` }, `Run ${a.name}…`);
       const formWrap = h("div", { id: `${id}-form`, class: "write-form", hidden: true });
       open.addEventListener("click", () => {
         const opening = formWrap.hidden;
@@ -1285,7 +1285,8 @@
       h(
         "div",
         { class: "dialog-body", "data-testid": "confirm-dialog" },
-        h("h3", { id: "confirm-title" }, `Confirm: ${actionTitle(a)}`),
+        h("h3", { id: "confirm-title" }, "Confirm ", h("code", {}, a.name)),
+        a.description ? h("p", { class: "dialog-what" }, String(a.description)) : null,
         h("p", { class: "dialog-lead" }, "This changes the customer's data at the company. deskbridge sends exactly this, once:"),
         summary.length
           ? h("dl", { class: "confirm-summary" }, summary.map(([k, v]) => h("div", {}, h("dt", {}, words(k)), h("dd", {}, typeof v === "boolean" ? (v ? "Yes" : "No") : String(v)))))
@@ -1373,9 +1374,13 @@
   }
 
   function tableView(ctx, rows, pointer, caption) {
-    const columns = [];
-    for (const r of rows) for (const k of Object.keys(r)) if (!columns.includes(k)) columns.push(k);
-    const numeric = new Set(columns.filter((c) => rows.every((r) => r[c] === null || r[c] === undefined || typeof r[c] === "number" || isMoney(r[c]))));
+    const seen = [];
+    for (const r of rows) for (const k of Object.keys(r)) if (!seen.includes(k)) seen.push(k);
+    const numeric = new Set(seen.filter((c) => rows.every((r) => r[c] === null || r[c] === undefined || typeof r[c] === "number" || isMoney(r[c]))));
+    // Answers may come with their keys sorted: ids first, then times, text,
+    // states, and amounts last (right-aligned, as in any statement).
+    const rank = (c) => (c === "id" || c.endsWith("_id") ? 0 : /(_at|_on|date|time)$/.test(c) ? 1 : numeric.has(c) ? 4 : /(^|_)status$/.test(c) ? 3 : 2);
+    const columns = seen.map((c, i) => [rank(c), i, c]).sort((x, y) => x[0] - y[0] || x[1] - y[1]).map((x) => x[2]);
     return h(
       "div",
       { class: "table-wrap" },
