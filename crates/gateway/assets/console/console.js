@@ -1635,9 +1635,10 @@
     const ok = r.outcome === "ok";
     return h(
       "tr",
-      { "data-testid": "audit-row", "data-agent": r.agent, "data-conversation-id": r.conversation_id, "data-outcome": r.outcome, "data-trace-id": r.trace_id || "", title: r.trace_id ? `trace ${r.trace_id}` : "" },
+      { "data-testid": "audit-row", "data-agent": r.agent, "data-caller": r.caller || "agent", "data-conversation-id": r.conversation_id, "data-outcome": r.outcome, "data-trace-id": r.trace_id || "", title: r.trace_id ? `trace ${r.trace_id}` : "" },
       h("td", {}, timeEl(r.at)),
-      h("td", {}, r.agent),
+      // A customer's own run names their session, not an agent.
+      h("td", {}, r.caller && r.caller !== "agent" ? [h("span", { class: "caller" }, words(r.caller)), " ", h("code", { title: r.agent }, shortId(r.agent))] : r.agent),
       h("td", {}, h("a", { href: `#/c/${encodeURIComponent(r.conversation_id)}`, title: r.conversation_id }, h("code", {}, shortId(r.conversation_id)))),
       h("td", {}, `${r.connection} · `, h("code", {}, r.action)),
       h("td", {}, h("span", { class: `pill ${ok ? "outcome-ok" : "outcome-fail"}` }, words(r.outcome))),
