@@ -8,7 +8,9 @@
 //   3. the agent blocks a card after confirming exactly what is sent; the
 //      answer to the first try is lost, the retry sends the same
 //      Idempotency-Key, and the company is called once (the audit log says
-//      `ok`, then `replayed`).
+//      `ok`, then `replayed`);
+//   4. an admin reveals a masked IBAN with a reason, which the audit log
+//      keeps; an agent (role `agent`) sees it masked with no Reveal button.
 // The tests share one demo and run in order.
 
 import { after, before, describe, test } from 'node:test';
@@ -256,6 +258,68 @@ describe('actions: forms, tables, confirmed writes, customers as callers', { tim
     await dialog.locator(tid('confirm-submit')).dblclick();
     await eventually('the second confirmation is answered', async () => !(await dialog.isVisible()) || (await dialog.locator(tid('action-error')).count()) > 0);
     assert.deepEqual(keys, [second], 'a double click sends once');
+    assertNoProblems(agent, customer);
+  });
+
+  test('4. an admin reveals a masked IBAN with a reason, kept in the audit log; an agent may not', async () => {
+    const page = agent.page;
+    const card = actionCard('gettransactions');
+    const masked = card.locator(tid('masked-value')).first();
+    await masked.waitFor();
+    const pointer = await masked.getAttribute('data-pointer');
+    assert.match(pointer, /^\/transactions\/\d+\/counterparty_iban$/);
+    const shown = (await masked.locator('.masked-text').textContent()).trim();
+    assert.match(shown, /^••••.{4}$/);
+
+    await masked.locator(tid('reveal-button')).click();
+    const dialog = page.locator(tid('reveal-dialog'));
+    await dialog.locator(tid('reveal-reason')).waitFor();
+    await dialog.locator(tid('reveal-submit')).click();
+    await dialog.locator(tid('reveal-error')).filter({ hasText: 'reason' }).waitFor();
+    const reason = 'the customer asked to confirm the IBAN of a transfer';
+    await dialog.locator(tid('reveal-reason')).fill(reason);
+    await dialog.locator(tid('reveal-submit')).click();
+    const revealed = card.locator(`${tid('revealed-value')}[data-pointer="${pointer}"]`);
+    await revealed.waitFor();
+    const text = await revealed.textContent();
+    assert.doesNotMatch(text, /••••/);
+    assert.ok(text.includes(shown.slice(4)), `${text} ends like ${shown}`);
+    assert.match(text, /audited/);
+
+    const record = (await audit()).find((r) => r.revealed === pointer);
+    assert.ok(record, 'the reveal is audited');
+    assert.equal(record.reason, reason);
+    assert.equal(record.action, 'gettransactions');
+    assert.equal(record.agent, demo.agent.username);
+    await page.goto(`${demo.gatewayUrl}/console#/admin?conversation=${encodeURIComponent(conversationId)}`);
+    const shownReveal = page.locator(tid('audit-reveal')).first();
+    await shownReveal.waitFor();
+    assert.ok((await shownReveal.textContent()).includes(reason));
+    assert.equal(await page.locator(`${tid('audit-row')}[data-outcome="replayed"]`).count(), 1);
+    await screenshot(page, 'console-audit-actions');
+
+    // An agent with the role `agent` sees the value masked, with no Reveal button.
+    const viewer = await newWatchedContext(browser);
+    try {
+      const password = `plain-${Math.random().toString(36).slice(2)}-pw`;
+      demo.addAgent('plain-agent', 'agent', password);
+      const p = await viewer.page();
+      await p.goto(`${demo.gatewayUrl}/console`);
+      await p.locator(tid('signin-username')).fill('plain-agent');
+      await p.locator(tid('signin-password')).fill(password);
+      await p.locator(tid('signin-submit')).click();
+      await p.locator(tid('agent-name')).waitFor();
+      await p.goto(`${demo.gatewayUrl}/console#/c/${conversationId}`);
+      const tx = p.locator(`${tid('action-card')}[data-action="gettransactions"]`);
+      await tx.locator(`${tid('action-field')}[data-field="account_id"]`).fill(profile.accounts[0].id);
+      await tx.locator(tid('action-run')).click();
+      await tx.locator(tid('result-table')).waitFor();
+      assert.ok((await tx.locator(tid('masked-value')).count()) > 0);
+      assert.equal(await tx.locator(tid('reveal-button')).count(), 0, 'no Reveal button for the role agent');
+      assertNoProblems(viewer);
+    } finally {
+      await viewer.context.close();
+    }
     assertNoProblems(agent, customer);
   });
 });

@@ -904,6 +904,7 @@
 
   // The reads that need no input load with the customer card.
   function loadActionCards() {
+    fillSuggestions();
     for (const v of S.actions.views || []) if (v.autoload) v.run();
   }
 
@@ -1035,6 +1036,20 @@
     return list.filter((x) => x && typeof x === "object" && x.id !== undefined).map((x) => ({ value: String(x.id), label: [x.type, x.brand, x.last4 ? `…${x.last4}` : null, x.status].filter(Boolean).map(String).join(" · ") }));
   }
 
+  // Fills the id fields' suggestions from the customer card (it may load
+  // after the forms are built, and reload).
+  function fillSuggestions() {
+    for (const list of document.querySelectorAll("#actions datalist[data-suggest]")) {
+      const options = suggestions(list.dataset.suggest);
+      list.replaceChildren(...options.map((o) => h("option", { value: o.value }, o.label)));
+      const input = document.querySelector(`[list="${list.id}"]`);
+      if (input) {
+        if (options.length) input.setAttribute("placeholder", options[0].value);
+        else input.removeAttribute("placeholder");
+      }
+    }
+  }
+
   function constraintText(spec) {
     const bits = [];
     if (spec.minimum !== undefined && spec.maximum !== undefined) bits.push(`${spec.minimum} to ${spec.maximum}`);
@@ -1103,12 +1118,10 @@
             "aria-describedby": describedBy,
             "aria-required": f.required ? "true" : null,
           });
-          const options = numeric ? [] : suggestions(f.name);
-          if (options.length) {
+          if (!numeric && /_id$/.test(f.name)) {
             const listId = `${inputId}-list`;
             control.setAttribute("list", listId);
-            control.setAttribute("placeholder", options[0].value);
-            grid.append(h("datalist", { id: listId }, options.map((o) => h("option", { value: o.value }, o.label))));
+            grid.append(h("datalist", { id: listId, "data-suggest": f.name }));
           }
         }
         if (spec.default !== undefined) control.value = String(spec.default);
@@ -1246,12 +1259,14 @@
       if (sending || finished) return; // a double click sends once
       sending = true;
       send.disabled = true;
+      cancel.disabled = true;
       send.textContent = "Sending…";
       status.replaceChildren();
       for (let attempt = 0; ; attempt++) {
         try {
           const r = await runAction(convId, a.name, input, key);
           finished = true;
+          sending = false;
           dialog.close();
           done(r, answerContext(a, input, r.meta));
           toast(r.meta && r.meta.replayed ? `${a.name}: already done, the company was not called again.` : `${a.name}: done.`);
@@ -1263,6 +1278,7 @@
             continue;
           }
           sending = false;
+          cancel.disabled = false;
           if (p.status === 401) return dialog.close();
           if (p.slug === "invalid_action_input" && form) {
             finished = true;
@@ -1280,7 +1296,13 @@
     }
 
     send.addEventListener("click", go);
-    cancel.addEventListener("click", () => dialog.close());
+    cancel.addEventListener("click", () => {
+      if (!sending) dialog.close();
+    });
+    // Escape does not hide a request under way: its outcome shows here.
+    dialog.oncancel = (e) => {
+      if (sending) e.preventDefault();
+    };
     dialog.replaceChildren(
       h(
         "div",
@@ -1496,6 +1518,7 @@
       }
     });
     dialog.replaceChildren(form);
+    dialog.oncancel = null;
     dialog.setAttribute("aria-labelledby", "reveal-title");
     dialog.showModal();
     reason.focus();
@@ -1632,7 +1655,8 @@
   }
 
   function auditRow(r) {
-    const ok = r.outcome === "ok";
+    // A write's first outcome given again, or a read's answer reused, went well too.
+    const ok = ["ok", "replayed", "cached"].includes(r.outcome);
     return h(
       "tr",
       { "data-testid": "audit-row", "data-agent": r.agent, "data-caller": r.caller || "agent", "data-conversation-id": r.conversation_id, "data-outcome": r.outcome, "data-trace-id": r.trace_id || "", title: r.trace_id ? `trace ${r.trace_id}` : "" },
@@ -1640,7 +1664,14 @@
       // A customer's own run names their session, not an agent.
       h("td", {}, r.caller && r.caller !== "agent" ? [h("span", { class: "caller" }, words(r.caller)), " ", h("code", { title: r.agent }, shortId(r.agent))] : r.agent),
       h("td", {}, h("a", { href: `#/c/${encodeURIComponent(r.conversation_id)}`, title: r.conversation_id }, h("code", {}, shortId(r.conversation_id)))),
-      h("td", {}, `${r.connection} · `, h("code", {}, r.action)),
+      h(
+        "td",
+        {},
+        `${r.connection} · `,
+        h("code", {}, r.action),
+        r.input_fields && r.input_fields.length ? h("span", { class: "audit-input", title: "The input's field names; its values are never kept" }, ` (${r.input_fields.join(", ")})`) : null,
+        r.revealed ? h("span", { class: "audit-reveal", "data-testid": "audit-reveal" }, "revealed ", h("code", {}, r.revealed), r.reason ? `: “${r.reason}”` : null) : null
+      ),
       h("td", {}, h("span", { class: `pill ${ok ? "outcome-ok" : "outcome-fail"}` }, words(r.outcome))),
       h("td", {}, r.status === null || r.status === undefined ? "—" : String(r.status)),
       h("td", { class: "num" }, `${r.latency_ms} ms`)
