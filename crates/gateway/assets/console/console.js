@@ -1589,7 +1589,7 @@
           "div",
           {},
           h("dt", {}, "Actions"),
-          h("dd", {}, h("ul", { class: "inline-list" }, (c.actions || []).map((a) => h("li", {}, h("code", {}, a.name), ` ${a.method} ${a.path}`))))
+          h("dd", {}, h("ul", { class: "inline-list" }, (c.actions || []).map((a) => h("li", {}, h("code", {}, a.name), ` ${a.method} ${a.path}`, a.kind === "write" ? [" ", h("span", { class: "kind-badge kind-write" }, "write")] : null))))
         )
       ),
       result
