@@ -10,7 +10,8 @@
 //      Idempotency-Key, and the company is called once (the audit log says
 //      `ok`, then `replayed`);
 //   4. an admin reveals a masked IBAN with a reason, which the audit log
-//      keeps; an agent (role `agent`) sees it masked with no Reveal button.
+//      keeps; an agent (role `agent`) sees it masked with no Reveal button;
+//   5. forms, tables and the confirmation fit a 360 px wide window.
 // The tests share one demo and run in order.
 
 import { after, before, describe, test } from 'node:test';
@@ -321,5 +322,45 @@ describe('actions: forms, tables, confirmed writes, customers as callers', { tim
       await viewer.context.close();
     }
     assertNoProblems(agent, customer);
+  });
+
+  test('5. forms, tables and the confirmation fit a 360 px wide window', async () => {
+    const narrow = await newWatchedContext(browser, { viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    try {
+      const page = await narrow.page();
+      await page.goto(`${demo.gatewayUrl}/console`);
+      await page.locator(tid('signin-username')).fill(demo.agent.username);
+      await page.locator(tid('signin-password')).fill(demo.agent.password);
+      await page.locator(tid('signin-submit')).click();
+      await page.locator(tid('agent-name')).waitFor();
+      await page.goto(`${demo.gatewayUrl}/console#/c/${conversationId}`);
+      await page.locator(`${tid('customer-card')}[data-state="ready"]`).waitFor();
+      const tx = page.locator(`${tid('action-card')}[data-action="gettransactions"]`);
+      await tx.locator(`${tid('action-field')}[data-field="account_id"]`).fill(profile.accounts[0].id);
+      await tx.locator(tid('action-run')).click();
+      await tx.locator(tid('result-table')).waitFor();
+      const width = () => page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok((await width()) <= 360, `the conversation with an answer: ${await width()} px wide`);
+      await tx.evaluate((el) => el.scrollIntoView({ block: 'start' }));
+      await screenshot(page, 'console-narrow-actions');
+
+      const writes = (await audit()).filter((r) => r.action === 'blockcard').length;
+      const block = page.locator(`${tid('action-card')}[data-action="blockcard"]`);
+      await block.locator(tid('write-open')).click();
+      await block.locator(`${tid('action-field')}[data-field="card_id"]`).fill(profile.cards[profile.cards.length - 1].id);
+      await block.locator(`${tid('action-field')}[data-field="reason"]`).selectOption('damaged');
+      await block.locator(tid('write-review')).click();
+      const dialog = page.locator(tid('confirm-dialog'));
+      await dialog.waitFor();
+      const box = await dialog.boundingBox();
+      assert.ok(box.x >= 0 && box.x + box.width <= 360, `the confirmation spans ${box.x}..${box.x + box.width}`);
+      await screenshot(page, 'console-narrow-confirm');
+      await dialog.locator(tid('confirm-cancel')).click();
+      assert.equal(await dialog.isVisible(), false, 'cancelled');
+      assert.equal((await audit()).filter((r) => r.action === 'blockcard').length, writes, 'a cancelled confirmation sends nothing');
+      assertNoProblems(narrow);
+    } finally {
+      await narrow.context.close();
+    }
   });
 });
