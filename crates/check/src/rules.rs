@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clock::{Clock, SystemClock};
+use company::assertion::AssertionSigner;
 use company::config::{
     ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
 };
@@ -43,6 +44,7 @@ pub(crate) enum Rule {
     SystemUnknownGrant,
     SystemNoStore,
     SystemAuthMethods,
+    SystemReplayedAssertion,
     Action(usize, Probe),
     TransportPlainHttp,
 }
@@ -63,7 +65,8 @@ impl Rule {
             | Self::SystemWrongSecret
             | Self::SystemUnknownGrant
             | Self::SystemNoStore
-            | Self::SystemAuthMethods => Group::System,
+            | Self::SystemAuthMethods
+            | Self::SystemReplayedAssertion => Group::System,
             Self::Action(..) => Group::Action,
             Self::TransportPlainHttp => Group::Transport,
         }
@@ -126,6 +129,7 @@ pub(crate) fn plan(conn: &ConnectionConfig) -> Vec<Rule> {
         Rule::SystemUnknownGrant,
         Rule::SystemNoStore,
         Rule::SystemAuthMethods,
+        Rule::SystemReplayedAssertion,
     ];
     for i in 0..conn.actions.len() {
         plan.extend(PROBES.iter().map(|p| Rule::Action(i, *p)));
@@ -349,11 +353,13 @@ fn transport_error(e: reqwest::Error) -> String {
     }
 }
 
+/// Now, in Unix seconds, for the client assertions `check` signs.
+fn unix_now() -> u64 {
+    SystemClock.unix_secs()
+}
+
 fn method_name(m: ClientAuthMethod) -> &'static str {
-    match m {
-        ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
-        ClientAuthMethod::ClientSecretPost => "client_secret_post",
-    }
+    m.as_str()
 }
 
 /// One character changed in the middle of the JWT's signature (or of the
@@ -409,6 +415,8 @@ pub(crate) struct Context {
     login_url: Option<String>,
     users: Vec<TestUser>,
     client_secret: Option<SecretString>,
+    /// Signs client assertions, for `private_key_jwt`.
+    signer: Option<AssertionSigner>,
     static_token: Option<SecretString>,
     api_key: Option<(HeaderName, SecretString)>,
     logins: Option<Vec<Result<Login, String>>>,
@@ -432,9 +440,25 @@ impl Context {
             s.resolve()
                 .map_err(|e| CheckError::Config(format!("{}.{at}: {e}", conn.name)))
         };
+        let mut signer = None;
         let (client_secret, static_token) = match &conn.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => {
-                (Some(resolve(client_secret, "system_auth.client_secret")?), None)
+            SystemAuthConfig::Oauth2ClientCredentials {
+                client_secret,
+                private_key,
+                key_id,
+                client_id,
+                token_url,
+                ..
+            } => {
+                if let Some(key) = private_key {
+                    let pem = resolve(key, "system_auth.private_key")?;
+                    signer = Some(
+                        AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id, token_url)
+                            .map_err(|e| CheckError::Config(format!("{}.system_auth.private_key: {e}", conn.name)))?,
+                    );
+                }
+                let secret = client_secret.as_ref().map(|s| resolve(s, "system_auth.client_secret"));
+                (secret.transpose()?, None)
             }
             SystemAuthConfig::StaticBearer { token } => (None, Some(resolve(token, "system_auth.token")?)),
             SystemAuthConfig::None => (None, None),
@@ -458,6 +482,7 @@ impl Context {
             login_url,
             users,
             client_secret,
+            signer,
             static_token,
             api_key,
             logins: None,
@@ -509,6 +534,7 @@ impl Context {
             Rule::SystemUnknownGrant => "system.unknown_grant_refused".into(),
             Rule::SystemNoStore => "system.no_store".into(),
             Rule::SystemAuthMethods => "system.auth_methods".into(),
+            Rule::SystemReplayedAssertion => "system.replayed_assertion_refused".into(),
             Rule::Action(i, probe) => format!("action.{}.{}", self.action_name(i), probe.name()),
             Rule::TransportPlainHttp => "transport.plain_http".into(),
         }
@@ -531,6 +557,7 @@ impl Context {
             Rule::SystemUnknownGrant => "Answer a grant_type other than client_credentials with 400 {\"error\":\"unsupported_grant_type\"}.".into(),
             Rule::SystemNoStore => "Send Cache-Control: no-store on token responses (RFC 6749 §5.1).".into(),
             Rule::SystemAuthMethods => "Accept both client_secret_basic and client_secret_post, or set system_auth.auth_method to the one that works.".into(),
+            Rule::SystemReplayedAssertion => "Remember each client assertion's jti until its exp and refuse it when it comes again (RFC 7523 §3, item 7): a copied assertion must not get a second token.".into(),
             Rule::Action(i, probe) => {
                 let (method, path) = self
                     .conn
@@ -568,6 +595,7 @@ impl Context {
             Rule::SystemUnknownGrant => self.system_unknown_grant().await,
             Rule::SystemNoStore => self.system_no_store().await,
             Rule::SystemAuthMethods => self.system_auth_methods().await,
+            Rule::SystemReplayedAssertion => self.system_replayed_assertion().await,
             Rule::Action(i, Probe::Succeeds) => self.action_succeeds(i).await,
             Rule::Action(i, Probe::Distinguishable) => self.action_distinguishable(i).await,
             Rule::Action(i, probe) => self.action_refuses(i, probe).await,
@@ -1128,8 +1156,17 @@ impl Context {
     }
 
     /// A token request as the gateway makes it, with the given method,
-    /// secret and grant type.
+    /// secret and grant type. With `private_key_jwt`, `secret` is the
+    /// client assertion; `None` signs a new one, as the gateway would.
     async fn token_request(&self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+        let assertion;
+        let secret = match (&self.signer, method) {
+            (Some(signer), ClientAuthMethod::PrivateKeyJwt) if secret.is_empty() => {
+                assertion = signer.sign(unix_now())?;
+                assertion.as_str()
+            }
+            _ => secret,
+        };
         let request = company::system_token::token_request(
             &self.http,
             &self.conn.system_auth,
@@ -1202,7 +1239,15 @@ impl Context {
             return v;
         }
         let method = self.configured_method();
-        let wrong = format!("deskbridge-check-wrong-secret-{}", nonce());
+        // For private_key_jwt, a wrong secret is an assertion whose
+        // signature is not the key's: one character of it changed.
+        let wrong = match (&self.signer, method) {
+            (Some(signer), ClientAuthMethod::PrivateKeyJwt) => match signer.sign(unix_now()) {
+                Ok(assertion) => tamper(&Credential::Jwt(assertion)),
+                Err(e) => return fail(e),
+            },
+            _ => format!("deskbridge-check-wrong-secret-{}", nonce()),
+        };
         let reply = match self.token_request(method, &wrong, "client_credentials").await {
             Ok(r) => r,
             Err(e) => return fail(format!("{}: {e}", method_name(method))),
@@ -1269,6 +1314,11 @@ impl Context {
             return v;
         }
         let configured = self.configured_method();
+        if configured == ClientAuthMethod::PrivateKeyJwt {
+            return skip(
+                "auth_method = \"private_key_jwt\": the connection holds no shared secret to try other methods with",
+            );
+        }
         let mut works = HashMap::new();
         let mut parts = Vec::new();
         for (method, short) in [
@@ -1290,6 +1340,54 @@ impl Context {
             (false, _) => fail(format!(
                 "{evidence}; the configured {} does not work",
                 method_name(configured)
+            )),
+        }
+    }
+
+    async fn system_replayed_assertion(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        let Some(signer) = self
+            .signer
+            .as_ref()
+            .filter(|_| self.configured_method() == ClientAuthMethod::PrivateKeyJwt)
+        else {
+            return skip("auth_method is not \"private_key_jwt\": no client assertion to replay");
+        };
+        let assertion = match signer.sign(unix_now()) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        let method = ClientAuthMethod::PrivateKeyJwt;
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            match self.token_request(method, &assertion, "client_credentials").await {
+                Ok(reply) => {
+                    if let Some(token) = reply
+                        .json()
+                        .and_then(|b| b.get("access_token").and_then(Value::as_str).map(str::to_string))
+                    {
+                        self.obtained.push(SecretString::from(token));
+                    }
+                    replies.push(reply);
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        let evidence = format!(
+            "first: {}; the same assertion again: {}",
+            replies[0].describe(),
+            replies[1].describe()
+        );
+        match (replies[0].status, replies[1].status, replies[1].error_code().as_deref()) {
+            (200, 400 | 401, Some("invalid_client" | "invalid_grant")) => pass(evidence),
+            (200, s, _) if (200..300).contains(&s) => {
+                fail(format!("{evidence}: a replayed assertion got a second token"))
+            }
+            (200, _, _) => warn(format!("{evidence}; expected 401 invalid_client")),
+            _ => skip(format!(
+                "{evidence}: the first assertion got no token; see system.token_issued"
             )),
         }
     }

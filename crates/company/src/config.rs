@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Where a secret comes from: `{ env = "NAME" }`, `{ file = "path" }`, or an
@@ -66,6 +66,9 @@ pub struct ConnectionConfig {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The company's limits on this connection.
+    #[serde(default)]
+    pub limits: CompanyLimits,
     #[serde(default)]
     pub actions: Vec<ActionConfig>,
     /// How the agent console shows this connection's conversations.
@@ -110,9 +113,16 @@ pub enum SystemAuthConfig {
     Oauth2ClientCredentials {
         token_url: String,
         client_id: String,
-        client_secret: SecretSource,
+        /// For `client_secret_basic` and `client_secret_post`.
+        client_secret: Option<SecretSource>,
         #[serde(default)]
         auth_method: ClientAuthMethod,
+        /// For `private_key_jwt`: a PEM private key, EC P-256 (signs ES256)
+        /// or RSA (signs RS256).
+        private_key: Option<SecretSource>,
+        /// For `private_key_jwt`: the `kid` of the assertions' header, the
+        /// key's id at the company.
+        key_id: Option<String>,
         #[serde(default)]
         grant_type_in: GrantTypeIn,
         scope: Option<String>,
@@ -122,6 +132,9 @@ pub enum SystemAuthConfig {
         /// is not a JWT with `exp`.
         #[serde(default = "default_token_lifetime")]
         default_expires_in_secs: u64,
+        /// How the company says this token expired, besides `401
+        /// invalid_token`: then it is renewed and the call sent once more.
+        expired_when: Option<Box<ExpiredWhen>>,
     },
     StaticBearer {
         token: SecretSource,
@@ -139,6 +152,18 @@ pub enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the platform's private key (RFC 7523 §2.2).
+    PrivateKeyJwt,
+}
+
+impl ClientAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -202,6 +227,55 @@ pub struct CustomerAuthConfig {
     pub pointer: String,
     /// How the token is written; `{token}` is replaced by it.
     pub format: String,
+    /// How the company says the customer's login expired, besides its
+    /// usual refusal: then the channel is asked for a fresh token.
+    pub expired_when: Option<ExpiredWhen>,
+}
+
+/// `expired_when = { status = [401, 403], pointer = "/error/code", equals = ["TOKEN_EXPIRED"] }`:
+/// a company's own way of saying a token expired.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiredWhen {
+    /// The statuses it comes with; empty: any, a `200` with an error body too.
+    #[serde(default)]
+    pub status: Vec<u16>,
+    /// Where the word is in the JSON body.
+    pub pointer: String,
+    /// The words (or numbers, as written) that mean "expired".
+    pub equals: Vec<String>,
+}
+
+impl ExpiredWhen {
+    /// Whether an answer with `status` and `body` says so.
+    pub fn matches(&self, status: u16, body: &[u8]) -> bool {
+        if !self.status.is_empty() && !self.status.contains(&status) {
+            return false;
+        }
+        let Some(value) = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|doc| doc.pointer(&self.pointer).cloned())
+        else {
+            return false;
+        };
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        self.equals.contains(&text)
+    }
+
+    fn problems(&self, at: String, fail: &mut dyn FnMut(String, String)) {
+        if !self.pointer.starts_with('/') {
+            fail(format!("{at}.pointer"), "a JSON Pointer starts with '/'".into());
+        }
+        if self.equals.is_empty() {
+            fail(format!("{at}.equals"), "at least one value".into());
+        }
+        if self.status.iter().any(|s| !(100..=599).contains(s)) {
+            fail(format!("{at}.status"), "HTTP statuses are 100-599".into());
+        }
+    }
 }
 
 /// The customer's token as it travels to the company.
@@ -237,6 +311,7 @@ impl Default for CustomerAuthConfig {
             name: contract::headers::CUSTOMER_AUTH.into(),
             pointer: "/customer_auth".into(),
             format: "JWT {token}".into(),
+            expired_when: None,
         }
     }
 }
@@ -296,6 +371,21 @@ impl Default for BreakerConfig {
     }
 }
 
+/// `[connections.limits]`: how fast the company allows calls. Absent, calls
+/// are limited only by `max_concurrency` and the company's own answers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CompanyLimits {
+    /// Calls per second, sustained (a token bucket).
+    pub rate_per_second: Option<u32>,
+    /// Calls at once above the rate; default: the rate.
+    pub burst: Option<u32>,
+}
+
+/// The longest a company's `Retry-After` pauses a connection: a longer one
+/// is read as this (an hour), so a mistaken header cannot stop it for days.
+pub const MAX_PAUSE_SECS: u64 = 3600;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
@@ -340,6 +430,9 @@ pub struct ActionConfig {
     /// The roles that may reveal a masked value, with a stated reason.
     #[serde(default = "default_reveal_roles")]
     pub reveal_roles: Vec<String>,
+    /// This action's own limit for each call, for slow company operations;
+    /// default: the connection's `timeout_ms`.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -530,6 +623,12 @@ pub fn check_connections(
                 "failure_threshold and open_secs must be at least 1".into(),
             );
         }
+        if c.limits.rate_per_second == Some(0) || c.limits.burst == Some(0) {
+            fail(at("limits"), "rate_per_second and burst must be at least 1".into());
+        }
+        if c.limits.burst.is_some() && c.limits.rate_per_second.is_none() {
+            fail(at("limits.burst"), "needs rate_per_second".into());
+        }
         if let Some(u) = &c.customer_login_url {
             check_url(u, at("customer_login_url"), fail);
         }
@@ -538,13 +637,53 @@ pub fn check_connections(
                 token_url,
                 client_id,
                 client_secret,
+                auth_method,
+                private_key,
+                key_id,
+                expired_when,
                 ..
             } => {
+                if let Some(e) = expired_when {
+                    e.problems(at("system_auth.expired_when"), fail);
+                }
                 check_url(token_url, at("system_auth.token_url"), fail);
                 if client_id.is_empty() {
                     fail(at("system_auth.client_id"), "must not be empty".into());
                 }
-                check_secret(at("system_auth.client_secret"), client_secret, fail, warnings);
+                let method = auth_method.as_str();
+                match (auth_method, client_secret, private_key) {
+                    (ClientAuthMethod::PrivateKeyJwt, None, Some(key)) => {
+                        check_secret(at("system_auth.private_key"), key, fail, warnings);
+                        if let Ok(pem) = key.resolve()
+                            && let Err(e) = crate::assertion::key_of(pem.expose_secret())
+                        {
+                            fail(at("system_auth.private_key"), e);
+                        }
+                    }
+                    (ClientAuthMethod::PrivateKeyJwt, _, None) => fail(
+                        at("system_auth.private_key"),
+                        "required with auth_method = \"private_key_jwt\"".into(),
+                    ),
+                    (ClientAuthMethod::PrivateKeyJwt, Some(_), Some(_)) => fail(
+                        at("system_auth.client_secret"),
+                        "not used with auth_method = \"private_key_jwt\": leave it out".into(),
+                    ),
+                    (_, Some(secret), None) => check_secret(at("system_auth.client_secret"), secret, fail, warnings),
+                    (_, None, _) => fail(
+                        at("system_auth.client_secret"),
+                        format!("required with auth_method = \"{method}\""),
+                    ),
+                    (_, Some(_), Some(_)) => fail(
+                        at("system_auth.private_key"),
+                        format!("only used with auth_method = \"private_key_jwt\", not {method:?}"),
+                    ),
+                }
+                if key_id.is_some() && *auth_method != ClientAuthMethod::PrivateKeyJwt {
+                    fail(
+                        at("system_auth.key_id"),
+                        "only used with auth_method = \"private_key_jwt\"".into(),
+                    );
+                }
             }
             SystemAuthConfig::StaticBearer { token } => check_secret(at("system_auth.token"), token, fail, warnings),
             SystemAuthConfig::None => {}
@@ -556,6 +695,9 @@ pub fn check_connections(
             check_secret(at("api_key.value"), &key.value, fail, warnings);
         }
         let ca = &c.customer_auth;
+        if let Some(e) = &ca.expired_when {
+            e.problems(at("customer_auth.expired_when"), fail);
+        }
         if !ca.format.contains("{token}") {
             fail(at("customer_auth.format"), "must contain {token}".into());
         }
@@ -604,6 +746,9 @@ pub fn check_connections(
             crate::action::action_problems(a, &c.customer_auth, &mut |k, m| fail(at(&k), m));
             if a.callers.is_empty() {
                 fail(at("callers"), "at least one of agent, customer, bot".into());
+            }
+            if a.timeout_ms.is_some_and(|t| t == 0 || t > 120_000) {
+                fail(at("timeout_ms"), "must be between 1 and 120000".into());
             }
             if a.cache_ttl_secs > MAX_CACHE_TTL_SECS {
                 fail(at("cache_ttl_secs"), format!("at most {MAX_CACHE_TTL_SECS}"));

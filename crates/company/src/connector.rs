@@ -4,12 +4,15 @@
 //! system token).
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Uri};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,7 +29,7 @@ use clock::Clock;
 use contract::{Refused, whose_refusal};
 
 use crate::action::{self, FieldError, InputSchema};
-use crate::config::{ActionConfig, ActionKind, ConnectionConfig, IdentityMode, PlacedToken};
+use crate::config::{ActionConfig, ActionKind, ConnectionConfig, IdentityMode, PlacedToken, SystemAuthConfig};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
 use crate::share::TokenShare;
@@ -70,6 +73,20 @@ pub enum ActionError {
     TokenEndpoint(#[from] TokenError),
     #[error("the circuit breaker is open after repeated failures")]
     CircuitOpen,
+    /// The company's rate for this connection is spent (`[connections.limits]`),
+    /// or the company answered 429 with `Retry-After` a moment ago.
+    #[error("the company's rate limit for this connection is reached; retry in {} s", .0.0)]
+    CompanyRateLimited(crate::RetryAfter),
+    /// The company answered 503 with `Retry-After` a moment ago.
+    #[error("the company's API said it is unavailable; retry in {} s", .0.0)]
+    BackendUnavailable(crate::RetryAfter),
+    /// No valid system token: the cached one has expired and the token
+    /// endpoint cannot be reached. A stale token is never sent.
+    #[error("no valid system token: the token endpoint is unavailable; retry in {} s", .retry_after.0)]
+    SystemTokenUnavailable {
+        retry_after: crate::RetryAfter,
+        cause: String,
+    },
     #[error("too many requests from this agent; retry in {} s", .0.0)]
     RateLimited(crate::RetryAfter),
     /// The caller's input broke the action's rules; the company was not called.
@@ -107,6 +124,9 @@ impl ActionError {
             Self::Unreachable(_) => "backend_unreachable",
             Self::TokenEndpoint(_) => "token_endpoint_error",
             Self::CircuitOpen => "circuit_open",
+            Self::CompanyRateLimited(_) => "company_rate_limited",
+            Self::BackendUnavailable(_) => "backend_unavailable",
+            Self::SystemTokenUnavailable { .. } => "system_token_unavailable",
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
             Self::StoreUnavailable(_) => "store_unavailable",
@@ -171,10 +191,14 @@ pub struct Connection {
     /// Per action, in the order of `config.actions`: the parts of every call
     /// that never change, prepared once.
     targets: Vec<Target>,
-    timeout: Duration,
     pub verifier: Option<JwtVerifier>,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
+    /// `[connections.limits]`: a token bucket, when a rate is set.
+    bucket: Option<governor::DefaultDirectRateLimiter>,
+    /// Until when the company asked for no calls (`Retry-After` on a 429 or
+    /// 503, by the injected clock), and which of the two it was.
+    paused: Mutex<Option<(SystemTime, u16)>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// Metric handles, found once instead of per call (a lookup builds
@@ -195,6 +219,8 @@ struct Target {
     path: Option<Uri>,
     /// The same, as text with its placeholders.
     template: String,
+    /// Each call's limit: the action's `timeout_ms`, or the connection's.
+    timeout: Duration,
     input: InputSchema,
     ok_calls: OnceLock<Counter>,
 }
@@ -225,6 +251,8 @@ struct Reply {
     status: u16,
     /// Whose credential a refusal is about.
     refused: Option<Refused>,
+    /// A 429's or 503's `Retry-After`, as a wait.
+    retry_after: Option<Duration>,
     body: Bytes,
 }
 
@@ -278,6 +306,7 @@ impl Connection {
                         false => None,
                     },
                     template,
+                    timeout: a.timeout_ms.map_or(timeout, Duration::from_millis),
                     input: InputSchema::new(a).map_err(|e| format!("{}: action {}: {e}", config.name, a.name))?,
                     ok_calls: OnceLock::new(),
                 })
@@ -285,7 +314,13 @@ impl Connection {
             .collect::<Result<Vec<_>, String>>()?;
         let verifier = (config.identity.mode == IdentityMode::Jwt)
             .then(|| JwtVerifier::new(config.identity.clone(), http.clone(), clock.clone()));
+        let bucket = config.limits.rate_per_second.and_then(NonZeroU32::new).map(|rate| {
+            let burst = config.limits.burst.and_then(NonZeroU32::new).unwrap_or(rate);
+            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+        });
         Ok(Self {
+            bucket,
+            paused: Mutex::new(None),
             permits: Semaphore::new(config.max_concurrency),
             breaker: Mutex::new(Breaker {
                 consecutive_failures: 0,
@@ -293,7 +328,6 @@ impl Connection {
                 open_for: Duration::ZERO,
                 trial_in_flight: false,
             }),
-            timeout,
             clock,
             config,
             http,
@@ -401,9 +435,10 @@ impl Connection {
             customer_token,
             trace,
         };
+        self.company_admits()?;
         let _admission = self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
-        let mut bearer = self.tokens.get().await?;
+        let mut bearer = self.system_token().await?;
         let mut reply = self.send(&call, bearer.as_deref()).await;
         if spec.method == "GET" && spec.kind == ActionKind::Read && matches!(reply, Err(ActionError::Unreachable(_))) {
             // Only a safe method is retried, once, after a jittered pause;
@@ -420,8 +455,24 @@ impl Connection {
             // write is sent again too: the company refused it before doing
             // anything, and it carries the same idempotency key.
             self.tokens.purge(rejected).await;
-            bearer = self.tokens.get().await?;
+            bearer = self.system_token().await?;
             reply = self.send(&call, bearer.as_deref()).await;
+        }
+        if let Ok(r) = &reply
+            && let Some(wait) = r.retry_after
+            && matches!(r.status, 429 | 503)
+        {
+            // The company asked for a pause: every caller waits it out here,
+            // without calling it, until then.
+            self.record(r.status < 500);
+            let wait = wait.min(Duration::from_secs(crate::config::MAX_PAUSE_SECS));
+            *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.now() + wait, r.status));
+            self.metrics.company_limited(&self.config.name, "paused");
+            let retry_after = crate::RetryAfter::from_wait(wait);
+            return Err(match r.status {
+                429 => ActionError::CompanyRateLimited(retry_after),
+                _ => ActionError::BackendUnavailable(retry_after),
+            });
         }
         let reply = match reply {
             Ok(r) => r,
@@ -444,7 +495,14 @@ impl Connection {
                 });
             }
             // A system token refused again after a fresh one: the company's
-            // answer, as it is.
+            // answer, as it is (an error, even when it came as a 200).
+            Some(Refused::SystemToken) if (200..300).contains(&reply.status) => {
+                self.record(true);
+                return Err(ActionError::Backend {
+                    status: reply.status,
+                    error: error_code(&reply.body),
+                });
+            }
             Some(Refused::SystemToken) | None => {}
         }
         if !(200..300).contains(&reply.status) {
@@ -536,7 +594,7 @@ impl Connection {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             *request.body_mut() = Full::new(body.unwrap_or(Bytes::from_static(b"{}")));
         }
-        let answer = tokio::time::timeout(self.timeout, self.upstream.send(request))
+        let answer = tokio::time::timeout(target.timeout, self.upstream.send(request))
             .await
             .map_err(|_| ActionError::Timeout)?
             .map_err(|e| match e {
@@ -554,12 +612,72 @@ impl Connection {
         // is parsed once, by the caller.
         let code = if status >= 400 { error_code(&answer.body) } else { None };
         let scheme = challenge.split_whitespace().next();
-        let refused = whose_refusal(status, code.as_deref(), scheme, challenge_error(challenge).as_deref());
+        let mut refused = whose_refusal(status, code.as_deref(), scheme, challenge_error(challenge).as_deref());
+        // The company's own words for "expired" win, whatever the status.
+        if let SystemAuthConfig::Oauth2ClientCredentials {
+            expired_when: Some(expired),
+            ..
+        } = &self.config.system_auth
+            && expired.matches(status, &answer.body)
+        {
+            refused = Some(Refused::SystemToken);
+        } else if let Some(expired) = &self.config.customer_auth.expired_when
+            && expired.matches(status, &answer.body)
+        {
+            refused = Some(Refused::CustomerToken);
+        }
+        let retry_after = match status {
+            429 | 503 => answer
+                .head
+                .headers
+                .get(RETRY_AFTER)
+                .and_then(|v| retry_after(v, self.clock.now())),
+            _ => None,
+        };
         Ok(Reply {
             status,
             refused,
+            retry_after,
             body: answer.body,
         })
+    }
+
+    /// The system token, or why there is none. A token endpoint that is
+    /// down while the cached token still holds is no failure (it keeps
+    /// being used); once it has expired, callers are told when to retry.
+    async fn system_token(&self) -> Result<Option<Arc<Bearer>>, ActionError> {
+        match self.tokens.get().await {
+            Ok(bearer) => Ok(bearer),
+            Err(TokenError::Unavailable(cause)) => Err(ActionError::SystemTokenUnavailable {
+                retry_after: crate::RetryAfter::from_wait(self.tokens.retry_in().unwrap_or(Duration::from_secs(1))),
+                cause,
+            }),
+            Err(refused) => Err(ActionError::TokenEndpoint(refused)),
+        }
+    }
+
+    /// Whether the company's limits let a call go now: no pause it asked
+    /// for, and a token left in the connection's bucket.
+    fn company_admits(&self) -> Result<(), ActionError> {
+        let now = self.clock.now();
+        if let Some((until, status)) = *self.paused.lock().unwrap_or_else(|p| p.into_inner())
+            && now < until
+        {
+            let wait = crate::RetryAfter::from_wait(until.duration_since(now).unwrap_or_default());
+            self.metrics.company_limited(&self.config.name, "paused");
+            return Err(match status {
+                429 => ActionError::CompanyRateLimited(wait),
+                _ => ActionError::BackendUnavailable(wait),
+            });
+        }
+        if let Some(bucket) = &self.bucket
+            && let Err(not_until) = bucket.check()
+        {
+            self.metrics.company_limited(&self.config.name, "rate");
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            return Err(ActionError::CompanyRateLimited(crate::RetryAfter::from_wait(wait)));
+        }
+        Ok(())
     }
 
     fn breaker_admits(&self) -> Result<Admission<'_>, ActionError> {
@@ -644,6 +762,16 @@ impl Connection {
         }));
         steps
     }
+}
+
+/// A `Retry-After` (RFC 9110 §10.2.3: seconds, or an HTTP date) as a wait from `now`.
+pub fn retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, ActionError> {

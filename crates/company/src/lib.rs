@@ -4,6 +4,7 @@
 //! verification and the opacity rule, and the guarded action call.
 
 pub mod action;
+pub mod assertion;
 pub mod config;
 pub mod connector;
 pub mod identity;

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub token_fetches: Family<ConnectionOutcome, Counter>,
     pub token_cache_hits: Counter,
     pub breaker_open: Family<ConnectionLabel, Gauge>,
+    /// Calls not made because of the company's limits, by reason: `rate`
+    /// (`[connections.limits]`) or `paused` (its `Retry-After`).
+    pub company_limited: Family<ConnectionOutcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -44,6 +47,7 @@ impl Default for Metrics {
             token_fetches: Family::default(),
             token_cache_hits: Counter::default(),
             breaker_open: Family::default(),
+            company_limited: Family::default(),
         }
     }
 }
@@ -72,6 +76,20 @@ impl Metrics {
             "1 while a connection's circuit breaker is open",
             self.breaker_open.clone(),
         );
+        registry.register(
+            "company_limited",
+            "Calls not made because of a company's limits: rate ([connections.limits]) or paused (its Retry-After)",
+            self.company_limited.clone(),
+        );
+    }
+
+    pub fn company_limited(&self, connection: &str, reason: &str) {
+        self.company_limited
+            .get_or_create(&ConnectionOutcome {
+                connection: connection.into(),
+                outcome: reason.into(),
+            })
+            .inc();
     }
 
     pub fn token_fetch(&self, connection: &str, outcome: &str) {

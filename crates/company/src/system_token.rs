@@ -12,7 +12,8 @@ use contract::AccessTokenResponse;
 use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{ClientAuthMethod, GrantTypeIn, SystemAuthConfig};
+use crate::assertion::AssertionSigner;
+use crate::config::{ClientAuthMethod, GrantTypeIn, SecretSource, SystemAuthConfig};
 use crate::metrics::Metrics;
 use crate::share::{SharedToken, TokenShare};
 
@@ -110,8 +111,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct TokenSource {
     connection: String,
     config: SystemAuthConfig,
-    /// The client secret (OAuth).
+    /// The client secret (OAuth with a shared secret).
     secret: Option<SecretString>,
+    /// Signs client assertions (OAuth with `private_key_jwt`).
+    signer: Option<AssertionSigner>,
     /// The token (static bearer).
     fixed: Option<Arc<Bearer>>,
     http: reqwest::Client,
@@ -143,8 +146,27 @@ impl TokenSource {
             share,
             clock,
         } = deps;
+        let mut signer = None;
         let (secret, fixed) = match &config {
-            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => (Some(client_secret.resolve()?), None),
+            SystemAuthConfig::Oauth2ClientCredentials {
+                client_secret,
+                private_key,
+                key_id,
+                client_id,
+                token_url,
+                ..
+            } => {
+                if let Some(key) = private_key {
+                    let pem = key.resolve()?;
+                    signer = Some(AssertionSigner::new(
+                        pem.expose_secret(),
+                        key_id.clone(),
+                        client_id,
+                        token_url,
+                    )?);
+                }
+                (client_secret.as_ref().map(SecretSource::resolve).transpose()?, None)
+            }
             SystemAuthConfig::StaticBearer { token } => (None, Some(Arc::new(Bearer::new(&token.resolve()?)?))),
             SystemAuthConfig::None => (None, None),
         };
@@ -152,6 +174,7 @@ impl TokenSource {
             connection: connection.to_string(),
             config,
             secret,
+            signer,
             fixed,
             http,
             timeout,
@@ -177,6 +200,12 @@ impl TokenSource {
             SystemAuthConfig::StaticBearer { .. } => Ok(self.fixed.clone()),
             SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(Some(self.oauth_token().await?.bearer.clone())),
         }
+    }
+
+    /// How long until the token endpoint is tried again, after a failure.
+    pub fn retry_in(&self) -> Option<Duration> {
+        let (until, _) = self.lock().retry_after.clone()?;
+        until.duration_since(self.clock.now()).ok()
     }
 
     /// How long a fetch may hold the lease: it ends within the timeout.
@@ -349,12 +378,23 @@ impl TokenSource {
         else {
             return Err(TokenError::Unavailable("not an OAuth connection".into()));
         };
-        let secret = self.secret.as_ref().map(|s| s.expose_secret()).unwrap_or_default();
+        // A new assertion per request: each has its own jti.
+        let assertion = match &self.signer {
+            Some(signer) => Some(SecretString::from(
+                signer.sign(self.clock.unix_secs()).map_err(TokenError::Unavailable)?,
+            )),
+            None => None,
+        };
+        let credential = assertion
+            .as_ref()
+            .or(self.secret.as_ref())
+            .map(|s| s.expose_secret())
+            .unwrap_or_default();
         let request = token_request(
             &self.http,
             &self.config,
             *auth_method,
-            secret,
+            credential,
             "client_credentials",
             self.timeout,
         )
@@ -431,7 +471,8 @@ pub enum TokenRequestError {
 /// The client-credentials token request as the gateway sends it (and
 /// `check` probes it): `grant` in the body or the query, as configured,
 /// with scope, audience and resource, and the client authenticated by
-/// `method` with `secret`.
+/// `method` with `secret`: the client secret, or for `private_key_jwt` a
+/// signed client assertion.
 pub fn token_request(
     http: &reqwest::Client,
     config: &SystemAuthConfig,
@@ -476,6 +517,11 @@ pub fn token_request(
         ClientAuthMethod::ClientSecretPost => {
             form.push(("client_id", client_id));
             form.push(("client_secret", secret));
+        }
+        ClientAuthMethod::PrivateKeyJwt => {
+            form.push(("client_id", client_id));
+            form.push(("client_assertion_type", crate::assertion::JWT_BEARER));
+            form.push(("client_assertion", secret));
         }
     }
     Ok(request.form(&form))
@@ -644,13 +690,16 @@ mod clock_tests {
         let config = SystemAuthConfig::Oauth2ClientCredentials {
             token_url: url.to_string(),
             client_id: "deskbridge".into(),
-            client_secret: SecretSource::Inline("secret".into()),
+            client_secret: Some(SecretSource::Inline("secret".into())),
+            private_key: None,
+            key_id: None,
             auth_method: ClientAuthMethod::ClientSecretBasic,
             grant_type_in: GrantTypeIn::Body,
             scope: None,
             audience: None,
             resource: None,
             default_expires_in_secs: 300,
+            expired_when: None,
         };
         let deps = TokenDeps {
             http: reqwest::Client::new(),

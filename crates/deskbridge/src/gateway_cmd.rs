@@ -59,7 +59,10 @@ pub(crate) enum AgentCommand {
     /// Its console password is kept unless `--password` sets a new one.
     Add {
         name: String,
-        #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
+        /// A role of the configuration's `[agents] roles` (default: agent,
+        /// supervisor, admin), or `admin`, or `bot` (an API principal that
+        /// may not sign in to the console).
+        #[arg(long, default_value = "agent")]
         role: String,
         /// Also set the agent's console password, read from stdin (at least 12 characters).
         #[arg(long)]
@@ -215,6 +218,9 @@ pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    if password && role == gateway::agents::BOT_ROLE {
+        bail!("a bot uses its API token and may not sign in to the console: leave out --password");
+    }
     let password = if password { Some(crate::read_password()?) } else { None };
     if let Some(problem) = password.as_deref().and_then(gateway::console::password_problem) {
         bail!("{problem}");

@@ -59,7 +59,12 @@ impl AuditConfig {
 pub(crate) fn is_repeatable_refusal(outcome: &str) -> bool {
     matches!(
         outcome,
-        "unknown_action" | "not_found" | "circuit_open" | "rate_limited"
+        "unknown_action"
+            | "not_found"
+            | "circuit_open"
+            | "rate_limited"
+            | "company_rate_limited"
+            | "backend_unavailable"
     )
 }
 

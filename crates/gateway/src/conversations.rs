@@ -437,6 +437,12 @@ impl Gateway {
                 .await;
         }
         let (mut result, replayed) = result?;
+        if tracing::enabled!(target: ANSWERS_LOG, tracing::Level::DEBUG) {
+            let mut logged = result.clone();
+            if mask(&mut logged, action::masks_for(spec, action::Audience::Logs)).is_ok() {
+                tracing::debug!(target: ANSWERS_LOG, action, answer = %logged.data.get(), "an action's answer, masked for logs");
+            }
+        }
         // A reveal takes the value as it came; everyone else sees it masked.
         let masked = match reveal {
             Some(_) => Vec::new(),
@@ -524,9 +530,13 @@ impl Gateway {
             }
         }
         let result = connection.call(&spec.name, request, Some(token), trace).await;
+        // A success or a refusal (4xx) is the company's answer to this
+        // change; a failure (5xx, timeout, no answer) says nothing of it.
         let kept = match &result {
             Ok(r) => Some((r.status, serde_json::json!({ "data": r.data }))),
-            Err(ActionError::Backend { status, error }) => Some((*status, serde_json::json!({ "error": error }))),
+            Err(ActionError::Backend { status, error }) if *status < 500 => {
+                Some((*status, serde_json::json!({ "error": error })))
+            }
             Err(_) => None,
         };
         let recorded = match kept {
@@ -558,6 +568,10 @@ fn mask(result: &mut ActionResult, masks: &BTreeMap<String, Mask>) -> Result<Vec
     result.data = serde_json::value::to_raw_value(&doc).map_err(|e| ActionError::Internal(e.to_string()))?;
     Ok(masked)
 }
+
+/// The log target of actions' answers, at `debug` level only and masked for
+/// the `logs` audience (`RUST_LOG=deskbridge::answers=debug` to see them).
+const ANSWERS_LOG: &str = "deskbridge::answers";
 
 /// At most this many input field names go into an audit record.
 const MAX_AUDITED_FIELDS: usize = 32;
@@ -693,7 +707,8 @@ pub fn auth_state_of(token: Option<store::TokenStatus>, now: i64) -> &'static st
 }
 
 /// Wipes expired customer tokens (the row stays, so the state reads
-/// "expired") and tells their channels to send a fresh one.
+/// "expired") and tells their channels to send a fresh one; now and then,
+/// forgets idle callers' rates and writes' outcomes older than a day.
 pub(crate) async fn sweep_expired(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut forgotten = tokio::time::Instant::now();
@@ -701,6 +716,10 @@ pub(crate) async fn sweep_expired(gateway: Arc<Gateway>) {
         tick.tick().await;
         if forgotten.elapsed() >= limits::FORGET_IDLE_EVERY {
             gateway.rates.forget_idle();
+            // Each instance prunes; the delete is the same for all.
+            if let Err(e) = gateway.store.prune_idempotency_keys(gateway.now()).await {
+                tracing::warn!(error = %e, "could not forget old idempotency keys");
+            }
             forgotten = tokio::time::Instant::now();
         }
         match gateway.store.expire_tokens(gateway.now()).await {

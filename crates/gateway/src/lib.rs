@@ -3,7 +3,7 @@
 //! conversation, and runs the company's APIs for agents with all three
 //! credentials, recording who asked for which customer's data.
 
-mod agents;
+pub mod agents;
 pub mod audit;
 pub mod config;
 pub mod console;
@@ -124,6 +124,8 @@ pub struct Gateway {
     coordination: Coordination,
     /// This process in the store's table of instances, once it serves.
     instance: tokio::sync::OnceCell<store::Instance>,
+    /// `GET /openapi.json`, encoded when first asked for.
+    openapi_document: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Gateway {
@@ -238,6 +240,7 @@ impl Gateway {
             clock,
             coordination,
             instance: tokio::sync::OnceCell::new(),
+            openapi_document: std::sync::OnceLock::new(),
         });
         Coordination::start(&gateway);
         Ok(gateway)

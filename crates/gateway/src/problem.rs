@@ -45,6 +45,9 @@ pub enum ProblemType {
     BackendTimeout,
     TokenEndpointError,
     CircuitOpen,
+    CompanyRateLimited,
+    BackendUnavailable,
+    SystemTokenUnavailable,
     StoreUnavailable,
     NotReady,
     Internal,
@@ -86,6 +89,9 @@ impl ProblemType {
         Self::BackendTimeout,
         Self::TokenEndpointError,
         Self::CircuitOpen,
+        Self::CompanyRateLimited,
+        Self::BackendUnavailable,
+        Self::SystemTokenUnavailable,
         Self::StoreUnavailable,
         Self::NotReady,
         Self::Internal,
@@ -129,6 +135,9 @@ impl ProblemType {
             Self::BackendTimeout => "backend_timeout",
             Self::TokenEndpointError => "token_endpoint_error",
             Self::CircuitOpen => "circuit_open",
+            Self::CompanyRateLimited => "company_rate_limited",
+            Self::BackendUnavailable => "backend_unavailable",
+            Self::SystemTokenUnavailable => "system_token_unavailable",
             Self::StoreUnavailable => "store_unavailable",
             Self::NotReady => "not_ready",
             Self::Internal => "internal",
@@ -191,6 +200,15 @@ impl ProblemType {
             Self::CircuitOpen => {
                 "The company's API has been failing, so deskbridge is pausing calls to it for a short while. It tries again by itself within seconds."
             }
+            Self::CompanyRateLimited => {
+                "The company's API allows only so many requests at a time, and that limit is reached. Try again in a few seconds."
+            }
+            Self::BackendUnavailable => {
+                "The company's API said it is unavailable for a while. deskbridge waits as long as it asked before calling it again."
+            }
+            Self::SystemTokenUnavailable => {
+                "deskbridge's access token to the company has expired and its login service cannot be reached, so no request can be sent. It retries by itself."
+            }
             Self::StoreUnavailable => "The gateway's database is unavailable. Try again in a moment.",
             Self::NotReady => "The gateway is not ready to serve.",
             Self::Internal => {
@@ -215,6 +233,9 @@ impl ProblemType {
             ActionError::Timeout => Self::BackendTimeout,
             ActionError::TokenEndpoint(_) => Self::TokenEndpointError,
             ActionError::CircuitOpen => Self::CircuitOpen,
+            ActionError::CompanyRateLimited(_) => Self::CompanyRateLimited,
+            ActionError::BackendUnavailable(_) => Self::BackendUnavailable,
+            ActionError::SystemTokenUnavailable { .. } => Self::SystemTokenUnavailable,
             ActionError::RateLimited(_) => Self::RateLimited,
             ActionError::Internal(_) => Self::Internal,
             ActionError::StoreUnavailable(_) => Self::StoreUnavailable,
@@ -254,6 +275,12 @@ mod tests {
             ActionError::Unreachable("x".into()),
             ActionError::TokenEndpoint(TokenError::Unavailable("x".into())),
             ActionError::CircuitOpen,
+            ActionError::CompanyRateLimited(company::RetryAfter(1)),
+            ActionError::BackendUnavailable(company::RetryAfter(1)),
+            ActionError::SystemTokenUnavailable {
+                retry_after: company::RetryAfter(1),
+                cause: "x".into(),
+            },
             ActionError::Internal("x".into()),
             ActionError::StoreUnavailable("x".into()),
             ActionError::InvalidInput(Vec::new()),

@@ -661,13 +661,16 @@ fn token_source(url: &str) -> TokenSource {
     let config = SystemAuthConfig::Oauth2ClientCredentials {
         token_url: url.to_string(),
         client_id: "deskbridge".into(),
-        client_secret: SecretSource::Inline("client-secret".into()),
+        client_secret: Some(SecretSource::Inline("client-secret".into())),
+        private_key: None,
+        key_id: None,
         auth_method: ClientAuthMethod::ClientSecretBasic,
         grant_type_in: GrantTypeIn::Body,
         scope: None,
         audience: None,
         resource: None,
         default_expires_in_secs: 300,
+        expired_when: None,
     };
     let metrics = Arc::new(Metrics::default());
     // As the gateway's own client: redirects are answers, not followed.

@@ -889,8 +889,9 @@ app_key = "{APP_KEY}"
     .await;
     assert_eq!(resets.load(Ordering::SeqCst), 3);
 
-    // A token endpoint that is down: 503, and the backoff keeps the next
-    // call from trying it again at once (one more connection, not two).
+    // A token endpoint that is down: 503 with the time to retry, and the
+    // backoff keeps the next call from trying it again at once (one more
+    // connection, not two).
     let tokenless = body_json(open("tokenless").await.unwrap()).await["conversation_id"]
         .as_str()
         .unwrap()
@@ -899,7 +900,7 @@ app_key = "{APP_KEY}"
         let body = expect_problem(
             act("fails", tokenless.clone()).await.unwrap(),
             503,
-            "token_endpoint_error",
+            "system_token_unavailable",
         )
         .await;
         assert!(
@@ -955,6 +956,12 @@ async fn the_gateway_serves_its_openapi_document() {
         ("get", "/v1/audit"),
         ("get", "/v1/events"),
         ("get", "/v1/problem-types"),
+        ("post", "/v1/conversations/{id}/actions/{action}/reveal"),
+        ("get", "/v1/connections/{name}/actions"),
+        ("post", "/v1/sessions/{id}/actions/{action}"),
+        // Each configured action has an operation of its own, with its input.
+        ("post", "/v1/conversations/{id}/actions/getprofile"),
+        ("post", "/v1/conversations/{id}/actions/summary"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in routes {

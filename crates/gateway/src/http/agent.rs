@@ -415,8 +415,11 @@ pub(super) struct Revealed {
         (status = 403, description = "`forbidden`: the role may not reveal, the action is a write, or the value is not masked; `csrf_token_invalid`", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`not_found` (no such conversation) or `unknown_action`", body = ProblemBody, content_type = PROBLEM),
         (status = 409, description = "`customer_auth_required`", body = ProblemBody, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
         (status = 422, description = "`invalid_action_input`", body = ProblemBody, content_type = PROBLEM),
         (status = 429, description = "`rate_limited`", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
         (status = 502, description = "`backend_error`", body = ProblemBody, content_type = PROBLEM),
         (status = 503, description = "`circuit_open`, `token_endpoint_error` or `store_unavailable`", body = ProblemBody, content_type = PROBLEM),
         (status = 504, description = "`backend_timeout`", body = ProblemBody, content_type = PROBLEM),
@@ -425,6 +428,7 @@ pub(super) struct Revealed {
 pub(super) async fn reveal_value(
     State(g): State<Shared>,
     Path((id, action)): Path<(String, String)>,
+    trace: Option<axum::Extension<serving::TraceId>>,
     headers: HeaderMap,
     Body(body): Body<RevealRequest>,
 ) -> Result<Json<Revealed>, Problem> {
@@ -453,7 +457,8 @@ pub(super) async fn reveal_value(
         reason: reason.to_string(),
     };
     let runner = crate::Runner::agent(agent_name, role);
-    let trace = serving::TraceId::default();
+    // Set by the serve loop; a test router without it starts a trace.
+    let trace = trace.map(|axum::Extension(t)| t).unwrap_or_default();
     let value = g
         .reveal(&runner, &id, &action, &ask, &reveal, trace)
         .await

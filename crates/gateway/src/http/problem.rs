@@ -179,6 +179,31 @@ pub(super) fn action_problem(e: &ActionError) -> Problem {
         ActionError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ActionError::TokenEndpoint(_) | ActionError::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         ActionError::RateLimited(wait) => return Problem::rate_limited(*wait, &e.to_string()),
+        ActionError::CompanyRateLimited(wait) => {
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ProblemType::CompanyRateLimited,
+                e.to_string(),
+            )
+            .retry_after(wait.0);
+        }
+        ActionError::BackendUnavailable(wait) => {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemType::BackendUnavailable,
+                e.to_string(),
+            )
+            .retry_after(wait.0);
+        }
+        ActionError::SystemTokenUnavailable { retry_after, cause } => {
+            tracing::warn!(error = %cause, "no valid system token");
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemType::SystemTokenUnavailable,
+                e.to_string(),
+            )
+            .retry_after(retry_after.0);
+        }
         ActionError::Internal(cause) => return Problem::internal(cause),
         ActionError::StoreUnavailable(cause) => return Problem::store_unavailable(cause),
         ActionError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -28,7 +28,7 @@ pub struct ActionContext {
     pub connection: String,
     /// The customer's token, sealed; `None` when none was ever handed over.
     pub token: Option<StoredToken>,
-    /// Recent successful answers, by action name.
+    /// Recent successful answers, by action name and input.
     answers: Mutex<HashMap<String, Answer>>,
 }
 
@@ -48,24 +48,36 @@ impl ActionContext {
         }
     }
 
-    /// The answer `action` gave less than its `cache_ttl_secs` before `now`: data and status.
-    pub fn recent_answer(&self, action: &str, now: SystemTime) -> Option<(Box<RawValue>, u16)> {
+    /// The answer the run `key` (an action and its input) gave less than
+    /// its `cache_ttl_secs` before `now`: data and status.
+    pub fn recent_answer(&self, key: &str, now: SystemTime) -> Option<(Box<RawValue>, u16)> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        let answer = answers.get(action).filter(|a| a.until > now)?;
+        let answer = answers.get(key).filter(|a| a.until > now)?;
         Some((answer.data.clone(), answer.status))
     }
 
-    /// Keeps an answer given at `now` for `ttl`.
-    pub fn remember_answer(&self, action: &str, data: &RawValue, status: u16, now: SystemTime, ttl: Duration) {
+    /// Keeps an answer given at `now` for `ttl`. A conversation keeps at
+    /// most [`MAX_ANSWERS`]: runs with many inputs (pages, say) drop the
+    /// expired ones first, then all, rather than grow without bound.
+    pub fn remember_answer(&self, key: &str, data: &RawValue, status: u16, now: SystemTime, ttl: Duration) {
         let answer = Answer {
             data: data.to_owned(),
             status,
             until: now + ttl,
         };
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        answers.insert(action.to_string(), answer);
+        if answers.len() >= MAX_ANSWERS {
+            answers.retain(|_, a| a.until > now);
+            if answers.len() >= MAX_ANSWERS {
+                answers.clear();
+            }
+        }
+        answers.insert(key.to_string(), answer);
     }
 }
+
+/// Answers kept per conversation at most.
+const MAX_ANSWERS: usize = 32;
 
 /// At most this many conversations are remembered (about 10 MB with
 /// 1 kB tokens); beyond it the least recently used half is dropped.
