@@ -1,7 +1,9 @@
 // Actions with inputs, writes and customers as callers, end to end, in
 // Chromium against the real `deskbridge demo` (issue 17):
 //   1. the demo site shows the signed-in customer their own recent
-//      transactions through Deskbridge.run("gettransactions");
+//      transactions through Deskbridge.run("gettransactions"), whose
+//      refusals carry the gateway's problem (a bad input, a write that is
+//      not for customers);
 //   2. the agent sees every action of the connection, runs gettransactions
 //      through its form (the browser's checks, then the gateway's 422 next
 //      to the field) and sees the table;
@@ -111,6 +113,27 @@ describe('actions: forms, tables, confirmed writes, customers as callers', { tim
     assert.ok(mine, `a customer's gettransactions in ${JSON.stringify(records)}`);
     assert.equal(mine.outcome, 'ok');
     await screenshot(site, 'demo-site-transactions');
+
+    // Deskbridge.run's refusals carry the gateway's problem.
+    customer.expect(/\/actions\/gettransactions$/, 422);
+    customer.expect(/\/actions\/blockcard$/, 403);
+    const refused = await site.evaluate(async () => {
+      const attempt = (action, input) =>
+        window.Deskbridge.run(action, input).then(
+          () => null,
+          (e) => ({ isError: e instanceof Error, problem: e.problem, status: e.status, errors: e.errors }),
+        );
+      return {
+        input: await attempt('gettransactions', { account_id: 'nope', limit: 0 }),
+        write: await attempt('blockcard', { card_id: 'card-1101', reason: 'lost' }),
+      };
+    });
+    assert.equal(refused.input.isError, true);
+    assert.equal(refused.input.problem, 'invalid_action_input');
+    assert.equal(refused.input.status, 422);
+    assert.deepEqual(refused.input.errors.map((e) => e.field).sort(), ['account_id', 'limit']);
+    assert.equal(refused.write.problem, 'forbidden', 'blockcard is not for customers');
+    assert.equal(refused.write.status, 403);
     assertNoProblems(agent, customer);
   });
 
@@ -241,7 +264,7 @@ describe('actions: forms, tables, confirmed writes, customers as callers', { tim
     assert.match(await answer.textContent(), /blocked/i);
 
     // The gateway's audit: the company was called once; the second is a replay.
-    const runs = (await audit()).filter((r) => r.action === 'blockcard');
+    const runs = (await audit()).filter((r) => r.action === 'blockcard' && r.caller === 'agent');
     assert.deepEqual(runs.map((r) => r.outcome), ['replayed', 'ok'], 'newest first');
     // And the customer card, reloaded, shows the card blocked.
     const now = (await agentRun('getprofile', {})).data.cards.find((c) => c.id === cardToBlock.id);
