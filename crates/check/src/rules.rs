@@ -8,17 +8,19 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clock::{Clock, SystemClock};
+use company::action;
 use company::assertion::AssertionSigner;
 use company::config::{
-    ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
+    ActionKind, ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
 };
 use contract::{AccessTokenResponse, Refused};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::inputs::Plan;
 use crate::{CheckError, Status, TestUser};
 
 /// Login and token calls may hash a password; give them time.
@@ -129,8 +131,15 @@ pub(crate) fn plan(conn: &ConnectionConfig) -> Vec<Rule> {
         Rule::SystemUnknownGrant,
         Rule::SystemNoStore,
         Rule::SystemAuthMethods,
-        Rule::SystemReplayedAssertion,
     ];
+    // Only a connection that signs assertions has one to replay.
+    if let SystemAuthConfig::Oauth2ClientCredentials {
+        auth_method: ClientAuthMethod::PrivateKeyJwt,
+        ..
+    } = conn.system_auth
+    {
+        plan.push(Rule::SystemReplayedAssertion);
+    }
     for i in 0..conn.actions.len() {
         plan.extend(PROBES.iter().map(|p| Rule::Action(i, *p)));
     }
@@ -417,6 +426,8 @@ pub(crate) struct Context {
     client_secret: Option<SecretString>,
     /// Signs client assertions, for `private_key_jwt`.
     signer: Option<AssertionSigner>,
+    /// The token endpoint: `token_url`, or found from `issuer` once.
+    endpoint: Option<Result<String, String>>,
     static_token: Option<SecretString>,
     api_key: Option<(HeaderName, SecretString)>,
     logins: Option<Vec<Result<Login, String>>>,
@@ -426,6 +437,8 @@ pub(crate) struct Context {
     jwks: Option<Result<JwkSet, String>>,
     tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
     replies: HashMap<(usize, Probe), Result<Reply, CallError>>,
+    /// Per action: the input it is called with, or why it is not called.
+    plans: Vec<Plan>,
     /// Credentials obtained while checking, redacted from the evidence.
     obtained: Vec<SecretString>,
 }
@@ -435,6 +448,7 @@ impl Context {
         conn: ConnectionConfig,
         login_url: Option<String>,
         users: Vec<TestUser>,
+        plans: Vec<Plan>,
     ) -> Result<Self, CheckError> {
         let resolve = |s: &company::config::SecretSource, at: &str| {
             s.resolve()
@@ -447,13 +461,12 @@ impl Context {
                 private_key,
                 key_id,
                 client_id,
-                token_url,
                 ..
             } => {
                 if let Some(key) = private_key {
                     let pem = resolve(key, "system_auth.private_key")?;
                     signer = Some(
-                        AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id, token_url)
+                        AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id)
                             .map_err(|e| CheckError::Config(format!("{}.system_auth.private_key: {e}", conn.name)))?,
                     );
                 }
@@ -483,6 +496,7 @@ impl Context {
             users,
             client_secret,
             signer,
+            endpoint: None,
             static_token,
             api_key,
             logins: None,
@@ -492,6 +506,7 @@ impl Context {
             jwks: None,
             tokens: HashMap::new(),
             replies: HashMap::new(),
+            plans,
             obtained: Vec::new(),
         })
     }
@@ -596,6 +611,7 @@ impl Context {
             Rule::SystemNoStore => self.system_no_store().await,
             Rule::SystemAuthMethods => self.system_auth_methods().await,
             Rule::SystemReplayedAssertion => self.system_replayed_assertion().await,
+            Rule::Action(i, _) if let Some(Err(why)) = self.plans.get(i) => skip(why.clone()),
             Rule::Action(i, Probe::Succeeds) => self.action_succeeds(i).await,
             Rule::Action(i, Probe::Distinguishable) => self.action_distinguishable(i).await,
             Rule::Action(i, probe) => self.action_refuses(i, probe).await,
@@ -1158,11 +1174,12 @@ impl Context {
     /// A token request as the gateway makes it, with the given method,
     /// secret and grant type. With `private_key_jwt`, `secret` is the
     /// client assertion; `None` signs a new one, as the gateway would.
-    async fn token_request(&self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+    async fn token_request(&mut self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+        let endpoint = self.endpoint().await?;
         let assertion;
         let secret = match (&self.signer, method) {
             (Some(signer), ClientAuthMethod::PrivateKeyJwt) if secret.is_empty() => {
-                assertion = signer.sign(unix_now())?;
+                assertion = signer.sign(unix_now(), &endpoint)?;
                 assertion.as_str()
             }
             _ => secret,
@@ -1170,6 +1187,7 @@ impl Context {
         let request = company::system_token::token_request(
             &self.http,
             &self.conn.system_auth,
+            &endpoint,
             method,
             secret,
             grant,
@@ -1177,6 +1195,26 @@ impl Context {
         )
         .map_err(|e| e.to_string())?;
         self.send(request).await
+    }
+
+    /// `token_url`, or the token endpoint the issuer's metadata names.
+    async fn endpoint(&mut self) -> Result<String, String> {
+        if self.endpoint.is_none() {
+            let found = match &self.conn.system_auth {
+                SystemAuthConfig::Oauth2ClientCredentials {
+                    token_url: Some(url), ..
+                } => Ok(url.clone()),
+                SystemAuthConfig::Oauth2ClientCredentials {
+                    issuer: Some(issuer), ..
+                } => company::discovery::discover(&self.http, issuer, AUTH_TIMEOUT)
+                    .await
+                    .map(|m| m.token_endpoint)
+                    .map_err(|e| format!("discovery: {e}")),
+                _ => Err("no token_url and no issuer".into()),
+            };
+            self.endpoint = Some(found);
+        }
+        self.endpoint.clone().unwrap_or_else(|| Err("no token endpoint".into()))
     }
 
     /// The token request with the right secret, once per method.
@@ -1241,8 +1279,12 @@ impl Context {
         let method = self.configured_method();
         // For private_key_jwt, a wrong secret is an assertion whose
         // signature is not the key's: one character of it changed.
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
         let wrong = match (&self.signer, method) {
-            (Some(signer), ClientAuthMethod::PrivateKeyJwt) => match signer.sign(unix_now()) {
+            (Some(signer), ClientAuthMethod::PrivateKeyJwt) => match signer.sign(unix_now(), &endpoint) {
                 Ok(assertion) => tamper(&Credential::Jwt(assertion)),
                 Err(e) => return fail(e),
             },
@@ -1348,14 +1390,15 @@ impl Context {
         if let Err(v) = self.oauth() {
             return v;
         }
-        let Some(signer) = self
-            .signer
-            .as_ref()
-            .filter(|_| self.configured_method() == ClientAuthMethod::PrivateKeyJwt)
-        else {
+        if self.signer.is_none() || self.configured_method() != ClientAuthMethod::PrivateKeyJwt {
             return skip("auth_method is not \"private_key_jwt\": no client assertion to replay");
+        }
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return fail(e),
         };
-        let assertion = match signer.sign(unix_now()) {
+        let signed = self.signer.as_ref().map(|signer| signer.sign(unix_now(), &endpoint));
+        let assertion = match signed.unwrap_or_else(|| Err("no signer".into())) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
@@ -1446,7 +1489,21 @@ impl Context {
             Probe::TamperedCustomerToken => Some(tamper(&credential)),
             _ => Some(credential.token().to_string()),
         };
-        let url = format!("{}{}", self.conn.base_url.trim_end_matches('/'), spec.path);
+        let input = match self.plans.get(i) {
+            Some(Ok(input)) => input.clone(),
+            Some(Err(why)) => return Err(CallError::Missing(why.clone())),
+            None => Map::new(),
+        };
+        // Placed as the gateway places them: path, query string, body.
+        let mut url = format!(
+            "{}{}",
+            self.conn.base_url.trim_end_matches('/'),
+            action::fill_path(&spec.path, &input)
+        );
+        if let Some(query) = action::query_string(&spec.query, &input) {
+            url.push('?');
+            url.push_str(&query);
+        }
         let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut request = self
             .http
@@ -1464,6 +1521,10 @@ impl Context {
         if let Some((name, value)) = api_key {
             request = request.header(name, sensitive(&value)?);
         }
+        if spec.kind == ActionKind::Write {
+            // A fresh key per call: each probe is its own request.
+            request = request.header("idempotency-key", format!("deskbridge-check-{}", nonce()));
+        }
         let placement = &self.conn.customer_auth;
         let mut body = None;
         if let Some(token) = customer {
@@ -1477,10 +1538,10 @@ impl Context {
                 PlacedToken::Body(doc) => body = Some(doc),
             }
         }
-        if let Some(doc) = body {
-            request = request.json(&doc);
-        } else if spec.method != "GET" {
-            request = request.header(CONTENT_TYPE, "application/json").body("{}");
+        let mut doc = body.unwrap_or_else(|| Value::Object(Map::new()));
+        action::fill_body(&mut doc, &spec.body, &input);
+        if spec.method != "GET" || doc.as_object().is_some_and(|d| !d.is_empty()) {
+            request = request.header(CONTENT_TYPE, "application/json").body(doc.to_string());
         }
         Ok(self.send(request).await?)
     }
@@ -1605,8 +1666,9 @@ impl Context {
             ("customer_login_url", self.login_url.as_deref()),
             ("identity.jwks_url", self.conn.identity.jwks_url.as_deref()),
         ];
-        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, .. } = &self.conn.system_auth {
-            urls.push(("system_auth.token_url", Some(token_url.as_str())));
+        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.conn.system_auth {
+            urls.push(("system_auth.token_url", token_url.as_deref()));
+            urls.push(("system_auth.issuer", issuer.as_deref()));
         }
         let mut plain = Vec::new();
         let mut checked = 0;

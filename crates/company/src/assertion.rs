@@ -22,7 +22,6 @@ pub struct AssertionSigner {
     algorithm: Algorithm,
     key_id: Option<String>,
     client_id: String,
-    audience: String,
 }
 
 #[derive(Serialize)]
@@ -38,14 +37,13 @@ struct Claims<'a> {
 impl AssertionSigner {
     /// From a PEM private key (EC P-256, PKCS#8 or SEC1; or RSA, PKCS#8 or
     /// PKCS#1): ES256 for EC, RS256 for RSA.
-    pub fn new(pem: &str, key_id: Option<String>, client_id: &str, audience: &str) -> Result<Self, String> {
+    pub fn new(pem: &str, key_id: Option<String>, client_id: &str) -> Result<Self, String> {
         let (key, algorithm) = key_of(pem)?;
         Ok(Self {
             key,
             algorithm,
             key_id,
             client_id: client_id.to_string(),
-            audience: audience.to_string(),
         })
     }
 
@@ -54,8 +52,9 @@ impl AssertionSigner {
         self.algorithm
     }
 
-    /// A new assertion, issued at `now_secs` (Unix seconds).
-    pub fn sign(&self, now_secs: u64) -> Result<String, String> {
+    /// A new assertion for the token endpoint `audience`, issued at
+    /// `now_secs` (Unix seconds).
+    pub fn sign(&self, now_secs: u64, audience: &str) -> Result<String, String> {
         let mut header = Header::new(self.algorithm);
         header.kid = self.key_id.clone();
         let mut jti = [0u8; 16];
@@ -66,7 +65,7 @@ impl AssertionSigner {
         let claims = Claims {
             iss: &self.client_id,
             sub: &self.client_id,
-            aud: &self.audience,
+            aud: audience,
             jti: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
             iat: now_secs,
             exp: now_secs + LIFETIME.as_secs(),
@@ -118,10 +117,10 @@ mod tests {
     fn assertions_are_signed_addressed_and_unique() {
         let (pem, key) = ec_key();
         let pem = pem.as_str();
-        let signer = AssertionSigner::new(pem, Some("k1".into()), "deskbridge", "https://bank.example/token")
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let signer = AssertionSigner::new(pem, Some("k1".into()), "deskbridge").unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(signer.algorithm(), Algorithm::ES256);
-        let (a, b) = (signer.sign(1_700_000_000), signer.sign(1_700_000_000));
+        let aud = "https://bank.example/token";
+        let (a, b) = (signer.sign(1_700_000_000, aud), signer.sign(1_700_000_000, aud));
         let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_audience(&["https://bank.example/token"]);

@@ -107,11 +107,17 @@ fn default_max_concurrency() -> usize {
     64
 }
 
+// One per connection, read once at load: the size of a variant is no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SystemAuthConfig {
     Oauth2ClientCredentials {
-        token_url: String,
+        /// The token endpoint; found from `issuer` when left out.
+        token_url: Option<String>,
+        /// The authorization server: its metadata (RFC 8414, or OpenID
+        /// discovery) gives the token endpoint and the methods it takes.
+        issuer: Option<String>,
         client_id: String,
         /// For `client_secret_basic` and `client_secret_post`.
         client_secret: Option<SecretSource>,
@@ -134,7 +140,7 @@ pub enum SystemAuthConfig {
         default_expires_in_secs: u64,
         /// How the company says this token expired, besides `401
         /// invalid_token`: then it is renewed and the call sent once more.
-        expired_when: Option<Box<ExpiredWhen>>,
+        expired_when: Option<ExpiredWhen>,
     },
     StaticBearer {
         token: SecretSource,
@@ -635,6 +641,7 @@ pub fn check_connections(
         match &c.system_auth {
             SystemAuthConfig::Oauth2ClientCredentials {
                 token_url,
+                issuer,
                 client_id,
                 client_secret,
                 auth_method,
@@ -646,7 +653,20 @@ pub fn check_connections(
                 if let Some(e) = expired_when {
                     e.problems(at("system_auth.expired_when"), fail);
                 }
-                check_url(token_url, at("system_auth.token_url"), fail);
+                match (token_url, issuer) {
+                    (None, None) => fail(
+                        at("system_auth.token_url"),
+                        "required, unless issuer is set to find it by discovery".into(),
+                    ),
+                    (url, issuer) => {
+                        if let Some(u) = url {
+                            check_url(u, at("system_auth.token_url"), fail);
+                        }
+                        if let Some(u) = issuer {
+                            check_url(u, at("system_auth.issuer"), fail);
+                        }
+                    }
+                }
                 if client_id.is_empty() {
                     fail(at("system_auth.client_id"), "must not be empty".into());
                 }

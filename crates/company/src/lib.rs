@@ -7,6 +7,7 @@ pub mod action;
 pub mod assertion;
 pub mod config;
 pub mod connector;
+pub mod discovery;
 pub mod identity;
 pub mod metrics;
 pub mod share;

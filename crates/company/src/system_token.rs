@@ -115,6 +115,8 @@ pub struct TokenSource {
     secret: Option<SecretString>,
     /// Signs client assertions (OAuth with `private_key_jwt`).
     signer: Option<AssertionSigner>,
+    /// The token endpoint: `token_url`, or found from `issuer` once.
+    endpoint: tokio::sync::OnceCell<String>,
     /// The token (static bearer).
     fixed: Option<Arc<Bearer>>,
     http: reqwest::Client,
@@ -153,17 +155,11 @@ impl TokenSource {
                 private_key,
                 key_id,
                 client_id,
-                token_url,
                 ..
             } => {
                 if let Some(key) = private_key {
                     let pem = key.resolve()?;
-                    signer = Some(AssertionSigner::new(
-                        pem.expose_secret(),
-                        key_id.clone(),
-                        client_id,
-                        token_url,
-                    )?);
+                    signer = Some(AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id)?);
                 }
                 (client_secret.as_ref().map(SecretSource::resolve).transpose()?, None)
             }
@@ -175,6 +171,7 @@ impl TokenSource {
             config,
             secret,
             signer,
+            endpoint: tokio::sync::OnceCell::new(),
             fixed,
             http,
             timeout,
@@ -369,6 +366,28 @@ impl TokenSource {
         Ok(token)
     }
 
+    /// `token_url`, or the token endpoint the issuer's metadata names
+    /// (fetched once; a failure is retried with the next token request).
+    pub async fn token_endpoint(&self) -> Result<&str, TokenError> {
+        let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.config else {
+            return Err(TokenError::Unavailable("not an OAuth connection".into()));
+        };
+        let found = self
+            .endpoint
+            .get_or_try_init(|| async {
+                match (token_url, issuer) {
+                    (Some(url), _) => Ok(url.clone()),
+                    (None, Some(issuer)) => crate::discovery::discover(&self.http, issuer, self.timeout)
+                        .await
+                        .map(|m| m.token_endpoint)
+                        .map_err(|e| TokenError::Unavailable(format!("discovery: {e}"))),
+                    (None, None) => Err(TokenError::Unavailable("no token_url and no issuer".into())),
+                }
+            })
+            .await?;
+        Ok(found)
+    }
+
     async fn request_token(&self) -> Result<SystemToken, TokenError> {
         let SystemAuthConfig::Oauth2ClientCredentials {
             auth_method,
@@ -378,10 +397,13 @@ impl TokenSource {
         else {
             return Err(TokenError::Unavailable("not an OAuth connection".into()));
         };
+        let endpoint = self.token_endpoint().await?;
         // A new assertion per request: each has its own jti.
         let assertion = match &self.signer {
             Some(signer) => Some(SecretString::from(
-                signer.sign(self.clock.unix_secs()).map_err(TokenError::Unavailable)?,
+                signer
+                    .sign(self.clock.unix_secs(), endpoint)
+                    .map_err(TokenError::Unavailable)?,
             )),
             None => None,
         };
@@ -393,6 +415,7 @@ impl TokenSource {
         let request = token_request(
             &self.http,
             &self.config,
+            endpoint,
             *auth_method,
             credential,
             "client_credentials",
@@ -468,21 +491,21 @@ pub enum TokenRequestError {
     Header,
 }
 
-/// The client-credentials token request as the gateway sends it (and
-/// `check` probes it): `grant` in the body or the query, as configured,
+/// The client-credentials token request to `token_url` as the gateway
+/// sends it (and `check` probes it): `grant` in the body or the query, as configured,
 /// with scope, audience and resource, and the client authenticated by
 /// `method` with `secret`: the client secret, or for `private_key_jwt` a
 /// signed client assertion.
 pub fn token_request(
     http: &reqwest::Client,
     config: &SystemAuthConfig,
+    token_url: &str,
     method: ClientAuthMethod,
     secret: &str,
     grant: &str,
     timeout: Duration,
 ) -> Result<reqwest::RequestBuilder, TokenRequestError> {
     let SystemAuthConfig::Oauth2ClientCredentials {
-        token_url,
         client_id,
         grant_type_in,
         scope,
@@ -688,7 +711,8 @@ mod clock_tests {
 
     fn source(url: &str, share: Arc<dyn TokenShare>, clock: Arc<ManualClock>) -> TokenSource {
         let config = SystemAuthConfig::Oauth2ClientCredentials {
-            token_url: url.to_string(),
+            token_url: Some(url.to_string()),
+            issuer: None,
             client_id: "deskbridge".into(),
             client_secret: Some(SecretSource::Inline("secret".into())),
             private_key: None,
