@@ -52,6 +52,19 @@ pub struct Signal {
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// What [`Cluster::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// The shared rate is spent; the next call fits after this wait.
+    OverRate(Duration),
+    /// The company asked for a pause; this much of it is left.
+    Paused {
+        wait: Duration,
+        status: u16,
+    },
+}
+
 pub struct Cluster {
     redis: ConnectionManager,
     prefix: String,
@@ -251,6 +264,57 @@ impl Cluster {
             .collect())
     }
 
+    /// Admits one call under the rate `name` shares among every instance
+    /// (GCRA: `per_second` sustained, `burst` at once), unless a pause
+    /// (`pause`) holds. Redis's own clock decides, so the instances' clocks
+    /// need not agree.
+    pub async fn admit(&self, name: &str, per_second: u32, burst: u32) -> Result<Admission, ClusterError> {
+        // KEYS: the bucket's theoretical arrival time (µs), the pause.
+        // Returns {0} admitted; {1, wait µs} over the rate; {2, wait ms, status} paused.
+        let script = Script::new(
+            r"
+            local paused = redis.call('GET', KEYS[2])
+            if paused then return {2, redis.call('PTTL', KEYS[2]), tonumber(paused)} end
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+            local interval = math.floor(1000000 / tonumber(ARGV[1]))
+            local tolerance = interval * tonumber(ARGV[2])
+            local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+            if tat < now then tat = now end
+            local next_tat = tat + interval
+            if next_tat - now > tolerance then return {1, next_tat - now - tolerance} end
+            redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
+            return {0}
+            ",
+        );
+        let answer: Vec<i64> = script
+            .key(self.key(&format!("rate:{name}")))
+            .key(self.key(&format!("pause:{name}")))
+            .arg(per_second.max(1))
+            .arg(burst.max(1))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match answer.as_slice() {
+            [1, wait_us, ..] => Admission::OverRate(Duration::from_micros((*wait_us).max(1) as u64)),
+            [2, wait_ms, status, ..] => Admission::Paused {
+                wait: Duration::from_millis((*wait_ms).max(1) as u64),
+                status: u16::try_from(*status).unwrap_or(503),
+            },
+            _ => Admission::Admitted,
+        })
+    }
+
+    /// Pauses every call of `name` for `wait`: the company answered
+    /// `status` (429 or 503) with that `Retry-After`.
+    pub async fn pause(&self, name: &str, status: u16, wait: Duration) -> Result<(), ClusterError> {
+        let _: () = self
+            .redis
+            .clone()
+            .pset_ex(self.key(&format!("pause:{name}")), status, millis(wait))
+            .await?;
+        Ok(())
+    }
+
     /// Forgets the failures counted against `name`.
     pub async fn clear_failures(&self, name: &str) -> Result<(), ClusterError> {
         let _: i64 = self.redis.clone().del(self.key(&format!("failures:{name}"))).await?;
@@ -369,6 +433,48 @@ mod tests {
             assert_eq!(signal.body, format!("event {n}\nwith a second line"));
         }
         assert_eq!(next_signal(&mut at_a).await.body, "from b", "a never hears itself");
+    }
+
+    #[tokio::test]
+    async fn instances_share_one_rate_and_one_pause() {
+        let prefix = prefix();
+        let a = Cluster::connect(&redis_url(), &prefix, "a").unwrap();
+        let b = Cluster::connect(&redis_url(), &prefix, "b").unwrap();
+        until_up(&a).await;
+        until_up(&b).await;
+        // 1 a second with a burst of 3, taken from two instances in turn:
+        // three calls in all pass, the fourth waits about a second.
+        let mut admitted = 0;
+        let mut refused = Vec::new();
+        for i in 0..6 {
+            let who = if i % 2 == 0 { &a } else { &b };
+            match who.admit("bank", 1, 3).await.unwrap() {
+                Admission::Admitted => admitted += 1,
+                Admission::OverRate(wait) => refused.push(wait),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(admitted, 3);
+        assert_eq!(refused.len(), 3);
+        assert!(
+            refused
+                .iter()
+                .all(|w| *w > Duration::from_millis(500) && *w <= Duration::from_secs(1)),
+            "{refused:?}"
+        );
+        // Another connection has a bucket of its own.
+        assert_eq!(a.admit("telco", 1, 1).await.unwrap(), Admission::Admitted);
+        // A pause told by one is kept by the other, then lapses.
+        a.pause("telco", 429, Duration::from_millis(300)).await.unwrap();
+        match b.admit("telco", 100, 100).await.unwrap() {
+            Admission::Paused { wait, status } => {
+                assert_eq!(status, 429);
+                assert!(wait <= Duration::from_millis(300), "{wait:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(b.admit("telco", 100, 100).await.unwrap(), Admission::Admitted);
     }
 
     #[tokio::test]

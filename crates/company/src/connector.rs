@@ -32,7 +32,7 @@ use crate::action::{self, FieldError, InputSchema};
 use crate::config::{ActionConfig, ActionKind, ConnectionConfig, IdentityMode, PlacedToken, SystemAuthConfig};
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
-use crate::share::TokenShare;
+use crate::share::{LimitShare, SharedAdmission, TokenShare};
 use crate::system_token::{Bearer, TokenDeps, TokenError, TokenSource, challenge_error, describe_transport};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -199,6 +199,8 @@ pub struct Connection {
     /// Until when the company asked for no calls (`Retry-After` on a 429 or
     /// 503, by the injected clock), and which of the two it was.
     paused: Mutex<Option<(SystemTime, u16)>>,
+    /// The bucket and pause every instance shares, with `[cluster]`.
+    limit_share: Option<Arc<dyn LimitShare>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// Metric handles, found once instead of per call (a lookup builds
@@ -321,6 +323,7 @@ impl Connection {
         Ok(Self {
             bucket,
             paused: Mutex::new(None),
+            limit_share: None,
             permits: Semaphore::new(config.max_concurrency),
             breaker: Mutex::new(Breaker {
                 consecutive_failures: 0,
@@ -345,6 +348,13 @@ impl Connection {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Shares this connection's call budget and pauses through `share`
+    /// (every instance of a cluster), instead of keeping them here alone.
+    pub fn with_limit_share(mut self, share: Arc<dyn LimitShare>) -> Self {
+        self.limit_share = Some(share);
+        self
     }
 
     pub fn action(&self, name: &str) -> Option<&ActionConfig> {
@@ -435,7 +445,7 @@ impl Connection {
             customer_token,
             trace,
         };
-        self.company_admits()?;
+        self.company_admits().await?;
         let _admission = self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
         let mut bearer = self.system_token().await?;
@@ -467,6 +477,9 @@ impl Connection {
             self.record(r.status < 500);
             let wait = wait.min(Duration::from_secs(crate::config::MAX_PAUSE_SECS));
             *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.now() + wait, r.status));
+            if let Some(share) = &self.limit_share {
+                share.pause(r.status, wait).await;
+            }
             self.metrics.company_limited(&self.config.name, "paused");
             let retry_after = crate::RetryAfter::from_wait(wait);
             return Err(match r.status {
@@ -657,8 +670,9 @@ impl Connection {
     }
 
     /// Whether the company's limits let a call go now: no pause it asked
-    /// for, and a token left in the connection's bucket.
-    fn company_admits(&self) -> Result<(), ActionError> {
+    /// for, and a token left in the connection's bucket: the one all
+    /// instances share when there is a share that answers, else this one's.
+    async fn company_admits(&self) -> Result<(), ActionError> {
         let now = self.clock.now();
         if let Some((until, status)) = *self.paused.lock().unwrap_or_else(|p| p.into_inner())
             && now < until
@@ -669,6 +683,27 @@ impl Connection {
                 429 => ActionError::CompanyRateLimited(wait),
                 _ => ActionError::BackendUnavailable(wait),
             });
+        }
+        let limits = self.config.limits;
+        if let (Some(share), Some(rate)) = (&self.limit_share, limits.rate_per_second) {
+            let refused = |reason: &str, wait: Duration| {
+                self.metrics.company_limited(&self.config.name, reason);
+                crate::RetryAfter::from_wait(wait)
+            };
+            match share.admit(rate, limits.burst.unwrap_or(rate)).await {
+                Some(SharedAdmission::Admitted) => return Ok(()),
+                Some(SharedAdmission::OverRate(wait)) => {
+                    return Err(ActionError::CompanyRateLimited(refused("rate", wait)));
+                }
+                Some(SharedAdmission::Paused { wait, status }) => {
+                    return Err(match status {
+                        429 => ActionError::CompanyRateLimited(refused("paused", wait)),
+                        _ => ActionError::BackendUnavailable(refused("paused", wait)),
+                    });
+                }
+                // The share is away: this instance's own bucket decides.
+                None => {}
+            }
         }
         if let Some(bucket) = &self.bucket
             && let Err(not_until) = bucket.check()

@@ -101,6 +101,28 @@ pub trait TokenShare: Send + Sync {
     fn purge(&self, id: u64) -> ShareFuture<'_, ()>;
 }
 
+/// A connection's call budget (`[connections.limits]`) and the pause its
+/// company asked for, as every instance sees them. Without one, each
+/// instance keeps its own (`Connection` does, in memory).
+pub trait LimitShare: Send + Sync {
+    /// Takes one call from the shared bucket of `per_second` and `burst`,
+    /// unless a shared pause holds. `None`: the share cannot say now (its
+    /// store is away), so the instance decides alone.
+    fn admit(&self, per_second: u32, burst: u32) -> ShareFuture<'_, Option<SharedAdmission>>;
+
+    /// Tells every instance to pause calls for `wait` (the company's
+    /// `Retry-After` on a `status` of 429 or 503).
+    fn pause(&self, status: u16, wait: Duration) -> ShareFuture<'_, ()>;
+}
+
+/// What a [`LimitShare`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedAdmission {
+    Admitted,
+    OverRate(Duration),
+    Paused { wait: Duration, status: u16 },
+}
+
 /// The share of one process: the token in memory and the lease a mutex
 /// that waiters queue on, so the one fetch in flight is awaited, not polled.
 #[derive(Default)]

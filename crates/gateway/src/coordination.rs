@@ -11,7 +11,9 @@
 //!   removed, a conversation whose token changed;
 //! - **the system token** of each connection and the lease to fetch the next
 //!   one ([`SharedTokens`]), sealed under `crypto.token_key`;
-//! - **failed console sign-ins**, so throttling counts across instances.
+//! - **failed console sign-ins**, so throttling counts across instances;
+//! - **each company's call budget** (`[connections.limits]`) and the pause
+//!   its `Retry-After` asked for ([`SharedLimits`]).
 //!
 //! Redis being away never stops an instance: sends are dropped and counted,
 //! each instance fetches its own system token, and when Redis returns each
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use clock::Clock;
 use cluster::Cluster;
-use company::share::{Lease, ShareFuture, SharedToken, TokenShare};
+use company::share::{Lease, LimitShare, ShareFuture, SharedAdmission, SharedToken, TokenShare};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -261,6 +263,43 @@ async fn watch_up(cluster: Arc<Cluster>, gateway: Weak<Gateway>, metrics: Arc<Me
 /// name), never in plaintext. When Redis cannot be reached it shares
 /// nothing: reads find nothing and every lease is granted, so each
 /// instance fetches its own token, as if alone.
+/// A connection's `[connections.limits]` bucket and its company's pause,
+/// one for all instances, in Redis. Redis away: each instance decides alone.
+pub(crate) struct SharedLimits {
+    cluster: Arc<Cluster>,
+    connection: String,
+}
+
+impl SharedLimits {
+    pub(crate) fn new(cluster: Arc<Cluster>, connection: &str) -> Self {
+        Self {
+            cluster,
+            connection: connection.to_string(),
+        }
+    }
+}
+
+impl LimitShare for SharedLimits {
+    fn admit(&self, per_second: u32, burst: u32) -> ShareFuture<'_, Option<SharedAdmission>> {
+        Box::pin(async move {
+            match self.cluster.admit(&self.connection, per_second, burst).await {
+                Ok(cluster::Admission::Admitted) => Some(SharedAdmission::Admitted),
+                Ok(cluster::Admission::OverRate(wait)) => Some(SharedAdmission::OverRate(wait)),
+                Ok(cluster::Admission::Paused { wait, status }) => Some(SharedAdmission::Paused { wait, status }),
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn pause(&self, status: u16, wait: Duration) -> ShareFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.cluster.pause(&self.connection, status, wait).await {
+                tracing::warn!(error = %e, connection = %self.connection, "the other instances could not be told of a pause");
+            }
+        })
+    }
+}
+
 pub(crate) struct SharedTokens {
     cluster: Arc<Cluster>,
     vault: Arc<Vault>,

@@ -52,7 +52,7 @@ pub async fn discover_issuer(issuer: &str, timeout: Duration) -> Result<discover
         .map_err(|e| e.to_string())?;
     discovery::discover(&http, issuer, timeout).await
 }
-use crate::coordination::{Coordination, SharedTokens, Signal};
+use crate::coordination::{Coordination, SharedLimits, SharedTokens, Signal};
 use crate::identity::{IdentityError, opacity_problem};
 use crate::limits::{Rates, Streams};
 use crate::metrics::Metrics;
@@ -217,6 +217,10 @@ impl Gateway {
                 clock.clone(),
             )
             .map_err(GatewayError::Config)?;
+            let connection = match coordination.cluster() {
+                Some(cluster) => connection.with_limit_share(Arc::new(SharedLimits::new(cluster.clone(), &c.name))),
+                None => connection,
+            };
             connections.insert(c.name.clone(), Arc::new(connection));
         }
         let mut channels = HashMap::new();

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use crate::gateway_cli::{Reaped, act};
 use crate::gateway_flow::expect_problem;
 use crate::support::{
-    APP_KEY, Proxy, TestBackend, announced_url, client, config, deskbridge, gateway_toml, json as body_json, login,
-    metrics_text, tokens_issued,
+    APP_KEY, Proxy, TestBackend, announced_url, backend_counter, client, config, deskbridge, gateway_toml,
+    json as body_json, login, metrics_text, tokens_issued,
 };
 
 /// The Redis every test shares, each under a key prefix of its own.
@@ -58,6 +58,12 @@ impl Cluster {
     /// A cluster whose backend has `edit` made to its configuration and whose
     /// instances reach Redis at `redis` (a [`Proxy`] to cut, or Redis itself).
     async fn start_with(edit: impl FnOnce(&mut BackendConfig), redis: SocketAddr) -> Self {
+        Self::start_configured(edit, redis, "").await
+    }
+
+    /// As [`Cluster::start_with`], with `extra` (`[connections.…]` tables)
+    /// in connection "acme" of every instance's configuration.
+    async fn start_configured(edit: impl FnOnce(&mut BackendConfig), redis: SocketAddr, extra: &str) -> Self {
         let (backend_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut cfg = config(backend_dir.path());
         edit(&mut cfg);
@@ -66,7 +72,10 @@ impl Cluster {
         let db = TestDatabase::postgres().await.unwrap();
         // The database's name is unique to the test: so is the key prefix.
         let prefix = db.url.rsplit('/').next().unwrap().to_string();
-        let base = with_opaque_connection(&gateway_toml(dir.path(), &backend, &seed), &backend)
+        let toml = gateway_toml(dir.path(), &backend, &seed);
+        let acme_ends = toml.find("[[channels]]").unwrap();
+        let toml = format!("{}{extra}{}", &toml[..acme_ends], &toml[acme_ends..]);
+        let base = with_opaque_connection(&toml, &backend)
             + "[console]\n[console.throttle]\nmax_failures_per_user = 3\nmax_failures_per_address = 50\nwindow_secs = 60\n"
             // Several clusters run at once on a Postgres of 100 connections.
             + &format!("[store]\nurl = \"{}\"\nmax_connections = 3\n", db.url)
@@ -384,6 +393,24 @@ async fn concurrent_actions_on_three_instances_with_a_cold_cache_fetch_one_syste
     let statuses: Vec<u16> = join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(tokens_issued(&c.backend).await, 1, "one token for the three instances");
+}
+
+/// `[connections.limits]` is one budget for the three instances: a burst
+/// of three, then one a second, however the calls are spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companys_rate_is_one_budget_for_all_instances() {
+    let limits = "[connections.limits]\nrate_per_second = 1\nburst = 3\n";
+    let c = Cluster::start_configured(|_| {}, REDIS.parse().unwrap(), limits).await;
+    let (_, conversation) = c.customer_session(A, 0).await;
+    let before = backend_counter(&c.backend, "deskbridge_profile_requests_total").await;
+    let mut statuses = Vec::new();
+    for n in 0..9 {
+        statuses.push(c.action(n % 3, &conversation).await.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 6, "{statuses:?}");
+    let called = backend_counter(&c.backend, "deskbridge_profile_requests_total").await - before;
+    assert_eq!(called, 3, "the company was called beyond its rate");
 }
 
 /// The company stops taking the shared system token (here: its clock moves
