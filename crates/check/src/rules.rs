@@ -353,6 +353,7 @@ fn method_name(m: ClientAuthMethod) -> &'static str {
     match m {
         ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
         ClientAuthMethod::ClientSecretPost => "client_secret_post",
+        ClientAuthMethod::TlsClientAuth => "tls_client_auth",
     }
 }
 
@@ -434,7 +435,8 @@ impl Context {
         };
         let (client_secret, static_token) = match &conn.system_auth {
             SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => {
-                (Some(resolve(client_secret, "system_auth.client_secret")?), None)
+                let secret = client_secret.as_ref().map(|s| resolve(s, "system_auth.client_secret"));
+                (secret.transpose()?, None)
             }
             SystemAuthConfig::StaticBearer { token } => (None, Some(resolve(token, "system_auth.token")?)),
             SystemAuthConfig::None => (None, None),

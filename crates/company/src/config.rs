@@ -74,6 +74,14 @@ pub struct ConnectionConfig {
     /// How the agent console shows this connection's conversations.
     #[serde(default)]
     pub console: ConnectionConsole,
+    /// `[connections.tls]`: the CAs trusted and the client certificate
+    /// shown, for token requests and action calls alike.
+    pub tls: Option<crate::egress::ConnectionTls>,
+    /// An egress proxy (`http://host:port`) for every call to this company.
+    pub proxy: Option<String>,
+    /// Hosts reached directly despite `proxy`.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 /// `[connections.console]`.
@@ -113,7 +121,8 @@ pub enum SystemAuthConfig {
     Oauth2ClientCredentials {
         token_url: String,
         client_id: String,
-        client_secret: SecretSource,
+        /// Required by the secret methods; none with `tls_client_auth`.
+        client_secret: Option<SecretSource>,
         #[serde(default)]
         auth_method: ClientAuthMethod,
         #[serde(default)]
@@ -145,6 +154,9 @@ pub enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 8705 §2.1: the client certificate of `[connections.tls]` is the
+    /// credential; `client_id` goes in the body, no secret anywhere.
+    TlsClientAuth,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -618,6 +630,7 @@ pub fn check_connections(
                 token_url,
                 client_id,
                 client_secret,
+                auth_method,
                 expired_when,
                 ..
             } => {
@@ -628,7 +641,31 @@ pub fn check_connections(
                 if client_id.is_empty() {
                     fail(at("system_auth.client_id"), "must not be empty".into());
                 }
-                check_secret(at("system_auth.client_secret"), client_secret, fail, warnings);
+                match (auth_method, client_secret) {
+                    (ClientAuthMethod::TlsClientAuth, Some(_)) => fail(
+                        at("system_auth.client_secret"),
+                        "tls_client_auth sends no secret: remove client_secret".into(),
+                    ),
+                    (ClientAuthMethod::TlsClientAuth, None) => {
+                        if c.tls.as_ref().is_none_or(|t| t.client_cert.is_none()) {
+                            fail(
+                                at("system_auth.auth_method"),
+                                "tls_client_auth needs [connections.tls] client_cert and client_key".into(),
+                            );
+                        }
+                        if !token_url.starts_with("https://") {
+                            fail(
+                                at("system_auth.token_url"),
+                                "tls_client_auth needs an https token_url (the certificate is the credential)".into(),
+                            );
+                        }
+                    }
+                    (_, Some(secret)) => check_secret(at("system_auth.client_secret"), secret, fail, warnings),
+                    (_, None) => fail(
+                        at("system_auth.client_secret"),
+                        "required by client_secret_basic and client_secret_post".into(),
+                    ),
+                }
             }
             SystemAuthConfig::StaticBearer { token } => check_secret(at("system_auth.token"), token, fail, warnings),
             SystemAuthConfig::None => {}
@@ -638,6 +675,19 @@ pub fn check_connections(
                 fail(at("api_key.header"), "not a valid header name".into());
             }
             check_secret(at("api_key.value"), &key.value, fail, warnings);
+        }
+        if let Some(tls) = &c.tls
+            && let Err(e) = crate::egress::client_tls(Some(tls))
+        {
+            fail(at("tls"), e);
+        }
+        if let Some(proxy) = &c.proxy
+            && let Err(e) = crate::egress::parse_proxy(proxy)
+        {
+            fail(at("proxy"), e);
+        }
+        if !c.no_proxy.is_empty() && c.proxy.is_none() {
+            fail(at("no_proxy"), "needs proxy".into());
         }
         let ca = &c.customer_auth;
         if let Some(e) = &ca.expired_when {

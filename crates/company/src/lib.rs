@@ -6,6 +6,7 @@
 pub mod action;
 pub mod config;
 pub mod connector;
+pub mod egress;
 pub mod identity;
 pub mod metrics;
 pub mod share;

@@ -12,7 +12,7 @@ use contract::AccessTokenResponse;
 use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{ClientAuthMethod, GrantTypeIn, SystemAuthConfig};
+use crate::config::{ClientAuthMethod, GrantTypeIn, SecretSource, SystemAuthConfig};
 use crate::metrics::Metrics;
 use crate::share::{SharedToken, TokenShare};
 
@@ -144,7 +144,9 @@ impl TokenSource {
             clock,
         } = deps;
         let (secret, fixed) = match &config {
-            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => (Some(client_secret.resolve()?), None),
+            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => {
+                (client_secret.as_ref().map(SecretSource::resolve).transpose()?, None)
+            }
             SystemAuthConfig::StaticBearer { token } => (None, Some(Arc::new(Bearer::new(&token.resolve()?)?))),
             SystemAuthConfig::None => (None, None),
         };
@@ -483,6 +485,8 @@ pub fn token_request(
             form.push(("client_id", client_id));
             form.push(("client_secret", secret));
         }
+        // The TLS client certificate authenticates; the body names the client.
+        ClientAuthMethod::TlsClientAuth => form.push(("client_id", client_id)),
     }
     Ok(request.form(&form))
 }
@@ -650,7 +654,7 @@ mod clock_tests {
         let config = SystemAuthConfig::Oauth2ClientCredentials {
             token_url: url.to_string(),
             client_id: "deskbridge".into(),
-            client_secret: SecretSource::Inline("secret".into()),
+            client_secret: Some(SecretSource::Inline("secret".into())),
             auth_method: ClientAuthMethod::ClientSecretBasic,
             grant_type_in: GrantTypeIn::Body,
             scope: None,

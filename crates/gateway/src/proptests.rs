@@ -661,7 +661,7 @@ fn token_source(url: &str) -> TokenSource {
     let config = SystemAuthConfig::Oauth2ClientCredentials {
         token_url: url.to_string(),
         client_id: "deskbridge".into(),
-        client_secret: SecretSource::Inline("client-secret".into()),
+        client_secret: Some(SecretSource::Inline("client-secret".into())),
         auth_method: ClientAuthMethod::ClientSecretBasic,
         grant_type_in: GrantTypeIn::Body,
         scope: None,
