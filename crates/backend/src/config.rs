@@ -240,7 +240,10 @@ impl BackendConfig {
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| match self.tls {
+                Some(_) => format!("https://{}", self.listen),
+                None => format!("http://{}", self.listen),
+            })
             .trim_end_matches('/')
             .to_string()
     }

@@ -17,4 +17,5 @@ mod login_attacks;
 mod serving;
 mod store_postgres;
 mod support;
+mod tls;
 mod web;
