@@ -454,6 +454,9 @@ impl Context {
             .user_agent(concat!("deskbridge-check/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CheckError::Http(e.to_string()))?;
+        // With [connections.tls] or a proxy, the company is reached as the gateway reaches it.
+        let http = company::egress::http_client(&conn, &http)
+            .map_err(|e| CheckError::Config(format!("{}: {e}", conn.name)))?;
         Ok(Self {
             http,
             conn,

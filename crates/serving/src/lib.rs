@@ -172,7 +172,9 @@ pub async fn serve_with(
             let served = match tls {
                 None => {
                     let service = service(router, peer, None, body_deadline);
-                    watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
                 }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
@@ -187,7 +189,9 @@ pub async fn serve_with(
                         .and_then(|chain| chain.first())
                         .map(|leaf| tls::PeerCertificate(Arc::new(leaf.clone().into_owned())));
                     let service = service(router, peer, client, body_deadline);
-                    watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
                 }
             };
             // A client that goes away or sends garbage ends its own

@@ -5,19 +5,19 @@
 
 use std::sync::Arc;
 
-use axum::{Extension, Json};
 use axum::extract::{RawQuery, State as Extract};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use contract::{AccessTokenResponse, OAuthErrorCode};
 
 use super::{Body, FORM, Params, has_content_type};
 use crate::crypto::{Purpose, digests_equal};
+use crate::error::HttpError;
 use crate::{State, tls_clients};
 use serving::tls::PeerCertificate;
-use crate::error::HttpError;
 
 pub(crate) const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub(crate) const REALM: &str = "deskbridge";

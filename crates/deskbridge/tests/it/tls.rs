@@ -167,7 +167,10 @@ impl MtlsWorld {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["JWT"].as_str().unwrap().to_string()
+        response.json::<Value>().await.unwrap()["JWT"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -231,13 +234,18 @@ async fn the_backend_refuses_certificates_it_did_not_issue_and_tls_clients_need_
         async move {
             client
                 .post(url)
-                .form(&[("grant_type", "client_credentials"), ("client_id", "deskbridge-gateway")])
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "deskbridge-gateway"),
+                ])
                 .send()
                 .await
         }
     };
     // The registered certificate gets a token, with no secret.
-    let r = token_request(https_client(&w.server_ca, Some(&w.gateway_cert))).await.unwrap();
+    let r = token_request(https_client(&w.server_ca, Some(&w.gateway_cert)))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["client_id"], "deskbridge-gateway");
@@ -287,7 +295,10 @@ async fn a_tls_client_with_an_unregistered_certificate_gets_invalid_client() {
     for (who, shown) in [("another certificate", Some(&other)), ("no certificate", None)] {
         let r = https_client(&server_ca, shown)
             .post(b.url("/access_token"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", "deskbridge-gateway")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "deskbridge-gateway"),
+            ])
             .send()
             .await
             .unwrap();
@@ -297,7 +308,10 @@ async fn a_tls_client_with_an_unregistered_certificate_gets_invalid_client() {
     }
     let r = https_client(&server_ca, Some(&registered))
         .post(b.url("/access_token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", "deskbridge-gateway")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "deskbridge-gateway"),
+        ])
         .send()
         .await
         .unwrap();
@@ -307,13 +321,7 @@ async fn a_tls_client_with_an_unregistered_certificate_gets_invalid_client() {
 
 /// The leaf certificate a new TLS connection to `addr` is shown, and the
 /// connection (kept open, for keep-alive requests).
-async fn connect(
-    addr: &str,
-    ca: &Ca,
-) -> (
-    CertificateDer<'static>,
-    tokio_rustls::client::TlsStream<TcpStream>,
-) {
+async fn connect(addr: &str, ca: &Ca) -> (CertificateDer<'static>, tokio_rustls::client::TlsStream<TcpStream>) {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca, None)));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = connector
@@ -381,10 +389,17 @@ async fn the_gateway_serves_https_and_reloads_its_certificate_on_sighup() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     let child = crate::gateway_cli::Reaped(child);
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    let addr = url.strip_prefix("https://").unwrap_or_else(|| panic!("{line}")).to_string();
+    let addr = url
+        .strip_prefix("https://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
 
     // HTTPS, with the first certificate; a plain HTTP request gets nothing.
-    let r = https_client(&ca, None).get(format!("{url}/healthz")).send().await.unwrap();
+    let r = https_client(&ca, None)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(client().get(format!("http://{addr}/healthz")).send().await.is_err());
     let (shown, mut kept) = connect(&addr, &ca).await;
@@ -437,7 +452,9 @@ async fn egress_proxy() -> (String, Seen) {
     let log = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((client, _)) = listener.accept().await else { return };
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
             let log = log.clone();
             tokio::spawn(async move {
                 let mut client = BufReader::new(client);
@@ -596,7 +613,10 @@ mode = "opaque"
     );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("server.tls") && text.contains("missing.pem"), "{text}");
-    assert!(text.contains("connections[0].tls") && text.contains("bad.pem"), "{text}");
+    assert!(
+        text.contains("connections[0].tls") && text.contains("bad.pem"),
+        "{text}"
+    );
     assert!(text.contains("connections[0].proxy"), "{text}");
     assert!(
         text.contains("connections[1].system_auth.auth_method") && text.contains("client_cert"),
