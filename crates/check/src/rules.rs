@@ -1207,6 +1207,9 @@ impl Context {
             return v;
         }
         let method = self.configured_method();
+        if method == ClientAuthMethod::TlsClientAuth {
+            return skip("tls_client_auth sends no secret: the certificate is the credential");
+        }
         let wrong = format!("deskbridge-check-wrong-secret-{}", nonce());
         let reply = match self.token_request(method, &wrong, "client_credentials").await {
             Ok(r) => r,
@@ -1274,6 +1277,9 @@ impl Context {
             return v;
         }
         let configured = self.configured_method();
+        if configured == ClientAuthMethod::TlsClientAuth {
+            return skip("tls_client_auth: the secret methods do not apply (see system.token_issued)");
+        }
         let mut works = HashMap::new();
         let mut parts = Vec::new();
         for (method, short) in [
