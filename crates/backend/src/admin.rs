@@ -2,6 +2,8 @@
 //! users with profiles, OAuth clients, API keys, key rotation, tracing an
 //! identifier back to its user, and the demo data set.
 
+mod demo_activity;
+
 use std::sync::Arc;
 
 use contract::{Account, Money};
@@ -199,17 +201,34 @@ impl Admin {
                 }
                 Err(e) => return Err(e),
             };
+            self.seed_demo_activity(username, &profile).await?;
             users.push(DemoUser {
                 username: username.to_string(),
                 password,
                 customer_id,
             });
         }
+        // The demo client and key may call every API of the backend.
+        let every_api: Vec<String> = crate::APIS.iter().map(|a| a.to_string()).collect();
         Ok(DemoSeed {
             users,
-            clients: vec![self.add_client(DEMO_CLIENT_ID, DEFAULT_SCOPES).await?],
-            api_keys: vec![self.add_api_key(&["getprofile".to_string()]).await?],
+            clients: vec![self.add_client(DEMO_CLIENT_ID, &crate::SCOPES.join(" ")).await?],
+            api_keys: vec![self.add_api_key(&every_api).await?],
         })
+    }
+
+    /// The demo customer's cards and transactions; those already there stay.
+    async fn seed_demo_activity(&self, username: &str, profile: &NewProfile) -> Result<(), BackendError> {
+        let today = self.now() - self.now().rem_euclid(86_400);
+        let transactions: Vec<_> = profile
+            .accounts
+            .iter()
+            .flat_map(|a| demo_activity::transactions(a, today))
+            .collect();
+        self.state
+            .store
+            .add_activity(username, &demo_activity::cards(username), &transactions)
+            .await
     }
 }
 

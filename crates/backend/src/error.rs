@@ -87,6 +87,11 @@ impl HttpError {
         self
     }
 
+    /// The `error` code the client is told.
+    pub(crate) fn code(&self) -> &str {
+        &self.code
+    }
+
     pub(crate) fn bad_request(description: impl Into<String>) -> Self {
         Self::api(StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest, description)
     }

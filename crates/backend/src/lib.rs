@@ -1,10 +1,12 @@
 //! The reference company backend ("Your APIs" in `shared/CONTRACT.md`):
 //! customer login (`/customer_authenticate`, JWT or cookie), the OAuth 2.0
-//! client-credentials token endpoint (`/access_token`), and a customer-data
-//! API guarded by all three credentials (`/getprofile`).
+//! client-credentials token endpoint (`/access_token`), and customer-data
+//! APIs guarded by all three credentials (`/getprofile`, an account's
+//! transactions, blocking a card).
 
 mod access_tokens;
 pub mod admin;
+mod calendar;
 pub mod config;
 mod crypto;
 mod customer_auth;
@@ -25,11 +27,14 @@ use tokio::net::TcpListener;
 
 pub use crate::config::{BackendConfig, SessionMode, SigningAlg};
 pub use crate::error::BackendError;
-pub use crate::store::NewProfile;
+pub use crate::store::{NewCard, NewProfile, NewTransaction};
 pub use clock::{Clock, ManualClock, SystemClock};
 
 /// The APIs this backend serves, by the names API keys grant.
-pub const APIS: &[&str] = &[http::profile::API];
+pub const APIS: &[&str] = &[http::profile::API, http::accounts::API, http::cards::API];
+
+/// The scopes of the system token each API needs, in the order of [`APIS`].
+pub const SCOPES: &[&str] = &[http::profile::SCOPE, http::accounts::SCOPE, http::cards::SCOPE];
 
 use crate::access_tokens::AccessTokens;
 use crate::crypto::Secrets;

@@ -10,11 +10,20 @@ pub(crate) struct Outcome {
     pub outcome: &'static str,
 }
 
+/// One data API call's outcome: `ok` or the `error` code it was answered with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ApiOutcome {
+    pub api: &'static str,
+    pub outcome: String,
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
     pub access_tokens_issued: Counter,
     pub customer_logins: Family<Outcome, Counter>,
     pub profile_requests: Family<Outcome, Counter>,
+    /// The data APIs after `/getprofile` (transactions, card block).
+    pub data_requests: Family<ApiOutcome, Counter>,
 }
 
 impl Metrics {
@@ -34,12 +43,28 @@ impl Metrics {
             "/getprofile requests by outcome",
             profile_requests.clone(),
         );
+        let data_requests = Family::<ApiOutcome, Counter>::default();
+        registry.register(
+            "data_requests",
+            "Data API requests (other than /getprofile) by API and outcome",
+            data_requests.clone(),
+        );
         Self {
             registry,
             access_tokens_issued,
             customer_logins,
             profile_requests,
+            data_requests,
         }
+    }
+
+    /// Counts one answer of a data API.
+    pub(crate) fn count_data_request<T>(&self, api: &'static str, result: &Result<T, crate::error::HttpError>) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code().to_string(),
+        };
+        self.data_requests.get_or_create(&ApiOutcome { api, outcome }).inc();
     }
 
     pub(crate) fn render(&self) -> String {

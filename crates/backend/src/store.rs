@@ -9,6 +9,10 @@ use sqlx::{Row, SqlitePool};
 
 use crate::BackendError;
 
+mod activity;
+pub(crate) use activity::{Claim, Position, TransactionRow};
+pub use activity::{NewCard, NewTransaction};
+
 /// How long an expired session is kept: a cookie presented that late is
 /// told it has expired (the channel refreshes it), not that it is unknown.
 /// The row holds only the cookie's keyed digest.
@@ -193,7 +197,11 @@ impl Store {
                     (SELECT json_group_array(json_object(
                         'id', a.id, 'type', a.kind, 'status', a.status,
                         'balance', json_object('amount', a.amount, 'currency', a.currency)))
-                     FROM (SELECT * FROM accounts WHERE user_id = u.id ORDER BY id) a)
+                     FROM (SELECT * FROM accounts WHERE user_id = u.id ORDER BY id) a),
+                    (SELECT json_group_array(json_object(
+                        'id', c.id, 'account_id', c.account_id, 'brand', c.brand, 'last4', c.last4,
+                        'status', c.status))
+                     FROM (SELECT * FROM cards WHERE user_id = u.id ORDER BY id) c)
              FROM users u JOIN profiles p ON p.user_id = u.id
              WHERE u.customer_id = ?",
         )
@@ -202,6 +210,8 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let accounts: String = row.get(5);
+        let cards: String = row.get(6);
+        let parse = |e: serde_json::Error| BackendError::Internal(e.to_string());
         Ok(Some(contract::Profile {
             customer_id: customer_id.to_string(),
             name: row.get(0),
@@ -209,7 +219,8 @@ impl Store {
             phone: row.get(2),
             tier: row.get(3),
             member_since: row.get(4),
-            accounts: serde_json::from_str(&accounts).map_err(|e| BackendError::Internal(e.to_string()))?,
+            accounts: serde_json::from_str(&accounts).map_err(parse)?,
+            cards: serde_json::from_str(&cards).map_err(parse)?,
         }))
     }
 
@@ -307,8 +318,9 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Drops revocations that no longer matter and sessions that expired
-    /// [`EXPIRED_SESSIONS_KEPT_SECS`] ago or longer.
+    /// Drops revocations that no longer matter, sessions that expired
+    /// [`EXPIRED_SESSIONS_KEPT_SECS`] ago or longer, and idempotency keys
+    /// past their day.
     pub(crate) async fn delete_expired(&self, now: i64) -> Result<(), BackendError> {
         sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(now.saturating_sub(EXPIRED_SESSIONS_KEPT_SECS))
@@ -316,6 +328,10 @@ impl Store {
             .await?;
         sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= ?")
             .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?")
+            .bind(now.saturating_sub(activity::IDEMPOTENCY_KEY_KEPT_SECS))
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -12,8 +12,11 @@
 //! evidence: it names statuses, error codes, header and claim names and
 //! lifetimes, and every known secret is redacted from it once more at the end.
 
+mod inputs;
 pub mod report;
 mod rules;
+
+pub use inputs::ActionInput;
 
 use std::fmt;
 
@@ -144,6 +147,18 @@ pub enum CheckError {
     NoLoginUrl(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("--action-input {0}")]
+    ActionInput(String),
+}
+
+/// How the actions are called: with these inputs, and writes or not.
+#[derive(Debug, Clone, Default)]
+pub struct ActionOptions {
+    /// `--action-input NAME=JSON`, at most one per action.
+    pub inputs: Vec<ActionInput>,
+    /// `--allow-writes`: call `kind = "write"` actions too, each call with
+    /// a fresh `Idempotency-Key`. Off, their rules are skipped.
+    pub allow_writes: bool,
 }
 
 /// The plan and the state of one check of one connection.
@@ -171,6 +186,18 @@ impl Checker {
         connection: Option<&str>,
         users: Vec<TestUser>,
         groups: &[Group],
+    ) -> Result<Self, CheckError> {
+        Self::with_options(connections, connection, users, groups, ActionOptions::default())
+    }
+
+    /// As [`Checker::with_groups`], calling the actions as `actions` says:
+    /// an input that names no action or that its action refuses is an error.
+    pub fn with_options(
+        connections: &[ConnectionConfig],
+        connection: Option<&str>,
+        users: Vec<TestUser>,
+        groups: &[Group],
+        actions: ActionOptions,
     ) -> Result<Self, CheckError> {
         let (index, conn) = match connection {
             Some(name) => connections
@@ -205,7 +232,8 @@ impl Checker {
         if unique.is_empty() && needs_logins {
             return Err(CheckError::NoTestUsers);
         }
-        let context = rules::Context::new(conn.clone(), login_url, unique)?;
+        let plans = inputs::plans(conn, &actions.inputs, actions.allow_writes)?;
+        let context = rules::Context::new(conn.clone(), login_url, unique, plans)?;
         let plan = rules::plan(conn)
             .into_iter()
             .filter(|r| groups.contains(&r.group()))

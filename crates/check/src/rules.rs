@@ -8,16 +8,19 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clock::{Clock, SystemClock};
+use company::action;
+use company::assertion::AssertionSigner;
 use company::config::{
-    ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
+    ActionKind, ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
 };
 use contract::{AccessTokenResponse, Refused};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::inputs::Plan;
 use crate::{CheckError, Status, TestUser};
 
 /// Login and token calls may hash a password; give them time.
@@ -43,6 +46,7 @@ pub(crate) enum Rule {
     SystemUnknownGrant,
     SystemNoStore,
     SystemAuthMethods,
+    SystemReplayedAssertion,
     Action(usize, Probe),
     TransportPlainHttp,
 }
@@ -63,7 +67,8 @@ impl Rule {
             | Self::SystemWrongSecret
             | Self::SystemUnknownGrant
             | Self::SystemNoStore
-            | Self::SystemAuthMethods => Group::System,
+            | Self::SystemAuthMethods
+            | Self::SystemReplayedAssertion => Group::System,
             Self::Action(..) => Group::Action,
             Self::TransportPlainHttp => Group::Transport,
         }
@@ -127,6 +132,14 @@ pub(crate) fn plan(conn: &ConnectionConfig) -> Vec<Rule> {
         Rule::SystemNoStore,
         Rule::SystemAuthMethods,
     ];
+    // Only a connection that signs assertions has one to replay.
+    if let SystemAuthConfig::Oauth2ClientCredentials {
+        auth_method: ClientAuthMethod::PrivateKeyJwt,
+        ..
+    } = conn.system_auth
+    {
+        plan.push(Rule::SystemReplayedAssertion);
+    }
     for i in 0..conn.actions.len() {
         plan.extend(PROBES.iter().map(|p| Rule::Action(i, *p)));
     }
@@ -349,12 +362,13 @@ fn transport_error(e: reqwest::Error) -> String {
     }
 }
 
+/// Now, in Unix seconds, for the client assertions `check` signs.
+fn unix_now() -> u64 {
+    SystemClock.unix_secs()
+}
+
 fn method_name(m: ClientAuthMethod) -> &'static str {
-    match m {
-        ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
-        ClientAuthMethod::ClientSecretPost => "client_secret_post",
-        ClientAuthMethod::TlsClientAuth => "tls_client_auth",
-    }
+    m.as_str()
 }
 
 /// One character changed in the middle of the JWT's signature (or of the
@@ -410,6 +424,10 @@ pub(crate) struct Context {
     login_url: Option<String>,
     users: Vec<TestUser>,
     client_secret: Option<SecretString>,
+    /// Signs client assertions, for `private_key_jwt`.
+    signer: Option<AssertionSigner>,
+    /// The token endpoint: `token_url`, or found from `issuer` once.
+    endpoint: Option<Result<String, String>>,
     static_token: Option<SecretString>,
     api_key: Option<(HeaderName, SecretString)>,
     logins: Option<Vec<Result<Login, String>>>,
@@ -419,6 +437,8 @@ pub(crate) struct Context {
     jwks: Option<Result<JwkSet, String>>,
     tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
     replies: HashMap<(usize, Probe), Result<Reply, CallError>>,
+    /// Per action: the input it is called with, or why it is not called.
+    plans: Vec<Plan>,
     /// Credentials obtained while checking, redacted from the evidence.
     obtained: Vec<SecretString>,
 }
@@ -428,13 +448,28 @@ impl Context {
         conn: ConnectionConfig,
         login_url: Option<String>,
         users: Vec<TestUser>,
+        plans: Vec<Plan>,
     ) -> Result<Self, CheckError> {
         let resolve = |s: &company::config::SecretSource, at: &str| {
             s.resolve()
                 .map_err(|e| CheckError::Config(format!("{}.{at}: {e}", conn.name)))
         };
+        let mut signer = None;
         let (client_secret, static_token) = match &conn.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => {
+            SystemAuthConfig::Oauth2ClientCredentials {
+                client_secret,
+                private_key,
+                key_id,
+                client_id,
+                ..
+            } => {
+                if let Some(key) = private_key {
+                    let pem = resolve(key, "system_auth.private_key")?;
+                    signer = Some(
+                        AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id)
+                            .map_err(|e| CheckError::Config(format!("{}.system_auth.private_key: {e}", conn.name)))?,
+                    );
+                }
                 let secret = client_secret.as_ref().map(|s| resolve(s, "system_auth.client_secret"));
                 (secret.transpose()?, None)
             }
@@ -463,6 +498,8 @@ impl Context {
             login_url,
             users,
             client_secret,
+            signer,
+            endpoint: None,
             static_token,
             api_key,
             logins: None,
@@ -472,6 +509,7 @@ impl Context {
             jwks: None,
             tokens: HashMap::new(),
             replies: HashMap::new(),
+            plans,
             obtained: Vec::new(),
         })
     }
@@ -514,6 +552,7 @@ impl Context {
             Rule::SystemUnknownGrant => "system.unknown_grant_refused".into(),
             Rule::SystemNoStore => "system.no_store".into(),
             Rule::SystemAuthMethods => "system.auth_methods".into(),
+            Rule::SystemReplayedAssertion => "system.replayed_assertion_refused".into(),
             Rule::Action(i, probe) => format!("action.{}.{}", self.action_name(i), probe.name()),
             Rule::TransportPlainHttp => "transport.plain_http".into(),
         }
@@ -536,6 +575,7 @@ impl Context {
             Rule::SystemUnknownGrant => "Answer a grant_type other than client_credentials with 400 {\"error\":\"unsupported_grant_type\"}.".into(),
             Rule::SystemNoStore => "Send Cache-Control: no-store on token responses (RFC 6749 §5.1).".into(),
             Rule::SystemAuthMethods => "Accept both client_secret_basic and client_secret_post, or set system_auth.auth_method to the one that works.".into(),
+            Rule::SystemReplayedAssertion => "Remember each client assertion's jti until its exp and refuse it when it comes again (RFC 7523 §3, item 7): a copied assertion must not get a second token.".into(),
             Rule::Action(i, probe) => {
                 let (method, path) = self
                     .conn
@@ -573,6 +613,8 @@ impl Context {
             Rule::SystemUnknownGrant => self.system_unknown_grant().await,
             Rule::SystemNoStore => self.system_no_store().await,
             Rule::SystemAuthMethods => self.system_auth_methods().await,
+            Rule::SystemReplayedAssertion => self.system_replayed_assertion().await,
+            Rule::Action(i, _) if let Some(Err(why)) = self.plans.get(i) => skip(why.clone()),
             Rule::Action(i, Probe::Succeeds) => self.action_succeeds(i).await,
             Rule::Action(i, Probe::Distinguishable) => self.action_distinguishable(i).await,
             Rule::Action(i, probe) => self.action_refuses(i, probe).await,
@@ -1133,11 +1175,22 @@ impl Context {
     }
 
     /// A token request as the gateway makes it, with the given method,
-    /// secret and grant type.
-    async fn token_request(&self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+    /// secret and grant type. With `private_key_jwt`, `secret` is the
+    /// client assertion; `None` signs a new one, as the gateway would.
+    async fn token_request(&mut self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+        let endpoint = self.endpoint().await?;
+        let assertion;
+        let secret = match (&self.signer, method) {
+            (Some(signer), ClientAuthMethod::PrivateKeyJwt) if secret.is_empty() => {
+                assertion = signer.sign(unix_now(), &endpoint)?;
+                assertion.as_str()
+            }
+            _ => secret,
+        };
         let request = company::system_token::token_request(
             &self.http,
             &self.conn.system_auth,
+            &endpoint,
             method,
             secret,
             grant,
@@ -1145,6 +1198,26 @@ impl Context {
         )
         .map_err(|e| e.to_string())?;
         self.send(request).await
+    }
+
+    /// `token_url`, or the token endpoint the issuer's metadata names.
+    async fn endpoint(&mut self) -> Result<String, String> {
+        if self.endpoint.is_none() {
+            let found = match &self.conn.system_auth {
+                SystemAuthConfig::Oauth2ClientCredentials {
+                    token_url: Some(url), ..
+                } => Ok(url.clone()),
+                SystemAuthConfig::Oauth2ClientCredentials {
+                    issuer: Some(issuer), ..
+                } => company::discovery::discover(&self.http, issuer, AUTH_TIMEOUT)
+                    .await
+                    .map(|m| m.token_endpoint)
+                    .map_err(|e| format!("discovery: {e}")),
+                _ => Err("no token_url and no issuer".into()),
+            };
+            self.endpoint = Some(found);
+        }
+        self.endpoint.clone().unwrap_or_else(|| Err("no token endpoint".into()))
     }
 
     /// The token request with the right secret, once per method.
@@ -1210,7 +1283,19 @@ impl Context {
         if method == ClientAuthMethod::TlsClientAuth {
             return skip("tls_client_auth sends no secret: the certificate is the credential");
         }
-        let wrong = format!("deskbridge-check-wrong-secret-{}", nonce());
+        // For private_key_jwt, a wrong secret is an assertion whose
+        // signature is not the key's: one character of it changed.
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
+        let wrong = match (&self.signer, method) {
+            (Some(signer), ClientAuthMethod::PrivateKeyJwt) => match signer.sign(unix_now(), &endpoint) {
+                Ok(assertion) => tamper(&Credential::Jwt(assertion)),
+                Err(e) => return fail(e),
+            },
+            _ => format!("deskbridge-check-wrong-secret-{}", nonce()),
+        };
         let reply = match self.token_request(method, &wrong, "client_credentials").await {
             Ok(r) => r,
             Err(e) => return fail(format!("{}: {e}", method_name(method))),
@@ -1280,6 +1365,11 @@ impl Context {
         if configured == ClientAuthMethod::TlsClientAuth {
             return skip("tls_client_auth: the secret methods do not apply (see system.token_issued)");
         }
+        if configured == ClientAuthMethod::PrivateKeyJwt {
+            return skip(
+                "auth_method = \"private_key_jwt\": the connection holds no shared secret to try other methods with",
+            );
+        }
         let mut works = HashMap::new();
         let mut parts = Vec::new();
         for (method, short) in [
@@ -1301,6 +1391,55 @@ impl Context {
             (false, _) => fail(format!(
                 "{evidence}; the configured {} does not work",
                 method_name(configured)
+            )),
+        }
+    }
+
+    async fn system_replayed_assertion(&mut self) -> Verdict {
+        if let Err(v) = self.oauth() {
+            return v;
+        }
+        if self.signer.is_none() || self.configured_method() != ClientAuthMethod::PrivateKeyJwt {
+            return skip("auth_method is not \"private_key_jwt\": no client assertion to replay");
+        }
+        let endpoint = match self.endpoint().await {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
+        let signed = self.signer.as_ref().map(|signer| signer.sign(unix_now(), &endpoint));
+        let assertion = match signed.unwrap_or_else(|| Err("no signer".into())) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        let method = ClientAuthMethod::PrivateKeyJwt;
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            match self.token_request(method, &assertion, "client_credentials").await {
+                Ok(reply) => {
+                    if let Some(token) = reply
+                        .json()
+                        .and_then(|b| b.get("access_token").and_then(Value::as_str).map(str::to_string))
+                    {
+                        self.obtained.push(SecretString::from(token));
+                    }
+                    replies.push(reply);
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        let evidence = format!(
+            "first: {}; the same assertion again: {}",
+            replies[0].describe(),
+            replies[1].describe()
+        );
+        match (replies[0].status, replies[1].status, replies[1].error_code().as_deref()) {
+            (200, 400 | 401, Some("invalid_client" | "invalid_grant")) => pass(evidence),
+            (200, s, _) if (200..300).contains(&s) => {
+                fail(format!("{evidence}: a replayed assertion got a second token"))
+            }
+            (200, _, _) => warn(format!("{evidence}; expected 401 invalid_client")),
+            _ => skip(format!(
+                "{evidence}: the first assertion got no token; see system.token_issued"
             )),
         }
     }
@@ -1359,7 +1498,21 @@ impl Context {
             Probe::TamperedCustomerToken => Some(tamper(&credential)),
             _ => Some(credential.token().to_string()),
         };
-        let url = format!("{}{}", self.conn.base_url.trim_end_matches('/'), spec.path);
+        let input = match self.plans.get(i) {
+            Some(Ok(input)) => input.clone(),
+            Some(Err(why)) => return Err(CallError::Missing(why.clone())),
+            None => Map::new(),
+        };
+        // Placed as the gateway places them: path, query string, body.
+        let mut url = format!(
+            "{}{}",
+            self.conn.base_url.trim_end_matches('/'),
+            action::fill_path(&spec.path, &input)
+        );
+        if let Some(query) = action::query_string(&spec.query, &input) {
+            url.push('?');
+            url.push_str(&query);
+        }
         let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut request = self
             .http
@@ -1377,6 +1530,10 @@ impl Context {
         if let Some((name, value)) = api_key {
             request = request.header(name, sensitive(&value)?);
         }
+        if spec.kind == ActionKind::Write {
+            // A fresh key per call: each probe is its own request.
+            request = request.header("idempotency-key", format!("deskbridge-check-{}", nonce()));
+        }
         let placement = &self.conn.customer_auth;
         let mut body = None;
         if let Some(token) = customer {
@@ -1390,10 +1547,10 @@ impl Context {
                 PlacedToken::Body(doc) => body = Some(doc),
             }
         }
-        if let Some(doc) = body {
-            request = request.json(&doc);
-        } else if spec.method != "GET" {
-            request = request.header(CONTENT_TYPE, "application/json").body("{}");
+        let mut doc = body.unwrap_or_else(|| Value::Object(Map::new()));
+        action::fill_body(&mut doc, &spec.body, &input);
+        if spec.method != "GET" || doc.as_object().is_some_and(|d| !d.is_empty()) {
+            request = request.header(CONTENT_TYPE, "application/json").body(doc.to_string());
         }
         Ok(self.send(request).await?)
     }
@@ -1518,8 +1675,9 @@ impl Context {
             ("customer_login_url", self.login_url.as_deref()),
             ("identity.jwks_url", self.conn.identity.jwks_url.as_deref()),
         ];
-        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, .. } = &self.conn.system_auth {
-            urls.push(("system_auth.token_url", Some(token_url.as_str())));
+        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.conn.system_auth {
+            urls.push(("system_auth.token_url", token_url.as_deref()));
+            urls.push(("system_auth.issuer", issuer.as_deref()));
         }
         let mut plain = Vec::new();
         let mut checked = 0;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Where a secret comes from: `{ env = "NAME" }`, `{ file = "path" }`, or an
@@ -115,16 +115,28 @@ fn default_max_concurrency() -> usize {
     64
 }
 
+// One per connection, read once at load: the size of a variant is no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SystemAuthConfig {
     Oauth2ClientCredentials {
-        token_url: String,
+        /// The token endpoint; found from `issuer` when left out.
+        token_url: Option<String>,
+        /// The authorization server: its metadata (RFC 8414, or OpenID
+        /// discovery) gives the token endpoint and the methods it takes.
+        issuer: Option<String>,
         client_id: String,
-        /// Required by the secret methods; none with `tls_client_auth`.
+        /// For `client_secret_basic` and `client_secret_post`.
         client_secret: Option<SecretSource>,
         #[serde(default)]
         auth_method: ClientAuthMethod,
+        /// For `private_key_jwt`: a PEM private key, EC P-256 (signs ES256)
+        /// or RSA (signs RS256).
+        private_key: Option<SecretSource>,
+        /// For `private_key_jwt`: the `kid` of the assertions' header, the
+        /// key's id at the company.
+        key_id: Option<String>,
         #[serde(default)]
         grant_type_in: GrantTypeIn,
         scope: Option<String>,
@@ -136,7 +148,7 @@ pub enum SystemAuthConfig {
         default_expires_in_secs: u64,
         /// How the company says this token expired, besides `401
         /// invalid_token`: then it is renewed and the call sent once more.
-        expired_when: Option<Box<ExpiredWhen>>,
+        expired_when: Option<ExpiredWhen>,
     },
     StaticBearer {
         token: SecretSource,
@@ -154,9 +166,22 @@ pub enum ClientAuthMethod {
     #[default]
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the platform's private key (RFC 7523 §2.2).
+    PrivateKeyJwt,
     /// RFC 8705 §2.1: the client certificate of `[connections.tls]` is the
     /// credential; `client_id` goes in the body, no secret anywhere.
     TlsClientAuth,
+}
+
+impl ClientAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
@@ -628,43 +653,86 @@ pub fn check_connections(
         match &c.system_auth {
             SystemAuthConfig::Oauth2ClientCredentials {
                 token_url,
+                issuer,
                 client_id,
                 client_secret,
                 auth_method,
+                private_key,
+                key_id,
                 expired_when,
                 ..
             } => {
                 if let Some(e) = expired_when {
                     e.problems(at("system_auth.expired_when"), fail);
                 }
-                check_url(token_url, at("system_auth.token_url"), fail);
+                match (token_url, issuer) {
+                    (None, None) => fail(
+                        at("system_auth.token_url"),
+                        "required, unless issuer is set to find it by discovery".into(),
+                    ),
+                    (url, issuer) => {
+                        if let Some(u) = url {
+                            check_url(u, at("system_auth.token_url"), fail);
+                        }
+                        if let Some(u) = issuer {
+                            check_url(u, at("system_auth.issuer"), fail);
+                        }
+                    }
+                }
                 if client_id.is_empty() {
                     fail(at("system_auth.client_id"), "must not be empty".into());
                 }
-                match (auth_method, client_secret) {
-                    (ClientAuthMethod::TlsClientAuth, Some(_)) => fail(
-                        at("system_auth.client_secret"),
-                        "tls_client_auth sends no secret: remove client_secret".into(),
-                    ),
-                    (ClientAuthMethod::TlsClientAuth, None) => {
+                let method = auth_method.as_str();
+                match (auth_method, client_secret, private_key) {
+                    (ClientAuthMethod::TlsClientAuth, None, None) => {
                         if c.tls.as_ref().is_none_or(|t| t.client_cert.is_none()) {
                             fail(
                                 at("system_auth.auth_method"),
                                 "tls_client_auth needs [connections.tls] client_cert and client_key".into(),
                             );
                         }
-                        if !token_url.starts_with("https://") {
+                        if token_url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
                             fail(
                                 at("system_auth.token_url"),
                                 "tls_client_auth needs an https token_url (the certificate is the credential)".into(),
                             );
                         }
                     }
-                    (_, Some(secret)) => check_secret(at("system_auth.client_secret"), secret, fail, warnings),
-                    (_, None) => fail(
-                        at("system_auth.client_secret"),
-                        "required by client_secret_basic and client_secret_post".into(),
+                    (ClientAuthMethod::TlsClientAuth, _, _) => fail(
+                        at("system_auth.auth_method"),
+                        "tls_client_auth sends no secret or key: leave client_secret and private_key out".into(),
                     ),
+                    (ClientAuthMethod::PrivateKeyJwt, None, Some(key)) => {
+                        check_secret(at("system_auth.private_key"), key, fail, warnings);
+                        if let Ok(pem) = key.resolve()
+                            && let Err(e) = crate::assertion::key_of(pem.expose_secret())
+                        {
+                            fail(at("system_auth.private_key"), e);
+                        }
+                    }
+                    (ClientAuthMethod::PrivateKeyJwt, _, None) => fail(
+                        at("system_auth.private_key"),
+                        "required with auth_method = \"private_key_jwt\"".into(),
+                    ),
+                    (ClientAuthMethod::PrivateKeyJwt, Some(_), Some(_)) => fail(
+                        at("system_auth.client_secret"),
+                        "not used with auth_method = \"private_key_jwt\": leave it out".into(),
+                    ),
+                    (_, Some(secret), None) => check_secret(at("system_auth.client_secret"), secret, fail, warnings),
+                    (_, None, _) => fail(
+                        at("system_auth.client_secret"),
+                        format!("required with auth_method = \"{method}\""),
+                    ),
+                    (_, Some(_), Some(_)) => fail(
+                        at("system_auth.private_key"),
+                        format!("only used with auth_method = \"private_key_jwt\", not {method:?}"),
+                    ),
+                }
+                if key_id.is_some() && *auth_method != ClientAuthMethod::PrivateKeyJwt {
+                    fail(
+                        at("system_auth.key_id"),
+                        "only used with auth_method = \"private_key_jwt\"".into(),
+                    );
                 }
             }
             SystemAuthConfig::StaticBearer { token } => check_secret(at("system_auth.token"), token, fail, warnings),

@@ -4,8 +4,10 @@
 //! verification and the opacity rule, and the guarded action call.
 
 pub mod action;
+pub mod assertion;
 pub mod config;
 pub mod connector;
+pub mod discovery;
 pub mod egress;
 pub mod identity;
 pub mod metrics;

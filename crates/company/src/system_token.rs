@@ -12,6 +12,7 @@ use contract::AccessTokenResponse;
 use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::assertion::AssertionSigner;
 use crate::config::{ClientAuthMethod, GrantTypeIn, SecretSource, SystemAuthConfig};
 use crate::metrics::Metrics;
 use crate::share::{SharedToken, TokenShare};
@@ -110,8 +111,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct TokenSource {
     connection: String,
     config: SystemAuthConfig,
-    /// The client secret (OAuth).
+    /// The client secret (OAuth with a shared secret).
     secret: Option<SecretString>,
+    /// Signs client assertions (OAuth with `private_key_jwt`).
+    signer: Option<AssertionSigner>,
+    /// The token endpoint: `token_url`, or found from `issuer` once.
+    endpoint: tokio::sync::OnceCell<String>,
     /// The token (static bearer).
     fixed: Option<Arc<Bearer>>,
     http: reqwest::Client,
@@ -143,8 +148,19 @@ impl TokenSource {
             share,
             clock,
         } = deps;
+        let mut signer = None;
         let (secret, fixed) = match &config {
-            SystemAuthConfig::Oauth2ClientCredentials { client_secret, .. } => {
+            SystemAuthConfig::Oauth2ClientCredentials {
+                client_secret,
+                private_key,
+                key_id,
+                client_id,
+                ..
+            } => {
+                if let Some(key) = private_key {
+                    let pem = key.resolve()?;
+                    signer = Some(AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id)?);
+                }
                 (client_secret.as_ref().map(SecretSource::resolve).transpose()?, None)
             }
             SystemAuthConfig::StaticBearer { token } => (None, Some(Arc::new(Bearer::new(&token.resolve()?)?))),
@@ -154,6 +170,8 @@ impl TokenSource {
             connection: connection.to_string(),
             config,
             secret,
+            signer,
+            endpoint: tokio::sync::OnceCell::new(),
             fixed,
             http,
             timeout,
@@ -348,6 +366,28 @@ impl TokenSource {
         Ok(token)
     }
 
+    /// `token_url`, or the token endpoint the issuer's metadata names
+    /// (fetched once; a failure is retried with the next token request).
+    pub async fn token_endpoint(&self) -> Result<&str, TokenError> {
+        let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.config else {
+            return Err(TokenError::Unavailable("not an OAuth connection".into()));
+        };
+        let found = self
+            .endpoint
+            .get_or_try_init(|| async {
+                match (token_url, issuer) {
+                    (Some(url), _) => Ok(url.clone()),
+                    (None, Some(issuer)) => crate::discovery::discover(&self.http, issuer, self.timeout)
+                        .await
+                        .map(|m| m.token_endpoint)
+                        .map_err(|e| TokenError::Unavailable(format!("discovery: {e}"))),
+                    (None, None) => Err(TokenError::Unavailable("no token_url and no issuer".into())),
+                }
+            })
+            .await?;
+        Ok(found)
+    }
+
     async fn request_token(&self) -> Result<SystemToken, TokenError> {
         let SystemAuthConfig::Oauth2ClientCredentials {
             auth_method,
@@ -357,12 +397,27 @@ impl TokenSource {
         else {
             return Err(TokenError::Unavailable("not an OAuth connection".into()));
         };
-        let secret = self.secret.as_ref().map(|s| s.expose_secret()).unwrap_or_default();
+        let endpoint = self.token_endpoint().await?;
+        // A new assertion per request: each has its own jti.
+        let assertion = match &self.signer {
+            Some(signer) => Some(SecretString::from(
+                signer
+                    .sign(self.clock.unix_secs(), endpoint)
+                    .map_err(TokenError::Unavailable)?,
+            )),
+            None => None,
+        };
+        let credential = assertion
+            .as_ref()
+            .or(self.secret.as_ref())
+            .map(|s| s.expose_secret())
+            .unwrap_or_default();
         let request = token_request(
             &self.http,
             &self.config,
+            endpoint,
             *auth_method,
-            secret,
+            credential,
             "client_credentials",
             self.timeout,
         )
@@ -436,20 +491,21 @@ pub enum TokenRequestError {
     Header,
 }
 
-/// The client-credentials token request as the gateway sends it (and
-/// `check` probes it): `grant` in the body or the query, as configured,
+/// The client-credentials token request to `token_url` as the gateway
+/// sends it (and `check` probes it): `grant` in the body or the query, as configured,
 /// with scope, audience and resource, and the client authenticated by
-/// `method` with `secret`.
+/// `method` with `secret`: the client secret, or for `private_key_jwt` a
+/// signed client assertion.
 pub fn token_request(
     http: &reqwest::Client,
     config: &SystemAuthConfig,
+    token_url: &str,
     method: ClientAuthMethod,
     secret: &str,
     grant: &str,
     timeout: Duration,
 ) -> Result<reqwest::RequestBuilder, TokenRequestError> {
     let SystemAuthConfig::Oauth2ClientCredentials {
-        token_url,
         client_id,
         grant_type_in,
         scope,
@@ -484,6 +540,11 @@ pub fn token_request(
         ClientAuthMethod::ClientSecretPost => {
             form.push(("client_id", client_id));
             form.push(("client_secret", secret));
+        }
+        ClientAuthMethod::PrivateKeyJwt => {
+            form.push(("client_id", client_id));
+            form.push(("client_assertion_type", crate::assertion::JWT_BEARER));
+            form.push(("client_assertion", secret));
         }
         // The TLS client certificate authenticates; the body names the client.
         ClientAuthMethod::TlsClientAuth => form.push(("client_id", client_id)),
@@ -652,9 +713,12 @@ mod clock_tests {
 
     fn source(url: &str, share: Arc<dyn TokenShare>, clock: Arc<ManualClock>) -> TokenSource {
         let config = SystemAuthConfig::Oauth2ClientCredentials {
-            token_url: url.to_string(),
+            token_url: Some(url.to_string()),
+            issuer: None,
             client_id: "deskbridge".into(),
             client_secret: Some(SecretSource::Inline("secret".into())),
+            private_key: None,
+            key_id: None,
             auth_method: ClientAuthMethod::ClientSecretBasic,
             grant_type_in: GrantTypeIn::Body,
             scope: None,

@@ -13,6 +13,10 @@ pub mod paths {
     pub const ACCESS_TOKEN: &str = "/access_token";
     pub const REVOKE: &str = "/revoke";
     pub const GET_PROFILE: &str = "/getprofile";
+    /// `{account_id}` is one of the customer's accounts.
+    pub const ACCOUNT_TRANSACTIONS: &str = "/accounts/{account_id}/transactions";
+    /// `{card_id}` is one of the customer's cards.
+    pub const CARD_BLOCK: &str = "/cards/{card_id}/block";
     pub const JWKS: &str = "/.well-known/jwks.json";
     pub const AUTHORIZATION_SERVER_METADATA: &str = "/.well-known/oauth-authorization-server";
 }
@@ -149,6 +153,17 @@ pub enum ApiErrorCode {
     CustomerTokenExpired,
     /// The customer identified by a valid token no longer exists.
     CustomerNotFound,
+    /// No account of *this* customer has the id: another customer's
+    /// account gets the same answer, so ids cannot be probed.
+    AccountNotFound,
+    /// No card of this customer has the id (another customer's included).
+    CardNotFound,
+    /// A write was sent without its `Idempotency-Key` header.
+    IdempotencyKeyRequired,
+    /// The `Idempotency-Key` was used before with another request.
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still being processed.
+    IdempotencyKeyInUse,
     InvalidRequest,
     UnsupportedMediaType,
     PayloadTooLarge,
@@ -242,6 +257,60 @@ pub struct Profile {
     /// ISO 8601 date.
     pub member_since: String,
     pub accounts: Vec<Account>,
+    /// Absent from older backends' answers.
+    #[serde(default)]
+    pub cards: Vec<Card>,
+}
+
+/// A payment card of the customer, as `/getprofile` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Card {
+    pub id: String,
+    /// The account it draws on.
+    pub account_id: String,
+    pub brand: String,
+    /// The last four digits of its number; the number itself never travels.
+    pub last4: String,
+    /// `active` or `blocked`.
+    pub status: String,
+}
+
+/// One booking on an account (`POST /accounts/{account_id}/transactions`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Transaction {
+    pub id: String,
+    /// ISO 8601 in UTC, e.g. `2026-11-30T09:15:00Z`.
+    pub booked_at: String,
+    /// Negative for money going out.
+    pub amount: Money,
+    pub description: String,
+    /// `booked` or `pending`.
+    pub status: String,
+    /// The other party's IBAN, for transfers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty_iban: Option<String>,
+}
+
+/// A page of an account's transactions, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransactionPage {
+    pub account_id: String,
+    pub transactions: Vec<Transaction>,
+    /// Pass it as `cursor` for the next (older) page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /cards/{card_id}/block` success: the card as it is now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockedCard {
+    pub id: String,
+    pub last4: String,
+    /// `blocked`.
+    pub status: String,
+    /// `lost`, `stolen` or `damaged`: the reason of the block that took effect.
+    pub block_reason: String,
+    /// ISO 8601 in UTC.
+    pub blocked_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -378,5 +447,13 @@ mod tests {
         assert!(ApiErrorCode::InvalidCustomerToken.is_customer_auth_failure());
         assert!(!ApiErrorCode::InvalidToken.is_customer_auth_failure());
         assert!(!ApiErrorCode::InvalidApiKey.is_customer_auth_failure());
+    }
+
+    #[test]
+    fn a_profile_without_cards_still_reads() {
+        let old = r#"{"customer_id":"cus_1","name":"A","email":"","phone":"","tier":"gold",
+                      "member_since":"2019-04-12","accounts":[]}"#;
+        let profile: Result<Profile, _> = serde_json::from_str(old);
+        assert_eq!(profile.map(|p| p.cards.len()).ok(), Some(0));
     }
 }

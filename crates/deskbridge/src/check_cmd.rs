@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use check::{Checker, Group, TestUser, report};
+use check::{ActionInput, ActionOptions, Checker, Group, TestUser, report};
 use clap::{Args, ValueEnum};
 use gateway::GatewayConfig;
 
@@ -29,6 +29,14 @@ pub(crate) struct CheckArgs {
     /// and/or `transport`, no test users or customer_login_url are needed.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "GROUP[,GROUP]")]
     only: Vec<Only>,
+    /// The input of an action with inputs: NAME={"field": value, …}
+    /// (repeatable, one per action), checked against its input schema.
+    #[arg(long = "action-input", value_name = "NAME=JSON")]
+    action_inputs: Vec<String>,
+    /// Also call the write actions (kind = "write"), each call with a fresh
+    /// Idempotency-Key: they change data at the company.
+    #[arg(long)]
+    allow_writes: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,7 +125,17 @@ async fn check(args: CheckArgs) -> Result<u8, String> {
     } else {
         Vec::new()
     };
-    let checker = Checker::with_groups(&config.connections, args.connection.as_deref(), users, &groups)
+    let inputs = args
+        .action_inputs
+        .iter()
+        .map(|text| ActionInput::parse(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let actions = ActionOptions {
+        inputs,
+        allow_writes: args.allow_writes,
+    };
+    let checker = Checker::with_options(&config.connections, args.connection.as_deref(), users, &groups, actions)
         .map_err(|e| e.to_string())?;
     let suite = format!(
         "deskbridge check: {}",

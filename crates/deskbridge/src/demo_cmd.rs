@@ -48,6 +48,20 @@ fn private_file(path: &Path, contents: impl FnOnce() -> anyhow::Result<String>) 
     Ok(text)
 }
 
+/// Whether the kept demo client and API key reach every API the backend serves.
+fn grants_every_api(seed: &DemoSeed) -> bool {
+    let scopes_ok = seed.clients.first().is_some_and(|c| {
+        backend::SCOPES
+            .iter()
+            .all(|s| c.scopes.split(' ').any(|have| have == *s))
+    });
+    let apis_ok = seed
+        .api_keys
+        .first()
+        .is_some_and(|k| backend::APIS.iter().all(|a| k.apis.iter().any(|have| have == a)));
+    scopes_ok && apis_ok
+}
+
 fn gateway_toml(dir: &Path, backend_url: &str, seed: &DemoSeed, secrets: &Path) -> String {
     let file = |name: &str| secrets.join(name).display().to_string();
     format!(
@@ -67,7 +81,7 @@ token_url = "{backend_url}/access_token"
 client_id = "{client_id}"
 client_secret = {{ file = "{client_secret}" }}
 auth_method = "client_secret_basic"
-scope = "profile:read"
+scope = "{scope}"
 
 [connections.api_key]
 header = "api-key"
@@ -88,6 +102,33 @@ audience = "deskbridge"
 name = "getprofile"
 method = "POST"
 path = "/getprofile"
+description = "The customer's profile: name, tier, accounts and cards."
+
+[[connections.actions]]
+name = "gettransactions"
+method = "POST"
+path = "/accounts/{{account_id}}/transactions"
+description = "Recent transactions of one of the customer's accounts, newest first."
+callers = ["agent", "customer"]
+input.account_id = {{ type = "string", required = true, pattern = "^acc-[0-9]{{4}}$", description = "One of the customer's accounts, e.g. acc-1001." }}
+input.limit = {{ type = "integer", minimum = 1, maximum = 100, default = 20, description = "Transactions per page." }}
+input.cursor = {{ type = "string", max_length = 200, description = "next_cursor of the previous page." }}
+query = {{ limit = "limit", cursor = "cursor" }}
+redact = {{ "/transactions/*/counterparty_iban" = "last4" }}
+
+[[connections.actions]]
+name = "blockcard"
+method = "POST"
+kind = "write"
+path = "/cards/{{card_id}}/block"
+description = "Blocks one of the customer's cards at once; it cannot be used again."
+callers = ["agent"]
+input.card_id = {{ type = "string", required = true, pattern = "^card-[0-9]{{4}}$", description = "One of the customer's cards, e.g. card-1101." }}
+input.reason = {{ type = "string", required = true, enum = ["lost", "stolen", "damaged"] }}
+body = {{ "/reason" = "reason" }}
+
+[connections.console]
+profile_action = "getprofile"
 
 [console]
 # The demo is plain HTTP on loopback; keep this true behind TLS.
@@ -108,6 +149,7 @@ app_key = {{ file = "{app_key}" }}
 "#,
         data = dir.join("gateway").display(),
         client_id = seed.clients[0].client_id,
+        scope = backend::SCOPES.join(" "),
         client_secret = file("client_secret"),
         api_key = file("api_key"),
         app_key = file("web_app_key"),
@@ -155,9 +197,29 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // First start: seed, and keep the credentials so a restart shows them again.
     let credentials = dir.join("demo-credentials.json");
-    let seed: DemoSeed = match std::fs::read_to_string(&credentials) {
-        Ok(text) => serde_json::from_str(&text).context("demo-credentials.json is damaged; delete the demo dir")?,
-        Err(_) => {
+    let kept: Option<DemoSeed> = match std::fs::read_to_string(&credentials) {
+        Ok(text) => Some(serde_json::from_str(&text).context("demo-credentials.json is damaged; delete the demo dir")?),
+        Err(_) => None,
+    };
+    let seed = match kept {
+        Some(seed) if grants_every_api(&seed) => seed,
+        outdated => {
+            // A demo dir from before an API was added: seeded again, so its
+            // client and key grant every API (new passwords and secrets).
+            if outdated.is_some() {
+                for stale in [
+                    credentials.clone(),
+                    secrets.join("client_secret"),
+                    secrets.join("api_key"),
+                ] {
+                    match std::fs::remove_file(&stale) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(e).with_context(|| format!("cannot replace {}", stale.display()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
             let seed = backend.admin().seed_demo().await?;
             private_file(&credentials, || Ok(serde_json::to_string_pretty(&seed)?))?;
             seed
@@ -274,6 +336,14 @@ impl Welcome<'_> {
         writeln!(
             out,
             "  curl -s -X POST -H 'authorization: Bearer {agent_token}' {gateway}/v1/conversations/$CONV/actions/getprofile"
+        )?;
+        writeln!(
+            out,
+            "  # 4. and the transactions of one of the customer's accounts (an action with inputs)"
+        )?;
+        writeln!(
+            out,
+            "  curl -s -X POST -H 'authorization: Bearer {agent_token}' -H 'content-type: application/json' -d '{{\"input\":{{\"account_id\":\"acc-1001\",\"limit\":5}}}}' {gateway}/v1/conversations/$CONV/actions/gettransactions"
         )?;
         writeln!(
             out,

@@ -129,6 +129,9 @@ pub(crate) async fn config(command: ConfigCommand) -> anyhow::Result<()> {
         if let Some(cluster) = &config.cluster {
             check_cluster(cluster).await?;
         }
+        for connection in &config.connections {
+            check_discovery(connection).await?;
+        }
     }
     writeln!(std::io::stdout().lock(), "{}: ok", file.display())?;
     Ok(())
@@ -155,6 +158,48 @@ async fn check_store(options: &StoreOptions) -> anyhow::Result<()> {
             gateway::store::engine::redact(&e.to_string(), &options.url)
         ),
     }
+}
+
+/// For a connection that names its `issuer`: its metadata, and whether
+/// the server lists the configured client authentication method.
+async fn check_discovery(connection: &gateway::config::ConnectionConfig) -> anyhow::Result<()> {
+    let gateway::config::SystemAuthConfig::Oauth2ClientCredentials {
+        issuer: Some(issuer),
+        auth_method,
+        token_url,
+        ..
+    } = &connection.system_auth
+    else {
+        return Ok(());
+    };
+    let name = &connection.name;
+    let metadata = gateway::discover_issuer(issuer, std::time::Duration::from_millis(connection.timeout_ms))
+        .await
+        .map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
+    let method = auth_method.as_str();
+    if !metadata
+        .token_endpoint_auth_methods_supported
+        .iter()
+        .any(|m| m == method)
+    {
+        bail!(
+            "connection {name}: the issuer lists {:?} as its client authentication methods, not the configured {method:?}",
+            metadata.token_endpoint_auth_methods_supported
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "connection {name}: token endpoint {} (from {issuer}); takes {method}",
+        metadata.token_endpoint
+    )?;
+    if token_url.as_ref().is_some_and(|u| *u != metadata.token_endpoint) {
+        writeln!(
+            out,
+            "warning: connection {name}: token_url differs from the issuer's token_endpoint; token_url is used"
+        )?;
+    }
+    Ok(())
 }
 
 /// Reaches the cluster's Redis, or says why not (never with its password).

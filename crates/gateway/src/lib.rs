@@ -19,7 +19,7 @@ pub mod store;
 pub mod vault;
 
 // Calling a company is the `company` crate's job.
-pub use company::{connector, identity, system_token};
+pub use company::{connector, discovery, identity, system_token};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +42,16 @@ pub use crate::conversations::{
     ActionAnswer, ActionAsk, CustomerHandoff, Event, EventKind, IntakeError, Reveal, Runner, auth_state_of,
 };
 pub use crate::coordination::reach_cluster;
+
+/// An issuer's metadata (RFC 8414, or OpenID discovery), fetched as the
+/// gateway would: for `config check --connect`.
+pub async fn discover_issuer(issuer: &str, timeout: Duration) -> Result<discovery::ServerMetadata, String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    discovery::discover(&http, issuer, timeout).await
+}
 use crate::coordination::{Coordination, SharedTokens, Signal};
 use crate::identity::{IdentityError, opacity_problem};
 use crate::limits::{Rates, Streams};

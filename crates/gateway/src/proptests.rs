@@ -659,9 +659,12 @@ fn token_endpoint(rt: &Runtime) -> TokenEndpoint {
 
 fn token_source(url: &str) -> TokenSource {
     let config = SystemAuthConfig::Oauth2ClientCredentials {
-        token_url: url.to_string(),
+        token_url: Some(url.to_string()),
+        issuer: None,
         client_id: "deskbridge".into(),
         client_secret: Some(SecretSource::Inline("client-secret".into())),
+        private_key: None,
+        key_id: None,
         auth_method: ClientAuthMethod::ClientSecretBasic,
         grant_type_in: GrantTypeIn::Body,
         scope: None,

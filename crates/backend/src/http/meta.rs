@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use contract::{AuthorizationServerMetadata, paths};
 
 use super::oauth::GRANT_CLIENT_CREDENTIALS;
-use super::profile::SCOPE;
 use crate::State;
 
 pub(crate) async fn jwks(Extract(state): Extract<Arc<State>>) -> Response {
@@ -38,7 +37,7 @@ pub(crate) async fn metadata(Extract(state): Extract<Arc<State>>) -> Json<Author
             methods
         },
         revocation_endpoint: Some(url(paths::REVOKE)),
-        scopes_supported: vec![SCOPE.into()],
+        scopes_supported: crate::SCOPES.iter().map(|s| s.to_string()).collect(),
     })
 }
 
@@ -86,6 +85,8 @@ mod tests {
             paths::ACCESS_TOKEN,
             paths::REVOKE,
             paths::GET_PROFILE,
+            paths::ACCOUNT_TRANSACTIONS,
+            paths::CARD_BLOCK,
             paths::JWKS,
             paths::AUTHORIZATION_SERVER_METADATA,
             "/healthz",

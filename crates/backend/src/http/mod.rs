@@ -1,6 +1,9 @@
 //! The backend's HTTP surface. Every failure answers with a JSON body that
 //! says what is wrong; nothing a client sends can make a handler panic.
 
+pub(crate) mod accounts;
+pub(crate) mod cards;
+mod credentials;
 mod customer;
 mod demo_site;
 mod meta;
@@ -37,6 +40,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route(paths::ACCESS_TOKEN, post(oauth::access_token))
         .route(paths::REVOKE, post(oauth::revoke))
         .route(paths::GET_PROFILE, post(profile::get_profile))
+        .route(paths::ACCOUNT_TRANSACTIONS, post(accounts::transactions))
+        .route(paths::CARD_BLOCK, post(cards::block))
         .route(paths::JWKS, get(meta::jwks))
         .route(paths::AUTHORIZATION_SERVER_METADATA, get(meta::metadata))
         .route("/healthz", get(meta::healthz))
@@ -96,10 +101,16 @@ fn payload_too_large() -> HttpError {
     )
 }
 
-/// A credential header sent twice is refused: which one counts would
-/// depend on who reads it (this server, a proxy before it, a log).
+/// A credential header (or an idempotency key) sent twice is refused:
+/// which one counts would depend on who reads it (this server, a proxy
+/// before it, a log).
 fn credentials_given_once(headers: &HeaderMap) -> Result<(), HttpError> {
-    for name in [header::AUTHORIZATION.as_str(), h::API_KEY, h::CUSTOMER_AUTH] {
+    for name in [
+        header::AUTHORIZATION.as_str(),
+        h::API_KEY,
+        h::CUSTOMER_AUTH,
+        cards::IDEMPOTENCY_KEY,
+    ] {
         if headers.get_all(name).iter().nth(1).is_some() {
             return Err(HttpError::bad_request(format!(
                 "the {name} header is repeated; send it once"
@@ -189,6 +200,15 @@ pub(crate) fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
+}
+
+/// A JSON body that must be an object: serde would also read a struct
+/// from an array of its fields, which no caller means.
+pub(crate) fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(members)) => Some(members),
+        _ => None,
+    }
 }
 
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";

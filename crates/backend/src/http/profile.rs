@@ -1,7 +1,5 @@
-//! `POST /getprofile`: a customer-data API behind all three credentials.
-//! Checked in order: system bearer token (401 `invalid_token`), API key (403),
-//! customer token (401 with a customer-specific code), so a caller always
-//! knows *whose* credential failed.
+//! `POST /getprofile`: a customer-data API behind all three credentials
+//! ([`super::credentials`]).
 
 use std::sync::Arc;
 
@@ -9,13 +7,11 @@ use axum::Json;
 use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use contract::{ApiErrorCode, CustomerAuthBody, Profile, headers as h};
+use contract::{ApiErrorCode, Profile};
 
-use super::oauth::REALM;
-use super::{Body, cookie, has_content_type};
+use super::Body;
+use super::credentials::{Failure, Need, authorize};
 use crate::State;
-use crate::config::SessionMode;
-use crate::customer_auth::CustomerAuthError;
 use crate::error::HttpError;
 use crate::metrics::Outcome;
 
@@ -40,183 +36,23 @@ pub(crate) async fn get_profile(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(profile)).into_response())
 }
 
-type Failure = (&'static str, HttpError);
-
 async fn authorize_and_load(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Profile, Failure> {
-    check_system_token(state, headers)?;
-    check_api_key(state, headers).await?;
-    let customer_id = customer_identity(state, headers, body).await?;
-    match state.store.profile(&customer_id).await {
+    let caller = authorize(state, headers, body, Need { scope: SCOPE, api: API }).await?;
+    match state.store.profile(&caller.customer_id).await {
         Ok(Some(profile)) => Ok(profile),
-        Ok(None) => Err((
-            "customer_not_found",
-            HttpError::api(
-                StatusCode::NOT_FOUND,
-                ApiErrorCode::CustomerNotFound,
-                "no customer has this identifier",
-            ),
-        )),
+        Ok(None) => Err(customer_not_found()),
         Err(e) => Err(("internal", e.into())),
     }
 }
 
-fn bearer_error(error: Option<&str>, description: &str) -> Failure {
-    let challenge = match error {
-        Some(code) => format!("Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{description}\""),
-        None => format!("Bearer realm=\"{REALM}\""),
-    };
+/// A valid customer token naming a customer who is no longer there.
+pub(crate) fn customer_not_found() -> Failure {
     (
-        "invalid_token",
-        HttpError::api(StatusCode::UNAUTHORIZED, ApiErrorCode::InvalidToken, description).www_authenticate(challenge),
-    )
-}
-
-fn check_system_token(state: &State, headers: &HeaderMap) -> Result<(), Failure> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        // RFC 6750 §3.1: no error code when the request has no credentials.
-        return Err(bearer_error(
-            None,
-            "a system access token is required: Authorization: Bearer <token>",
-        ));
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        // RFC 6750 §3.1: another scheme (Basic, say) is a request without
-        // a bearer credential, so the challenge names no error either.
-        .ok_or_else(|| bearer_error(None, "the Authorization header is not a Bearer token"))?;
-    let grant = state
-        .access_tokens
-        .verify(&state.secrets, token, state.now())
-        .map_err(|r| bearer_error(Some("invalid_token"), r.describe()))?;
-    if !grant.has_scope(SCOPE) {
-        return Err((
-            "insufficient_scope",
-            HttpError::api(
-                StatusCode::FORBIDDEN,
-                ApiErrorCode::InsufficientScope,
-                format!("the access token lacks the scope {SCOPE}"),
-            )
-            .www_authenticate(format!(
-                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{SCOPE}\""
-            )),
-        ));
-    }
-    Ok(())
-}
-
-async fn check_api_key(state: &State, headers: &HeaderMap) -> Result<(), Failure> {
-    let invalid = || {
-        (
-            "invalid_api_key",
-            HttpError::api(
-                StatusCode::FORBIDDEN,
-                ApiErrorCode::InvalidApiKey,
-                format!("a valid API key is required in the {} header", h::API_KEY),
-            ),
-        )
-    };
-    let key = headers
-        .get(h::API_KEY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 256)
-        .ok_or_else(invalid)?;
-    let apis = state.api_keys.apis(state, key).await.map_err(|e| ("internal", e))?;
-    let apis = apis.ok_or_else(invalid)?;
-    if !apis.split(',').any(|a| a.trim() == API) {
-        return Err((
-            "api_not_allowed",
-            HttpError::api(
-                StatusCode::FORBIDDEN,
-                ApiErrorCode::ApiNotAllowed,
-                format!("this API key does not grant the {API} API"),
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn customer_failure(error: CustomerAuthError) -> Failure {
-    let (code, outcome, description) = match error {
-        CustomerAuthError::Invalid(why) => (ApiErrorCode::InvalidCustomerToken, "invalid_customer_token", why),
-        CustomerAuthError::Expired => (
-            ApiErrorCode::CustomerTokenExpired,
-            "customer_token_expired",
-            "the customer's token has expired; ask the channel for a fresh one",
+        "customer_not_found",
+        HttpError::api(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::CustomerNotFound,
+            "no customer has this identifier",
         ),
-    };
-    // A challenge of its own scheme, so it is never mistaken for a bad system token.
-    let challenge = format!(
-        "{} realm=\"customer\", error=\"{outcome}\"",
-        h::CUSTOMER_AUTH_JWT_SCHEME
-    );
-    (
-        outcome,
-        HttpError::api(StatusCode::UNAUTHORIZED, code, description).www_authenticate(challenge),
     )
-}
-
-/// The customer id, from the `customer-auth` header, the session cookie, or
-/// the `customer_auth` body field, in that order.
-async fn customer_identity(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<String, Failure> {
-    if let Some(value) = headers.get(h::CUSTOMER_AUTH) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(h::CUSTOMER_AUTH_JWT_SCHEME))
-            .map(|(_, t)| t.trim())
-            .ok_or_else(|| {
-                customer_failure(CustomerAuthError::Invalid(
-                    "the customer-auth header must be JWT <token>",
-                ))
-            })?;
-        return verify_jwt(state, token);
-    }
-    if let Some(session) = cookie(headers, &state.config.cookie_name) {
-        return state
-            .verify_session(session)
-            .await
-            .map_err(|e| ("internal", e.into()))?
-            .map_err(customer_failure);
-    }
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        if !has_content_type(headers, "application/json") {
-            return Err((
-                "unsupported_media_type",
-                HttpError::api(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    ApiErrorCode::UnsupportedMediaType,
-                    "a request body must be application/json",
-                ),
-            ));
-        }
-        let parsed: CustomerAuthBody = serde_json::from_slice(body).map_err(|_| {
-            (
-                "invalid_request",
-                HttpError::bad_request("the body is not the expected JSON object"),
-            )
-        })?;
-        if let Some(token) = parsed.customer_auth {
-            return verify_jwt(state, &token);
-        }
-    }
-    Err(customer_failure(CustomerAuthError::Invalid(
-        "no customer token: send customer-auth: JWT <token>, the session cookie, or customer_auth in the body",
-    )))
-}
-
-/// A customer JWT's customer id. A backend in cookie mode takes JWTs only
-/// when `cookie_mode_accepts_jwts` says so: it knows its customers by
-/// session, which a logout or a password change ends, and a JWT outlives both.
-fn verify_jwt(state: &State, token: &str) -> Result<String, Failure> {
-    if state.config.session_mode == SessionMode::Cookie && !state.config.cookie_mode_accepts_jwts {
-        return Err(customer_failure(CustomerAuthError::Invalid(
-            "this backend identifies customers by session cookie; customer JWTs are not accepted",
-        )));
-    }
-    state.verify_customer_jwt(token).map_err(customer_failure)
 }

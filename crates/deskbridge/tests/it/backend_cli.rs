@@ -35,7 +35,15 @@ fn admin_commands_create_users_clients_keys_and_trace_identifiers() {
     for field in ["client_id", "client_secret", "scopes"] {
         assert!(seed["clients"][0][field].is_string(), "{field}");
     }
-    assert_eq!(seed["api_keys"][0]["apis"], serde_json::json!(["getprofile"]));
+    assert_eq!(
+        seed["api_keys"][0]["apis"],
+        serde_json::json!(["getprofile", "gettransactions", "blockcard"]),
+        "the demo key grants every API"
+    );
+    assert_eq!(
+        seed["clients"][0]["scopes"],
+        "profile:read transactions:read cards:write"
+    );
 
     let (ok, customer_id, err) = run(
         &[
@@ -140,7 +148,10 @@ fn admin_commands_create_users_clients_keys_and_trace_identifiers() {
     let (ok, key, _) = run(&["backend", "--data-dir", d, "key", "add", "--api", "getprofile"], "");
     assert!(ok && key.trim().starts_with("dbk_"));
     let (ok, _, err) = run(&["backend", "--data-dir", d, "key", "add", "--api", "getprofle"], "");
-    assert!(!ok && err.contains("no such API (it serves getprofile)"), "{err}");
+    assert!(
+        !ok && err.contains("no such API (it serves getprofile, gettransactions, blockcard)"),
+        "{err}"
+    );
     let (ok, out, _) = run(&["backend", "--data-dir", d, "signing-key", "rotate"], "");
     assert!(ok && out.contains("new signing key"));
 

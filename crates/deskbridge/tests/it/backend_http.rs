@@ -274,7 +274,8 @@ async fn access_token_accepts_basic_post_and_grant_in_query() {
         assert_eq!(body["token_type"], "Bearer");
         assert_eq!(body["expires_in"], 3600, "numeric expires_in (RFC 6749)");
         assert_eq!(body["client_id"], cl.client_id.as_str());
-        assert_eq!(body["scope"], "profile:read");
+        let scope = body["scope"].as_str().unwrap();
+        assert!(scope.split(' ').any(|s| s == "profile:read"), "{scope}");
         assert!(body["issued_at"].is_string());
         assert!(body["access_token"].as_str().unwrap().len() > 40);
         assert!(body.get("refresh_token").is_none());
@@ -945,4 +946,323 @@ async fn rs256_and_eddsa_signing_are_selectable() {
             200
         );
     }
+}
+
+/// A data call to `path` with the given credentials (None leaves one out).
+fn data_call(
+    b: &TestBackend,
+    path: &str,
+    bearer: Option<&str>,
+    api_key: Option<&str>,
+    customer_jwt: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut request = client().post(b.url(path));
+    if let Some(t) = bearer {
+        request = request.bearer_auth(t);
+    }
+    if let Some(k) = api_key {
+        request = request.header("api-key", k);
+    }
+    if let Some(j) = customer_jwt {
+        request = request.header("customer-auth", format!("JWT {j}"));
+    }
+    request
+}
+
+#[tokio::test]
+async fn transactions_are_paged_newest_first_for_the_customers_own_accounts_only() {
+    let (_dir, b) = started().await;
+    let seed = b.seed().await;
+    let (alice, bruno) = (&seed.users[0], &seed.users[1]);
+    let jwt = login(&b, &alice.username, &alice.password).await;
+    let token = access_token(&b, &seed).await;
+    let key = seed.api_keys[0].key.as_str();
+    let page = |query: &str| {
+        data_call(
+            &b,
+            &format!("/accounts/acc-1001/transactions{query}"),
+            Some(&token),
+            Some(key),
+            Some(&jwt),
+        )
+        .send()
+    };
+
+    // Page by page with the cursor, to the end: every transaction once, newest first.
+    let r = page("?limit=10").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let first = body_json(r).await;
+    assert_eq!(first["account_id"], "acc-1001");
+    assert_eq!(first["transactions"].as_array().unwrap().len(), 10);
+    let t = &first["transactions"][0];
+    assert_eq!(t["amount"]["currency"], "USD");
+    assert!(t["amount"]["amount"].as_str().unwrap().parse::<f64>().is_ok(), "{t}");
+    assert_eq!(t["status"], "pending", "the newest are pending: {t}");
+    let booked = t["booked_at"].as_str().unwrap();
+    assert!(
+        booked.len() == 20 && booked.ends_with('Z') && &booked[10..11] == "T",
+        "ISO 8601 in UTC: {booked}"
+    );
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut answer = first;
+    loop {
+        for t in answer["transactions"].as_array().unwrap() {
+            seen.push((
+                t["booked_at"].as_str().unwrap().into(),
+                t["id"].as_str().unwrap().into(),
+            ));
+        }
+        let Some(cursor) = answer["next_cursor"].as_str() else {
+            break;
+        };
+        let r = page(&format!("?limit=10&cursor={cursor}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        answer = body_json(r).await;
+    }
+    assert_eq!(seen.len(), 36, "a few months of transactions");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "strictly newest first, none twice"
+    );
+
+    // The page may also be asked for in the body; the query wins.
+    let sized = |query: &'static str| {
+        data_call(
+            &b,
+            &format!("/accounts/acc-1001/transactions{query}"),
+            Some(&token),
+            Some(key),
+            Some(&jwt),
+        )
+        .json(&json!({"page": {"size": 3}}))
+        .send()
+    };
+    let by_body = body_json(sized("").await.unwrap()).await;
+    assert_eq!(by_body["transactions"].as_array().unwrap().len(), 3);
+    let by_query = body_json(sized("?limit=2").await.unwrap()).await;
+    assert_eq!(by_query["transactions"].as_array().unwrap().len(), 2);
+    let default = body_json(page("").await.unwrap()).await;
+    assert_eq!(default["transactions"].as_array().unwrap().len(), 20);
+
+    // Another customer's account is exactly as absent as no account at all.
+    for account in ["acc-2001", "acc-9999"] {
+        let r = data_call(
+            &b,
+            &format!("/accounts/{account}/transactions"),
+            Some(&token),
+            Some(key),
+            Some(&jwt),
+        )
+        .send()
+        .await
+        .unwrap();
+        expect_error(r, 404, "account_not_found").await;
+    }
+    let bruno_jwt = login(&b, &bruno.username, &bruno.password).await;
+    let r = data_call(
+        &b,
+        "/accounts/acc-2001/transactions",
+        Some(&token),
+        Some(key),
+        Some(&bruno_jwt),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "bruno's own account");
+    assert_eq!(body_json(r).await["transactions"][0]["amount"]["currency"], "EUR");
+
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=ten",
+        "?cursor=not-a-cursor",
+        "?limit=1&limit=2",
+    ] {
+        expect_error(page(bad).await.unwrap(), 400, "invalid_request").await;
+    }
+
+    // All three credentials, each refused as /getprofile refuses it.
+    let path = "/accounts/acc-1001/transactions";
+    let r = data_call(&b, path, None, Some(key), Some(&jwt)).send().await.unwrap();
+    expect_error(r, 401, "invalid_token").await;
+    let r = data_call(&b, path, Some(&token), None, Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "invalid_api_key").await;
+    let r = data_call(&b, path, Some(&token), Some(key), None).send().await.unwrap();
+    expect_error(r, 401, "invalid_customer_token").await;
+    let profile_only = b.backend.admin().add_api_key(&["getprofile".into()]).await.unwrap();
+    let r = data_call(&b, path, Some(&token), Some(&profile_only.key), Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "api_not_allowed").await;
+    let c = &seed.clients[0];
+    let narrow = client()
+        .post(b.url("/access_token"))
+        .basic_auth(&c.client_id, Some(&c.client_secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "profile:read")])
+        .send()
+        .await
+        .unwrap();
+    let narrow = body_json(narrow).await["access_token"].as_str().unwrap().to_string();
+    let r = data_call(&b, path, Some(&narrow), Some(key), Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    let headers = expect_error(r, 403, "insufficient_scope").await;
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("scope=\"transactions:read\"")
+    );
+    let metrics = metrics_text(b.url("/metrics")).await;
+    for counted in [
+        r#"deskbridge_data_requests_total{api="gettransactions",outcome="account_not_found"} 2"#,
+        r#"deskbridge_data_requests_total{api="gettransactions",outcome="insufficient_scope"} 1"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} in {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_card_is_blocked_once_per_idempotency_key() {
+    let (_dir, b) = started().await;
+    let seed = b.seed().await;
+    let (alice, bruno) = (&seed.users[0], &seed.users[1]);
+    let jwt = login(&b, &alice.username, &alice.password).await;
+    let token = access_token(&b, &seed).await;
+    let key = seed.api_keys[0].key.as_str();
+    let block = |card: &str, idempotency_key: Option<&str>, body: Value| {
+        let mut request =
+            data_call(&b, &format!("/cards/{card}/block"), Some(&token), Some(key), Some(&jwt)).json(&body);
+        if let Some(k) = idempotency_key {
+            request = request.header("idempotency-key", k);
+        }
+        request.send()
+    };
+    let profile_cards = || async {
+        let r = get_profile(&b, Some(&token), Some(key), Some(&jwt)).await;
+        body_json(r).await["cards"].clone()
+    };
+    let cards = profile_cards().await;
+    assert_eq!(cards[0]["id"], "card-1101", "{cards}");
+    assert_eq!(cards[0]["status"], "active", "{cards}");
+    assert_eq!(cards[0]["last4"], "4821", "{cards}");
+
+    let r = block("card-1101", None, json!({"reason": "lost"})).await.unwrap();
+    expect_error(r, 400, "idempotency_key_required").await;
+
+    let r = block("card-1101", Some("key-1"), json!({"reason": "lost"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("idempotent-replayed").is_none(),
+        "the first answer is not a replay"
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let first = body_json(r).await;
+    assert_eq!(
+        (
+            first["id"].as_str(),
+            first["status"].as_str(),
+            first["block_reason"].as_str()
+        ),
+        (Some("card-1101"), Some("blocked"), Some("lost"))
+    );
+    assert_eq!(profile_cards().await[0]["status"], "blocked");
+
+    // A minute later, the same key and body: the first answer again, nothing blocked anew.
+    b.clock.advance(Duration::from_secs(60));
+    let r = block("card-1101", Some("key-1"), json!({"reason": "lost"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(body_json(r).await, first);
+
+    // The same key for another request is refused, whatever the card.
+    let r = block("card-1101", Some("key-1"), json!({"reason": "stolen"}))
+        .await
+        .unwrap();
+    expect_error(r, 422, "idempotency_key_reused").await;
+    let r = block("card-1102", Some("key-1"), json!({"reason": "lost"}))
+        .await
+        .unwrap();
+    expect_error(r, 422, "idempotency_key_reused").await;
+
+    // A new key on a blocked card: 200 with the card as it is (its first block stays).
+    let r = block("card-1101", Some("key-2"), json!({"reason": "stolen"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let again = body_json(r).await;
+    assert_eq!(
+        (again["block_reason"].as_str(), again["blocked_at"].as_str()),
+        (Some("lost"), first["blocked_at"].as_str())
+    );
+
+    // Another customer's card is not found; a bad body or key is a 400.
+    let r = block("card-2101", Some("key-3"), json!({"reason": "lost"}))
+        .await
+        .unwrap();
+    expect_error(r, 404, "card_not_found").await;
+    for body in [json!({}), json!({"reason": "bored"}), json!(["lost"])] {
+        let r = block("card-1102", Some("key-4"), body).await.unwrap();
+        expect_error(r, 400, "invalid_request").await;
+    }
+    let r = block("card-1102", Some(&"k".repeat(256)), json!({"reason": "lost"}))
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_request").await;
+    let r = data_call(&b, "/cards/card-1102/block", Some(&token), Some(key), Some(&jwt))
+        .header("idempotency-key", "key-5")
+        .header("idempotency-key", "key-6")
+        .json(&json!({"reason": "lost"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_request").await;
+    let r = data_call(&b, "/cards/card-1102/block", None, Some(key), Some(&jwt))
+        .header("idempotency-key", "key-5")
+        .json(&json!({"reason": "lost"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "invalid_token").await;
+
+    // Keys are each customer's own: bruno's "key-1" is a new key.
+    let bruno_jwt = login(&b, &bruno.username, &bruno.password).await;
+    let r = data_call(&b, "/cards/card-2101/block", Some(&token), Some(key), Some(&bruno_jwt))
+        .header("idempotency-key", "key-1")
+        .json(&json!({"reason": "damaged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_json(r).await["block_reason"], "damaged");
+
+    // After 24 h a key is forgotten and may name a new request.
+    b.clock.advance(Duration::from_secs(24 * 3600));
+    let token = access_token(&b, &seed).await;
+    let jwt = login(&b, &alice.username, &alice.password).await;
+    let r = data_call(&b, "/cards/card-1102/block", Some(&token), Some(key), Some(&jwt))
+        .header("idempotency-key", "key-1")
+        .json(&json!({"reason": "damaged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_json(r).await["id"], "card-1102");
+    let metrics = metrics_text(b.url("/metrics")).await;
+    assert!(
+        metrics.contains(r#"deskbridge_data_requests_total{api="blockcard",outcome="idempotency_key_reused"} 2"#),
+        "{metrics}"
+    );
 }

@@ -752,3 +752,133 @@ async fn only_system_needs_no_test_users() {
     let out = run_check(&["--config", file, "--only", "nonsense"], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
 }
+
+/// The test gateway's configuration with the backend's actions that take
+/// inputs: a read with path and query inputs, and a write.
+fn toml_with_inputs(dir: &Path, backend: &TestBackend, seed: &backend::admin::DemoSeed) -> String {
+    gateway_toml(dir, backend, seed)
+        .replace(
+            "scope = \"profile:read\"",
+            "scope = \"profile:read transactions:read cards:write\"",
+        )
+        .replacen(
+            "[[channels]]",
+            r#"[[connections.actions]]
+name = "gettransactions"
+path = "/accounts/{account_id}/transactions"
+input.account_id = { type = "string", required = true, pattern = "^acc-[0-9]{4}$" }
+input.limit = { type = "integer", minimum = 1, maximum = 100, default = 20 }
+query = { limit = "limit" }
+[[connections.actions]]
+name = "blockcard"
+kind = "write"
+path = "/cards/{card_id}/block"
+input.card_id = { type = "string", required = true }
+input.reason = { type = "string", required = true, enum = ["lost", "stolen", "damaged"] }
+body = { "/reason" = "reason" }
+[[channels]]"#,
+            1,
+        )
+}
+
+#[tokio::test]
+async fn actions_take_their_inputs_and_writes_run_only_when_allowed() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let file = gdir.path().join("gateway.toml");
+    std::fs::write(&file, toml_with_inputs(gdir.path(), &backend, &seed)).unwrap();
+    let file = file.to_str().unwrap();
+    let alice = &seed.users[0];
+    let alice_arg = format!("{}:{}", alice.username, alice.password);
+    let check = async |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            file,
+            "--test-user",
+            &alice_arg,
+            "--only",
+            "action",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        run_check(&args, &[]).await
+    };
+    let statuses = |out: &Output, action: &str| -> Vec<(String, String)> {
+        outcomes(out)
+            .into_iter()
+            .filter(|(id, _, _)| id.starts_with(&format!("action.{action}.")))
+            .map(|(_, status, evidence)| (status, evidence))
+            .collect()
+    };
+    let card_status = || async {
+        let token = crate::support::access_token(&backend, &seed).await;
+        let jwt = crate::support::login(&backend, &alice.username, &alice.password).await;
+        let r = crate::support::get_profile(&backend, Some(&token), Some(&seed.api_keys[0].key), Some(&jwt)).await;
+        crate::support::json(r).await["cards"][0]["status"].clone()
+    };
+
+    // No input for an action that needs one, and a write without --allow-writes: skipped, saying why.
+    let out = check(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let skipped = statuses(&out, "gettransactions");
+    assert_eq!(skipped.len(), 8);
+    for (status, evidence) in &skipped {
+        assert_eq!(status, "skip");
+        assert!(evidence.contains("needs input (account_id)"), "{evidence}");
+    }
+    for (status, evidence) in statuses(&out, "blockcard") {
+        assert_eq!(
+            (status.as_str(), evidence.as_str()),
+            ("skip", "a write: run with --allow-writes")
+        );
+    }
+
+    // With its input, the read passes every rule; the write is still not called.
+    let out = check(&[
+        "--action-input",
+        r#"gettransactions={"account_id": "acc-1001", "limit": 5}"#,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    for (status, evidence) in statuses(&out, "gettransactions") {
+        assert_eq!(status, "pass", "{evidence}");
+    }
+    assert_eq!(statuses(&out, "blockcard")[0].0, "skip");
+    assert_eq!(card_status().await, "active", "no write without --allow-writes");
+
+    // With --allow-writes the write runs (each call with a fresh key) and passes.
+    let out = check(&[
+        "--allow-writes",
+        "--action-input",
+        r#"gettransactions={"account_id": "acc-1001"}"#,
+        "--action-input",
+        r#"blockcard={"card_id": "card-1101", "reason": "lost"}"#,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    for (status, evidence) in statuses(&out, "blockcard") {
+        assert_eq!(status, "pass", "{evidence}");
+    }
+    assert_eq!(card_status().await, "blocked");
+
+    // An input its action refuses, or for no action, stops the check (status 2).
+    for bad in [
+        r#"gettransactions={"account_id": "acc-1"}"#,
+        r#"gettransactions={"account_id": "acc-1001", "page": 2}"#,
+        r#"gettransactions=[]"#,
+        r#"nosuchaction={}"#,
+        "gettransactions",
+    ] {
+        let out = run_check(
+            &["--config", file, "--test-user", &alice_arg, "--action-input", bad],
+            &[],
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stdout}{stderr}");
+        assert!(stderr.starts_with("error: --action-input "), "{bad}: {stderr}");
+        assert!(stdout.is_empty());
+    }
+}

@@ -54,24 +54,42 @@ fn value_after<'a>(printed: &'a str, label: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {label} in {printed}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, gateway) = (free_port(), free_port());
-    let (child, printed) = start(dir.path(), backend, gateway);
+/// Runs the printed walkthrough with real curl, exactly as printed, and
+/// checks its answers: the profile, then a page of transactions. Returns
+/// its output (each answer on a line of its own, then `JWT=…`).
+fn walk_through(printed: &str) -> String {
     let steps: Vec<&str> = printed
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with("JWT=") || l.starts_with("CONV=") || l.starts_with("curl "))
         .collect();
-    assert_eq!(steps.len(), 3, "{printed}");
-    // Real curl, run exactly as printed.
-    let script = format!("set -e\n{}\necho\necho \"JWT=$JWT\"", steps.join("\n"));
+    assert_eq!(steps.len(), 4, "{printed}");
+    let script: Vec<String> = steps
+        .iter()
+        .map(|step| match step.starts_with("curl ") {
+            true => format!("{step}\necho"),
+            false => step.to_string(),
+        })
+        .collect();
+    let script = format!("set -e\n{}\necho \"JWT=$JWT\"", script.join("\n"));
     let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let profile: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(profile["data"]["name"], "Alice Martin", "{stdout}");
+    let page: Value = serde_json::from_str(stdout.lines().nth(1).unwrap()).unwrap();
+    let transactions = page["data"]["transactions"].as_array().expect("transactions");
+    assert_eq!(transactions.len(), 5, "{stdout}");
+    assert!(page["data"]["next_cursor"].is_string(), "{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, gateway) = (free_port(), free_port());
+    let (child, printed) = start(dir.path(), backend, gateway);
+    let stdout = walk_through(&printed);
     let jwt = stdout.lines().find_map(|l| l.strip_prefix("JWT=")).unwrap().to_string();
     let first_password = value_after(&printed, "customer       alice    password").to_string();
     // The console comes first, with a sign-in that works.
@@ -122,10 +140,51 @@ async fn the_printed_walkthrough_reaches_a_profile_and_a_restart_keeps_the_data(
         .post(format!(
             "http://127.0.0.1:{gateway}/v1/conversations/{conversation}/actions/getprofile"
         ))
-        .bearer_auth(agent)
+        .bearer_auth(&agent)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // The file it wrote passes `config check`, and its write action runs once per key.
+    let out = crate::support::deskbridge()
+        .args(["config", "check"])
+        .arg(dir.path().join("gateway.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let block = || {
+        client
+            .post(format!(
+                "http://127.0.0.1:{gateway}/v1/conversations/{conversation}/actions/blockcard"
+            ))
+            .bearer_auth(&agent)
+            .header("idempotency-key", "demo-test-block-1")
+            .json(&json!({"input": {"card_id": "card-1102", "reason": "stolen"}}))
+            .send()
+    };
+    for _ in 0..2 {
+        let r = block().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["data"]["status"], "blocked", "{answer}");
+        assert_eq!(answer["data"]["block_reason"], "stolen", "{answer}");
+    }
+    stop(child);
+
+    // A demo dir from before the data APIs (its client and key grant only
+    // getprofile) is seeded again at start, so every action works.
+    let credentials = dir.path().join("demo-credentials.json");
+    let mut kept: Value = serde_json::from_str(&std::fs::read_to_string(&credentials).unwrap()).unwrap();
+    kept["clients"][0]["scopes"] = json!("profile:read");
+    kept["api_keys"][0]["apis"] = json!(["getprofile"]);
+    std::fs::write(&credentials, kept.to_string()).unwrap();
+    let (child, printed) = start(dir.path(), backend, gateway);
+    assert_ne!(
+        value_after(&printed, "customer       alice    password"),
+        first_password,
+        "seeded again"
+    );
+    walk_through(&printed);
     stop(child);
 }

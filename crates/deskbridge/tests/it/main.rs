@@ -17,5 +17,6 @@ mod login_attacks;
 mod serving;
 mod store_postgres;
 mod support;
+mod system_credentials;
 mod tls;
 mod web;

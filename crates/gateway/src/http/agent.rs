@@ -610,8 +610,9 @@ pub(super) async fn list_connections(
                 "base_url": cfg.base_url,
                 "timeout_ms": cfg.timeout_ms,
                 "system_auth": match &cfg.system_auth {
-                    crate::config::SystemAuthConfig::Oauth2ClientCredentials { token_url, client_id, .. } =>
-                        json!({"kind": "oauth2_client_credentials", "token_url": token_url, "client_id": client_id}),
+                    crate::config::SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, client_id, auth_method, .. } =>
+                        json!({"kind": "oauth2_client_credentials", "token_url": token_url, "issuer": issuer,
+                               "client_id": client_id, "auth_method": auth_method.as_str()}),
                     crate::config::SystemAuthConfig::StaticBearer { .. } => json!({"kind": "static_bearer"}),
                     crate::config::SystemAuthConfig::None => json!({"kind": "none"}),
                 },
