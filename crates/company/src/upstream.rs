@@ -31,6 +31,8 @@ pub enum UpstreamError {
     Connect,
     #[error("the TLS handshake failed")]
     Tls,
+    #[error("the egress proxy did not open a tunnel")]
+    Proxy,
     #[error("the request failed")]
     Request,
     #[error("the response is larger than {MAX_RESPONSE_BYTES} bytes")]
@@ -201,15 +203,15 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str) -> Result<(), UpstreamErro
     let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     tcp.write_all(request.as_bytes())
         .await
-        .map_err(|_| UpstreamError::Connect)?;
+        .map_err(|_| UpstreamError::Proxy)?;
     // Read byte by byte up to the blank line: nothing of the tunnel's own
     // bytes (the TLS handshake) may be consumed here.
     let mut answer = Vec::with_capacity(256);
     while !answer.ends_with(b"\r\n\r\n") {
         if answer.len() >= MAX_CONNECT_ANSWER {
-            return Err(UpstreamError::Connect);
+            return Err(UpstreamError::Proxy);
         }
-        let byte = tcp.read_u8().await.map_err(|_| UpstreamError::Connect)?;
+        let byte = tcp.read_u8().await.map_err(|_| UpstreamError::Proxy)?;
         answer.push(byte);
     }
     // "HTTP/1.1 200 Connection established"
@@ -218,7 +220,7 @@ async fn tunnel(tcp: &mut TcpStream, authority: &str) -> Result<(), UpstreamErro
         Ok(())
     } else {
         tracing::warn!(status = %String::from_utf8_lossy(status), "the egress proxy refused the tunnel");
-        Err(UpstreamError::Connect)
+        Err(UpstreamError::Proxy)
     }
 }
 
@@ -254,4 +256,47 @@ async fn read(response: Response<hyper::body::Incoming>) -> Result<Answer, Upstr
         head,
         body: body.to_bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A proxy that answers every CONNECT with `answer`, and what it was asked.
+    async fn proxy(answer: &'static str) -> (Proxy, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(stream.read_u8().await.unwrap());
+            }
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let proxy = Proxy {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        (proxy, asked)
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_refuses_the_tunnel_is_a_proxy_error() {
+        let (proxy, asked) = proxy("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await;
+        let tls = Arc::new(crate::egress::client_tls(None).unwrap());
+        let base = Url::parse("https://bank.example:8443/api").unwrap();
+        let upstream = Upstream::new(&base, 1, tls, Some(proxy)).unwrap();
+        let request = Request::post("/api/x")
+            .header(http::header::HOST, upstream.authority().clone())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert!(matches!(upstream.send(request).await, Err(UpstreamError::Proxy)));
+        assert_eq!(
+            asked.await.unwrap(),
+            "CONNECT bank.example:8443 HTTP/1.1\r\nHost: bank.example:8443\r\n\r\n"
+        );
+    }
 }

@@ -18,6 +18,9 @@
 //!   one more from that address is closed at once, so one client cannot
 //!   take every connection.
 //!
+//! With TLS ([`serve_with`], [`tls`]) the handshake must also end within
+//! `header_read_timeout_secs`, and the certificate is reloaded on `SIGHUP`.
+//!
 //! Every request also gets its trace ([`TraceId`], from the caller's
 //! `traceparent` or new), as a request extension and as `x-trace-id` on the
 //! answer; [`log_request`] logs it with the route and status.
