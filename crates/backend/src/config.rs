@@ -37,7 +37,7 @@ pub struct BackendConfig {
     /// Where the database, the server secret and the signing keys live.
     pub data_dir: PathBuf,
     /// Base URL the backend is reached at, for metadata documents. Defaults
-    /// to `http://<listen>`.
+    /// to `http://<listen>` (`https://` with `[tls]`).
     pub public_url: Option<String>,
     /// `iss` of customer JWTs. Defaults to `public_url`.
     pub issuer: Option<String>,
