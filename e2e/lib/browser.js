@@ -19,7 +19,8 @@ export function launch() {
 /**
  * A browser context (its own cookies and storage) whose pages report their
  * errors to `problems`. `expect(urlPattern, status)` allows one kind of
- * failed request for the rest of the context's life.
+ * failed request for the rest of the context's life: `status` is an HTTP
+ * status, or the text of a network error (`net::ERR_CONNECTION_RESET`).
  */
 export async function newWatchedContext(browser, options = {}) {
   const context = await browser.newContext({
@@ -37,7 +38,7 @@ export async function newWatchedContext(browser, options = {}) {
       if (msg.type() !== 'error') return;
       const text = msg.text();
       const url = msg.location()?.url || '';
-      const expected = allowed.some((a) => a.url.test(url) && text.includes(`status of ${a.status}`));
+      const expected = allowed.some((a) => a.url.test(url) && text.includes(typeof a.status === 'number' ? `status of ${a.status}` : a.status));
       if (!expected) problems.push(`console error: ${text} (${url || page.url()})`);
     });
     page.on('pageerror', (err) => problems.push(`uncaught exception on ${page.url()}: ${err.stack || err.message}`));

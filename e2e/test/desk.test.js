@@ -277,9 +277,10 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
     await page.locator(tid('audit-agent')).fill('');
     await page.locator(tid('audit-conversation')).fill(conversationId);
     await page.locator(tid('audit-apply')).click();
-    await eventually('audit rows for the conversation, by both agents', async () => {
-      const rows = await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => [e.dataset.conversationId, e.dataset.agent]));
-      return rows.length > 0 && rows.every(([c]) => c === conversationId) && new Set(rows.map(([, a]) => a)).size === 2;
+    await eventually('audit rows for the conversation, by both agents (and the customer on the demo site)', async () => {
+      const rows = await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => [e.dataset.conversationId, e.dataset.agent, e.dataset.caller]));
+      const agents = new Set(rows.filter(([, , caller]) => caller === 'agent').map(([, a]) => a));
+      return rows.length > 0 && rows.every(([c]) => c === conversationId) && agents.size === 2;
     });
     // Each record names the trace of the request that ran it.
     for (const trace of await page.locator(tid('audit-row')).evaluateAll((els) => els.map((e) => e.dataset.traceId))) {

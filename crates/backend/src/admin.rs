@@ -120,11 +120,32 @@ impl Admin {
             .store
             .upsert_client(client_id, &digest, &scopes, self.now())
             .await?;
+        // A new secret: the client authenticates with it, not a key.
+        self.state.store.set_client_public_key(client_id, None).await?;
         Ok(NewClient {
             client_id: client_id.to_string(),
             client_secret: secret,
             scopes,
         })
+    }
+
+    /// Creates a client that authenticates with `private_key_jwt`: its
+    /// assertions are verified with `public_key_pem` (EC P-256 or RSA); it
+    /// has no usable secret.
+    pub async fn add_key_client(
+        &self,
+        client_id: &str,
+        scopes: &str,
+        public_key_pem: &str,
+    ) -> Result<String, BackendError> {
+        crate::http::client_assertion::public_key(public_key_pem).map_err(BackendError::Invalid)?;
+        // A secret nobody is given: the client can only sign.
+        let client = self.add_client(client_id, scopes).await?;
+        self.state
+            .store
+            .set_client_public_key(client_id, Some(public_key_pem))
+            .await?;
+        Ok(client.scopes)
     }
 
     pub async fn add_api_key(&self, apis: &[String]) -> Result<NewApiKey, BackendError> {

@@ -32,6 +32,8 @@ pub(crate) struct UserCredentials {
 pub(crate) struct ClientRecord {
     pub secret_digest: Vec<u8>,
     pub scopes: String,
+    /// PEM, for a client that authenticates with `private_key_jwt`.
+    pub public_key: Option<String>,
 }
 
 pub(crate) struct StoredKey {
@@ -225,14 +227,51 @@ impl Store {
     }
 
     pub(crate) async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, BackendError> {
-        let row = sqlx::query("SELECT secret_digest, scopes FROM clients WHERE client_id = ?")
+        let row = sqlx::query("SELECT secret_digest, scopes, public_key FROM clients WHERE client_id = ?")
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| ClientRecord {
             secret_digest: r.get(0),
             scopes: r.get(1),
+            public_key: r.get(2),
         }))
+    }
+
+    /// Sets the public key a client signs its assertions with (`None`: it
+    /// uses its secret).
+    pub(crate) async fn set_client_public_key(&self, client_id: &str, pem: Option<&str>) -> Result<(), BackendError> {
+        sqlx::query("UPDATE clients SET public_key = ? WHERE client_id = ?")
+            .bind(pem)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Remembers an assertion's `jti` until `expires_at`; false if it was
+    /// already remembered (a replay). Forgets the expired ones on the way.
+    pub(crate) async fn remember_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, BackendError> {
+        sqlx::query("DELETE FROM client_assertions WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     /// Creates a client, or replaces its secret and scopes when it exists.

@@ -340,6 +340,9 @@ pub struct AuthorizationServerMetadata {
     pub response_types_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms of `private_key_jwt` assertions (RFC 8414 §2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -83,11 +83,16 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum ClientCommand {
     /// Add a client (or replace its secret); the secret is printed once.
+    /// With `--public-key`, the client authenticates with assertions
+    /// signed by its private key (private_key_jwt) and has no secret.
     Add {
         client_id: String,
         /// Space- or comma-separated scopes the client may request.
         #[arg(long, default_value = backend::admin::DEFAULT_SCOPES)]
         scope: String,
+        /// A PEM public key (EC P-256 or RSA) the client's assertions are verified with.
+        #[arg(long)]
+        public_key: Option<std::path::PathBuf>,
     },
     /// Revoke every access token the client holds now (e.g. after a leak).
     RevokeTokens { client_id: String },
@@ -180,7 +185,22 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             admin.remove_user(&username).await?;
             writeln!(out, "removed {username} and the user's sessions")?;
         }
-        BackendCommand::Client(ClientCommand::Add { client_id, scope }) => {
+        BackendCommand::Client(ClientCommand::Add {
+            client_id,
+            scope,
+            public_key: Some(file),
+        }) => {
+            let pem = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let scopes = admin.add_key_client(&client_id, &scope, &pem).await?;
+            writeln!(out, "client_id:     {client_id}")?;
+            writeln!(
+                out,
+                "auth_method:   private_key_jwt (assertions signed by the key of {})",
+                file.display()
+            )?;
+            writeln!(out, "scopes:        {scopes}")?;
+        }
+        BackendCommand::Client(ClientCommand::Add { client_id, scope, .. }) => {
             let client = admin.add_client(&client_id, &scope).await?;
             writeln!(out, "client_id:     {}", client.client_id)?;
             writeln!(out, "client_secret: {}", client.client_secret)?;

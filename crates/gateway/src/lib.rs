@@ -19,7 +19,7 @@ pub mod store;
 pub mod vault;
 
 // Calling a company is the `company` crate's job.
-pub use company::{connector, discovery, identity, system_token};
+pub use company::{assertion, connector, discovery, identity, system_token};
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -36,9 +36,18 @@ const toml = (value) => JSON.stringify(value); // a JSON string is a valid TOML 
  * One connection of the gateway config. `secret` is the client secret; it is
  * handed to the gateway through an environment variable, never inline.
  */
-function connectionToml(c, env) {
+function connectionToml(c, env, dir) {
   const secretVar = `INTEROP_SECRET_${c.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
-  env[secretVar] = c.secret;
+  let credential;
+  if (c.privatePem) {
+    // private_key_jwt: the key in a file of its own, as an operator would keep it.
+    const keyFile = join(dir, `${c.name}.pem`);
+    writeFileSync(keyFile, c.privatePem, { mode: 0o600 });
+    credential = [`private_key = { file = ${toml(keyFile)} }`, `key_id = ${toml(c.keyId)}`];
+  } else {
+    env[secretVar] = c.secret;
+    credential = [`client_secret = { env = ${toml(secretVar)} }`];
+  }
   const lines = [
     '[[connections]]',
     `name = ${toml(c.name)}`,
@@ -47,7 +56,7 @@ function connectionToml(c, env) {
     'kind = "oauth2_client_credentials"',
     `token_url = ${toml(c.tokenUrl)}`,
     `client_id = ${toml(c.clientId)}`,
-    `client_secret = { env = ${toml(secretVar)} }`,
+    ...credential,
     `auth_method = ${toml(c.authMethod)}`,
     `grant_type_in = ${toml(c.grantTypeIn ?? 'body')}`,
   ];
@@ -185,7 +194,7 @@ export function writeGatewayConfig(workdir, connections) {
   const config = [
     '[server]',
     `data_dir = ${toml(join(workdir, 'data'))}`,
-    ...connections.map((c) => connectionToml(c, env)),
+    ...connections.map((c) => connectionToml(c, env, workdir)),
     '[[channels]]',
     'name = "web"',
     'app_key = { env = "INTEROP_APP_KEY" }',

@@ -34,8 +34,27 @@ export function makeClients() {
       token_endpoint_auth_method: 'client_secret_basic',
     },
     introspector: { client_id: 'resource-server', client_secret: secret(), token_endpoint_auth_method: 'client_secret_basic' },
+    // private_key_jwt (RFC 7523): the provider holds only the public key;
+    // the gateway signs with the private one (`_privatePem`, not metadata).
+    signed: signingClient('deskbridge-signed', 'ES256'),
   };
 }
+
+/** A private_key_jwt client with a fresh EC P-256 key. */
+function signingClient(clientId, alg) {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return {
+    client_id: clientId,
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: alg,
+    jwks: { keys: [{ ...publicKey.export({ format: 'jwk' }), kid: `${clientId}-1`, use: 'sig', alg }] },
+    _privatePem: privateKey.export({ format: 'pem', type: 'pkcs8' }),
+    _keyId: `${clientId}-1`,
+  };
+}
+
+/** A client's registered metadata: what is not the test's own (`_…`). */
+const metadata = (client) => Object.fromEntries(Object.entries(client).filter(([k]) => !k.startsWith('_')));
 
 function listen(server) {
   return new Promise((resolveListen, reject) => {
@@ -59,7 +78,7 @@ export async function startProvider(clients) {
 
   const provider = new Provider(issuer, {
     clients: Object.values(clients).map((c) => ({
-      ...c,
+      ...metadata(c),
       grant_types: ['client_credentials'],
       response_types: [],
       redirect_uris: [],

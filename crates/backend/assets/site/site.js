@@ -129,6 +129,7 @@
     site.sub = null;
     site.username = null;
     releaseHeld();
+    forgetTransactions();
     if (window.Deskbridge) window.Deskbridge.clear();
     site.chatLoaded = false;
     show($("signed-in"), false);
@@ -192,7 +193,10 @@
         s.async = true;
         s.onload = () => {
           window.Deskbridge.on("state", renderState);
-          window.Deskbridge.on("refresh", (r) => renderRefreshes(r.count, r.at));
+          window.Deskbridge.on("refresh", (r) => {
+            renderRefreshes(r.count, r.at);
+            if (!tx.session && site.username) renderState(window.Deskbridge.getState());
+          });
           window.Deskbridge.on("error", (e) => {
             if (e.where !== "events") setText($("chat-error"), `The chat could not reach deskbridge (${e.code}).`);
           });
@@ -241,6 +245,116 @@
     }
   }
 
+  // --- the customer's own transactions, through deskbridge ------------------------------
+  // The site knows its customer's accounts (/demo/accounts); their
+  // transactions come from Deskbridge.run("gettransactions"): the action the
+  // agent runs, with the same login, masked for the customer.
+
+  const tx = { accounts: null, session: null, seq: 0 };
+
+  function txStatus(text, state) {
+    const el = $("tx-status");
+    el.textContent = text || "";
+    el.dataset.state = state || "";
+  }
+
+  async function siteAccounts() {
+    const res = await fetch("/demo/accounts", { method: "POST", credentials: "same-origin" });
+    if (!res.ok) throw Object.assign(new Error(`HTTP ${res.status}`), { problem: (await readError(res)).error || `http_${res.status}` });
+    return (await res.json()).accounts || [];
+  }
+
+  function amountText(m) {
+    if (!m || typeof m !== "object") return String(m ?? "—");
+    try {
+      return new Intl.NumberFormat(undefined, { style: "currency", currency: String(m.currency) }).format(m.amount);
+    } catch (e) {
+      return `${m.amount} ${m.currency}`;
+    }
+  }
+
+  function dateText(iso) {
+    const at = Date.parse(iso);
+    if (Number.isNaN(at)) return String(iso || "—");
+    return new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" }).format(at);
+  }
+
+  function renderTransactions(data) {
+    const list = Array.isArray(data) ? data : (data && (data.transactions || data.items)) || [];
+    const rows = list.map((t) => {
+      const out = String(t.amount && t.amount.amount).trim().startsWith("-");
+      const tr = document.createElement("tr");
+      tr.dataset.testid = "site-tx-row";
+      const date = document.createElement("td");
+      date.className = "tx-date";
+      date.textContent = dateText(t.booked_at);
+      const what = document.createElement("td");
+      what.textContent = t.description || "—";
+      if (t.status === "pending") {
+        const tag = document.createElement("span");
+        tag.className = "tx-pending";
+        tag.textContent = "pending";
+        what.append(tag);
+      }
+      const amount = document.createElement("td");
+      amount.className = `num ${out ? "out" : "in"}`;
+      amount.textContent = amountText(t.amount);
+      tr.append(date, what, amount);
+      return tr;
+    });
+    $("tx-rows").replaceChildren(...rows);
+    show(document.querySelector(".tx-table"), rows.length > 0);
+    txStatus(rows.length ? "" : "No transactions yet on this account.");
+  }
+
+  async function showTransactions() {
+    if (!site.username || !site.authenticated || !window.Deskbridge) return;
+    const seq = ++tx.seq;
+    $("tx-refresh").disabled = true;
+    try {
+      if (!tx.accounts) {
+        tx.accounts = await siteAccounts();
+        const picker = $("tx-account");
+        picker.replaceChildren(
+          ...tx.accounts.map((a) => {
+            const o = document.createElement("option");
+            o.value = a.id;
+            o.textContent = `${a.type ? a.type.replace(/_/g, " ") : "account"} ${a.id}`;
+            return o;
+          })
+        );
+        show(picker, tx.accounts.length > 1);
+      }
+      if (seq !== tx.seq) return;
+      if (!tx.accounts.length) return txStatus("You have no accounts yet.");
+      txStatus("Loading your transactions…");
+      const answer = await window.Deskbridge.run("gettransactions", { account_id: $("tx-account").value || tx.accounts[0].id, limit: 5 });
+      if (seq === tx.seq) renderTransactions(answer.data);
+    } catch (e) {
+      if (seq !== tx.seq) return;
+      if (e.problem === "customer_auth_required") {
+        tx.session = null; // tried again once the chat has a fresh login
+        txStatus("Waiting for the chat to renew your login…");
+      } else {
+        txStatus(`Your transactions could not be loaded (${e.problem || e.message}).`, "error");
+      }
+    } finally {
+      if (seq === tx.seq) $("tx-refresh").disabled = false;
+    }
+  }
+
+  function forgetTransactions() {
+    tx.seq += 1;
+    tx.accounts = null;
+    tx.session = null;
+    $("tx-rows").replaceChildren();
+    $("tx-account").replaceChildren();
+    show($("tx-account"), false);
+    show(document.querySelector(".tx-table"), false);
+    $("tx-refresh").disabled = true;
+    txStatus("Loaded through the chat once it has your login.");
+  }
+
   const STATUS_TEXT = { idle: "Not started", connecting: "Connecting…", connected: "Connected" };
 
   function renderState(st) {
@@ -250,6 +364,11 @@
     $("chat-conversation").textContent = st.conversationId || "—";
     site.authenticated = st.authenticated;
     renderAuth();
+    // Once per authenticated session: the chat now carries the login.
+    if (st.authenticated && site.username && st.sessionId && tx.session !== st.sessionId) {
+      tx.session = st.sessionId;
+      showTransactions();
+    }
   }
 
   function renderAuth() {
@@ -280,6 +399,8 @@
     $("signin-form").addEventListener("submit", signIn);
     $("signout").addEventListener("click", signOut);
     $("chat-open").addEventListener("click", openAnonymously);
+    $("tx-refresh").addEventListener("click", showTransactions);
+    $("tx-account").addEventListener("change", showTransactions);
     $("hold").addEventListener("change", () => {
       if (!$("hold").checked) releaseHeld();
     });

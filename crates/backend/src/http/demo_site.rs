@@ -2,7 +2,9 @@
 //! `/customer_authenticate` and loads the gateway's web SDK. It adds the one
 //! thing a real site has that the contract leaves out: a site session
 //! (HttpOnly cookie), which the page exchanges for a fresh short-lived JWT
-//! when the chat asks for one.
+//! when the chat asks for one, and which lists the customer's accounts as
+//! any bank's own pages would (the page then asks deskbridge for their
+//! transactions, as the customer).
 
 use std::sync::Arc;
 
@@ -44,6 +46,7 @@ pub(crate) fn routes(site: &DemoSiteConfig) -> Router<Arc<State>> {
         .route("/demo/site.css", get(page(SITE_CSS, "text/css; charset=utf-8")))
         .route("/demo/config.json", get(config))
         .route("/demo/token", post(token))
+        .route("/demo/accounts", post(accounts))
         .route("/demo/logout", post(logout))
 }
 
@@ -98,9 +101,10 @@ pub(crate) async fn start_site_session(state: &State, user_id: i64, now: u64) ->
     Ok(site_cookie(state, &session, SITE_SESSION_SECS))
 }
 
-/// A fresh customer JWT for the signed-in visitor of the site.
-async fn token(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
-    refuse_cross_site(&state, &headers)?;
+/// The customer signed in to the site (by its session cookie), for a
+/// same-site request.
+async fn site_customer(state: &State, headers: &HeaderMap) -> Result<String, HttpError> {
+    refuse_cross_site(state, headers)?;
     let invalid = || {
         HttpError::api(
             StatusCode::UNAUTHORIZED,
@@ -108,16 +112,37 @@ async fn token(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Resul
             "not signed in to the site; sign in again",
         )
     };
-    let session = cookie(&headers, SITE_COOKIE)
+    let session = cookie(headers, SITE_COOKIE)
         .filter(|s| s.len() <= 256)
         .ok_or_else(invalid)?;
     let digest = state.secrets.digest(Purpose::SiteSession, session.as_bytes());
-    let now = state.now();
-    let customer_id = match state.store.session(&digest).await? {
-        Some((customer_id, expires_at)) if expires_at > now as i64 => customer_id,
-        _ => return Err(invalid()),
-    };
-    let mut response = Json(super::customer::issue_jwt(&state, customer_id, now)?).into_response();
+    match state.store.session(&digest).await? {
+        Some((customer_id, expires_at)) if expires_at > state.now() as i64 => Ok(customer_id),
+        _ => Err(invalid()),
+    }
+}
+
+/// A fresh customer JWT for the signed-in visitor of the site.
+async fn token(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let customer_id = site_customer(&state, &headers).await?;
+    let mut response = Json(super::customer::issue_jwt(&state, customer_id, state.now())?).into_response();
+    super::no_store(&mut response);
+    Ok(response)
+}
+
+/// The signed-in visitor's accounts (id and type): what the page needs to
+/// ask for their transactions. Balances and transactions come through
+/// deskbridge, as the customer sees them there.
+async fn accounts(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let customer_id = site_customer(&state, &headers).await?;
+    let profile = state.store.profile(&customer_id).await?;
+    let accounts: Vec<_> = profile
+        .map(|p| p.accounts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| json!({ "id": a.id, "type": a.kind }))
+        .collect();
+    let mut response = Json(json!({ "accounts": accounts })).into_response();
     super::no_store(&mut response);
     Ok(response)
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod cards;
+pub(crate) mod client_assertion;
 mod credentials;
 mod customer;
 mod demo_site;

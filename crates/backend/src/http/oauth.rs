@@ -1,5 +1,6 @@
 //! `POST /access_token` (RFC 6749 §4.4, client credentials) and `POST /revoke`
-//! (RFC 7009). Clients authenticate with HTTP Basic or form fields; secrets
+//! (RFC 7009). Clients authenticate with HTTP Basic or form fields, or with
+//! a signed client assertion (`client_assertion.rs`); secrets
 //! are checked as keyed digests in constant time, with no password hash on
 //! the path (they are 256-bit random values: see docs/security.md).
 
@@ -68,7 +69,8 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, S
 }
 
 /// Authenticates the client by exactly one method: a secret (Basic or
-/// posted), or, for a `[[tls_clients]]` entry, its TLS certificate.
+/// posted), a signed assertion, or, for a `[[tls_clients]]` entry, its TLS
+/// certificate.
 async fn authenticate_client(
     state: &State,
     headers: &HeaderMap,
@@ -77,6 +79,23 @@ async fn authenticate_client(
 ) -> Result<AuthenticatedClient, HttpError> {
     let basic = basic_credentials(headers)?;
     let posted = form.get("client_secret");
+    if let (Some(kind), Some(assertion)) = (form.get("client_assertion_type"), form.get("client_assertion")) {
+        if basic.is_some() || posted.is_some() {
+            return Err(HttpError::oauth(
+                OAuthErrorCode::InvalidRequest,
+                "use one client authentication method, not a client assertion and a secret",
+            ));
+        }
+        let (client_id, scopes) =
+            super::client_assertion::authenticate(state, kind, assertion, form.get("client_id")).await?;
+        return Ok(AuthenticatedClient { client_id, scopes });
+    }
+    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+        return Err(HttpError::oauth(
+            OAuthErrorCode::InvalidRequest,
+            "client_assertion and client_assertion_type go together",
+        ));
+    }
     if let (None, None, Some(id)) = (&basic, posted, form.get("client_id"))
         && tls_clients::is_registered(&state.config.tls_clients, id)
     {

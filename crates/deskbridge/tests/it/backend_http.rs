@@ -881,7 +881,11 @@ async fn discovery_documents_describe_the_server() {
     );
     assert_eq!(
         meta["token_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!(["client_secret_basic", "client_secret_post", "private_key_jwt"])
+    );
+    assert_eq!(
+        meta["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["ES256", "RS256"])
     );
     let set = jwks(&b).await;
     assert_eq!(set.keys.len(), 1);

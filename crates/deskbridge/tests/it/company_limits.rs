@@ -171,6 +171,25 @@ async fn a_slow_operation_gets_its_own_timeout() {
     assert_eq!(run("slow_but_allowed").await.unwrap().status(), 200);
 }
 
+/// A gateway on `toml` (one opaque connection named `connection`, channel
+/// `web`) and `clock`, an agent's token, and a customer's conversation.
+async fn open_gateway(toml: &str, connection: &str, clock: Arc<backend::ManualClock>) -> (TestGateway, String, String) {
+    let gateway = TestGateway::start_with_clock(toml, clock).await;
+    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
+    let opened: serde_json::Value = client()
+        .post(gateway.url("/v1/sessions"))
+        .header("x-deskbridge-app-key", crate::support::APP_KEY)
+        .json(&json!({"channel": "web", "connection": connection, "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 100000}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conversation = opened["conversation_id"].as_str().unwrap().to_string();
+    (gateway, agent, conversation)
+}
+
 /// A token endpoint behind a proxy that can be cut, issuing `tok-N` for
 /// 100 s, and an API that records the bearer of each call.
 #[tokio::test]
@@ -228,19 +247,7 @@ app_key = "{key}"
         proxy = proxy.addr,
         key = crate::support::APP_KEY,
     );
-    let gateway = TestGateway::start_with_clock(&toml, clock.clone()).await;
-    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
-    let opened: serde_json::Value = client()
-        .post(gateway.url("/v1/sessions"))
-        .header("x-deskbridge-app-key", crate::support::APP_KEY)
-        .json(&json!({"channel": "web", "connection": "bank", "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 100000}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let conversation = opened["conversation_id"].as_str().unwrap().to_string();
+    let (gateway, agent, conversation) = open_gateway(&toml, "bank", clock.clone()).await;
     let run = || {
         client()
             .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/ok")))
@@ -349,19 +356,8 @@ app_key = "{key}"
         data = dir.path().display(),
         key = crate::support::APP_KEY,
     );
-    let gateway = TestGateway::start(&toml).await;
-    let agent = gateway.gateway.add_agent("ana", "agent").await.unwrap();
-    let opened: serde_json::Value = client()
-        .post(gateway.url("/v1/sessions"))
-        .header("x-deskbridge-app-key", crate::support::APP_KEY)
-        .json(&json!({"channel": "web", "connection": "telco", "customer_id": "cus_7f3e9c1a5b2d4e8f9a6c1d0b3e7f2a95", "auth": {"token": "t", "expires_in": 600}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let conversation = opened["conversation_id"].as_str().unwrap().to_string();
+    let clock = Arc::new(backend::ManualClock::new(backend::Clock::now(&backend::SystemClock)));
+    let (gateway, agent, conversation) = open_gateway(&toml, "telco", clock).await;
     let run = |action: &str| {
         client()
             .post(gateway.url(&format!("/v1/conversations/{conversation}/actions/{action}")))

@@ -126,3 +126,114 @@ async fn metadata_that_names_another_issuer_is_refused() {
     expect_problem(r, 503, "system_token_unavailable").await;
     assert_eq!(crate::support::tokens_issued(&w.backend).await, 0);
 }
+
+/// A new EC P-256 key pair: the private key as PKCS#8 PEM, the public as SPKI PEM.
+fn ec_key_pair() -> (String, String) {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    };
+    // SubjectPublicKeyInfo of an uncompressed P-256 point: a fixed header, then the point.
+    let mut spki = hex_bytes("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+    spki.extend_from_slice(pair.public_key().as_ref());
+    (
+        pem("PRIVATE KEY", pair.to_pkcs8v1().unwrap().as_ref()),
+        pem("PUBLIC KEY", &spki),
+    )
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn private_key_jwt_end_to_end_and_a_replayed_assertion_is_refused() {
+    let (private_pem, public_pem) = ec_key_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("client.pem");
+    std::fs::write(&key_file, &private_pem).unwrap();
+    let w = world_configured(|_| {}, false, |toml| {
+        // The seed's client is swapped for one that signs: no secret at all.
+        let start = toml.find("client_id = \"").unwrap();
+        let end = toml[start..].find("scope = ").unwrap() + start;
+        toml.replace(
+            &toml[start..end],
+            &format!(
+                "client_id = \"signing-gateway\"\nauth_method = \"private_key_jwt\"\nprivate_key = {{ file = \"{}\" }}\nkey_id = \"gw-1\"\n",
+                key_file.display()
+            ),
+        )
+    })
+    .await;
+    w.backend
+        .backend
+        .admin()
+        .add_key_client("signing-gateway", "profile:read", &public_pem)
+        .await
+        .unwrap();
+    let (session, _) = w.customer_session(0, "web").await;
+    let conversation = session["conversation_id"].as_str().unwrap();
+    let r = w.action(conversation, "getprofile").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // An assertion as the gateway signs it, sent twice: one token, then a refusal.
+    let signer =
+        gateway::assertion::AssertionSigner::new(&private_pem, Some("gw-1".into()), "signing-gateway").unwrap();
+    let token_url = w.backend.url("/access_token");
+    let assertion = signer
+        .sign(backend::Clock::unix_secs(&*w.backend.clock), &token_url)
+        .unwrap();
+    let send = |assertion: String| {
+        crate::support::client()
+            .post(&token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+    };
+    assert_eq!(send(assertion.clone()).await.unwrap().status(), 200);
+    let replay = send(assertion.clone()).await.unwrap();
+    assert_eq!(replay.status(), 401);
+    let body: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client", "{body}");
+    // Another key's signature, and another audience: refused too.
+    let (other_private, _) = ec_key_pair();
+    let stranger = gateway::assertion::AssertionSigner::new(&other_private, None, "signing-gateway").unwrap();
+    let now = backend::Clock::unix_secs(&*w.backend.clock);
+    assert_eq!(
+        send(stranger.sign(now, &token_url).unwrap()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        send(signer.sign(now, "https://elsewhere.example/token").unwrap())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // A client secret for a key client gets nothing: it has none.
+    let basic = crate::support::client()
+        .post(&token_url)
+        .basic_auth("signing-gateway", Some("guess"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+}

@@ -429,6 +429,30 @@ async fn the_demo_site_mints_fresh_tokens_from_its_own_session() {
         .unwrap();
     expect_error(profile, 401, "invalid_customer_token").await;
 
+    // The site lists its own customer's accounts (ids and types, no balances).
+    let r = client()
+        .post(b.url("/demo/accounts"))
+        .header("cookie", &site_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(
+        body_json(r).await,
+        json!({"accounts": [{"id": "acc-2001", "type": "checking"}]}),
+        "{}'s accounts",
+        u.username
+    );
+    let cross_site = client()
+        .post(b.url("/demo/accounts"))
+        .header("cookie", &site_cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403, "another site's page may not read them");
+
     let r = client()
         .post(b.url("/demo/logout"))
         .header("cookie", &site_cookie)
@@ -436,15 +460,17 @@ async fn the_demo_site_mints_fresh_tokens_from_its_own_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    for cookie in [Some(site_cookie.as_str()), Some("deskbridge_demo_site=forged"), None] {
-        let mut request = client().post(b.url("/demo/token"));
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
+    for path in ["/demo/token", "/demo/accounts"] {
+        for cookie in [Some(site_cookie.as_str()), Some("deskbridge_demo_site=forged"), None] {
+            let mut request = client().post(b.url(path));
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", cookie);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} {cookie:?}");
+            let body = body_json(r).await;
+            assert_eq!(body["error"], "invalid_customer_token");
         }
-        let r = request.send().await.unwrap();
-        assert_eq!(r.status(), 401, "{cookie:?}");
-        let body = body_json(r).await;
-        assert_eq!(body["error"], "invalid_customer_token");
     }
 }
 

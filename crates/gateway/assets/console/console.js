@@ -20,6 +20,7 @@
     current: null, // the open conversation's detail
     detailSeq: 0,
     card: { convId: null, state: "idle", seq: 0, loading: false },
+    actions: { convId: null, views: [] }, // the open conversation's action cards
     es: null,
     liveDown: false,
     liveBackoff: 1000,
@@ -151,6 +152,8 @@
       this.detail = body && body.detail ? String(body.detail) : "";
       this.backendStatus = body ? body.backend_status : undefined;
       this.backendError = body ? body.backend_error : undefined;
+      // On invalid_action_input: one `{field, reason}` per field that is wrong.
+      this.errors = body && Array.isArray(body.errors) ? body.errors : [];
       this.retryAfter = headers ? Number(headers.get("retry-after")) || 0 : 0;
       // The request's trace, for an operator to find it in the logs and the audit log.
       this.traceId = headers ? headers.get("x-trace-id") || "" : "";
@@ -159,7 +162,7 @@
 
   async function api(path, opts = {}) {
     const method = opts.method || "GET";
-    const headers = { accept: "application/json" };
+    const headers = { accept: "application/json", ...(opts.headers || {}) };
     if (method !== "GET" && S.csrf) headers["x-csrf-token"] = S.csrf;
     if (opts.body !== undefined) headers["content-type"] = "application/json";
     let res;
@@ -333,6 +336,8 @@
     S.names.clear();
     S.connectionsLoaded = false;
     S.card = { convId: null, state: "idle", seq: S.card.seq + 1, loading: false };
+    S.actions = { convId: null, views: [] };
+    actionLists.clear();
     $("conversation-list").replaceChildren();
     $("detail-body").replaceChildren();
     $("connections").replaceChildren();
@@ -538,6 +543,7 @@
     if (!S.current || S.current.id !== id) {
       S.current = null;
       S.card = { convId: id, state: "idle", seq: S.card.seq + 1, loading: false };
+      S.actions = { convId: null, views: [] };
       buildDetailSkeleton(id);
     }
     await loadDetail(id, false);
@@ -560,6 +566,7 @@
     renderDetailHead(d);
     renderTimeline(d);
     decideCard(d, authenticatedEvent);
+    ensureActions(d);
   }
 
   // What the customer card should do, given the conversation's auth state.
@@ -584,7 +591,13 @@
     S.card.loading = true;
     setCard("loading");
     try {
-      const r = await api(`/v1/conversations/${encodeURIComponent(id)}/actions/getprofile`, { method: "POST" });
+      const action = await profileAction(S.current);
+      if (seq !== S.card.seq) return;
+      if (!action) {
+        setCard("none");
+        return;
+      }
+      const r = await api(`/v1/conversations/${encodeURIComponent(id)}/actions/${encodeURIComponent(action.name)}`, { method: "POST" });
       if (seq !== S.card.seq) return;
       const p = (r && r.data) || {};
       if (S.current && S.current.customer_id && p.name) {
@@ -592,7 +605,9 @@
         renderList();
         renderDetailHead(S.current);
       }
-      setCard("ready", { profile: p, meta: (r && r.meta) || {} });
+      S.card.profile = p;
+      setCard("ready", { profile: p, meta: (r && r.meta) || {}, action });
+      loadActionCards();
     } catch (p) {
       if (seq !== S.card.seq) return;
       if (p.slug === "customer_auth_required") setCard("waiting");
@@ -623,7 +638,8 @@
           h("ul", { id: "sessions", class: "sessions", "data-testid": "sessions", "aria-label": "Sessions" }),
           h("ol", { id: "timeline", class: "timeline", "data-testid": "timeline", "aria-label": "Timeline, newest first" })
         )
-      )
+      ),
+      h("section", { id: "actions", class: "actions-list", "data-testid": "actions", "aria-label": "Actions" })
     );
     $("detail-placeholder").hidden = true;
     body.hidden = false;
@@ -737,9 +753,12 @@
       );
       body.replaceChildren();
       tools.append(h("button", { class: "button ghost small", type: "button", "data-testid": "card-retry", onclick: () => loadProfile() }, "Try again"));
+    } else if (state === "none") {
+      status.replaceChildren(h("p", { class: "muted", "data-testid": "card-none" }, "No action of this connection heads the conversation: its actions are below."));
+      body.replaceChildren();
     } else if (state === "ready") {
       status.replaceChildren();
-      body.replaceChildren(...profileView(data.profile, data.meta));
+      body.replaceChildren(...profileView(data.profile, data.meta, answerContext(data.action, {}, data.meta)));
       tools.append(h("button", { class: "button ghost small", type: "button", "data-testid": "card-refresh", onclick: () => loadProfile() }, "Refresh"));
     } else {
       status.replaceChildren();
@@ -747,7 +766,7 @@
     }
   }
 
-  function profileView(p, meta) {
+  function profileView(p, meta, ctx) {
     const name = p.name ? String(p.name) : customerLabel(S.current || {});
     const accounts = Array.isArray(p.accounts) ? p.accounts : [];
     const since = p.member_since ? calendarDate(p.member_since) : null;
@@ -770,8 +789,8 @@
       ),
     ];
     const contact = [];
-    if (p.email) contact.push(h("div", {}, h("dt", {}, "Email"), h("dd", {}, String(p.email))));
-    if (p.phone) contact.push(h("div", {}, h("dt", {}, "Phone"), h("dd", {}, String(p.phone))));
+    if (p.email) contact.push(h("div", {}, h("dt", {}, "Email"), h("dd", {}, leaf(ctx, "/email", p.email))));
+    if (p.phone) contact.push(h("div", {}, h("dt", {}, "Phone"), h("dd", {}, leaf(ctx, "/phone", p.phone))));
     if (contact.length) out.push(h("dl", { class: "contact" }, contact));
     if (accounts.length) {
       out.push(
@@ -786,12 +805,12 @@
             h(
               "tbody",
               {},
-              accounts.map((a) => {
+              accounts.map((a, i) => {
                 const negative = a.balance && String(a.balance.amount).trim().startsWith("-");
                 return h(
                   "tr",
                   { "data-testid": "account-row", "data-account-id": a.id },
-                  h("td", {}, h("span", { class: "account-type" }, words(a.type)), h("code", { class: "account-id" }, String(a.id || "—"))),
+                  h("td", {}, h("span", { class: "account-type" }, words(a.type)), h("code", { class: "account-id" }, a.id === undefined ? "—" : leaf(ctx, `/accounts/${i}/id`, a.id))),
                   h("td", {}, h("span", { class: `status status-${String(a.status || "").toLowerCase()}` }, words(a.status || "unknown"))),
                   h("td", { class: `num${negative ? " negative" : ""}`, "data-testid": "account-balance" }, money(a.balance))
                 );
@@ -803,10 +822,706 @@
     } else {
       out.push(h("p", { class: "muted" }, "No accounts."));
     }
-    const bits = ["From the company's getprofile API"];
+    // What else the answer holds (cards, say), shown as any answer is.
+    const shown = new Set(["customer_id", "name", "tier", "member_since", "email", "phone", "accounts"]);
+    const rest = Object.fromEntries(Object.entries(p).filter(([k]) => !shown.has(k)));
+    if (Object.keys(rest).length) out.push(h("div", { class: "profile-more" }, answerView(ctx, rest)));
+    const bits = [`From the company's ${ctx.action.name} API`];
     if (meta && Number.isFinite(meta.latency_ms)) bits.push(`${meta.latency_ms} ms`);
+    if (meta && meta.cached) bits.push("cached");
     out.push(h("p", { class: "card-foot muted small", "data-testid": "card-meta" }, bits.join(" · ")));
     return out;
+  }
+
+  // --- the connection's actions ---------------------------------------------------------------
+  // Every action of the conversation's connection, from GET
+  // /v1/connections/{name}/actions: the profile action heads the conversation
+  // (the customer card above); a read without required input loads as a card;
+  // a read with inputs is a form; a write is a button that opens its form and
+  // asks for confirmation, showing exactly what will be sent.
+
+  const actionLists = new Map(); // connection -> Promise of its action list
+
+  function actionsOf(connection) {
+    if (!actionLists.has(connection)) {
+      const list = api(`/v1/connections/${encodeURIComponent(connection)}/actions`).catch((p) => {
+        actionLists.delete(connection); // asked again next time
+        throw p;
+      });
+      actionLists.set(connection, list);
+    }
+    return actionLists.get(connection);
+  }
+
+  // The action whose answer heads the conversation; getprofile when the list
+  // cannot be had (the console of old did no more).
+  async function profileAction(d) {
+    try {
+      const list = await actionsOf(d.connection);
+      return (list.actions || []).find((a) => a.name === list.profile_action) || null;
+    } catch (p) {
+      if (p.status === 401) throw p;
+      return { name: "getprofile", kind: "read", may_reveal: false, input: null };
+    }
+  }
+
+  function fieldsOf(action) {
+    const schema = action.input || {};
+    const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+    return Object.entries(schema.properties || {}).map(([name, spec]) => ({ name, spec: spec || {}, required: required.has(name) }));
+  }
+
+  function actionTitle(a) {
+    return a.description ? String(a.description).replace(/\.$/, "") : words(a.name);
+  }
+
+  // Builds the action cards once per conversation; a reload of the
+  // conversation (events) leaves forms and answers as they are.
+  async function ensureActions(d) {
+    if (S.actions.convId === d.id) return;
+    S.actions = { convId: d.id, views: [] };
+    const host = $("actions");
+    if (!host) return;
+    let list;
+    try {
+      list = await actionsOf(d.connection);
+    } catch (p) {
+      if (S.actions.convId !== d.id || p.status === 401) return;
+      host.replaceChildren(h("p", { class: "inline-error", role: "alert", "data-testid": "actions-error" }, `The actions of ${d.connection} could not be loaded. ${sentence(p)}`));
+      S.actions.convId = null; // try again with the next reload
+      return;
+    }
+    if (S.actions.convId !== d.id) return;
+    const others = (list.actions || []).filter((a) => a.name !== list.profile_action);
+    S.actions.views = others.map((a) => actionCard(a));
+    host.replaceChildren(
+      ...(others.length
+        ? [h("h3", { class: "section-title" }, "Actions", h("span", { class: "muted section-sub" }, ` · ${d.connection}`)), ...S.actions.views.map((v) => v.el)]
+        : [])
+    );
+    if (S.card.state === "ready") loadActionCards();
+  }
+
+  // The reads that need no input load with the customer card.
+  function loadActionCards() {
+    fillSuggestions();
+    for (const v of S.actions.views || []) if (v.autoload) v.run();
+  }
+
+  function actionCard(a) {
+    const id = `action-${a.name}`;
+    const fields = fieldsOf(a);
+    const write = a.kind === "write";
+    const autoload = !write && fields.every((f) => !f.required);
+    const result = h("div", { class: "action-result", "data-testid": "action-result", "aria-live": "polite" });
+    const tools = h("span", { class: "card-tools" });
+    const el = h(
+      "section",
+      { class: `card action-card kind-${write ? "write" : "read"}`, "data-testid": "action-card", "data-action": a.name, "data-kind": a.kind, "aria-labelledby": `${id}-title` },
+      h(
+        "div",
+        { class: "card-head" },
+        h(
+          "div",
+          { class: "action-heading" },
+          h("h3", { id: `${id}-title` }, actionTitle(a)),
+          h("span", { class: "action-sub" }, h("code", {}, a.name), h("span", { class: `kind-badge kind-${write ? "write" : "read"}`, "data-testid": "action-kind" }, write ? "write" : "read"))
+        ),
+        tools
+      )
+    );
+    const view = { action: a, el, autoload, run: () => {} };
+
+    if (!a.may_run) {
+      const who = a.roles && a.roles.length ? `It needs the role ${a.roles.join(" or ")}.` : "It is not for agents.";
+      el.append(h("p", { class: "muted", "data-testid": "action-not-allowed" }, `Your role (${S.agent.role}) may not run this action. ${who}`));
+      return view;
+    }
+
+    const form = fields.length ? actionForm(a, fields) : null;
+    const runRead = async (input) => {
+      const convId = S.current && S.current.id;
+      if (!convId) return;
+      const seq = (view.seq = (view.seq || 0) + 1);
+      result.replaceChildren(h("p", { class: "loading" }, h("span", { class: "spinner", "aria-hidden": "true" }), "Asking the company…"));
+      if (form) form.busy(true);
+      try {
+        const r = await runAction(convId, a.name, input);
+        if (seq !== view.seq) return;
+        showAnswer(result, answerContext(a, input, r.meta), r, form);
+      } catch (p) {
+        if (seq !== view.seq) return;
+        if (p.status === 401) return;
+        result.replaceChildren();
+        if (form && p.slug === "invalid_action_input") form.showErrors(p.errors);
+        else result.append(problemView(p));
+      } finally {
+        if (seq === view.seq && form) form.busy(false);
+      }
+    };
+
+    if (write) {
+      const open = h("button", { class: "button danger-outline", type: "button", "data-testid": "write-open", "aria-expanded": "false", "aria-controls": `${id}-form` }, `Run ${a.name}…`);
+      const formWrap = h("div", { id: `${id}-form`, class: "write-form", hidden: true });
+      open.addEventListener("click", () => {
+        const opening = formWrap.hidden;
+        formWrap.hidden = !opening;
+        open.setAttribute("aria-expanded", String(opening));
+        if (opening && form) form.focus();
+      });
+      el.append(h("p", { class: "muted action-lead" }, "A write: it changes the customer's data at the company, once you confirm."));
+      el.append(h("div", { class: "action-buttons" }, open), formWrap);
+      const review = (input) =>
+        confirmWrite(
+          a,
+          input,
+          (r, ctx) => {
+            formWrap.hidden = true;
+            open.setAttribute("aria-expanded", "false");
+            showAnswer(result, ctx, r, form);
+            // The change shows in the customer card too (a blocked card, say).
+            if (S.card.state === "ready") loadProfile();
+          },
+          form
+        );
+      if (form) {
+        form.onSubmit(review, "Review…", "write-review");
+        formWrap.append(form.el);
+      } else {
+        formWrap.append(h("div", { class: "form-actions" }, h("button", { class: "button primary", type: "button", "data-testid": "write-review", onclick: () => review({}) }, "Review…")));
+      }
+      el.append(result);
+      return view;
+    }
+
+    if (form) {
+      form.onSubmit(runRead, autoload ? "Run again" : "Run", "action-run");
+      el.append(form.el);
+    } else {
+      tools.append(h("button", { class: "button ghost small", type: "button", "data-testid": "action-refresh", onclick: () => runRead({}) }, "Refresh"));
+    }
+    el.append(result);
+    if (autoload) {
+      view.run = () => (form ? form.submit() : runRead({}));
+      if (S.card.state !== "ready") result.append(h("p", { class: "muted" }, "Loads with the customer's profile."));
+    }
+    return view;
+  }
+
+  async function runAction(convId, name, input, key) {
+    const path = `/v1/conversations/${encodeURIComponent(convId)}/actions/${encodeURIComponent(name)}`;
+    return api(path, { method: "POST", body: { input }, headers: key ? { "idempotency-key": key } : undefined });
+  }
+
+  function problemView(p) {
+    return h(
+      "div",
+      { class: "card-error", role: "alert", "data-testid": "action-error", "data-problem": p.slug },
+      h("p", {}, sentence(p)),
+      p.detail && p.slug !== "network" ? h("p", { class: "muted small" }, `Details: ${p.detail}`) : null,
+      p.traceId ? h("p", { class: "muted small" }, "Trace ", h("code", {}, p.traceId), ": quote it when you report this.") : null
+    );
+  }
+
+  // --- forms built from an input schema ---------------------------------------------------------
+
+  // Values an id field may take, from the customer card: `account_id` offers
+  // the ids of the profile's `accounts`, `card_id` those of its `cards`.
+  function suggestions(field) {
+    const m = /^(.*)_id$/.exec(field);
+    const p = S.card.profile;
+    if (!m || !p) return [];
+    const list = p[`${m[1]}s`];
+    if (!Array.isArray(list)) return [];
+    return list.filter((x) => x && typeof x === "object" && x.id !== undefined).map((x) => ({ value: String(x.id), label: [x.type, x.brand, x.last4 ? `…${x.last4}` : null, x.status].filter(Boolean).map(String).join(" · ") }));
+  }
+
+  // Fills the id fields' suggestions from the customer card (it may load
+  // after the forms are built, and reload).
+  function fillSuggestions() {
+    for (const list of document.querySelectorAll("#actions datalist[data-suggest]")) {
+      const options = suggestions(list.dataset.suggest);
+      list.replaceChildren(...options.map((o) => h("option", { value: o.value }, o.label)));
+      const input = document.querySelector(`[list="${list.id}"]`);
+      if (input) {
+        if (options.length) input.setAttribute("placeholder", options[0].value);
+        else input.removeAttribute("placeholder");
+      }
+    }
+  }
+
+  function constraintText(spec) {
+    const bits = [];
+    if (spec.minimum !== undefined && spec.maximum !== undefined) bits.push(`${spec.minimum} to ${spec.maximum}`);
+    else if (spec.minimum !== undefined) bits.push(`at least ${spec.minimum}`);
+    else if (spec.maximum !== undefined) bits.push(`at most ${spec.maximum}`);
+    if (spec.maxLength !== undefined) bits.push(`up to ${spec.maxLength} characters`);
+    if (spec.default !== undefined) bits.push(`default ${spec.default}`);
+    return bits.join(", ");
+  }
+
+  function compilePattern(pattern) {
+    if (typeof pattern !== "string") return null;
+    try {
+      return new RegExp(pattern);
+    } catch (e) {
+      return null; // a syntax JavaScript does not know: the gateway still checks it
+    }
+  }
+
+  function actionForm(a, fields) {
+    const formId = `form-${a.name}`;
+    const controls = new Map();
+    const grid = h("div", { class: "form-grid" });
+    for (const f of fields) {
+      const spec = f.spec;
+      const inputId = `${formId}-${f.name}`;
+      const hintId = `${inputId}-hint`;
+      const errorId = `${inputId}-error`;
+      const error = h("p", { id: errorId, class: "field-error", "data-testid": "field-error", "data-field": f.name, hidden: true });
+      const hintText = [spec.description ? String(spec.description) : "", constraintText(spec)].filter(Boolean).join(" · ");
+      const hint = hintText ? h("p", { id: hintId, class: "field-hint" }, hintText) : null;
+      const describedBy = [hint ? hintId : null, errorId].filter(Boolean).join(" ");
+      let control;
+      if (f.name === "cursor" && spec.type === "string") {
+        // A paging cursor is the company's to give (next_cursor), not the
+        // agent's to type: the answer's "Next page" fills it in.
+        control = h("input", { type: "hidden", name: f.name, "data-field": f.name });
+        grid.append(control);
+      } else if (spec.type === "boolean") {
+        control = h("input", { id: inputId, type: "checkbox", name: f.name, "data-testid": "action-field", "data-field": f.name, "aria-describedby": describedBy });
+        control.checked = spec.default === true;
+        grid.append(h("div", { class: "field check-field" }, h("div", { class: "check" }, control, h("label", { for: inputId }, words(f.name))), hint, error));
+      } else {
+        if (Array.isArray(spec.enum)) {
+          control = h(
+            "select",
+            { id: inputId, name: f.name, "data-testid": "action-field", "data-field": f.name, "aria-describedby": describedBy, "aria-required": f.required ? "true" : null },
+            h("option", { value: "" }, f.required ? "Choose…" : "—"),
+            spec.enum.map((v) => h("option", { value: String(v) }, words(v)))
+          );
+        } else {
+          const numeric = spec.type === "integer" || spec.type === "number";
+          control = h("input", {
+            id: inputId,
+            name: f.name,
+            type: numeric ? "number" : "text",
+            inputmode: spec.type === "integer" ? "numeric" : null,
+            step: numeric ? (spec.type === "integer" ? "1" : "any") : null,
+            min: numeric && spec.minimum !== undefined ? spec.minimum : null,
+            max: numeric && spec.maximum !== undefined ? spec.maximum : null,
+            maxlength: spec.maxLength !== undefined ? spec.maxLength : null,
+            autocomplete: "off",
+            spellcheck: "false",
+            "data-testid": "action-field",
+            "data-field": f.name,
+            "aria-describedby": describedBy,
+            "aria-required": f.required ? "true" : null,
+          });
+          if (!numeric && /_id$/.test(f.name)) {
+            const listId = `${inputId}-list`;
+            control.setAttribute("list", listId);
+            grid.append(h("datalist", { id: listId, "data-suggest": f.name }));
+          }
+        }
+        if (spec.default !== undefined) control.value = String(spec.default);
+        const label = h("label", { for: inputId }, words(f.name), f.required ? h("span", { class: "required", "aria-hidden": "true" }, " *") : null);
+        grid.append(h("div", { class: "field" }, label, control, hint, error));
+      }
+      control.addEventListener("input", () => setFieldError(f.name, ""));
+      controls.set(f.name, { field: f, control, error });
+    }
+    const formError = h("p", { class: "form-error", role: "alert", "data-testid": "form-error", hidden: true });
+    const submitButton = h("button", { class: "button primary", type: "submit" }, "Run");
+    const el = h("form", { id: formId, class: "action-form", "data-testid": "action-form", novalidate: true }, grid, formError, h("div", { class: "form-actions" }, submitButton));
+
+    function setFieldError(name, reason) {
+      const c = controls.get(name);
+      if (!c || !c.error.isConnected) return false;
+      c.error.textContent = reason || "";
+      c.error.hidden = !reason;
+      if (reason) c.control.setAttribute("aria-invalid", "true");
+      else c.control.removeAttribute("aria-invalid");
+      return true;
+    }
+
+    // The input as the gateway takes it, and what is wrong with it here.
+    function read() {
+      const input = {};
+      const errors = [];
+      for (const [name, { field, control }] of controls) {
+        const spec = field.spec;
+        if (spec.type === "boolean") {
+          input[name] = control.checked;
+          continue;
+        }
+        const raw = control.value.trim();
+        if (raw === "") {
+          if (field.required) errors.push({ field: name, reason: "Required." });
+          continue;
+        }
+        if (spec.type === "integer" || spec.type === "number") {
+          const n = Number(raw);
+          if (!Number.isFinite(n) || (spec.type === "integer" && !Number.isInteger(n))) {
+            errors.push({ field: name, reason: spec.type === "integer" ? "Must be a whole number." : "Must be a number." });
+            continue;
+          }
+          if (spec.minimum !== undefined && n < spec.minimum) errors.push({ field: name, reason: `Must be at least ${spec.minimum}.` });
+          else if (spec.maximum !== undefined && n > spec.maximum) errors.push({ field: name, reason: `Must be at most ${spec.maximum}.` });
+          else input[name] = n;
+          continue;
+        }
+        const pattern = compilePattern(spec.pattern);
+        if (Array.isArray(spec.enum) && !spec.enum.map(String).includes(raw)) errors.push({ field: name, reason: `Must be one of ${spec.enum.join(", ")}.` });
+        else if (spec.maxLength !== undefined && [...raw].length > spec.maxLength) errors.push({ field: name, reason: `Must be at most ${spec.maxLength} characters.` });
+        else if (pattern && !pattern.test(raw)) errors.push({ field: name, reason: "Does not have the expected format." });
+        else input[name] = raw;
+      }
+      return { input, errors };
+    }
+
+    function showErrors(errors) {
+      const loose = [];
+      for (const e of errors || []) if (!setFieldError(e.field, words(e.reason))) loose.push(`${e.field}: ${e.reason}`);
+      formError.classList.remove("info");
+      setText(formError, loose.length ? `The gateway refused the input. ${loose.join("; ")}` : (errors || []).length ? "The gateway refused the input: see the fields marked." : "");
+      const first = (errors || []).map((e) => controls.get(e.field)).find(Boolean);
+      if (first) first.control.focus();
+    }
+
+    let handler = null;
+    function submit() {
+      for (const name of controls.keys()) setFieldError(name, "");
+      setText(formError, "");
+      const { input, errors } = read();
+      if (errors.length) return showErrors(errors);
+      if (handler) handler(input);
+    }
+    el.addEventListener("submit", (e) => {
+      e.preventDefault();
+      // Run by hand starts at the first page.
+      if (controls.has("cursor")) controls.get("cursor").control.value = "";
+      submit();
+    });
+
+    return {
+      el,
+      submit,
+      showErrors,
+      onSubmit(fn, label, testid) {
+        handler = fn;
+        submitButton.textContent = label;
+        submitButton.dataset.testid = testid;
+      },
+      busy(on) {
+        submitButton.disabled = on;
+      },
+      set(name, value) {
+        const c = controls.get(name);
+        if (c) c.control.value = String(value);
+      },
+      has: (name) => controls.has(name),
+      focus() {
+        const first = controls.values().next().value;
+        if (first) first.control.focus();
+      },
+    };
+  }
+
+  // --- writes: confirm, then send once --------------------------------------------------------------
+  // One Idempotency-Key per confirmation: sending it again (a double click, a
+  // retry after a lost answer) reuses the key, so the company acts once.
+
+  // A random UUID; randomUUID itself exists only in secure contexts (HTTPS, localhost).
+  function newKey() {
+    if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const x = [...b].map((n) => n.toString(16).padStart(2, "0")).join("");
+    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+  }
+
+  function confirmWrite(a, input, done, form) {
+    const convId = S.current && S.current.id;
+    if (!convId) return;
+    const dialog = $("confirm-dialog");
+    const key = newKey();
+    const payload = JSON.stringify({ input }, null, 2);
+    const status = h("div", { class: "confirm-status", "aria-live": "polite" });
+    const cancel = h("button", { class: "button ghost", type: "button", "data-testid": "confirm-cancel" }, "Cancel");
+    const send = h("button", { class: "button danger", type: "button", "data-testid": "confirm-submit" }, "Yes, send it");
+    const summary = Object.entries(input);
+    let sending = false;
+    let finished = false;
+
+    async function go() {
+      if (sending || finished) return; // a double click sends once
+      sending = true;
+      send.disabled = true;
+      cancel.disabled = true;
+      send.textContent = "Sending…";
+      status.replaceChildren();
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const r = await runAction(convId, a.name, input, key);
+          finished = true;
+          sending = false;
+          dialog.close();
+          done(r, answerContext(a, input, r.meta));
+          toast(r.meta && r.meta.replayed ? `${a.name}: already done, the company was not called again.` : `${a.name}: done.`);
+          return;
+        } catch (p) {
+          // The first request with this key still runs: wait for its outcome.
+          if (p.slug === "idempotency_key_in_flight" && attempt < 5) {
+            await new Promise((resolve) => setTimeout(resolve, 400 * (attempt + 1)));
+            continue;
+          }
+          sending = false;
+          cancel.disabled = false;
+          if (p.status === 401) return dialog.close();
+          if (p.slug === "invalid_action_input" && form) {
+            finished = true;
+            dialog.close();
+            form.showErrors(p.errors);
+            return;
+          }
+          send.disabled = false;
+          // The same key again: if the first try reached the company, it is not run twice.
+          send.textContent = "Try again";
+          status.replaceChildren(problemView(p), h("p", { class: "muted small" }, "Trying again sends the same request with the same key: the company acts on it at most once."));
+          return;
+        }
+      }
+    }
+
+    send.addEventListener("click", go);
+    cancel.addEventListener("click", () => {
+      if (!sending) dialog.close();
+    });
+    // Escape does not hide a request under way: its outcome shows here.
+    dialog.oncancel = (e) => {
+      if (sending) e.preventDefault();
+    };
+    dialog.replaceChildren(
+      h(
+        "div",
+        { class: "dialog-body", "data-testid": "confirm-dialog" },
+        h("h3", { id: "confirm-title" }, "Confirm ", h("code", {}, a.name)),
+        a.description ? h("p", { class: "dialog-what" }, String(a.description)) : null,
+        h("p", { class: "dialog-lead" }, "This changes the customer's data at the company. deskbridge sends exactly this, once:"),
+        summary.length
+          ? h("dl", { class: "confirm-summary" }, summary.map(([k, v]) => h("div", {}, h("dt", {}, words(k)), h("dd", {}, typeof v === "boolean" ? (v ? "Yes" : "No") : String(v)))))
+          : null,
+        h(
+          "div",
+          { class: "payload" },
+          h("p", { class: "payload-line" }, h("code", {}, `POST /v1/conversations/${shortId(convId)}/actions/${a.name}`)),
+          h("pre", { class: "payload-json", "data-testid": "confirm-payload" }, payload),
+          h("p", { class: "payload-line muted" }, h("code", { "data-testid": "confirm-key" }, `Idempotency-Key: ${key}`))
+        ),
+        status,
+        h("div", { class: "dialog-actions" }, cancel, send)
+      )
+    );
+    dialog.setAttribute("aria-labelledby", "confirm-title");
+    dialog.showModal();
+    send.focus();
+  }
+
+  // --- answers --------------------------------------------------------------------------------
+
+  function answerContext(action, input, meta) {
+    const masked = new Map(((meta && meta.masked) || []).map((m) => [m.pointer, m.mask]));
+    return { action, input: input || {}, masked, convId: S.current && S.current.id };
+  }
+
+  function showAnswer(target, ctx, r, form) {
+    const meta = r.meta || {};
+    const bits = [`HTTP ${meta.status}`];
+    if (Number.isFinite(meta.latency_ms)) bits.push(`${meta.latency_ms} ms`);
+    if (meta.cached) bits.push("cached");
+    if (ctx.masked.size) bits.push(`${ctx.masked.size} masked`);
+    const next = r.data && typeof r.data === "object" && typeof r.data.next_cursor === "string" && form && form.has("cursor") ? r.data.next_cursor : null;
+    ctx.paged = Boolean(form && form.has("cursor"));
+    const replayed = meta.replayed ? [h("p", { class: "notice replayed", "data-testid": "action-replayed" }, "Already done with this confirmation: the first outcome, given again. The company was not called again.")] : [];
+    target.replaceChildren(
+      ...replayed,
+      answerView(ctx, r.data),
+      h(
+        "div",
+        { class: "card-foot result-foot" },
+        h("p", { class: "muted small", "data-testid": "action-meta" }, bits.join(" · ")),
+        next
+          ? h(
+              "button",
+              {
+                class: "button ghost small",
+                type: "button",
+                "data-testid": "action-next-page",
+                onclick: () => {
+                  form.set("cursor", next);
+                  form.submit();
+                },
+              },
+              "Next page"
+            )
+          : null
+      )
+    );
+  }
+
+  const isMoney = (v) => v && typeof v === "object" && !Array.isArray(v) && "amount" in v && "currency" in v && Object.keys(v).length === 2;
+  const isTable = (v) => Array.isArray(v) && v.length > 0 && v.every((x) => x && typeof x === "object" && !Array.isArray(x));
+  const ptr = (base, key) => `${base}/${String(key).replace(/~/g, "~0").replace(/\//g, "~1")}`;
+
+  // An answer, whatever its shape: objects as label/value pairs, arrays of
+  // objects as tables, every value as text (never markup).
+  function answerView(ctx, data, pointer = "") {
+    if (isTable(data)) return tableView(ctx, data, pointer, null);
+    if (data && typeof data === "object" && !Array.isArray(data) && !isMoney(data)) {
+      const pairs = [];
+      const blocks = [];
+      for (const [k, v] of Object.entries(data)) {
+        if (ctx.paged && pointer === "" && k === "next_cursor") continue; // the "Next page" button
+        const p = ptr(pointer, k);
+        if (isTable(v)) blocks.push(tableView(ctx, v, p, words(k)));
+        else if (v && typeof v === "object" && !isMoney(v) && !ctx.masked.has(p) && Object.keys(v).length) {
+          blocks.push(h("div", { class: "answer-block" }, h("h4", { class: "answer-title" }, words(k)), answerView(ctx, v, p)));
+        } else pairs.push(h("div", { "data-field": k }, h("dt", {}, words(k)), h("dd", {}, valueNode(ctx, p, v))));
+      }
+      return h("div", { class: "answer", "data-testid": "answer" }, pairs.length ? h("dl", { class: "answer-pairs" }, pairs) : null, blocks);
+    }
+    return h("div", { class: "answer", "data-testid": "answer" }, h("p", {}, leaf(ctx, pointer, data)));
+  }
+
+  function tableView(ctx, rows, pointer, caption) {
+    const seen = [];
+    for (const r of rows) for (const k of Object.keys(r)) if (!seen.includes(k)) seen.push(k);
+    const numeric = new Set(seen.filter((c) => rows.every((r) => r[c] === null || r[c] === undefined || typeof r[c] === "number" || isMoney(r[c]))));
+    // Answers may come with their keys sorted: ids first, then times, text,
+    // states, and amounts last (right-aligned, as in any statement).
+    const rank = (c) => (c === "id" || c.endsWith("_id") ? 0 : /(_at|_on|date|time)$/.test(c) ? 1 : numeric.has(c) ? 4 : /(^|_)status$/.test(c) ? 3 : 2);
+    const columns = seen.map((c, i) => [rank(c), i, c]).sort((x, y) => x[0] - y[0] || x[1] - y[1]).map((x) => x[2]);
+    return h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { class: "table answer-table", "data-testid": "result-table" },
+        caption ? h("caption", {}, caption, h("span", { class: "muted caption-count" }, ` · ${rows.length}`)) : null,
+        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: numeric.has(c) ? "num" : null }, words(c))))),
+        h(
+          "tbody",
+          {},
+          rows.map((r, i) =>
+            h(
+              "tr",
+              { "data-testid": "result-row" },
+              columns.map((c) => {
+                const v = r[c];
+                const negative = isMoney(v) && String(v.amount).trim().startsWith("-");
+                return h("td", { class: [numeric.has(c) ? "num" : "", negative ? "negative" : ""].join(" ").trim() || null, "data-column": c }, cell(ctx, ptr(ptr(pointer, i), c), v));
+              })
+            )
+          )
+        )
+      )
+    );
+  }
+
+  // A value in an answer: ids (`acc-1001`, `card_…`) in the code font.
+  function valueNode(ctx, pointer, v) {
+    if (typeof v === "string" && !ctx.masked.has(pointer) && /^[a-z]{2,5}[-_][A-Za-z0-9_-]+$/.test(v)) return h("code", {}, v);
+    return leaf(ctx, pointer, v);
+  }
+
+  function cell(ctx, pointer, v) {
+    if (v && typeof v === "object" && !isMoney(v) && !ctx.masked.has(pointer)) {
+      if (Array.isArray(v)) return v.length ? v.map((x) => (x && typeof x === "object" ? JSON.stringify(x) : String(x))).join(", ") : "—";
+      return h("span", { class: "cell-pairs" }, Object.entries(v).map(([k, x]) => h("span", {}, `${words(k)}: `, valueNode(ctx, ptr(pointer, k), x))));
+    }
+    return valueNode(ctx, pointer, v);
+  }
+
+  const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+  function plain(v) {
+    if (v === null || v === undefined || v === "") return "—";
+    if (typeof v === "boolean") return v ? "Yes" : "No";
+    if (isMoney(v)) return money(v);
+    if (typeof v === "string" && ISO_INSTANT.test(v) && !Number.isNaN(Date.parse(v))) {
+      const at = Date.parse(v);
+      const day = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" }).format(at);
+      const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: "UTC" }).format(at);
+      return `${day}, ${time} UTC`;
+    }
+    if (typeof v === "string" && /^\d{4}-\d{2}-\d{2}$/.test(v)) return calendarDate(v);
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+
+  // One value; a masked one says so, with a reveal button where the role allows it.
+  function leaf(ctx, pointer, v) {
+    if (!ctx || !ctx.masked.has(pointer)) return plain(v);
+    const mask = ctx.masked.get(pointer);
+    const wrap = h(
+      "span",
+      { class: "masked", "data-testid": "masked-value", "data-pointer": pointer, "data-mask": mask },
+      h("span", { class: "masked-text" }, String(v === null || v === undefined ? "••••" : v)),
+      h("span", { class: "masked-tag", title: mask === "last4" ? "Masked: only the last four characters are shown" : "Masked: hidden from agents" }, "masked")
+    );
+    if (ctx.action && ctx.action.may_reveal) {
+      wrap.append(h("button", { class: "link-button reveal-button", type: "button", "data-testid": "reveal-button", onclick: () => askReveal(ctx, pointer, wrap) }, "Reveal"));
+    }
+    return wrap;
+  }
+
+  function askReveal(ctx, pointer, wrap) {
+    const dialog = $("reveal-dialog");
+    const reason = h("input", { id: "reveal-reason", maxlength: "500", autocomplete: "off", "data-testid": "reveal-reason", placeholder: "e.g. the customer asked to confirm the full number" });
+    const error = h("p", { class: "form-error", role: "alert", "data-testid": "reveal-error", hidden: true });
+    const submit = h("button", { class: "button primary", type: "submit", "data-testid": "reveal-submit" }, "Reveal");
+    const form = h(
+      "form",
+      { class: "dialog-body", novalidate: true },
+      h("h3", { id: "reveal-title" }, "Reveal a masked value"),
+      h("p", { class: "dialog-lead" }, "The value is masked for agents. Say why you need it: the reason is kept in the audit log with your name."),
+      h("p", { class: "payload-line" }, h("code", {}, `${ctx.action.name} ${pointer}`)),
+      h("label", { for: "reveal-reason" }, "Reason"),
+      reason,
+      error,
+      h("div", { class: "dialog-actions" }, h("button", { class: "button ghost", type: "button", onclick: () => dialog.close() }, "Cancel"), submit)
+    );
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const why = reason.value.trim();
+      if (!why) return setText(error, "Enter a reason.");
+      submit.disabled = true;
+      try {
+        const r = await api(`/v1/conversations/${encodeURIComponent(ctx.convId)}/actions/${encodeURIComponent(ctx.action.name)}/reveal`, {
+          method: "POST",
+          body: { pointer, reason: why, input: ctx.input },
+        });
+        dialog.close();
+        wrap.replaceWith(
+          h(
+            "span",
+            { class: "revealed", "data-testid": "revealed-value", "data-pointer": pointer, title: `Revealed for: ${why}` },
+            h("span", {}, plain(r.value)),
+            h("span", { class: "revealed-tag" }, "revealed · audited")
+          )
+        );
+      } catch (p) {
+        submit.disabled = false;
+        if (p.status !== 401) setText(error, sentence(p));
+      }
+    });
+    dialog.replaceChildren(form);
+    dialog.oncancel = null;
+    dialog.setAttribute("aria-labelledby", "reveal-title");
+    dialog.showModal();
+    reason.focus();
   }
 
   // --- admin ----------------------------------------------------------------------------------
@@ -874,7 +1589,7 @@
           "div",
           {},
           h("dt", {}, "Actions"),
-          h("dd", {}, h("ul", { class: "inline-list" }, (c.actions || []).map((a) => h("li", {}, h("code", {}, a.name), ` ${a.method} ${a.path}`))))
+          h("dd", {}, h("ul", { class: "inline-list" }, (c.actions || []).map((a) => h("li", {}, h("code", {}, a.name), ` ${a.method} ${a.path}`, a.kind === "write" ? [" ", h("span", { class: "kind-badge kind-write" }, "write")] : null))))
         )
       ),
       result
@@ -940,14 +1655,23 @@
   }
 
   function auditRow(r) {
-    const ok = r.outcome === "ok";
+    // A write's first outcome given again, or a read's answer reused, went well too.
+    const ok = ["ok", "replayed", "cached"].includes(r.outcome);
     return h(
       "tr",
-      { "data-testid": "audit-row", "data-agent": r.agent, "data-conversation-id": r.conversation_id, "data-outcome": r.outcome, "data-trace-id": r.trace_id || "", title: r.trace_id ? `trace ${r.trace_id}` : "" },
+      { "data-testid": "audit-row", "data-agent": r.agent, "data-caller": r.caller || "agent", "data-conversation-id": r.conversation_id, "data-outcome": r.outcome, "data-trace-id": r.trace_id || "", title: r.trace_id ? `trace ${r.trace_id}` : "" },
       h("td", {}, timeEl(r.at)),
-      h("td", {}, r.agent),
+      // A customer's own run names their session, not an agent.
+      h("td", {}, r.caller && r.caller !== "agent" ? [h("span", { class: "caller" }, words(r.caller)), " ", h("code", { title: r.agent }, shortId(r.agent))] : r.agent),
       h("td", {}, h("a", { href: `#/c/${encodeURIComponent(r.conversation_id)}`, title: r.conversation_id }, h("code", {}, shortId(r.conversation_id)))),
-      h("td", {}, `${r.connection} · `, h("code", {}, r.action)),
+      h(
+        "td",
+        {},
+        `${r.connection} · `,
+        h("code", {}, r.action),
+        r.input_fields && r.input_fields.length ? h("span", { class: "audit-input", title: "The input's field names; its values are never kept" }, ` (${r.input_fields.join(", ")})`) : null,
+        r.revealed ? h("span", { class: "audit-reveal", "data-testid": "audit-reveal" }, "revealed ", h("code", {}, r.revealed), r.reason ? `: “${r.reason}”` : null) : null
+      ),
       h("td", {}, h("span", { class: `pill ${ok ? "outcome-ok" : "outcome-fail"}` }, words(r.outcome))),
       h("td", {}, r.status === null || r.status === undefined ? "—" : String(r.status)),
       h("td", { class: "num" }, `${r.latency_ms} ms`)
@@ -1008,6 +1732,7 @@
       document.title = "Conversations · deskbridge console";
       S.current = null;
       S.card = { convId: null, state: "idle", seq: S.card.seq + 1, loading: false };
+      S.actions = { convId: null, views: [] };
       $("detail-body").replaceChildren();
       $("detail-body").hidden = true;
       $("detail-placeholder").hidden = false;

@@ -591,6 +591,73 @@
     setState({ status: "idle", sessionId: null, conversationId: null, authenticated: false });
   }
 
+  // --- actions the customer runs ---------------------------------------------------
+
+  // A random UUID; randomUUID itself exists only in secure contexts.
+  function newKey() {
+    var c = global.crypto;
+    if (c && typeof c.randomUUID === "function") return c.randomUUID();
+    var b = c.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var x = Array.prototype.map.call(b, function (n) { return (n + 0x100).toString(16).slice(1); }).join("");
+    return x.slice(0, 8) + "-" + x.slice(8, 12) + "-" + x.slice(12, 16) + "-" + x.slice(16, 20) + "-" + x.slice(20);
+  }
+
+  // What run() rejects with: an Error carrying the gateway's problem.
+  function runError(status, body, fallback) {
+    var problem = (body && typeof body.type === "string" && body.type.split(":").pop()) || fallback || "http_" + status;
+    var err = new Error((body && (body.detail || body.title)) || (status ? "the gateway answered " + status : "the gateway could not be reached"));
+    err.name = "DeskbridgeError";
+    err.problem = problem;
+    err.code = problem;
+    err.status = status;
+    err.errors = body && Array.isArray(body.errors) ? body.errors : [];
+    return err;
+  }
+
+  // Runs an action the connection allows customers (`callers` has
+  // "customer") for the signed-in customer of this session. Resolves with
+  // the answer as the customer may see it: { data, meta }.
+  function run(action, input, options) {
+    if (!config) return Promise.reject(new Error("Deskbridge: call load() before run()"));
+    if (typeof action !== "string" || !action) return Promise.reject(new TypeError("Deskbridge.run: an action name is required"));
+    options = options || {};
+    var gen = generation;
+    // After what is under way (opening, signing in): the session it leaves.
+    return queue.then(function () {
+      if (gen !== generation || !config) throw runError(0, null, "superseded");
+      if (!state.sessionId) throw runError(0, null, "no_session");
+      // One key per call, unless the page brings its own to retry a write
+      // safely; a read ignores it.
+      var key = options.idempotencyKey ? String(options.idempotencyKey) : newKey();
+      return fetch(config.gateway + "/v1/sessions/" + encodeURIComponent(state.sessionId) + "/actions/" + encodeURIComponent(action), {
+        method: "POST",
+        mode: "cors",
+        credentials: "omit",
+        cache: "no-store",
+        headers: { "content-type": "application/json", "x-deskbridge-app-key": config.appKey, "idempotency-key": key },
+        body: JSON.stringify({ input: input || {} }),
+      }).then(
+        function (res) {
+          return res.text().then(function (text) {
+            var json = null;
+            try {
+              json = text ? JSON.parse(text) : null;
+            } catch (e) {
+              json = null;
+            }
+            if (!res.ok) throw runError(res.status, json);
+            return json;
+          });
+        },
+        function () {
+          throw runError(0, null, "network_error");
+        }
+      );
+    });
+  }
+
   function on(name, fn) {
     if (typeof fn !== "function") throw new TypeError("Deskbridge.on: a function is required");
     (listeners[name] = listeners[name] || []).push(fn);
@@ -608,5 +675,6 @@
     clear: clear,
     on: on,
     getState: getState,
+    run: run,
   };
 })(window);
