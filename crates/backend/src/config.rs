@@ -37,7 +37,7 @@ pub struct BackendConfig {
     /// Where the database, the server secret and the signing keys live.
     pub data_dir: PathBuf,
     /// Base URL the backend is reached at, for metadata documents. Defaults
-    /// to `http://<listen>`.
+    /// to `http://<listen>` (`https://` with `[tls]`).
     pub public_url: Option<String>,
     /// `iss` of customer JWTs. Defaults to `public_url`.
     pub issuer: Option<String>,
@@ -81,6 +81,10 @@ pub struct BackendConfig {
     /// The demo company site at `/` (set by `deskbridge demo`): absent, the
     /// backend serves only the company's APIs.
     pub demo_site: Option<DemoSiteConfig>,
+    /// `[tls]`: serve HTTPS, optionally asking for client certificates.
+    pub tls: Option<serving::tls::TlsFiles>,
+    /// `[[tls_clients]]`: OAuth clients authenticated by their certificate.
+    pub tls_clients: Vec<crate::tls_clients::TlsClient>,
 }
 
 /// What the demo site's page needs to load the gateway's web SDK. The app
@@ -125,6 +129,8 @@ impl Default for BackendConfig {
             throttle: ThrottleConfig::default(),
             http: serving::Limits::default(),
             demo_site: None,
+            tls: None,
+            tls_clients: Vec::new(),
         }
     }
 }
@@ -175,6 +181,17 @@ impl BackendConfig {
         if let Some((key, problem)) = self.http.problems().first() {
             return bad(&format!("http.{key} {problem}"));
         }
+        if let Some(problem) = self.tls_clients.iter().find_map(|c| c.problem()) {
+            return bad(&problem);
+        }
+        if !self.tls_clients.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            return bad("tls_clients need [tls] with client_ca: the certificate is checked in the handshake");
+        }
+        if let Some(tls) = &self.tls
+            && let Err(e) = serving::tls::check(tls)
+        {
+            return bad(&format!("tls: {e}"));
+        }
         // Both name this server in tokens and discovery (RFC 8414 §2): a URL.
         for (key, value) in [("public_url", &self.public_url), ("issuer", &self.issuer)] {
             if let Some(url) = value
@@ -223,7 +240,10 @@ impl BackendConfig {
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| match self.tls {
+                Some(_) => format!("https://{}", self.listen),
+                None => format!("http://{}", self.listen),
+            })
             .trim_end_matches('/')
             .to_string()
     }

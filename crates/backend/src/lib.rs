@@ -17,6 +17,7 @@ mod metrics;
 #[cfg(test)]
 mod proptests;
 mod store;
+pub mod tls_clients;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -143,8 +144,20 @@ impl Backend {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BackendError> {
+        // Read first: a certificate that cannot be used stops the start.
+        let (tls, reloader) = match &self.state.config.tls {
+            Some(files) => {
+                let tls = serving::tls::ServerTls::load(files).map_err(BackendError::Config)?;
+                let reloader = tls.reload_on_sighup().map_err(BackendError::Config)?;
+                (Some(tls.acceptor), Some(reloader))
+            }
+            None => (None, None),
+        };
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
-        serving::serve(listener, self.router(), self.state.config.http, shutdown).await;
+        serving::serve_with(listener, self.router(), self.state.config.http, tls, shutdown).await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         upkeep.abort();
         self.state.store.close().await;
         Ok(())

@@ -489,6 +489,9 @@ impl Context {
             .user_agent(concat!("deskbridge-check/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CheckError::Http(e.to_string()))?;
+        // With [connections.tls] or a proxy, the company is reached as the gateway reaches it.
+        let http = company::egress::http_client(&conn, &http)
+            .map_err(|e| CheckError::Config(format!("{}: {e}", conn.name)))?;
         Ok(Self {
             http,
             conn,
@@ -1277,6 +1280,9 @@ impl Context {
             return v;
         }
         let method = self.configured_method();
+        if method == ClientAuthMethod::TlsClientAuth {
+            return skip("tls_client_auth sends no secret: the certificate is the credential");
+        }
         // For private_key_jwt, a wrong secret is an assertion whose
         // signature is not the key's: one character of it changed.
         let endpoint = match self.endpoint().await {
@@ -1356,6 +1362,9 @@ impl Context {
             return v;
         }
         let configured = self.configured_method();
+        if configured == ClientAuthMethod::TlsClientAuth {
+            return skip("tls_client_auth: the secret methods do not apply (see system.token_issued)");
+        }
         if configured == ClientAuthMethod::PrivateKeyJwt {
             return skip(
                 "auth_method = \"private_key_jwt\": the connection holds no shared secret to try other methods with",

@@ -74,6 +74,14 @@ pub struct ConnectionConfig {
     /// How the agent console shows this connection's conversations.
     #[serde(default)]
     pub console: ConnectionConsole,
+    /// `[connections.tls]`: the CAs trusted and the client certificate
+    /// shown, for token requests and action calls alike.
+    pub tls: Option<crate::egress::ConnectionTls>,
+    /// An egress proxy (`http://host:port`) for every call to this company.
+    pub proxy: Option<String>,
+    /// Hosts reached directly despite `proxy`.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 /// `[connections.console]`.
@@ -160,6 +168,9 @@ pub enum ClientAuthMethod {
     ClientSecretPost,
     /// A JWT signed with the platform's private key (RFC 7523 §2.2).
     PrivateKeyJwt,
+    /// RFC 8705 §2.1: the client certificate of `[connections.tls]` is the
+    /// credential; `client_id` goes in the body, no secret anywhere.
+    TlsClientAuth,
 }
 
 impl ClientAuthMethod {
@@ -168,6 +179,7 @@ impl ClientAuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
         }
     }
 }
@@ -672,6 +684,24 @@ pub fn check_connections(
                 }
                 let method = auth_method.as_str();
                 match (auth_method, client_secret, private_key) {
+                    (ClientAuthMethod::TlsClientAuth, None, None) => {
+                        if c.tls.as_ref().is_none_or(|t| t.client_cert.is_none()) {
+                            fail(
+                                at("system_auth.auth_method"),
+                                "tls_client_auth needs [connections.tls] client_cert and client_key".into(),
+                            );
+                        }
+                        if token_url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+                            fail(
+                                at("system_auth.token_url"),
+                                "tls_client_auth needs an https token_url (the certificate is the credential)".into(),
+                            );
+                        }
+                    }
+                    (ClientAuthMethod::TlsClientAuth, _, _) => fail(
+                        at("system_auth.auth_method"),
+                        "tls_client_auth sends no secret or key: leave client_secret and private_key out".into(),
+                    ),
                     (ClientAuthMethod::PrivateKeyJwt, None, Some(key)) => {
                         check_secret(at("system_auth.private_key"), key, fail, warnings);
                         if let Ok(pem) = key.resolve()
@@ -713,6 +743,19 @@ pub fn check_connections(
                 fail(at("api_key.header"), "not a valid header name".into());
             }
             check_secret(at("api_key.value"), &key.value, fail, warnings);
+        }
+        if let Some(tls) = &c.tls
+            && let Err(e) = crate::egress::client_tls(Some(tls))
+        {
+            fail(at("tls"), e);
+        }
+        if let Some(proxy) = &c.proxy
+            && let Err(e) = crate::egress::parse_proxy(proxy)
+        {
+            fail(at("proxy"), e);
+        }
+        if !c.no_proxy.is_empty() && c.proxy.is_none() {
+            fail(at("no_proxy"), "needs proxy".into());
         }
         let ca = &c.customer_auth;
         if let Some(e) = &ca.expired_when {

@@ -269,6 +269,8 @@ impl Connection {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
         let timeout = Duration::from_millis(config.timeout_ms);
+        // The connection's own client when it has its own TLS or proxy.
+        let http = crate::egress::http_client(&config, &http).map_err(|e| format!("{}: {e}", config.name))?;
         let tokens = TokenSource::new(
             &config.name,
             config.system_auth.clone(),
@@ -290,7 +292,13 @@ impl Connection {
         };
         let customer_header = HeaderName::from_bytes(config.customer_auth.name.as_bytes()).ok();
         let base = Url::parse(&config.base_url).map_err(|e| format!("{}: base_url: {e}", config.name))?;
-        let upstream = Upstream::new(&base, config.max_concurrency).map_err(|e| format!("{}: {e}", config.name))?;
+        let upstream = {
+            let tls = crate::egress::client_tls(config.tls.as_ref()).map_err(|e| format!("{}: {e}", config.name))?;
+            let proxy = crate::egress::proxy_for(&config, base.host_str().unwrap_or_default())
+                .map_err(|e| format!("{}: {e}", config.name))?;
+            Upstream::new(&base, config.max_concurrency, Arc::new(tls), proxy)
+                .map_err(|e| format!("{}: {e}", config.name))?
+        };
         let targets = config
             .actions
             .iter()

@@ -8,6 +8,7 @@ pub mod assertion;
 pub mod config;
 pub mod connector;
 pub mod discovery;
+pub mod egress;
 pub mod identity;
 pub mod metrics;
 pub mod share;

@@ -546,6 +546,8 @@ pub fn token_request(
             form.push(("client_assertion_type", crate::assertion::JWT_BEARER));
             form.push(("client_assertion", secret));
         }
+        // The TLS client certificate authenticates; the body names the client.
+        ClientAuthMethod::TlsClientAuth => form.push(("client_id", client_id)),
     }
     Ok(request.form(&form))
 }

@@ -139,7 +139,8 @@ pub(crate) async fn run(args: BackendArgs) -> anyhow::Result<()> {
             print_seed(&mut out, &seed)?;
         }
         // The socket's own address (port 0 resolved), whatever public_url says.
-        writeln!(out, "deskbridge backend listening on http://{}", config.listen)?;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        writeln!(out, "deskbridge backend listening on {scheme}://{}", config.listen)?;
         if config.public_url.is_some() {
             writeln!(out, "public URL: {}", config.public_url())?;
         }

@@ -100,10 +100,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         serving::bind(config.server.listen).with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
     // Every expiry decision of the gateway reads this clock.
+    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
     let gateway = Gateway::open_with_clock(config, std::sync::Arc::new(clock::SystemClock)).await?;
     gateway.claim_instance().await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "deskbridge gateway listening on http://{address}")?;
+    writeln!(out, "deskbridge gateway listening on {scheme}://{address}")?;
     out.flush()?;
     drop(out);
     gateway.serve(listener, crate::shutdown_signal()).await?;

@@ -113,6 +113,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Read deadlines and the connection cap (`[server.http]`).
     pub http: serving::Limits,
+    /// `[server.tls]`: serve HTTPS with this certificate and key (reloaded
+    /// on `SIGHUP`); absent, plain HTTP behind a TLS-terminating proxy.
+    pub tls: Option<serving::tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./deskbridge-data"),
             http: serving::Limits::default(),
+            tls: None,
         }
     }
 }
@@ -311,6 +315,11 @@ impl GatewayConfig {
         }
         for (key, problem) in self.server.http.problems() {
             fail(format!("server.http.{key}"), problem.into());
+        }
+        if let Some(tls) = &self.server.tls
+            && let Err(e) = serving::tls::check(tls)
+        {
+            fail("server.tls".into(), e);
         }
         for (key, problem) in self.console.throttle.problems() {
             fail(format!("console.throttle.{key}"), problem.into());

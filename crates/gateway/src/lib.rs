@@ -335,6 +335,15 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        // Read first: a certificate that cannot be used stops the start.
+        let (tls, reloader) = match &self.config.server.tls {
+            Some(files) => {
+                let tls = serving::tls::ServerTls::load(files).map_err(GatewayError::Config)?;
+                let reloader = tls.reload_on_sighup().map_err(GatewayError::Config)?;
+                (Some(tls.acceptor), Some(reloader))
+            }
+            None => (None, None),
+        };
         self.claim_instance().await?;
         let heartbeat = tokio::spawn(heartbeat(self.clone()));
         let sweeper = tokio::spawn(conversations::sweep_expired(self.clone()));
@@ -349,7 +358,10 @@ impl Gateway {
             shutdown.await;
             closing.send_replace(true);
         };
-        serving::serve(listener, self.router(), self.config.server.http, shutdown).await;
+        serving::serve_with(listener, self.router(), self.config.server.http, tls, shutdown).await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         sweeper.abort();
         pruner.abort();
         heartbeat.abort();

@@ -18,11 +18,15 @@
 //!   one more from that address is closed at once, so one client cannot
 //!   take every connection.
 //!
+//! With TLS ([`serve_with`], [`tls`]) the handshake must also end within
+//! `header_read_timeout_secs`, and the certificate is reloaded on `SIGHUP`.
+//!
 //! Every request also gets its trace ([`TraceId`], from the caller's
 //! `traceparent` or new), as a request extension and as `x-trace-id` on the
 //! answer; [`log_request`] logs it with the route and status.
 
 mod deadline;
+pub mod tls;
 mod write_timeout;
 
 use std::collections::HashMap;
@@ -127,6 +131,20 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_with(listener, router, limits, None, shutdown).await;
+}
+
+/// [`serve`], with TLS on every connection when `tls` is given: the
+/// handshake must end within `header_read_timeout_secs`, and a client
+/// certificate reaches handlers as [`tls::PeerCertificate`].
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let handshake_timeout = Duration::from_secs(limits.header_read_timeout_secs);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
@@ -149,26 +167,39 @@ pub async fn serve(
             continue;
         };
         let router = router.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let (mut parts, body) = request.into_parts();
-            let trace = TraceId::of(&parts.headers);
-            parts.extensions.insert(ConnectInfo(peer));
-            parts.extensions.insert(trace);
-            let request = hyper::Request::from_parts(parts, BodyDeadline::new(body, body_deadline));
-            // A Router is always ready, so `call` needs no `poll_ready` first.
-            let mut router = router.clone();
-            async move {
-                let mut response = router.call(request).await.unwrap_or_else(|e| match e {});
-                response.headers_mut().insert(X_TRACE_ID, trace.header_value());
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let stream = WriteTimeout::new(stream, write_timeout);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream = WriteTimeout::new(stream, write_timeout);
+            let served = match tls {
+                None => {
+                    let service = service(router, peer, None, body_deadline);
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
+                        tracing::debug!(peer = %peer.ip(), "TLS handshake failed or timed out");
+                        drop((slot, address_slot));
+                        return;
+                    };
+                    let client = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| tls::PeerCertificate(Arc::new(leaf.clone().into_owned())));
+                    let service = service(router, peer, client, body_deadline);
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
             // A client that goes away or sends garbage ends its own
             // connection; hyper has answered what could be answered.
-            if let Err(e) = connection.await {
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended");
             }
             drop((slot, address_slot));
@@ -176,6 +207,38 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The router as one connection's service: each request gets the peer's
+/// address, its client certificate if any, its trace and a body deadline.
+fn service(
+    router: Router,
+    peer: SocketAddr,
+    client: Option<tls::PeerCertificate>,
+    body_deadline: Duration,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let (mut parts, body) = request.into_parts();
+        let trace = TraceId::of(&parts.headers);
+        parts.extensions.insert(ConnectInfo(peer));
+        parts.extensions.insert(trace);
+        if let Some(client) = &client {
+            parts.extensions.insert(client.clone());
+        }
+        let request = hyper::Request::from_parts(parts, BodyDeadline::new(body, body_deadline));
+        // A Router is always ready, so `call` needs no `poll_ready` first.
+        let mut router = router.clone();
+        async move {
+            let mut response = router.call(request).await.unwrap_or_else(|e| match e {});
+            response.headers_mut().insert(X_TRACE_ID, trace.header_value());
+            Ok::<_, Infallible>(response)
+        }
+    })
 }
 
 /// The next connection, once a slot is free. `None` for an accept error,

@@ -29,11 +29,17 @@ pub(crate) async fn metadata(Extract(state): Extract<Arc<State>>) -> Json<Author
         jwks_uri: url(paths::JWKS),
         response_types_supported: Vec::new(),
         grant_types_supported: vec![GRANT_CLIENT_CREDENTIALS.into()],
-        token_endpoint_auth_methods_supported: vec![
-            "client_secret_basic".into(),
-            "client_secret_post".into(),
-            "private_key_jwt".into(),
-        ],
+        token_endpoint_auth_methods_supported: {
+            let mut methods = vec![
+                "client_secret_basic".to_string(),
+                "client_secret_post".to_string(),
+                "private_key_jwt".to_string(),
+            ];
+            if !state.config.tls_clients.is_empty() {
+                methods.push("tls_client_auth".into());
+            }
+            methods
+        },
         token_endpoint_auth_signing_alg_values_supported: vec!["ES256".into(), "RS256".into()],
         revocation_endpoint: Some(url(paths::REVOKE)),
         scopes_supported: crate::SCOPES.iter().map(|s| s.to_string()).collect(),

@@ -6,18 +6,19 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{RawQuery, State as Extract};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use contract::{AccessTokenResponse, OAuthErrorCode};
 
 use super::{Body, FORM, Params, has_content_type};
-use crate::State;
 use crate::crypto::{Purpose, digests_equal};
 use crate::error::HttpError;
+use crate::{State, tls_clients};
+use serving::tls::PeerCertificate;
 
 pub(crate) const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub(crate) const REALM: &str = "deskbridge";
@@ -67,11 +68,14 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, S
     )))
 }
 
-/// Authenticates the client by exactly one method.
+/// Authenticates the client by exactly one method: a secret (Basic or
+/// posted), a signed assertion, or, for a `[[tls_clients]]` entry, its TLS
+/// certificate.
 async fn authenticate_client(
     state: &State,
     headers: &HeaderMap,
     form: &Params,
+    certificate: Option<&PeerCertificate>,
 ) -> Result<AuthenticatedClient, HttpError> {
     let basic = basic_credentials(headers)?;
     let posted = form.get("client_secret");
@@ -91,6 +95,17 @@ async fn authenticate_client(
             OAuthErrorCode::InvalidRequest,
             "client_assertion and client_assertion_type go together",
         ));
+    }
+    if let (None, None, Some(id)) = (&basic, posted, form.get("client_id"))
+        && tls_clients::is_registered(&state.config.tls_clients, id)
+    {
+        return match tls_clients::authenticate(&state.config.tls_clients, id, certificate) {
+            Some(client) => Ok(AuthenticatedClient {
+                client_id: client.client_id.clone(),
+                scopes: client.scopes.clone(),
+            }),
+            None => Err(invalid_client("client certificate authentication failed")),
+        };
     }
     let (client_id, secret) = match (basic, posted) {
         (Some(_), Some(_)) => {
@@ -158,6 +173,7 @@ fn granted_scope(requested: Option<&str>, allowed: &str) -> Result<String, HttpE
 pub(crate) async fn access_token(
     Extract(state): Extract<Arc<State>>,
     RawQuery(query): RawQuery,
+    certificate: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, HttpError> {
@@ -180,7 +196,7 @@ pub(crate) async fn access_token(
         (Some(g), _) | (None, Some(g)) => g.to_string(),
         (None, None) => return Err(invalid_request("grant_type is required".into())),
     };
-    let client = authenticate_client(&state, &headers, &form).await?;
+    let client = authenticate_client(&state, &headers, &form, certificate.as_ref().map(|c| &c.0)).await?;
     if grant_type != GRANT_CLIENT_CREDENTIALS {
         return Err(HttpError::oauth(
             OAuthErrorCode::UnsupportedGrantType,
@@ -223,6 +239,7 @@ pub(crate) async fn access_token(
 /// 200 whether or not the token was valid, so it reveals nothing.
 pub(crate) async fn revoke(
     Extract(state): Extract<Arc<State>>,
+    certificate: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, HttpError> {
@@ -233,7 +250,7 @@ pub(crate) async fn revoke(
         ));
     }
     let form = Params::parse(&body).map_err(|d| HttpError::oauth(OAuthErrorCode::InvalidRequest, d))?;
-    let client = authenticate_client(&state, &headers, &form).await?;
+    let client = authenticate_client(&state, &headers, &form, certificate.as_ref().map(|c| &c.0)).await?;
     let Some(token) = form.get("token") else {
         return Err(HttpError::oauth(OAuthErrorCode::InvalidRequest, "token is required"));
     };

@@ -18,4 +18,5 @@ mod serving;
 mod store_postgres;
 mod support;
 mod system_credentials;
+mod tls;
 mod web;
