@@ -99,7 +99,7 @@ cleanup() {
 wait_for_url() { # pid, stdout file, stderr file, pattern prefix, name
   local pid=$1 out=$2 err=$3 prefix=$4 name=$5 url=""
   for _ in $(seq 1 300); do
-    url=$(sed -n "s|^$prefix \(http://[^ ]*\).*|\1|p" "$out")
+    url=$(sed -n "s|^$prefix \(https\{0,1\}://[^ ]*\).*|\1|p" "$out")
     [[ -n $url ]] && { echo "$url"; return; }
     kill -0 "$pid" 2>/dev/null || die "the $name exited: $(cat "$err")"
     sleep 0.1
