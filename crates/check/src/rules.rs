@@ -1183,6 +1183,9 @@ impl Context {
         let secret = match (&self.signer, method) {
             (Some(signer), ClientAuthMethod::PrivateKeyJwt) if secret.is_empty() => {
                 assertion = signer.sign(unix_now(), &endpoint)?;
+                // A credential while it lives: kept out of the evidence, should
+                // the token endpoint echo it.
+                self.obtained.push(SecretString::from(assertion.clone()));
                 assertion.as_str()
             }
             _ => secret,
@@ -1411,6 +1414,7 @@ impl Context {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
+        self.obtained.push(SecretString::from(assertion.clone()));
         let method = ClientAuthMethod::PrivateKeyJwt;
         let mut replies = Vec::new();
         for _ in 0..2 {

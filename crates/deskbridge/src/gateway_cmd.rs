@@ -173,7 +173,7 @@ async fn check_discovery(connection: &gateway::config::ConnectionConfig) -> anyh
         return Ok(());
     };
     let name = &connection.name;
-    let metadata = gateway::discover_issuer(issuer, std::time::Duration::from_millis(connection.timeout_ms))
+    let metadata = gateway::discover_issuer(connection, issuer)
         .await
         .map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
     let method = auth_method.as_str();

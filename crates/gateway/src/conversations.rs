@@ -585,18 +585,14 @@ fn may_run(spec: &config::ActionConfig, runner: &Runner, reveal: Option<&Reveal>
             Caller::Agent => "agents may not run this action",
         }));
     }
-    let role = runner.role.as_deref().unwrap_or_default();
-    if runner.caller != Caller::Customer
-        && let Some(roles) = &spec.roles
-        && !roles.iter().any(|r| r == role)
-    {
+    if !runner.role_allowed(spec.roles.as_deref()) {
         return Err(ActionError::NotAllowed("your role may not run this action"));
     }
     if let Some(reveal) = reveal {
         if spec.kind == ActionKind::Write {
             return Err(ActionError::NotAllowed("a write's answer cannot be revealed"));
         }
-        if runner.caller == Caller::Customer || !spec.reveal_roles.iter().any(|r| r == role) {
+        if !runner.may_reveal(spec) {
             return Err(ActionError::NotAllowed(
                 "your role may not reveal masked values of this action",
             ));
@@ -659,6 +655,26 @@ impl Runner {
             role: Some(role),
             caller,
         }
+    }
+
+    /// Whether this runner may run `spec` at all: its kind of caller is
+    /// among the action's `callers`, and its role among its `roles`.
+    pub fn may_run(&self, spec: &config::ActionConfig) -> bool {
+        may_run(spec, self, None).is_ok()
+    }
+
+    /// Whether this runner's role may reveal the values `spec`'s answers
+    /// mask for it (reads only; never a customer).
+    pub fn may_reveal(&self, spec: &config::ActionConfig) -> bool {
+        let role = self.role.as_deref().unwrap_or_default();
+        self.caller != Caller::Customer && spec.kind == ActionKind::Read && spec.reveal_roles.iter().any(|r| r == role)
+    }
+
+    /// Whether `roles` (an action's; `None`: every role) lets this runner
+    /// in. A customer has no role: `callers` alone decides for them.
+    fn role_allowed(&self, roles: Option<&[String]>) -> bool {
+        let role = self.role.as_deref().unwrap_or_default();
+        self.caller == Caller::Customer || roles.is_none_or(|roles| roles.iter().any(|r| r == role))
     }
 
     /// A customer, from their own session.

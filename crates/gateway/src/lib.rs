@@ -43,21 +43,37 @@ pub use crate::conversations::{
 };
 pub use crate::coordination::reach_cluster;
 
-/// An issuer's metadata (RFC 8414, or OpenID discovery), fetched as the
-/// gateway would: for `config check --connect`.
-pub async fn discover_issuer(issuer: &str, timeout: Duration) -> Result<discovery::ServerMetadata, String> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
-    discovery::discover(&http, issuer, timeout).await
-}
 use crate::coordination::{Coordination, SharedLimits, SharedTokens, Signal};
 use crate::identity::{IdentityError, opacity_problem};
 use crate::limits::{Rates, Streams};
 use crate::metrics::Metrics;
 use crate::store::{AuditRecord, Store};
 use crate::vault::{Vault, is_random_id, random_id};
+
+/// The client of token endpoint, JWKS and probe calls. Redirects are never
+/// followed: a company's answer is final, and a redirect could carry our
+/// credentials to another host. Like action calls (see `upstream`), they go
+/// straight to the company: no proxy from the environment (a connection's
+/// own `proxy` and `[connections.tls]` give it a client of its own).
+fn company_http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The metadata of `connection`'s issuer (RFC 8414, or OpenID discovery),
+/// fetched as its token requests go (its TLS settings and proxy): for
+/// `config check --connect`.
+pub async fn discover_issuer(
+    connection: &config::ConnectionConfig,
+    issuer: &str,
+) -> Result<discovery::ServerMetadata, String> {
+    let http = company::egress::http_client(connection, &company_http()?)?;
+    discovery::discover(&http, issuer, Duration::from_millis(connection.timeout_ms)).await
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -189,16 +205,7 @@ impl Gateway {
             }
         };
         let metrics = Arc::new(Metrics::default());
-        // Redirects are never followed: a company's answer is final, and a
-        // redirect could carry our credentials to another host.
-        // Token endpoint, JWKS and probe calls. Like action calls (see
-        // `upstream`), they go straight to the company: no environment proxy.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let http = company_http().map_err(GatewayError::Config)?;
         let mut connections = HashMap::new();
         for c in &config.connections {
             let connection = Connection::new(

@@ -110,6 +110,22 @@ mode = "opaque"
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(said.contains("not the configured \"client_secret_basic\""), "{said}");
+    // An issuer that serves no metadata: both well-known places are named.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    std::fs::write(&file, config("client_secret_post").replace(&issuer, &nowhere)).unwrap();
+    let out = deskbridge()
+        .args(["config", "check", "--connect"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("no metadata found") && said.contains("/.well-known/openid-configuration"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
@@ -227,6 +243,27 @@ async fn private_key_jwt_end_to_end_and_a_replayed_assertion_is_refused() {
             .status(),
         401
     );
+    // An assertion that expired twenty minutes ago (beyond the leeway), never used.
+    let stale = signer.sign(now - 1200, &token_url).unwrap();
+    let refused: serde_json::Value = send(stale).await.unwrap().json().await.unwrap();
+    assert_eq!(refused["error"], "invalid_client", "{refused}");
+    // An assertion and a secret together: one method only.
+    let both = crate::support::client()
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "signing-gateway"),
+            ("client_secret", "guess"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", signer.sign(now, &token_url).unwrap().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400);
     // A client secret for a key client gets nothing: it has none.
     let basic = crate::support::client()
         .post(&token_url)

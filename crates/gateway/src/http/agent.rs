@@ -534,7 +534,6 @@ pub(super) async fn list_actions(
             "no such connection",
         )
     })?;
-    let role = runner.role.as_deref().unwrap_or_default();
     let actions = connection
         .config
         .actions
@@ -547,8 +546,8 @@ pub(super) async fn list_actions(
             output: a.response.as_ref().map(|r| r.keys().cloned().collect()),
             callers: a.callers.clone(),
             roles: a.roles.clone(),
-            may_run: a.callers.contains(&runner.caller) && a.roles.as_ref().is_none_or(|r| r.iter().any(|r| r == role)),
-            may_reveal: a.kind == company::config::ActionKind::Read && a.reveal_roles.iter().any(|r| r == role),
+            may_run: runner.may_run(a),
+            may_reveal: runner.may_reveal(a),
             masks: company::action::masks_for(a, runner.caller.audience()).clone(),
         })
         .collect();
