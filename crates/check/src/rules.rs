@@ -1801,6 +1801,13 @@ impl Context {
             urls.push(("system_auth.token_url", token_url.as_deref()));
             urls.push(("system_auth.issuer", issuer.as_deref()));
         }
+        // Test users' passwords cross these too.
+        if let Some(login) = &self.conn.customer_login {
+            urls.push(("customer_login.url", login.url.as_deref()));
+            urls.push(("customer_login.issuer", login.issuer.as_deref()));
+            urls.push(("customer_login.authorization_url", login.authorization_url.as_deref()));
+            urls.push(("customer_login.token_url", login.token_url.as_deref()));
+        }
         let mut plain = Vec::new();
         let mut checked = 0;
         for (key, url) in urls {

@@ -174,13 +174,6 @@ impl KeyAlgs {
     }
 }
 
-impl PublishedKey {
-    /// What it verifies, for messages: `RS256` or `RS256, RS384, …`.
-    pub fn algorithms(&self) -> String {
-        self.algs.describe()
-    }
-}
-
 /// The signature algorithms a key type allows, by the JWK's `kty` and `crv`.
 fn key_type_algs(jwk: &Jwk) -> Result<&'static [SigningAlg], &'static str> {
     match &jwk.algorithm {
