@@ -12,6 +12,7 @@
 //! evidence: it names statuses, error codes, header and claim names and
 //! lifetimes, and every known secret is redacted from it once more at the end.
 
+mod code_flow;
 mod inputs;
 pub mod report;
 mod rules;
@@ -221,9 +222,13 @@ impl Checker {
             return Err(CheckError::Config(problems.join("; ")));
         }
         let needs_logins = groups.iter().any(|g| g.needs_logins());
+        // With [connections.customer_login], the configuration check above
+        // made sure it can log in.
         let login_url = match &conn.customer_login_url {
             Some(url) => Some(url.clone()),
-            None if needs_logins => return Err(CheckError::NoLoginUrl(conn.name.clone())),
+            None if needs_logins && conn.customer_login.is_none() => {
+                return Err(CheckError::NoLoginUrl(conn.name.clone()));
+            }
             None => None,
         };
         let mut unique: Vec<TestUser> = Vec::new();

@@ -14,16 +14,17 @@ use company::config::{
     ActionKind, ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, OauthClient, PlacedToken,
     SystemAuthConfig,
 };
+use company::customer_login::{CustomerLogin, LoginFlow, LoginFormat};
+use company::identity::{PublishedKey, SignedToken, SigningAlg, audience_matches, published_keys};
 use company::system_token::{Exchange, Grant};
 use contract::{AccessTokenResponse, Refused};
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{
     AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, SET_COOKIE,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+use crate::code_flow;
 use crate::inputs::Plan;
 use crate::{CheckError, Status, TestUser};
 
@@ -225,10 +226,10 @@ fn skip(evidence: impl Into<String>) -> Verdict {
 
 /// An HTTP answer, kept whole so several rules can look at it.
 #[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
@@ -251,7 +252,7 @@ impl Reply {
         (200..300).contains(&self.status)
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
@@ -313,10 +314,13 @@ fn issued_token(reply: &Reply) -> Result<AccessTokenResponse, String> {
     Ok(parsed)
 }
 
-fn printable_token(s: &str) -> Option<String> {
+pub(crate) fn printable_token(s: &str) -> Option<String> {
     (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/+".contains(&b)))
         .then(|| s.to_string())
 }
+
+/// The company's published keys by `kid`, as the gateway reads them.
+type Keys = HashMap<String, Result<PublishedKey, String>>;
 
 /// The customer's credential as the login returned it.
 #[derive(Clone)]
@@ -423,7 +427,7 @@ fn human(secs: u64) -> String {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> String {
+pub(crate) fn transport_error(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "no answer in time".into()
     } else if e.is_connect() {
@@ -511,7 +515,14 @@ pub(crate) struct Context {
     second_login: Option<Result<Login, String>>,
     wrong_password: Option<Result<Reply, String>>,
     unknown_user: Option<Result<Reply, String>>,
-    jwks: Option<Result<JwkSet, String>>,
+    /// With the code flow: a wrong password, then an unknown user, through
+    /// the provider's pages.
+    walked_refusals: Option<[Result<code_flow::Walk, String>; 2]>,
+    jwks: Option<Result<Keys, String>>,
+    /// `[connections.customer_login]`'s client secret, for the code flow.
+    login_secret: Option<SecretString>,
+    /// The provider's endpoints for the code flow, found once.
+    login_endpoints: Option<Result<std::sync::Arc<code_flow::Endpoints>, String>>,
     tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
     /// Token exchange: the token per scope asked for.
     exchanged: HashMap<Option<String>, Result<String, String>>,
@@ -567,6 +578,10 @@ impl Context {
             SystemAuthConfig::StaticBearer { token } => (None, Some(resolve(token, "system_auth.token")?)),
             SystemAuthConfig::None => (None, None),
         };
+        let login_secret = match conn.customer_login.as_ref().and_then(|l| l.client_secret.as_ref()) {
+            Some(secret) => Some(resolve(secret, "customer_login.client_secret")?),
+            None => None,
+        };
         let api_key = match &conn.api_key {
             Some(k) => Some((
                 HeaderName::from_bytes(k.header.as_bytes())
@@ -597,7 +612,10 @@ impl Context {
             second_login: None,
             wrong_password: None,
             unknown_user: None,
+            walked_refusals: None,
             jwks: None,
+            login_secret,
+            login_endpoints: None,
             tokens: HashMap::new(),
             exchanged: HashMap::new(),
             replies: HashMap::new(),
@@ -612,6 +630,7 @@ impl Context {
     pub(crate) fn secrets(&self) -> Vec<SecretString> {
         let mut all: Vec<SecretString> = self.users.iter().map(|u| u.password.clone()).collect();
         all.extend(self.client_secret.iter().cloned());
+        all.extend(self.login_secret.iter().cloned());
         // A token endpoint may echo the Basic credential back, encoded as
         // sent; matched without its padding, which an echo may drop.
         if let (Some(OauthClient { client_id, .. }), Some(secret)) =
@@ -749,20 +768,72 @@ impl Context {
         })
     }
 
-    async fn post_login(&self, username: &str, password: &str) -> Result<Reply, String> {
-        let Some(login_url) = &self.login_url else {
+    /// The code flow's table, when the test users log in through a
+    /// provider's pages.
+    fn code_flow(&self) -> Option<&CustomerLogin> {
+        self.conn
+            .customer_login
+            .as_ref()
+            .filter(|l| l.flow == LoginFlow::AuthorizationCode)
+    }
+
+    /// One login as `[connections.customer_login]` says (by default a form
+    /// post of `username` and `password` to `customer_login_url`).
+    async fn post_login(&mut self, username: &str, password: &str) -> Result<Reply, String> {
+        if self.code_flow().is_some() {
+            return match self.walk(username, password).await? {
+                code_flow::Walk::Token(reply) => Ok(reply),
+                code_flow::Walk::Refused(why) => Err(why),
+            };
+        }
+        let table = self.conn.customer_login.as_ref();
+        let Some(login_url) = table.and_then(|l| l.url.as_ref()).or(self.login_url.as_ref()) else {
             return Err("no customer_login_url".into());
         };
-        let request = self
-            .http
-            .post(login_url)
-            .timeout(AUTH_TIMEOUT)
-            .form(&[("username", username), ("password", password)]);
+        let (user_field, password_field) = table.map_or(("username", "password"), |l| {
+            (l.username_field.as_str(), l.password_field.as_str())
+        });
+        let request = self.http.post(login_url).timeout(AUTH_TIMEOUT);
+        let request = match table.map(|l| l.format) {
+            Some(LoginFormat::Json) => {
+                let mut body = Map::new();
+                body.insert(user_field.to_string(), Value::from(username));
+                body.insert(password_field.to_string(), Value::from(password));
+                request.json(&body)
+            }
+            _ => request.form(&[(user_field, username), (password_field, password)]),
+        };
         self.send(request).await
     }
 
+    /// The code flow through the provider's pages, as `username`.
+    async fn walk(&mut self, username: &str, password: &str) -> Result<code_flow::Walk, String> {
+        let Some(login) = self.code_flow().cloned() else {
+            return Err("customer_login.flow is not \"authorization_code\"".into());
+        };
+        if self.login_endpoints.is_none() {
+            let found = code_flow::endpoints(&self.http, &login, AUTH_TIMEOUT).await;
+            self.login_endpoints = Some(found.map(std::sync::Arc::new));
+        }
+        let endpoints = match &self.login_endpoints {
+            Some(Ok(e)) => e.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err("no endpoints".into()),
+        };
+        code_flow::log_in(
+            &self.http,
+            &login,
+            self.login_secret.as_ref(),
+            &endpoints,
+            username,
+            password,
+            AUTH_TIMEOUT,
+        )
+        .await
+    }
+
     async fn login(&mut self, i: usize) -> Result<Login, String> {
-        let Some(user) = self.users.get(i) else {
+        let Some(user) = self.users.get(i).cloned() else {
             return Err("no such test user".into());
         };
         let reply = self.post_login(&user.name, user.password.expose_secret()).await?;
@@ -770,11 +841,17 @@ impl Context {
             return Err(reply.describe());
         }
         let body = reply.json();
-        let jwt = body.as_ref().and_then(|b| {
-            ["JWT", "jwt", "id_token", "token"]
+        let jwt = body.as_ref().and_then(|b| match &self.conn.customer_login {
+            // Where the table says, and nowhere else.
+            Some(table) => b
+                .pointer(table.token_pointer())
+                .and_then(Value::as_str)
+                .filter(|t| looks_like_jwt(t))
+                .map(str::to_string),
+            None => ["JWT", "jwt", "id_token", "token"]
                 .iter()
                 .find_map(|k| b.get(*k).and_then(Value::as_str).filter(|t| looks_like_jwt(t)))
-                .map(str::to_string)
+                .map(str::to_string),
         });
         let expires_in = body.as_ref().and_then(|b| match b.get("expires_in") {
             Some(Value::Number(n)) => n.as_u64(),
@@ -787,6 +864,18 @@ impl Context {
         };
         if let Some(c) = &credential {
             self.obtained.push(SecretString::from(c.token().to_string()));
+        }
+        // Whatever else the answer carried (an IdP's access, refresh and ID
+        // tokens) is a credential too: kept out of the evidence.
+        for token in body
+            .iter()
+            .flat_map(|b| b.as_object())
+            .flatten()
+            .filter_map(|(_, v)| v.as_str())
+        {
+            if token.len() >= 16 {
+                self.obtained.push(SecretString::from(token.to_string()));
+            }
         }
         Ok(Login { credential, expires_in })
     }
@@ -861,6 +950,16 @@ impl Context {
 
     async fn ensure_refusals(&mut self) {
         self.ensure_logins().await;
+        if self.code_flow().is_some() {
+            if self.walked_refusals.is_none() {
+                let name = self.users.first().map(|u| u.name.clone()).unwrap_or_default();
+                let wrong = self.walk(&name, &format!("deskbridge-check-wrong-{}", nonce())).await;
+                let name = format!("deskbridge-check-no-such-user-{}", nonce());
+                let unknown = self.walk(&name, &format!("deskbridge-check-wrong-{}", nonce())).await;
+                self.walked_refusals = Some([wrong, unknown]);
+            }
+            return;
+        }
         if self.wrong_password.is_none() {
             let name = self.users.first().map(|u| u.name.clone()).unwrap_or_default();
             let wrong = format!("deskbridge-check-wrong-{}", nonce());
@@ -873,14 +972,14 @@ impl Context {
         }
     }
 
-    async fn jwks(&mut self) -> Result<JwkSet, String> {
+    async fn jwks(&mut self) -> Result<Keys, String> {
         if self.jwks.is_none() {
             let fetched = match &self.conn.identity.jwks_url {
                 None => Err("identity.jwks_url is not set".to_string()),
                 Some(url) => match self.send(self.http.get(url).timeout(AUTH_TIMEOUT)).await {
                     Err(e) => Err(format!("JWKS: {e}")),
                     Ok(r) if r.status != 200 => Err(format!("JWKS: HTTP {}", r.status)),
-                    Ok(r) => serde_json::from_slice::<JwkSet>(&r.body)
+                    Ok(r) => published_keys(&r.body)
                         .map_err(|_| "identity.jwks_url does not serve a JWKS ({\"keys\": [...]})".to_string()),
                 },
             };
@@ -889,61 +988,50 @@ impl Context {
         self.jwks.clone().unwrap_or_else(|| Err("no JWKS".into()))
     }
 
-    fn verify_jwt(&self, token: &str, jwks: &JwkSet) -> Result<(Algorithm, String), String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| {
-            // Readable, but with an `alg` no verifier accepts (`none`, say)?
-            match jwt_parts(token).and_then(|(h, _)| h.get("alg").and_then(Value::as_str).map(str::to_string)) {
-                Some(alg) => format!(
-                    "the JWT's alg {} is not a signature algorithm (use ES256, RS256 or EdDSA)",
-                    printable_token(&alg).unwrap_or_else(|| "(unprintable)".into())
-                ),
-                None => "the JWT header cannot be read".to_string(),
-            }
-        })?;
-        let kid = header.kid.ok_or("the JWT header has no kid")?;
+    /// Verifies a customer JWT as the gateway would (same header reading,
+    /// same algorithms per key), saying what is wrong in the company's terms.
+    fn verify_jwt(&self, token: &str, keys: &Keys) -> Result<(SigningAlg, String), String> {
+        let signed = SignedToken::parse(token).map_err(|e| format!("the JWT is refused: {e}"))?;
+        let kid = signed.kid.clone().ok_or("the JWT header has no kid")?;
         let shown = printable_token(&kid).unwrap_or_else(|| "(unprintable)".into());
-        let jwk = jwks
-            .find(&kid)
-            .ok_or_else(|| format!("kid {shown} is not in the JWKS"))?;
-        let alg =
-            company::identity::algorithm_of(jwk).ok_or_else(|| format!("the JWK {shown} has no usable algorithm"))?;
-        if header.alg != alg {
-            return Err(format!("the JWT says {:?} but key {shown} is {alg:?}", header.alg));
-        }
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| format!("the JWK {shown} is not a usable public key"))?;
+        let key = match keys.get(&kid) {
+            None => return Err(format!("kid {shown} is not in the JWKS")),
+            Some(Err(why)) => return Err(format!("the JWK {shown} {why}")),
+            Some(Ok(key)) => key,
+        };
+        let claims = signed.verify(key).map_err(|e| format!("key {shown}: {e}"))?;
         let identity = &self.conn.identity;
-        let mut validation = Validation::new(alg);
-        validation.leeway = 30;
-        let mut required = Vec::new();
-        match &identity.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
+        if let Some(iss) = &identity.issuer {
+            match claims.get("iss") {
+                None => return Err("the JWT has no iss claim".into()),
+                Some(v) if v.as_str() != Some(iss.as_str()) => return Err("iss is not identity.issuer".into()),
+                Some(_) => {}
             }
-            None => validation.iss = None,
         }
-        match &identity.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
+        if let Some(aud) = &identity.audience {
+            match claims.get("aud") {
+                None => return Err("the JWT has no aud claim".into()),
+                v if !audience_matches(v, aud) => return Err("aud is not identity.audience".into()),
+                _ => {}
             }
-            None => validation.validate_aud = false,
         }
-        // exp is judged by login.lifetime, not here.
-        validation.set_required_spec_claims(&required);
-        use jsonwebtoken::errors::ErrorKind;
-        match jsonwebtoken::decode::<Value>(token, &key, &validation) {
-            Ok(_) => Ok((alg, shown)),
-            Err(e) => Err(match e.kind() {
-                ErrorKind::InvalidSignature => format!("the signature does not verify with key {shown}"),
-                ErrorKind::InvalidIssuer => "iss is not identity.issuer".into(),
-                ErrorKind::InvalidAudience => "aud is not identity.audience".into(),
-                ErrorKind::ExpiredSignature => "the JWT has already expired".into(),
-                ErrorKind::ImmatureSignature => "the JWT is not valid yet (nbf)".into(),
-                ErrorKind::MissingRequiredClaim(c) => format!("the JWT has no {c} claim"),
-                _ => format!("the JWT does not verify: {e}"),
-            }),
+        // exp is judged by login.lifetime; here only whether it has passed.
+        let now = now_secs();
+        if claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .is_some_and(|exp| exp + 30 < now)
+        {
+            return Err("the JWT has already expired".into());
         }
+        if claims
+            .get("nbf")
+            .and_then(Value::as_u64)
+            .is_some_and(|nbf| nbf > now + 30)
+        {
+            return Err("the JWT is not valid yet (nbf)".into());
+        }
+        Ok((signed.alg, shown))
     }
 
     // ---- login.* ----
@@ -976,8 +1064,12 @@ impl Context {
             .map(|(u, _)| u.name.as_str())
             .collect();
         if !missing.is_empty() {
+            let place = match &self.conn.customer_login {
+                Some(table) => format!("at {}", table.token_pointer()),
+                None => "in the body field JWT".to_string(),
+            };
             return fail(format!(
-                "HTTP 200 but neither a JWT (body field JWT) nor a session cookie (Set-Cookie) for {}",
+                "HTTP 200 but neither a JWT ({place}) nor a session cookie (Set-Cookie) for {}",
                 missing.join(", ")
             ));
         }
@@ -1085,7 +1177,7 @@ impl Context {
         for (name, token) in &jwts {
             match self.verify_jwt(token, &jwks) {
                 Ok((alg, kid)) => {
-                    keys.insert(format!("{alg:?} key {kid}"));
+                    keys.insert(format!("{alg} key {kid}"));
                 }
                 Err(e) => return fail(format!("{name}: {e}")),
             }
@@ -1105,9 +1197,30 @@ impl Context {
         ))
     }
 
+    /// A refusal through the provider's pages: a login page shown again
+    /// (or an error sent back) is a refusal; a code and a token are not.
+    fn walked_refusal(&self, which: usize, what: &str) -> Option<Verdict> {
+        let walked = self.walked_refusals.as_ref()?.get(which)?;
+        Some(match walked {
+            Ok(code_flow::Walk::Refused(how)) => pass(format!("{what}: {how}")),
+            Ok(code_flow::Walk::Token(reply)) if reply.is_success() => fail(format!(
+                "{what}: the provider issued a code and the token endpoint answered {}",
+                reply.describe()
+            )),
+            Ok(code_flow::Walk::Token(reply)) => pass(format!(
+                "{what}: a code came back, but the token endpoint refused it: {}",
+                reply.describe()
+            )),
+            Err(e) => fail(format!("{what}: {e}")),
+        })
+    }
+
     async fn login_wrong_password(&mut self) -> Verdict {
         self.ensure_refusals().await;
         let name = self.users.first().map(|u| u.name.clone()).unwrap_or_default();
+        if let Some(verdict) = self.walked_refusal(0, &format!("{name}, wrong password")) {
+            return verdict;
+        }
         match &self.wrong_password {
             Some(Ok(r)) if matches!(r.status, 400 | 401) => pass(format!("{name}, wrong password: {}", r.describe())),
             Some(Ok(r)) if r.is_success() => fail(format!("{name}: a wrong password was accepted ({})", r.describe())),
@@ -1123,6 +1236,11 @@ impl Context {
 
     async fn login_no_enumeration(&mut self) -> Verdict {
         self.ensure_refusals().await;
+        // The provider's pages are its own: what matters is that neither
+        // gets in.
+        if let Some(verdict) = self.walked_refusal(1, "unknown user") {
+            return verdict;
+        }
         let (Some(Ok(wrong)), Some(unknown)) = (&self.wrong_password, &self.unknown_user) else {
             return skip("the wrong-password login did not get an answer; see login.wrong_password_refused");
         };
@@ -2078,6 +2196,13 @@ impl Context {
         if let Some(OauthClient { token_url, issuer, .. }) = self.conn.system_auth.oauth() {
             urls.push(("system_auth.token_url", token_url.as_deref()));
             urls.push(("system_auth.issuer", issuer.as_deref()));
+        }
+        // Test users' passwords cross these too.
+        if let Some(login) = &self.conn.customer_login {
+            urls.push(("customer_login.url", login.url.as_deref()));
+            urls.push(("customer_login.issuer", login.issuer.as_deref()));
+            urls.push(("customer_login.authorization_url", login.authorization_url.as_deref()));
+            urls.push(("customer_login.token_url", login.token_url.as_deref()));
         }
         let mut plain = Vec::new();
         let mut checked = 0;

@@ -57,8 +57,11 @@ pub struct ConnectionConfig {
     /// Calls in flight to this company at once; more wait their turn.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
-    /// The company's `/customer_authenticate`, used by `deskbridge check`.
+    /// Where `deskbridge check` logs test customers in: the company's
+    /// `/customer_authenticate`, or any URL that takes the same form post.
     pub customer_login_url: Option<String>,
+    /// `[connections.customer_login]`: how `check` logs them in otherwise.
+    pub customer_login: Option<crate::customer_login::CustomerLogin>,
     pub system_auth: SystemAuthConfig,
     pub api_key: Option<ApiKeyConfig>,
     #[serde(default)]
@@ -706,6 +709,12 @@ pub fn check_connections(
         }
         if let Some(u) = &c.customer_login_url {
             check_url(u, at("customer_login_url"), fail);
+        }
+        if let Some(login) = &c.customer_login {
+            login.problems(&at("customer_login"), c.customer_login_url.is_some(), fail);
+            if let Some(secret) = &login.client_secret {
+                check_secret(at("customer_login.client_secret"), secret, fail, warnings);
+            }
         }
         if let SystemAuthConfig::Oauth2ClientCredentials(OauthClient {
             subject_token_type: Some(_),

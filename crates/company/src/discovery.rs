@@ -10,6 +10,9 @@ use serde::Deserialize;
 pub struct ServerMetadata {
     pub issuer: String,
     pub token_endpoint: String,
+    /// Where a browser logs in, for `check`'s authorization code flow.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
     /// RFC 8414 §2: absent means `client_secret_basic` only.
     #[serde(default = "basic_only")]
     pub token_endpoint_auth_methods_supported: Vec<String>,

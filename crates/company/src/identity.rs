@@ -1,5 +1,5 @@
 //! Who the customer is: a verified JWT's claim (keys from the company's
-//! JWKS, algorithm pinned per key, `exp`/`nbf`/`iss`/`aud` checked), or an opaque
+//! JWKS, algorithms bounded per key, `exp`/`nbf`/`iss`/`aud` checked), or an opaque
 //! identifier from the channel that must not look like PII.
 
 use std::collections::HashMap;
@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use clock::Clock;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::time::Instant;
 
 use crate::config::IdentityConfig;
@@ -48,26 +50,318 @@ pub struct JwtVerifier {
     /// `exp`, `nbf` and `iat` are judged by it (jsonwebtoken reads the
     /// system clock, so its own time checks are off).
     clock: Arc<dyn Clock>,
-    keys: tokio::sync::RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
+    /// The JWKS last fetched: each key by `kid`, or why it cannot verify.
+    keys: tokio::sync::RwLock<HashMap<String, Result<PublishedKey, String>>>,
     /// When the JWKS was last fetched, and how that went. Held while
     /// fetching, so one fetch runs at a time.
     last_fetch: tokio::sync::Mutex<Option<(Instant, Result<(), IdentityError>)>>,
     refetch_min: Duration,
 }
 
-/// The algorithm a JWK verifies: its `alg`, or else its key type. Never the
-/// token's own header (that is the alg-confusion attack).
-pub fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
-    if let Some(alg) = jwk.common.key_algorithm {
-        return alg.to_string().parse().ok();
+/// A signature algorithm a customer token may name in its header. `none`
+/// and the shared-secret `HS*` are not here: a key the company publishes
+/// cannot be a secret, so an HMAC token "verified" with it would be forged
+/// by anyone who read the JWKS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    /// RFC 9864's fully specified name for EdDSA over Ed25519.
+    Ed25519,
+}
+
+const RSA_ALGS: &[SigningAlg] = &[
+    SigningAlg::RS256,
+    SigningAlg::RS384,
+    SigningAlg::RS512,
+    SigningAlg::PS256,
+    SigningAlg::PS384,
+    SigningAlg::PS512,
+];
+const ED25519_ALGS: &[SigningAlg] = &[SigningAlg::EdDSA, SigningAlg::Ed25519];
+
+impl SigningAlg {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "RS256" => Self::RS256,
+            "RS384" => Self::RS384,
+            "RS512" => Self::RS512,
+            "PS256" => Self::PS256,
+            "PS384" => Self::PS384,
+            "PS512" => Self::PS512,
+            "ES256" => Self::ES256,
+            "ES384" => Self::ES384,
+            "EdDSA" => Self::EdDSA,
+            "Ed25519" => Self::Ed25519,
+            _ => return None,
+        })
     }
-    // No `alg` in the JWK: the key type decides, never the token's header.
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+            Self::Ed25519 => "Ed25519",
+        }
+    }
+
+    /// The computation that checks it: `Ed25519` is EdDSA with the curve
+    /// named in the algorithm instead of left to the key.
+    fn verifier(self) -> Algorithm {
+        match self {
+            Self::RS256 => Algorithm::RS256,
+            Self::RS384 => Algorithm::RS384,
+            Self::RS512 => Algorithm::RS512,
+            Self::PS256 => Algorithm::PS256,
+            Self::PS384 => Algorithm::PS384,
+            Self::PS512 => Algorithm::PS512,
+            Self::ES256 => Algorithm::ES256,
+            Self::ES384 => Algorithm::ES384,
+            Self::EdDSA | Self::Ed25519 => Algorithm::EdDSA,
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A key from the company's JWKS and the algorithms it verifies: the one
+/// its `alg` names, or, without `alg`, every one its key type allows.
+/// Never what a token's header asks for beyond that (the alg-confusion
+/// attack: an RSA public key used as an HMAC secret).
+#[derive(Clone)]
+pub struct PublishedKey {
+    algs: KeyAlgs,
+    key: DecodingKey,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyAlgs {
+    Pinned(SigningAlg),
+    OfKeyType(&'static [SigningAlg]),
+}
+
+impl KeyAlgs {
+    fn accepts(self, alg: SigningAlg) -> bool {
+        match self {
+            Self::Pinned(pinned) => pinned == alg,
+            Self::OfKeyType(algs) => algs.contains(&alg),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Pinned(alg) => alg.name().to_string(),
+            Self::OfKeyType(algs) => algs.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+/// The signature algorithms a key type allows, by the JWK's `kty` and `crv`.
+fn key_type_algs(jwk: &Jwk) -> Result<&'static [SigningAlg], &'static str> {
     match &jwk.algorithm {
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => Some(Algorithm::ES384),
-        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
-        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
-        _ => None,
+        AlgorithmParameters::RSA(_) => Ok(RSA_ALGS),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Ok(&[SigningAlg::ES256]),
+            EllipticCurve::P384 => Ok(&[SigningAlg::ES384]),
+            _ => Err("is on a curve no supported algorithm uses"),
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Ok(ED25519_ALGS),
+        AlgorithmParameters::OctetKeyPair(_) => Err("is on a curve no supported algorithm uses"),
+        AlgorithmParameters::OctetKey(_) => Err("is a shared secret (kty oct), which never verifies a customer token"),
+        _ => Err("is of a key type no supported algorithm uses"),
+    }
+}
+
+/// One JWK of a set, read on its own so that a key this verifier cannot
+/// use (an `alg` jsonwebtoken does not know, a P-521 key, an encryption
+/// key) does not make the whole set unreadable.
+fn published_key(value: &serde_json::Value) -> Result<PublishedKey, String> {
+    let mut value = value.clone();
+    let object = value.as_object_mut().ok_or("is not a JSON object")?;
+    if object.get("use").and_then(serde_json::Value::as_str) == Some("enc") {
+        return Err("is for encryption (use enc)".into());
+    }
+    // `alg` is judged here, not by jsonwebtoken, which does not know the
+    // fully specified names (RFC 9864) such as Ed25519.
+    let alg = match object.remove("alg") {
+        None => None,
+        Some(serde_json::Value::String(name)) => Some(name),
+        Some(_) => return Err("has an alg that is not a string".into()),
+    };
+    let jwk: Jwk =
+        serde_json::from_value(value).map_err(|_| "is not a public key jsonwebtoken can read".to_string())?;
+    let allowed = key_type_algs(&jwk).map_err(str::to_string)?;
+    let algs = match alg {
+        None => KeyAlgs::OfKeyType(allowed),
+        Some(name) => match SigningAlg::from_name(&name) {
+            Some(alg) if allowed.contains(&alg) => KeyAlgs::Pinned(alg),
+            _ => {
+                return Err(format!(
+                    "names alg {}, which its key type does not sign with here",
+                    shown(&name)
+                ));
+            }
+        },
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "is not a usable public key".to_string())?;
+    Ok(PublishedKey { algs, key })
+}
+
+/// The company's keys by `kid`, read from a JWKS document: each key, or
+/// why it cannot verify a customer token. Keys without `kid` are left out:
+/// a token names its key.
+pub fn published_keys(body: &[u8]) -> Result<HashMap<String, Result<PublishedKey, String>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    // Where it broke, not serde's message: that can quote the body, and
+    // this text reaches the channel.
+    let set: Set = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "not a JWK Set ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    Ok(set
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let kid = k.get("kid")?.as_str()?.to_string();
+            Some((kid, published_key(k)))
+        })
+        .collect())
+}
+
+/// A name from a token or a key, fit to repeat in a message: short and
+/// plain, else not repeated.
+fn shown(name: &str) -> String {
+    if !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b)) {
+        name.to_string()
+    } else {
+        "(not shown)".to_string()
+    }
+}
+
+/// A compact JWS, its header read by hand: jsonwebtoken's own reading
+/// (`decode_header`, and `decode`, which reads it again) fails on any `alg`
+/// it does not know, so a token signed `"alg": "Ed25519"` would read as
+/// "not a JWT" and could not be verified at all.
+pub struct SignedToken<'a> {
+    pub alg: SigningAlg,
+    pub kid: Option<String>,
+    signing_input: &'a str,
+    signature: &'a str,
+    payload: &'a str,
+}
+
+impl<'a> SignedToken<'a> {
+    /// Reads the header; refuses a token that is not a JWS, names an
+    /// algorithm that is not a supported signature, or lists critical
+    /// extensions.
+    pub fn parse(token: &'a str) -> Result<Self, String> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a JWT (a signed JWT has three dot-separated parts)".into());
+        };
+        let header: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or("not a JWT (its header is not base64url JSON)")?;
+        let alg = match header.get("alg") {
+            Some(serde_json::Value::String(alg)) => alg.as_str(),
+            _ => return Err("its header has no alg".into()),
+        };
+        let alg = match SigningAlg::from_name(alg) {
+            Some(alg) => alg,
+            None if alg.eq_ignore_ascii_case("none") => return Err("it is unsigned (alg none)".into()),
+            None if alg.starts_with("HS") => {
+                return Err(format!("alg {} is a shared-secret MAC, never accepted", shown(alg)));
+            }
+            None => return Err(format!("unsupported algorithm {}", shown(alg))),
+        };
+        // RFC 7515 §4.1.11: extensions listed as critical must be understood,
+        // and this verifier understands none.
+        if header.contains_key("crit") {
+            return Err("it names critical header extensions".into());
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err("its kid is not a string".into()),
+        };
+        let signing_input = &token[..header_len(token, payload)];
+        Ok(Self {
+            alg,
+            kid,
+            signing_input,
+            signature,
+            payload,
+        })
+    }
+
+    /// Checks the signature with `key` and returns the claims, not yet
+    /// judged.
+    pub fn verify(&self, key: &PublishedKey) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        if !key.algs.accepts(self.alg) {
+            return Err(format!(
+                "wrong algorithm for its key: the token says {}, the key takes {}",
+                self.alg,
+                key.algs.describe()
+            ));
+        }
+        let verified = jsonwebtoken::crypto::verify(
+            self.signature,
+            self.signing_input.as_bytes(),
+            &key.key,
+            self.alg.verifier(),
+        );
+        if !matches!(verified, Ok(true)) {
+            return Err("the signature does not verify".into());
+        }
+        URL_SAFE_NO_PAD
+            .decode(self.payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| "its claims are not a JSON object".to_string())
+    }
+}
+
+/// The length of `header.payload` in `token`, the part the signature covers.
+fn header_len(token: &str, payload: &str) -> usize {
+    token.find('.').map_or(0, |dot| dot + 1 + payload.len())
+}
+
+/// Whether `aud` (a string, or a list of strings: RFC 7519 §4.1.3) names
+/// `audience`.
+pub fn audience_matches(aud: Option<&serde_json::Value>, audience: &str) -> bool {
+    match aud {
+        Some(serde_json::Value::String(aud)) => aud == audience,
+        Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
     }
 }
 
@@ -127,26 +421,7 @@ impl JwtVerifier {
             .bytes()
             .await
             .map_err(|e| unavailable(crate::system_token::describe_transport(&e)))?;
-        // Where it broke, not serde's message: that can quote the body, and
-        // this text reaches the channel (reqwest's own would name the URL).
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| {
-            unavailable(format!(
-                "not a JWK Set ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), algorithm_of(jwk)) else {
-                continue;
-            };
-            if let Ok(key) = DecodingKey::from_jwk(jwk) {
-                keys.insert(kid, (alg, key));
-            }
-        }
-        *self.keys.write().await = keys;
+        *self.keys.write().await = published_keys(&body).map_err(unavailable)?;
         Ok(())
     }
 
@@ -155,48 +430,42 @@ impl JwtVerifier {
         if token.len() > 8192 {
             return Err(invalid("too long"));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
-        // RFC 7515 §4.1.11: extensions listed as critical must be understood,
-        // and this verifier understands none.
-        if header.crit.is_some() {
-            return Err(invalid("it names critical header extensions"));
-        }
-        let kid = header.kid.ok_or_else(|| invalid("no kid"))?;
+        let signed = SignedToken::parse(token).map_err(IdentityError::Invalid)?;
+        let kid = signed.kid.clone().ok_or_else(|| invalid("no kid"))?;
         if !self.keys.read().await.contains_key(&kid) {
             self.refresh_keys(&kid, Instant::now()).await?;
         }
-        let keys = self.keys.read().await;
-        let (alg, key) = keys.get(&kid).ok_or_else(|| invalid("signed by an unknown key"))?;
-        if header.alg != *alg {
-            return Err(invalid("wrong algorithm for its key"));
-        }
-        let mut validation = Validation::new(*alg);
-        // Time is judged below, by our clock, with the same leeway.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        if let Some(iss) = &self.config.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        if let Some(aud) = &self.config.audience {
-            validation.set_audience(&[aud]);
-        }
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let claims = match jsonwebtoken::decode::<serde_json::Value>(token, key, &validation) {
-            Ok(data) => data.claims,
-            Err(_) => return Err(invalid("verification failed")),
+        let claims = match self.keys.read().await.get(&kid) {
+            None => return Err(invalid("signed by an unknown key")),
+            Some(Err(why)) => return Err(IdentityError::Invalid(format!("its key {} {why}", shown(&kid)))),
+            Some(Ok(key)) => signed.verify(key).map_err(IdentityError::Invalid)?,
         };
+        // iss and aud must be there, and be ours where we know ours.
+        match (claims.get("iss"), &self.config.issuer) {
+            (None, _) => return Err(invalid("no iss claim")),
+            (Some(iss), Some(ours)) if iss.as_str() != Some(ours.as_str()) => return Err(invalid("wrong issuer")),
+            _ => {}
+        }
+        match (claims.get("aud"), &self.config.audience) {
+            (None, _) => return Err(invalid("no aud claim")),
+            (aud, Some(ours)) if !audience_matches(aud, ours) => return Err(invalid("wrong audience")),
+            _ => {}
+        }
         let now = self.clock.unix_secs();
         // Read as jsonwebtoken reads them: a number (a fraction rounded).
-        let exp = numeric_date(claims.get("exp")).ok_or_else(|| invalid("verification failed"))?;
+        let exp = match claims.get("exp") {
+            None => return Err(invalid("no exp claim")),
+            Some(v) => numeric_date(Some(v)).ok_or_else(|| invalid("exp is not a NumericDate"))?,
+        };
         let nbf = match claims.get("nbf") {
             None => None,
-            Some(v) => Some(numeric_date(Some(v)).ok_or_else(|| invalid("verification failed"))?),
+            Some(v) => Some(numeric_date(Some(v)).ok_or_else(|| invalid("nbf is not a NumericDate"))?),
         };
         if exp < now.saturating_sub(LEEWAY_SECS) {
             return Err(IdentityError::Expired);
         }
         if nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
-            return Err(invalid("verification failed"));
+            return Err(invalid("not valid yet (nbf)"));
         }
         // A company's clock may run ahead of ours, but not by a day.
         if claims
@@ -411,7 +680,7 @@ mod tests {
         let t = token(&key, "k", claims.clone());
         let r = v.verify(&t).await;
         assert!(
-            matches!(&r, Err(IdentityError::Invalid(m)) if m == "verification failed"),
+            matches!(&r, Err(IdentityError::Invalid(m)) if m == "not valid yet (nbf)"),
             "nbf: {r:?}"
         );
         clock.advance(Duration::from_secs(31));

@@ -7,6 +7,7 @@ pub mod action;
 pub mod assertion;
 pub mod config;
 pub mod connector;
+pub mod customer_login;
 pub mod discovery;
 pub mod egress;
 pub mod identity;

@@ -37,20 +37,8 @@ const toml = (value) => JSON.stringify(value); // a JSON string is a valid TOML 
  * handed to the gateway through an environment variable, never inline.
  */
 function connectionToml(c, env, dir) {
-  const secretVar = `INTEROP_SECRET_${c.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
-  let credential;
-  if (c.authMethod === 'tls_client_auth') {
-    // The client certificate of [connections.tls] is the whole credential.
-    credential = [];
-  } else if (c.privatePem) {
-    // private_key_jwt: the key in a file of its own, as an operator would keep it.
-    const keyFile = join(dir, `${c.name}.pem`);
-    writeFileSync(keyFile, c.privatePem, { mode: 0o600 });
-    credential = [`private_key = { file = ${toml(keyFile)} }`, `key_id = ${toml(c.keyId)}`];
-  } else {
-    env[secretVar] = c.secret;
-    credential = [`client_secret = { env = ${toml(secretVar)} }`];
-  }
+  const envName = (suffix) => `INTEROP_${suffix}_${c.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+  const secretVar = envName('SECRET');
   const lines = [
     '[[connections]]',
     `name = ${toml(c.name)}`,
@@ -58,18 +46,61 @@ function connectionToml(c, env, dir) {
     ...(c.tls
       ? ['[connections.tls]', `ca_file = ${toml(c.tls.caFile)}`, `client_cert = ${toml(c.tls.clientCert)}`, `client_key = ${toml(c.tls.clientKey)}`]
       : []),
-    '[connections.system_auth]',
-    'kind = "oauth2_client_credentials"',
-    `token_url = ${toml(c.tokenUrl)}`,
-    `client_id = ${toml(c.clientId)}`,
-    ...credential,
-    `auth_method = ${toml(c.authMethod)}`,
-    `grant_type_in = ${toml(c.grantTypeIn ?? 'body')}`,
   ];
-  for (const key of ['scope', 'audience', 'resource']) {
-    if (c[key] !== undefined) lines.push(`${key} = ${toml(c[key])}`);
+  if (c.systemAuth === 'none') {
+    lines.push('[connections.system_auth]', 'kind = "none"');
+  } else {
+    let credential;
+    if (c.authMethod === 'tls_client_auth') {
+      // The client certificate of [connections.tls] is the whole credential.
+      credential = [];
+    } else if (c.privatePem) {
+      // private_key_jwt: the key in a file of its own, as an operator would keep it.
+      const keyFile = join(dir, `${c.name}.pem`);
+      writeFileSync(keyFile, c.privatePem, { mode: 0o600 });
+      credential = [`private_key = { file = ${toml(keyFile)} }`, `key_id = ${toml(c.keyId)}`];
+    } else {
+      env[secretVar] = c.secret;
+      credential = [`client_secret = { env = ${toml(secretVar)} }`];
+    }
+    lines.push(
+      '[connections.system_auth]',
+      'kind = "oauth2_client_credentials"',
+      `token_url = ${toml(c.tokenUrl)}`,
+      `client_id = ${toml(c.clientId)}`,
+      ...credential,
+      `auth_method = ${toml(c.authMethod)}`,
+      `grant_type_in = ${toml(c.grantTypeIn ?? 'body')}`,
+    );
+    for (const key of ['scope', 'audience', 'resource']) {
+      if (c[key] !== undefined) lines.push(`${key} = ${toml(c[key])}`);
+    }
   }
-  lines.push('[connections.identity]', 'mode = "opaque"');
+  if (c.identity) {
+    // Customers' JWTs, verified against the identity provider's JWKS.
+    lines.push(
+      '[connections.identity]',
+      'mode = "jwt"',
+      `jwks_url = ${toml(c.identity.jwksUrl)}`,
+      `issuer = ${toml(c.identity.issuer)}`,
+      `audience = ${toml(c.identity.audience)}`,
+    );
+  } else {
+    lines.push('[connections.identity]', 'mode = "opaque"');
+  }
+  if (c.customerLogin) {
+    // How `deskbridge check` logs test customers in; the client secret, if
+    // any, through the environment.
+    lines.push('[connections.customer_login]');
+    for (const [key, value] of Object.entries(c.customerLogin)) {
+      if (key === 'client_secret') {
+        env[envName('LOGIN_SECRET')] = value;
+        lines.push(`client_secret = { env = ${toml(envName('LOGIN_SECRET'))} }`);
+      } else {
+        lines.push(`${key} = ${toml(value)}`);
+      }
+    }
+  }
   for (const action of c.actions ?? [{ name: 'ping', path: '/ping' }]) {
     lines.push('[[connections.actions]]', `name = ${toml(action.name)}`, `path = ${toml(action.path)}`);
     if (action.method) lines.push(`method = ${toml(action.method)}`);
@@ -78,8 +109,8 @@ function connectionToml(c, env, dir) {
 }
 
 export class Gateway {
-  constructor({ url, process, logPath, workdir, agentToken, appKey }) {
-    Object.assign(this, { url, process, logPath, workdir, agentToken, appKey });
+  constructor({ url, process, logPath, workdir, agentToken, appKey, env }) {
+    Object.assign(this, { url, process, logPath, workdir, agentToken, appKey, env });
   }
 
   log() {
@@ -141,6 +172,16 @@ export class Gateway {
     const body = await response.json();
     if (response.status !== 201) throw new Error(`open session: HTTP ${response.status}: ${JSON.stringify(body)}`);
     return body.conversation_id;
+  }
+
+  /** Opens a session on `connection` with a customer's token; returns { status, json }. */
+  async openSession(connection, token) {
+    const response = await fetch(`${this.url}/v1/sessions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', [APP_KEY_HEADER]: this.appKey },
+      body: JSON.stringify({ channel: 'web', connection, auth: { token } }),
+    });
+    return { status: response.status, json: await response.json() };
   }
 
   /** Runs an action as the admin agent; returns { status, json }. */
@@ -256,5 +297,5 @@ async function launch(binary, workdir, connections) {
   const health = await fetch(`${url}/healthz`);
   if (health.status !== 200) throw new Error(`gateway /healthz answered ${health.status}; log:\n${readFileSync(logPath, 'utf8')}`);
 
-  return new Gateway({ url, process: child, logPath, workdir, agentToken, appKey });
+  return new Gateway({ url, process: child, logPath, workdir, agentToken, appKey, env });
 }

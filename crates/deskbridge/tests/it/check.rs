@@ -21,7 +21,7 @@ use crate::support::{TestBackend, config, gateway_toml};
 
 /// `deskbridge check ARGS`, with no test users or config from the
 /// environment unless given.
-async fn run_check(args: &[&str], envs: &[(&str, &str)]) -> Output {
+pub(crate) async fn run_check(args: &[&str], envs: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_deskbridge"))
         .arg("check")
         .args(args)
@@ -42,7 +42,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// Rule id -> (status, evidence), from `--format json`, in order.
-fn outcomes(out: &Output) -> Vec<(String, String, String)> {
+pub(crate) fn outcomes(out: &Output) -> Vec<(String, String, String)> {
     let (stdout, stderr) = text(out);
     let rules: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
     rules
