@@ -20,3 +20,4 @@ mod support;
 mod system_credentials;
 mod tls;
 mod web;
+mod web_sdk;
