@@ -19,5 +19,6 @@ mod store_postgres;
 mod support;
 mod system_credentials;
 mod tls;
+mod token_exchange;
 mod web;
 mod web_sdk;
