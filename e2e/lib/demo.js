@@ -112,9 +112,10 @@ export class Demo {
 
 /**
  * Starts `deskbridge demo` with customer JWTs that live `ttl` seconds.
- * `logPath`: where its stdout and stderr go.
+ * `logPath`: where its stdout and stderr go. `allowOrigins`: other pages'
+ * origins for the web channel (`--allow-origin`).
  */
-export async function startDemo({ ttl, logPath }) {
+export async function startDemo({ ttl, logPath, allowOrigins = [] }) {
   const bin = deskbridgeBinary();
   const dir = mkdtempSync(join(tmpdir(), 'deskbridge-e2e-'));
   const backendPort = await freePort();
@@ -130,6 +131,7 @@ export async function startDemo({ ttl, logPath }) {
       '--backend-listen', `127.0.0.1:${backendPort}`,
       '--gateway-listen', `127.0.0.1:${gatewayPort}`,
       '--customer-token-ttl', String(ttl),
+      ...allowOrigins.flatMap((o) => ['--allow-origin', o]),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DESKBRIDGE_LOG: process.env.DESKBRIDGE_LOG || 'info' } },
   );

@@ -29,6 +29,25 @@ pub(crate) struct DemoArgs {
     /// shows the chat refreshing the customer's login.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=86_400))]
     customer_token_ttl: u64,
+    /// Another web origin that may use the demo's web channel, e.g. your own
+    /// page at http://localhost:5173 (repeatable). Origins match exactly:
+    /// http://localhost:5173 is not http://127.0.0.1:5173.
+    #[arg(long = "allow-origin", value_name = "URL", value_parser = web_origin)]
+    allow_origins: Vec<String>,
+}
+
+/// An origin as the browser sends it; a single trailing `/` is forgiven,
+/// anything else (a path, a query) is refused with the fix.
+fn web_origin(text: &str) -> Result<String, String> {
+    let origin = text.strip_suffix('/').unwrap_or(text);
+    if gateway::config::is_origin(origin) {
+        Ok(origin.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an origin: give scheme://host[:port] exactly as the browser shows it, with no path \
+             (e.g. http://localhost:5173)"
+        ))
+    }
 }
 
 /// A file readable by its owner only, written once.
@@ -62,8 +81,14 @@ fn grants_every_api(seed: &DemoSeed) -> bool {
     scopes_ok && apis_ok
 }
 
-fn gateway_toml(dir: &Path, backend_url: &str, seed: &DemoSeed, secrets: &Path) -> String {
+fn gateway_toml(dir: &Path, backend_url: &str, extra_origins: &[String], seed: &DemoSeed, secrets: &Path) -> String {
     let file = |name: &str| secrets.join(name).display().to_string();
+    // The demo site first, then the pages given with --allow-origin.
+    let origins = std::iter::once(backend_url)
+        .chain(extra_origins.iter().map(String::as_str))
+        .map(|o| format!("{o:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"# Written by `deskbridge demo`; copy it as a starting point.
 [server]
@@ -137,7 +162,7 @@ secure_cookies = false
 [[channels]]
 name = "web"
 app_key = {{ file = "{app_key}" }}
-allowed_origins = ["{backend_url}"]
+allowed_origins = [{origins}]
 
 [[channels]]
 name = "ios"
@@ -230,7 +255,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     private_file(&secrets.join("api_key"), || Ok(seed.api_keys[0].key.clone()))?;
 
-    let toml = gateway_toml(dir, &backend_url, &seed, &secrets);
+    let toml = gateway_toml(dir, &backend_url, &args.allow_origins, &seed, &secrets);
     std::fs::write(dir.join("gateway.toml"), &toml).context("cannot write gateway.toml")?;
     let config = GatewayConfig::parse(&toml)
         .map_err(|p| anyhow::anyhow!(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
@@ -247,6 +272,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         agent_token: &agent_token,
         console_password: &console_password,
         app_key: &app_key,
+        origins: &args.allow_origins,
         seed: &seed,
         dir,
     };
@@ -278,6 +304,7 @@ struct Welcome<'a> {
     agent_token: &'a str,
     console_password: &'a str,
     app_key: &'a str,
+    origins: &'a [String],
     seed: &'a DemoSeed,
     dir: &'a Path,
 }
@@ -290,6 +317,7 @@ impl Welcome<'_> {
             agent_token,
             console_password,
             app_key,
+            origins,
             seed,
             dir,
         } = self;
@@ -313,6 +341,18 @@ impl Welcome<'_> {
         writeln!(out, "  metrics        {gateway}/metrics   {backend}/metrics")?;
         writeln!(out, "  agent token    {agent_token}")?;
         writeln!(out, "  web app key    {app_key}")?;
+        for origin in *origins {
+            writeln!(
+                out,
+                "  your page      {origin}   (may use channel web, connection acme)"
+            )?;
+        }
+        writeln!(
+            out,
+            "  web SDK        {gateway}{}   integrity {}",
+            gateway::SDK_PATH,
+            gateway::sdk_integrity()
+        )?;
         for u in &seed.users {
             writeln!(out, "  customer       {:<8} password {}", u.username, u.password)?;
         }

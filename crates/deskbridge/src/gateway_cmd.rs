@@ -105,6 +105,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     gateway.claim_instance().await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "deskbridge gateway listening on {scheme}://{address}")?;
+    // In the log, not on stdout: the first stdout line is the address alone.
+    tracing::info!(
+        path = gateway::SDK_PATH,
+        integrity = gateway::sdk_integrity(),
+        "web SDK, for <script integrity>"
+    );
     out.flush()?;
     drop(out);
     gateway.serve(listener, crate::shutdown_signal()).await?;

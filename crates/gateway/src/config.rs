@@ -353,7 +353,7 @@ impl GatewayConfig {
             }
             check_secret(at("app_key"), &ch.app_key, &mut fail, &mut warnings);
             for (j, origin) in ch.allowed_origins.iter().enumerate() {
-                if Url::parse(origin).map_or(true, |u| u.origin().ascii_serialization() != *origin) {
+                if !is_origin(origin) {
                     fail(
                         format!("channels[{i}].allowed_origins[{j}]"),
                         "an origin is scheme://host[:port], no path".into(),
@@ -364,6 +364,12 @@ impl GatewayConfig {
         problems.extend(warnings);
         problems
     }
+}
+
+/// Whether `text` is a web origin exactly as a browser sends it in `Origin`:
+/// `scheme://host[:port]`, no path, no trailing `/`, the default port left out.
+pub fn is_origin(text: &str) -> bool {
+    Url::parse(text).is_ok_and(|u| u.origin().ascii_serialization() == text)
 }
 
 #[cfg(test)]

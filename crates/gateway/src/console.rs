@@ -59,6 +59,7 @@ pub(crate) fn router() -> Router<Shared> {
             get(|| async { page(CONSOLE_CSS, "text/css; charset=utf-8") }),
         )
         .route("/sdk/deskbridge.js", get(sdk))
+        .route(SDK_PATH, get(versioned_sdk))
         .route("/console/api/login", post(login))
         .route("/console/api/me", get(me))
         .route(
@@ -80,17 +81,65 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
+/// The SDK under its major version, cached for long: pages pin it with
+/// [`sdk_integrity`], and its API changes only with a new major version.
+pub const SDK_PATH: &str = "/sdk/v1/deskbridge.js";
+
+/// The SDK's Subresource Integrity value (`sha384-…`), for the `integrity`
+/// attribute of a page's `<script>`: the gateway prints it at start.
+pub fn sdk_integrity() -> &'static str {
+    static INTEGRITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, SDK_JS.as_bytes());
+        format!(
+            "sha384-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+        )
+    });
+    &INTEGRITY
+}
+
 /// The SDK is loaded by companies' pages on other origins.
 async fn sdk() -> Response {
+    sdk_response("public, max-age=300")
+}
+
+/// A week, then a cheap revalidation by ETag: a gateway upgrade reaches
+/// pages within days even where the integrity attribute is left out.
+const SDK_LONG_CACHE: &str = "public, max-age=604800, stale-while-revalidate=86400";
+
+async fn versioned_sdk(headers: HeaderMap) -> Response {
+    let etag = format!("\"{}\"", sdk_integrity());
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let mut response = if unchanged {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(SDK_LONG_CACHE));
+        response
+    } else {
+        sdk_response(SDK_LONG_CACHE)
+    };
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn sdk_response(cache: &'static str) -> Response {
     let mut response = SDK_JS.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/javascript; charset=utf-8"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    // A page on another origin checks the integrity attribute only on a
+    // response it may read: CORS, for `<script crossorigin>`.
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }
 

@@ -959,6 +959,7 @@ async fn the_gateway_serves_its_openapi_document() {
         ("post", "/v1/conversations/{id}/actions/{action}/reveal"),
         ("get", "/v1/connections/{name}/actions"),
         ("post", "/v1/sessions/{id}/actions/{action}"),
+        ("get", "/v1/channels/{channel}/origin"),
         // Each configured action has an operation of its own, with its input.
         ("post", "/v1/conversations/{id}/actions/getprofile"),
         ("post", "/v1/conversations/{id}/actions/summary"),

@@ -24,3 +24,4 @@ mod system_credentials;
 mod tls;
 mod token_exchange;
 mod web;
+mod web_sdk;

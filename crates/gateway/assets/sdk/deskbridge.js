@@ -1,20 +1,45 @@
 /*! deskbridge web SDK: hands the customer's login from a company's page to the
  * deskbridge gateway, and hands a fresh one whenever the gateway asks for it.
- * No dependencies; exposes window.Deskbridge. Documented in docs/web-sdk.md. */
-(function (global) {
+ * No dependencies; defines Deskbridge (window.Deskbridge in a classic script).
+ * Documented in docs/web-sdk.md. */
+var Deskbridge = (function (global) {
   "use strict";
 
-  var VERSION = "1";
+  // The release (the gateway's version); the API generation is v1.
+  var VERSION = "0.1.0";
   var STORAGE_PREFIX = "deskbridge.session:";
   var BACKOFF_MIN_MS = 1000;
   var BACKOFF_MAX_MS = 30000;
   // Two refreshes closer than this are spaced out, so a token the gateway
   // keeps refusing cannot make the page loop.
   var REFRESH_SPACING_MS = 2000;
+  // A tab waits this long for another tab's refresh before asking its own page.
+  var SHARED_REFRESH_WAIT_MS = 15000;
+  // A login another tab fetched this long before ours expired is still taken.
+  var SHARED_SLACK_MS = 2000;
+  // Errors no retry can cure: the page's configuration must change.
+  var PERMANENT = { invalid_app_key: true, unknown_connection: true, origin_not_allowed: true };
 
   var listeners = {};
-  var config = null; // { gateway, appKey, channel, connection, customerId, contextProvider }
-  var state = { status: "idle", sessionId: null, conversationId: null, authenticated: false };
+  var config = null; // { gateway, appKey, channel, connection, customerId, customerHint, contextProvider }
+  // login: "anonymous", "authenticated", or "expired" (the gateway asked
+  // for a fresh login and the SDK is getting it).
+  var state = {
+    status: "idle",
+    reason: null,
+    sessionId: null,
+    conversationId: null,
+    authenticated: false,
+    login: "anonymous",
+  };
+  // Who the page said the session's customer is (customerHint or customerId).
+  var sessionHint = null;
+  var expiredAt = 0;
+  var warned = {}; // codes already written to the console, once per page
+  var tabs = null; // BroadcastChannel to this page's other tabs
+  var sharedLogin = null; // { token, expiresIn, hint, at }: another tab's fresh login
+  var sharedPending = 0; // when another tab started to fetch one
+  var sharedWaiters = []; // called when that tab is done
   var generation = 0; // bumped by clear(): work started before it is dropped
   var queue = Promise.resolve(); // session changes run one at a time
   var stream = null; // { controller }
@@ -56,11 +81,21 @@
   function getState() {
     return {
       status: state.status,
+      reason: state.reason,
       sessionId: state.sessionId,
       conversationId: state.conversationId,
       authenticated: state.authenticated,
+      login: state.login,
       refreshCount: refreshCount,
     };
+  }
+
+  function setLogin(login) {
+    setState({ login: login, authenticated: login === "authenticated" });
+  }
+
+  function hintOf(c) {
+    return c.customerHint || c.customerId || null;
   }
 
   // --- stored session (survives a reload of the page, not the tab) ---------
@@ -86,7 +121,9 @@
         JSON.stringify({
           sessionId: state.sessionId,
           conversationId: state.conversationId,
-          authenticated: state.authenticated,
+          // Whether a customer signed in on it, even if the login expired since.
+          authenticated: state.login !== "anonymous",
+          hint: sessionHint,
         })
       );
     } catch (e) {
@@ -113,6 +150,10 @@
   }
   GatewayError.prototype = Object.create(Error.prototype);
 
+  function networkError() {
+    return new GatewayError(0, { type: "urn:deskbridge:problem:network_error", detail: "the gateway could not be reached" });
+  }
+
   function post(path, body) {
     return fetch(config.gateway + path, {
       method: "POST",
@@ -131,6 +172,87 @@
         if (!res.ok) throw new GatewayError(res.status, json);
         return json;
       });
+    }, function () {
+      throw networkError();
+    });
+  }
+
+  // A browser hides why a cross-origin call failed: a refused origin looks
+  // like a gateway that is down. The origin check is open to every origin,
+  // so it can tell the two apart.
+  function diagnose(err) {
+    if (!err || err.code !== "network_error" || !config) return Promise.resolve(err);
+    var c = config;
+    return fetch(c.gateway + "/v1/channels/" + encodeURIComponent(c.channel) + "/origin", {
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+      headers: { "x-deskbridge-app-key": c.appKey },
+    }).then(
+      function (res) {
+        if (!res.ok) return err;
+        return res.json().then(function (check) {
+          if (!check || check.allowed !== false) return err;
+          var e = new GatewayError(403, { type: "urn:deskbridge:problem:origin_not_allowed" });
+          e.origin = typeof check.origin === "string" ? check.origin : null;
+          return e;
+        });
+      },
+      function () {
+        return err;
+      }
+    ).catch(function () {
+      return err;
+    });
+  }
+
+  // What the developer must change, for the errors no retry cures.
+  function withFix(err) {
+    var c = config || {};
+    var e = new GatewayError(err.status, { type: "urn:deskbridge:problem:" + err.code });
+    if (err.code === "origin_not_allowed") {
+      var origin = err.origin || (global.location && global.location.origin) || "this page's origin";
+      e.message =
+        origin === "null"
+          ? "this page has no origin (opened from a file?): serve it over http(s) from an origin in the channel's allowed_origins"
+          : "this page's origin " + origin + " may not use channel \"" + c.channel + "\": add \"" + origin +
+            "\" to allowed_origins of that channel in the gateway's configuration (with the demo: deskbridge demo --allow-origin " +
+            origin + "). Origins match exactly: http://localhost:5173 is not http://127.0.0.1:5173";
+    } else if (err.code === "invalid_app_key") {
+      e.message = "the gateway refused the appKey for channel \"" + c.channel + "\": check `appKey` and `channel` against the gateway's [[channels]]";
+    } else if (err.code === "unknown_connection") {
+      e.message = "the gateway has no connection named \"" + c.connection + "\": check `connection`";
+    } else {
+      e.message = err.message;
+    }
+    return e;
+  }
+
+  // Stops every retry: only load() or setCustomer() starts again. The
+  // stored session is kept for that.
+  function fail(where, err) {
+    var e = withFix(err);
+    reset(false);
+    setState({ status: "failed", reason: e.code });
+    reportError(where, e);
+    if (!warned[e.code] && global.console && typeof global.console.warn === "function") {
+      warned[e.code] = true;
+      global.console.warn("Deskbridge: " + e.message);
+    }
+  }
+
+  // Reports a failure of this generation's work. Resolves true when the
+  // caller should try again; a permanent error ends in the `failed` status.
+  function reportFailure(gen, where, err) {
+    if (gen !== generation || !err || err.code === "superseded") return Promise.resolve(false);
+    return diagnose(err).then(function (e) {
+      if (gen !== generation) return false;
+      if (PERMANENT[e.code]) {
+        fail(where, e);
+        return false;
+      }
+      reportError(where, e);
+      return true;
     });
   }
 
@@ -198,6 +320,105 @@
     if (pendingAsk) pendingAsk.abandon();
   }
 
+  // --- one refresh for all of the page's tabs --------------------------------
+  // Every tab of a customer gets the gateway's authentication_required at
+  // once. The first to take the lock asks its page for a fresh login and
+  // passes it to the others (same origin, same browser, memory only); they
+  // hand it to their own sessions without asking their pages.
+
+  function refreshLockName() {
+    return "deskbridge.refresh:" + storageKey();
+  }
+
+  function openTabs() {
+    closeTabs();
+    if (typeof global.BroadcastChannel !== "function") return;
+    try {
+      tabs = new global.BroadcastChannel(refreshLockName());
+    } catch (e) {
+      tabs = null;
+      return;
+    }
+    tabs.onmessage = function (m) {
+      var d = m && m.data;
+      if (!d) return;
+      if (d.type === "refreshing") sharedPending = Date.now();
+      if (d.type !== "fresh_login") return;
+      sharedPending = 0;
+      sharedLogin = typeof d.token === "string" ? { token: d.token, expiresIn: d.expiresIn, hint: d.hint || null, at: Date.now() } : null;
+      sharedWaiters.splice(0).forEach(function (w) {
+        w();
+      });
+    };
+  }
+
+  function closeTabs() {
+    if (tabs) tabs.close();
+    tabs = null;
+    sharedLogin = null;
+    sharedPending = 0;
+    sharedWaiters.splice(0).forEach(function (w) {
+      w();
+    });
+  }
+
+  // Resolves once another tab's refresh that began after `since` is done
+  // (its message may arrive just after its lock is released).
+  function sharedSettled(since) {
+    if (takeShared(since) || !sharedPending || sharedPending < since - SHARED_SLACK_MS) return Promise.resolve();
+    return new Promise(function (resolve) {
+      sharedWaiters.push(resolve);
+      setTimeout(resolve, SHARED_REFRESH_WAIT_MS);
+    });
+  }
+
+  function takeShared(since) {
+    var s = sharedLogin;
+    if (!s || s.at < since - SHARED_SLACK_MS || s.hint !== hintOf(config)) return null;
+    return { auth: { token: s.token, expiresIn: s.expiresIn } };
+  }
+
+  function freshContext(since) {
+    var locks = global.navigator && global.navigator.locks;
+    if (!tabs || !locks || typeof locks.request !== "function" || refreshFailures > 0) return askContext(true);
+    var channel = tabs;
+    var hint = hintOf(config);
+    return new Promise(function (resolve, reject) {
+      var options = {};
+      // A tab whose page never answers must not hold the others up for good.
+      if (typeof AbortSignal !== "undefined" && typeof AbortSignal.timeout === "function") {
+        options.signal = AbortSignal.timeout(SHARED_REFRESH_WAIT_MS);
+      }
+      locks
+        .request(refreshLockName(), options, function () {
+          return sharedSettled(since).then(function () {
+            var shared = takeShared(since);
+            if (shared) return resolve(shared);
+            var tell = function (message) {
+              if (channel === tabs) channel.postMessage(message);
+            };
+            tell({ type: "refreshing" });
+            return askContext(true).then(
+              function (ctx) {
+                var token = ctx && ctx.auth && ctx.auth.token ? String(ctx.auth.token) : null;
+                var expiresIn = Number(ctx && ctx.auth && ctx.auth.expiresIn);
+                tell({ type: "fresh_login", token: token, expiresIn: isFinite(expiresIn) ? expiresIn : null, hint: hint });
+                resolve(ctx);
+              },
+              function (err) {
+                tell({ type: "fresh_login", token: null });
+                reject(err);
+              }
+            );
+          });
+        })
+        .catch(function (e) {
+          if (e && e.name === "AbortError") askContext(true).then(resolve, reject);
+          else reject(e);
+        });
+    });
+  }
+
   function authBody(ctx) {
     var body = {};
     if (config.customerId) body.customer_id = String(config.customerId);
@@ -222,21 +443,33 @@
     return run;
   }
 
-  function adopt(gen, session) {
+  function adopt(gen, session, hint) {
     if (gen !== generation || !session) return;
     var moved = session.session_id !== state.sessionId;
-    setState({
-      sessionId: session.session_id,
-      conversationId: session.conversation_id,
-      authenticated: session.authenticated === true,
-    });
+    sessionHint = session.authenticated === true ? hint : null;
+    setState({ sessionId: session.session_id, conversationId: session.conversation_id });
+    setLogin(session.authenticated === true ? "authenticated" : "anonymous");
     saveStored();
-    if (moved) connectStream();
+    // A new session, or one whose stream stopped when the SDK failed.
+    if (moved || (!stream && !reconnectTimer)) connectStream();
   }
 
-  function openSession(gen) {
-    setState({ status: "connecting" });
-    return askContext(openNeedsRefresh).then(function (ctx) {
+  // Another customer than the session's: the session is left, not continued.
+  function switchCustomer(gen, reason, ctx) {
+    var previous = state.conversationId;
+    closeStream();
+    forgetStored();
+    sessionHint = null;
+    setState({ sessionId: null, conversationId: null });
+    setLogin("anonymous");
+    emit("identity_changed", { reason: reason, previousConversationId: previous });
+    return openSession(gen, ctx);
+  }
+
+  function openSession(gen, given) {
+    setState({ status: "connecting", reason: null });
+    var hint = hintOf(config);
+    return (given ? Promise.resolve(given) : askContext(openNeedsRefresh)).then(function (ctx) {
       if (gen !== generation) return null;
       var body = authBody(ctx);
       body.channel = config.channel;
@@ -244,7 +477,7 @@
       return post("/v1/sessions", body).then(
         function (session) {
           openNeedsRefresh = false;
-          adopt(gen, session);
+          adopt(gen, session, hint);
           if (gen === generation && config.contextProvider && !body.auth) {
             // The chat works anonymously meanwhile; the login is asked for again.
             reportError("open", noToken("the contextProvider gave no token"));
@@ -267,22 +500,29 @@
 
   function authenticate(gen, needsRefresh) {
     if (!state.sessionId) return openSession(gen);
-    return askContext(needsRefresh).then(function (ctx) {
+    var hint = hintOf(config);
+    var asked = needsRefresh ? freshContext(expiredAt) : askContext(false);
+    return asked.then(function (ctx) {
       if (gen !== generation) return null;
       if (!state.sessionId) return openSession(gen);
       if (!ctx || !ctx.auth || !ctx.auth.token) throw noToken("the contextProvider gave no token");
       return post("/v1/sessions/" + encodeURIComponent(state.sessionId) + "/authenticate", authBody(ctx)).then(
         function (session) {
-          adopt(gen, session);
+          adopt(gen, session, hint);
           return session;
         },
         function (err) {
-          if (err.status === 404 && gen === generation) {
+          if (gen !== generation) throw err;
+          if (err.status === 404) {
             // The gateway forgot this session: start a new one with the login.
             forgetStored();
-            setState({ sessionId: null, conversationId: null, authenticated: false });
+            setState({ sessionId: null, conversationId: null });
+            setLogin("anonymous");
             return openSession(gen);
           }
+          // The token is another customer's: the page switched customers
+          // without clear(). That customer gets a session of their own.
+          if (err.code === "identity_mismatch") return switchCustomer(gen, "token", ctx);
           throw err;
         }
       );
@@ -321,28 +561,28 @@
     enqueue(function (g) {
       return authenticate(g, needsRefresh);
     })
-      .then(function (session) {
-        if (gen !== generation || !session || !needsRefresh) return;
-        refreshCount += 1;
-        emit("refresh", { count: refreshCount, at: new Date(), conversationId: state.conversationId });
-        emit("state", getState());
-      })
       .then(
-        function () {
+        function (session) {
           refreshFailures = 0;
+          if (gen !== generation || !session || !needsRefresh) return false;
+          refreshCount += 1;
+          emit("refresh", { count: refreshCount, at: new Date(), conversationId: state.conversationId });
+          emit("state", getState());
+          return false;
         },
         function (err) {
-          if (gen !== generation || err.code === "superseded") return;
-          reportError(needsRefresh ? "refresh" : "authenticate", err);
-          refreshFailures += 1;
+          return reportFailure(gen, needsRefresh ? "refresh" : "authenticate", err).then(function (retry) {
+            if (retry) refreshFailures += 1;
+            return retry;
+          });
         }
       )
-      .then(function () {
+      .then(function (retry) {
         if (gen !== generation) return;
         refreshing = false;
         lastRefreshAt = Date.now();
         // Asked once; keep trying (spaced out, see above) until a login gets through.
-        if (refreshFailures > 0) renewLogin(needsRefresh);
+        if (retry) renewLogin(needsRefresh);
       });
   }
 
@@ -397,9 +637,10 @@
           stream = null;
           setState({ sessionId: null, conversationId: null, authenticated: false });
           enqueue(ensureSession).catch(function (err) {
-            if (err.code === "superseded") return; // the replacing call opens it
-            reportError("open", err);
-            scheduleRetryOpen(gen);
+            // A superseded open is the replacing call's to make.
+            reportFailure(gen, "open", err).then(function (retry) {
+              if (retry) scheduleRetryOpen(gen);
+            });
           });
           return null;
         }
@@ -419,8 +660,11 @@
         function (err) {
           if (!current()) return;
           stream = null;
-          if (err && err.name !== "AbortError") reportError("events", err);
-          scheduleReconnect(gen);
+          if (err && err.name === "AbortError") return scheduleReconnect(gen);
+          setState({ status: "connecting" });
+          reportFailure(gen, "events", err instanceof GatewayError ? err : networkError()).then(function (retry) {
+            if (retry) scheduleReconnect(gen);
+          });
         }
       );
   }
@@ -434,9 +678,9 @@
       reconnectTimer = null;
       if (gen !== generation || state.sessionId) return;
       enqueue(ensureSession).catch(function (err) {
-        if (err.code === "superseded") return;
-        reportError("open", err);
-        scheduleRetryOpen(gen);
+        reportFailure(gen, "open", err).then(function (retry) {
+          if (retry) scheduleRetryOpen(gen);
+        });
       });
     }, delay);
   }
@@ -484,14 +728,22 @@
     }
     var kind = event.kind || name;
     if (kind === "authenticated" && event.session_id === state.sessionId) {
-      setState({ authenticated: true, conversationId: event.conversation_id || state.conversationId });
+      setState({ conversationId: event.conversation_id || state.conversationId });
+      setLogin("authenticated");
       saveStored();
+    } else if (kind === "authenticated" && event.conversation_id === state.conversationId && state.login === "expired") {
+      // Another tab or app of the customer renewed the conversation's login.
+      setLogin("authenticated");
     } else if (event.conversation_id && event.conversation_id !== state.conversationId && event.session_id === state.sessionId) {
       setState({ conversationId: event.conversation_id });
       saveStored();
     }
     emit("event", { kind: kind, conversationId: event.conversation_id || null, sessionId: event.session_id || null });
-    if (kind === "authentication_required") refresh();
+    if (kind === "authentication_required") {
+      if (state.login !== "expired") expiredAt = Date.now();
+      setLogin("expired");
+      refresh();
+    }
   }
 
   // --- public API -----------------------------------------------------------------
@@ -503,6 +755,32 @@
     return opts[key];
   }
 
+  function optionalString(value) {
+    return value === undefined || value === null || value === "" ? null : String(value);
+  }
+
+  // Why a stored session must not be resumed for this page, if it must not.
+  function switchReason(stored) {
+    if (!stored.authenticated) return null;
+    // The page says nobody is signed in: the signed-in session is not theirs.
+    if (!config.contextProvider) return "signed_out";
+    var hint = hintOf(config);
+    if (hint && stored.hint && hint !== stored.hint) return "hint";
+    return null;
+  }
+
+  function sameChat(a, b) {
+    return (
+      a.gateway === b.gateway &&
+      a.appKey === b.appKey &&
+      a.channel === b.channel &&
+      a.connection === b.connection &&
+      a.customerId === b.customerId &&
+      a.customerHint === b.customerHint &&
+      !a.contextProvider === !b.contextProvider
+    );
+  }
+
   function load(opts) {
     opts = opts || {};
     var next = {
@@ -510,38 +788,55 @@
       appKey: requireString(opts, "appKey"),
       channel: opts.channel || "web",
       connection: requireString(opts, "connection"),
-      customerId: opts.customerId || null,
+      customerId: optionalString(opts.customerId),
+      customerHint: optionalString(opts.customerHint),
       contextProvider: typeof opts.contextProvider === "function" ? opts.contextProvider : null,
     };
+    // The same page mounting twice (React's StrictMode, a router): the
+    // session under way goes on, with the newest contextProvider.
+    if (config && sameChat(config, next) && state.status !== "failed" && state.status !== "idle") {
+      config.contextProvider = next.contextProvider;
+      return;
+    }
     if (config) reset(false);
     var gen = generation;
     config = next;
     refreshCount = 0;
+    openTabs();
+    setState({ status: "connecting", reason: null });
     var stored = loadStored();
+    var reason = stored && switchReason(stored);
+    if (reason) {
+      forgetStored();
+      emit("identity_changed", { reason: reason, previousConversationId: stored.conversationId || null });
+      stored = null;
+    }
     if (stored) {
-      setState({
-        status: "connecting",
-        sessionId: stored.sessionId,
-        conversationId: stored.conversationId || null,
-        authenticated: stored.authenticated === true,
-      });
-      if (config.contextProvider && !stored.authenticated) {
-        // Signed in since this session was opened anonymously.
-        enqueue(function (gen) {
-          return authenticate(gen, false);
+      sessionHint = stored.hint || null;
+      setState({ sessionId: stored.sessionId, conversationId: stored.conversationId || null });
+      setLogin(stored.authenticated === true ? "authenticated" : "anonymous");
+      if (config.contextProvider) {
+        // The page's current login: it signs in a session opened
+        // anonymously, and the gateway tells whether it is still the
+        // session's customer (identity_changed if not).
+        enqueue(function (g) {
+          return authenticate(g, false);
         }).catch(function (err) {
-          if (gen !== generation) return;
-          reportError("authenticate", err);
-          if (err && err.code === "no_token") retryAuthenticate();
+          reportFailure(gen, "authenticate", err).then(function (retry) {
+            if (retry && err.code === "no_token") retryAuthenticate();
+          });
         });
       }
       connectStream();
       return;
     }
+    sessionHint = null;
+    setState({ sessionId: null, conversationId: null });
+    setLogin("anonymous");
     enqueue(openSession).catch(function (err) {
-      if (gen !== generation || err.code === "superseded") return;
-      reportError("open", err);
-      scheduleRetryOpen(gen);
+      reportFailure(gen, "open", err).then(function (retry) {
+        if (retry) scheduleRetryOpen(gen);
+      });
     });
   }
 
@@ -551,17 +846,24 @@
     if (typeof opts.contextProvider !== "function") {
       throw new TypeError("Deskbridge: `contextProvider` is required");
     }
-    config.customerId = opts.customerId || null;
+    var failed = state.status === "failed";
+    config.customerId = optionalString(opts.customerId);
+    config.customerHint = optionalString(opts.customerHint);
     config.contextProvider = opts.contextProvider;
     // A call to the old provider that has not answered is superseded.
     abandonAsk();
+    if (failed) setState({ status: "connecting", reason: null });
+    var hint = hintOf(config);
     var gen = generation;
     return enqueue(function (g) {
-      return state.sessionId ? authenticate(g, false) : openSession(g);
+      if (!state.sessionId) return openSession(g);
+      // The page names another customer than the session's.
+      if (state.login !== "anonymous" && hint && sessionHint && hint !== sessionHint) return switchCustomer(g, "hint");
+      return authenticate(g, false);
     }).catch(function (err) {
-      if (gen !== generation) return;
-      reportError("authenticate", err);
-      if (err && err.code === "no_token") retryAuthenticate();
+      return reportFailure(gen, "authenticate", err).then(function (retry) {
+        if (retry && err && err.code === "no_token") retryAuthenticate();
+      });
     });
   }
 
@@ -586,9 +888,12 @@
 
   function clear() {
     reset(true);
+    closeTabs();
     config = null;
     refreshCount = 0;
-    setState({ status: "idle", sessionId: null, conversationId: null, authenticated: false });
+    sessionHint = null;
+    setState({ status: "idle", reason: null, sessionId: null, conversationId: null });
+    setLogin("anonymous");
   }
 
   // --- actions the customer runs ---------------------------------------------------
@@ -668,7 +973,7 @@
     };
   }
 
-  global.Deskbridge = {
+  return {
     version: VERSION,
     load: load,
     setCustomer: setCustomer,
@@ -677,4 +982,4 @@
     getState: getState,
     run: run,
   };
-})(window);
+})(typeof window !== "undefined" ? window : globalThis);

@@ -56,6 +56,23 @@ pub(super) fn handoff(customer_id: Option<String>, auth: Option<AuthHandoff>) ->
 
 /// Checks the channel's app key (constant time) and, for browsers, its origin.
 pub(super) fn authorize_channel(gateway: &Gateway, channel: &str, headers: &HeaderMap) -> Result<(), Problem> {
+    let config = channel_with_key(gateway, channel, headers)?;
+    if !origin_allowed(config, headers) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            ProblemType::OriginNotAllowed,
+            "this origin may not use the channel",
+        ));
+    }
+    Ok(())
+}
+
+/// The channel, if the request carries its app key (compared in constant time).
+fn channel_with_key<'g>(
+    gateway: &'g Gateway,
+    channel: &str,
+    headers: &HeaderMap,
+) -> Result<&'g crate::config::ChannelConfig, Problem> {
     let forbidden = || {
         Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -68,21 +85,60 @@ pub(super) fn authorize_channel(gateway: &Gateway, channel: &str, headers: &Head
     if !bool::from(presented.ct_eq(key.expose_secret().as_bytes())) {
         return Err(forbidden());
     }
-    // Every Origin header counts, and one that is not text is allowed by
-    // no list: neither may slip past as if there were no Origin at all.
-    let allowed = |origin: &HeaderValue| {
+    Ok(config)
+}
+
+/// Whether every `Origin` of the request is on the channel's list. One that
+/// is not text is allowed by no list: neither may slip past as if there
+/// were no Origin at all.
+fn origin_allowed(config: &crate::config::ChannelConfig, headers: &HeaderMap) -> bool {
+    headers.get_all(header::ORIGIN).iter().all(|origin| {
         origin
             .to_str()
             .is_ok_and(|origin| config.allowed_origins.iter().any(|o| o == origin))
-    };
-    if !headers.get_all(header::ORIGIN).iter().all(allowed) {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            ProblemType::OriginNotAllowed,
-            "this origin may not use the channel",
-        ));
-    }
-    Ok(())
+    })
+}
+
+/// Whether the calling page's origin may use a channel.
+#[derive(Serialize, ToSchema)]
+pub(super) struct OriginCheck {
+    channel: String,
+    /// The request's `Origin`, exactly as the gateway compares it; null without one.
+    origin: Option<String>,
+    /// Whether the channel's `allowed_origins` has it (true without an `Origin`: not a browser).
+    allowed: bool,
+}
+
+/// Tells a web page whether its origin may use a channel. Any origin may
+/// call it (CORS open), so a page the channel refuses can read why its
+/// other calls fail: the browser hides their answers from it. It says yes
+/// or no for the caller's own origin only, never which origins are listed.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/origin",
+    tag = "channel",
+    params(("channel", description = "The channel's name")),
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "Whether the request's `Origin` may use the channel", body = OriginCheck),
+        (status = 400, description = "`invalid_request`: a path segment that is not UTF-8 text", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`invalid_app_key`: no such channel, or not its app key", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn check_origin(
+    State(g): State<Shared>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<OriginCheck>, Problem> {
+    let config = channel_with_key(&g, &channel, &headers)?;
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("(not text)").to_string());
+    Ok(Json(OriginCheck {
+        allowed: origin_allowed(config, &headers),
+        channel,
+        origin,
+    }))
 }
 
 /// Opens a customer session for a channel.

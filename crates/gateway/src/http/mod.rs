@@ -59,6 +59,7 @@ const PROBLEM: &str = "application/problem+json";
     paths(
         open_session,
         authenticate_session,
+        check_origin,
         session_events,
         agent_events,
         list_conversations,
@@ -144,6 +145,17 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/v1/sessions/{id}/actions/{action}", post(run_customer_action))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(channel_cors(&gateway));
+    // Any page may ask whether its own origin is allowed.
+    let origin_check = Router::new()
+        .route("/v1/channels/{channel}/origin", get(check_origin))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([axum::http::Method::GET])
+                .allow_headers([HeaderName::from_static(APP_KEY_HEADER)])
+                .max_age(std::time::Duration::from_secs(600)),
+        );
     Router::new()
         .route("/v1/events", get(agent_events))
         .route("/v1/conversations", get(list_conversations))
@@ -163,6 +175,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(method_not_allowed)
         .merge(channel)
+        .merge(origin_check)
         .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
