@@ -29,6 +29,10 @@ pub(crate) struct DemoArgs {
     /// shows the chat refreshing the customer's login.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=86_400))]
     customer_token_ttl: u64,
+    /// The origin (`scheme://host[:port]`) of a desk page that may frame
+    /// the customer card at /card; repeat for more.
+    #[arg(long = "card-origin", value_name = "ORIGIN")]
+    card_origins: Vec<String>,
 }
 
 /// A file readable by its owner only, written once.
@@ -62,7 +66,7 @@ fn grants_every_api(seed: &DemoSeed) -> bool {
     scopes_ok && apis_ok
 }
 
-fn gateway_toml(dir: &Path, backend_url: &str, seed: &DemoSeed, secrets: &Path) -> String {
+fn gateway_toml(dir: &Path, backend_url: &str, seed: &DemoSeed, secrets: &Path, card_origins: &[String]) -> String {
     let file = |name: &str| secrets.join(name).display().to_string();
     format!(
         r#"# Written by `deskbridge demo`; copy it as a starting point.
@@ -133,6 +137,8 @@ profile_action = "getprofile"
 [console]
 # The demo is plain HTTP on loopback; keep this true behind TLS.
 secure_cookies = false
+# Desk pages that may frame the customer card (`deskbridge demo --card-origin`).
+card_origins = [{card_origins}]
 
 [[channels]]
 name = "web"
@@ -153,6 +159,11 @@ app_key = {{ file = "{app_key}" }}
         client_secret = file("client_secret"),
         api_key = file("api_key"),
         app_key = file("web_app_key"),
+        card_origins = card_origins
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -230,7 +241,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     private_file(&secrets.join("api_key"), || Ok(seed.api_keys[0].key.clone()))?;
 
-    let toml = gateway_toml(dir, &backend_url, &seed, &secrets);
+    let toml = gateway_toml(dir, &backend_url, &seed, &secrets, &args.card_origins);
     std::fs::write(dir.join("gateway.toml"), &toml).context("cannot write gateway.toml")?;
     let config = GatewayConfig::parse(&toml)
         .map_err(|p| anyhow::anyhow!(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;

@@ -9,6 +9,7 @@ mod check;
 mod cluster;
 mod company_limits;
 mod demo;
+mod external_refs;
 mod gateway_actions;
 mod gateway_attacks;
 mod gateway_cli;

@@ -27,7 +27,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use crate::connector::ActionError;
 use crate::limits::{RetryAfter, StreamHolder};
 use crate::problem::ProblemType;
-use crate::store::{AuditRecord, ConversationSummary, EventRow, SessionRow};
+use crate::store::{AuditRecord, ConversationSummary, EventRow, ExternalRefRow, SessionRow};
 use crate::{CustomerHandoff, Gateway, IntakeError};
 
 mod agent;
@@ -59,10 +59,13 @@ const PROBLEM: &str = "application/problem+json";
     paths(
         open_session,
         authenticate_session,
+        bind_session_ref,
         session_events,
         agent_events,
+        me,
         list_conversations,
         get_conversation,
+        bind_conversation_ref,
         run_action,
         reveal_value,
         list_actions,
@@ -140,14 +143,17 @@ pub(crate) fn router(gateway: Shared) -> Router {
     let channel = Router::new()
         .route("/v1/sessions", post(open_session))
         .route("/v1/sessions/{id}/authenticate", post(authenticate_session))
+        .route("/v1/sessions/{id}/external-refs", post(bind_session_ref))
         .route("/v1/sessions/{id}/events", get(session_events))
         .route("/v1/sessions/{id}/actions/{action}", post(run_customer_action))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(channel_cors(&gateway));
     Router::new()
         .route("/v1/events", get(agent_events))
+        .route("/v1/me", get(me))
         .route("/v1/conversations", get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation))
+        .route("/v1/conversations/{id}/external-refs", post(bind_conversation_ref))
         .route("/v1/conversations/{id}/actions/{action}", post(run_action))
         .route("/v1/conversations/{id}/actions/{action}/reveal", post(reveal_value))
         .route("/v1/connections/{name}/actions", get(list_actions))
