@@ -78,6 +78,29 @@ export class Demo {
     return r.stdout.trim();
   }
 
+  /** An agent token: `deskbridge agent add NAME --role ROLE` prints it once. */
+  agentToken(name, role) {
+    const r = spawnSync(this.bin, ['agent', 'add', name, '--role', role, '--config', join(this.dir, 'gateway.toml')], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    const token = /dbg_[A-Za-z0-9_-]+/.exec(r.stdout || '');
+    if (r.status !== 0 || !token) throw new Error(`agent add ${name} failed (${r.status}): ${r.stderr}`);
+    return token[0];
+  }
+
+  /** A session opened the way a mobile app opens one (channel "ios", no Origin). */
+  async openSession(body) {
+    const appKey = readFileSync(join(this.dir, 'secrets', 'web_app_key'), 'utf8').trim();
+    const res = await fetch(`${this.gatewayUrl}/v1/sessions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-deskbridge-app-key': appKey },
+      body: JSON.stringify({ channel: 'ios', connection: 'acme', ...body }),
+    });
+    if (res.status !== 201) throw new Error(`POST /v1/sessions: ${res.status} ${await res.text()}`);
+    return res.json();
+  }
+
   /** POST /customer_authenticate at the backend, as the customer's mobile app would. */
   async customerLogin(username) {
     const res = await fetch(`${this.backendUrl}/customer_authenticate`, {
@@ -113,9 +136,10 @@ export class Demo {
 /**
  * Starts `deskbridge demo` with customer JWTs that live `ttl` seconds.
  * `logPath`: where its stdout and stderr go. `allowOrigins`: other pages'
- * origins for the web channel (`--allow-origin`).
+ * origins for the web channel (`--allow-origin`); `cardOrigins`: desk
+ * origins that may frame the customer card.
  */
-export async function startDemo({ ttl, logPath, allowOrigins = [] }) {
+export async function startDemo({ ttl, logPath, allowOrigins = [], cardOrigins = [] }) {
   const bin = deskbridgeBinary();
   const dir = mkdtempSync(join(tmpdir(), 'deskbridge-e2e-'));
   const backendPort = await freePort();
@@ -132,6 +156,7 @@ export async function startDemo({ ttl, logPath, allowOrigins = [] }) {
       '--gateway-listen', `127.0.0.1:${gatewayPort}`,
       '--customer-token-ttl', String(ttl),
       ...allowOrigins.flatMap((o) => ['--allow-origin', o]),
+      ...cardOrigins.flatMap((o) => ['--card-origin', o]),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DESKBRIDGE_LOG: process.env.DESKBRIDGE_LOG || 'info' } },
   );

@@ -34,6 +34,10 @@ pub(crate) struct DemoArgs {
     /// http://localhost:5173 is not http://127.0.0.1:5173.
     #[arg(long = "allow-origin", value_name = "URL", value_parser = web_origin)]
     allow_origins: Vec<String>,
+    /// The origin (`scheme://host[:port]`) of a desk page that may frame
+    /// the customer card at /card; repeat for more.
+    #[arg(long = "card-origin", value_name = "ORIGIN", value_parser = web_origin)]
+    card_origins: Vec<String>,
 }
 
 /// An origin as the browser sends it; a single trailing `/` is forgiven,
@@ -81,7 +85,14 @@ fn grants_every_api(seed: &DemoSeed) -> bool {
     scopes_ok && apis_ok
 }
 
-fn gateway_toml(dir: &Path, backend_url: &str, extra_origins: &[String], seed: &DemoSeed, secrets: &Path) -> String {
+fn gateway_toml(
+    dir: &Path,
+    backend_url: &str,
+    extra_origins: &[String],
+    seed: &DemoSeed,
+    secrets: &Path,
+    card_origins: &[String],
+) -> String {
     let file = |name: &str| secrets.join(name).display().to_string();
     // The demo site first, then the pages given with --allow-origin.
     let origins = std::iter::once(backend_url)
@@ -158,6 +169,8 @@ profile_action = "getprofile"
 [console]
 # The demo is plain HTTP on loopback; keep this true behind TLS.
 secure_cookies = false
+# Desk pages that may frame the customer card (`deskbridge demo --card-origin`).
+card_origins = [{card_origins}]
 
 [[channels]]
 name = "web"
@@ -178,6 +191,11 @@ app_key = {{ file = "{app_key}" }}
         client_secret = file("client_secret"),
         api_key = file("api_key"),
         app_key = file("web_app_key"),
+        card_origins = card_origins
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -255,7 +273,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     private_file(&secrets.join("api_key"), || Ok(seed.api_keys[0].key.clone()))?;
 
-    let toml = gateway_toml(dir, &backend_url, &args.allow_origins, &seed, &secrets);
+    let toml = gateway_toml(dir, &backend_url, &args.allow_origins, &seed, &secrets, &args.card_origins);
     std::fs::write(dir.join("gateway.toml"), &toml).context("cannot write gateway.toml")?;
     let config = GatewayConfig::parse(&toml)
         .map_err(|p| anyhow::anyhow!(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;

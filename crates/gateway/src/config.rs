@@ -94,6 +94,9 @@ pub struct ConsoleConfig {
     pub session_ttl_secs: u64,
     /// Throttling of failed console sign-ins, per agent name and per address.
     pub throttle: login::ThrottleConfig,
+    /// The origins (`scheme://host[:port]`) of the desks whose pages may
+    /// frame the customer card at `/card`; none: no page may.
+    pub card_origins: Vec<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -102,8 +105,14 @@ impl Default for ConsoleConfig {
             secure_cookies: true,
             session_ttl_secs: 8 * 3600,
             throttle: login::ThrottleConfig::default(),
+            card_origins: Vec::new(),
         }
     }
+}
+
+/// Whether `origin` is an origin as a browser serializes it: `scheme://host[:port]`.
+fn is_origin(origin: &str) -> bool {
+    Url::parse(origin).is_ok_and(|u| u.origin().ascii_serialization() == origin)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +330,14 @@ impl GatewayConfig {
         {
             fail("server.tls".into(), e);
         }
+        for (i, origin) in self.console.card_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                fail(
+                    format!("console.card_origins[{i}]"),
+                    "an origin is scheme://host[:port], no path".into(),
+                );
+            }
+        }
         for (key, problem) in self.console.throttle.problems() {
             fail(format!("console.throttle.{key}"), problem.into());
         }
@@ -414,7 +431,8 @@ allowed_origins = ["https://www.example.com"]
         );
         let bad = GOOD
             .replace("path = \"/getprofile\"", "path = \"/../admin\"\ncache_ttl_secs = 301")
-            .replace("https://www.example.com", "https://www.example.com/page");
+            .replace("https://www.example.com", "https://www.example.com/page")
+            + "[console]\ncard_origins = [\"https://desk.example.com/sidebar\"]\n";
         let problems = GatewayConfig::parse(&bad).unwrap_or_else(|p| panic!("{p:?}")).check();
         assert!(problems.iter().any(|p| p.path == "connections[0].actions[0].path"));
         assert!(
@@ -423,6 +441,7 @@ allowed_origins = ["https://www.example.com"]
                 .any(|p| p.path == "connections[0].actions[0].cache_ttl_secs")
         );
         assert!(problems.iter().any(|p| p.path == "channels[0].allowed_origins[0]"));
+        assert!(problems.iter().any(|p| p.path == "console.card_origins[0]"));
     }
 
     #[test]

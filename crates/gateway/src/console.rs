@@ -26,6 +26,7 @@ pub const SESSION_COOKIE: &str = "deskbridge_console";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 const INDEX_HTML: &str = include_str!("../assets/console/index.html");
+const CARD_HTML: &str = include_str!("../assets/console/card.html");
 const CONSOLE_JS: &str = include_str!("../assets/console/console.js");
 const CONSOLE_CSS: &str = include_str!("../assets/console/console.css");
 const SDK_JS: &str = include_str!("../assets/sdk/deskbridge.js");
@@ -58,6 +59,7 @@ pub(crate) fn router() -> Router<Shared> {
             "/console/console.css",
             get(|| async { page(CONSOLE_CSS, "text/css; charset=utf-8") }),
         )
+        .route("/card", get(card))
         .route("/sdk/deskbridge.js", get(sdk))
         .route(SDK_PATH, get(versioned_sdk))
         .route("/console/api/login", post(login))
@@ -96,6 +98,52 @@ pub fn sdk_integrity() -> &'static str {
         )
     });
     &INTEGRITY
+}
+
+/// The customer card, for a desk's sidebar to frame: the console's own
+/// conversation view (same script), started in card mode. Only a desk
+/// origin in `[console] card_origins` may frame it, and only the one it
+/// names as `host`: `frame-ancestors` makes the browser hold the frame to
+/// it, and the card talks (postMessage) to that origin alone.
+async fn card(State(g): State<Shared>, axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+    // `?host=`: the origin of the desk page that frames the card.
+    let host = reqwest::Url::parse(&format!("http://card/?{}", query.unwrap_or_default()))
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "host").map(|(_, v)| v.into_owned()))
+        .filter(|h| g.config.console.card_origins.iter().any(|o| o == h));
+    let Some(host) = host else {
+        let mut refused = Problem::new(
+            StatusCode::FORBIDDEN,
+            ProblemType::OriginNotAllowed,
+            "the card opens only inside a desk whose origin is in [console] card_origins, named as ?host=<origin>",
+        )
+        .into_response();
+        let headers = refused.headers_mut();
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONSOLE_CSP));
+        return refused;
+    };
+    let mut response = page(CARD_HTML, "text/html; charset=utf-8");
+    let headers = response.headers_mut();
+    // frame-ancestors, not X-Frame-Options, decides who frames the card.
+    headers.remove(header::X_FRAME_OPTIONS);
+    // `host` is one of the configured origins, checked as such at start:
+    // it cannot carry a `;` into the policy.
+    let csp = CONSOLE_CSP.replace("frame-ancestors 'none'", &format!("frame-ancestors {host}"));
+    match HeaderValue::from_str(&csp) {
+        Ok(value) => {
+            headers.insert(header::CONTENT_SECURITY_POLICY, value);
+        }
+        Err(_) => {
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ProblemType::Internal,
+                "a card origin is not valid",
+            )
+            .into_response();
+        }
+    }
+    response
 }
 
 /// The SDK is loaded by companies' pages on other origins.

@@ -29,6 +29,8 @@ pub enum EventKind {
     Authenticated,
     /// Its customer token expired or was refused: a fresh one is needed.
     AuthenticationRequired,
+    /// A desk's ref (its chat or ticket id) now names it.
+    ExternalRefBound,
 }
 
 impl EventKind {
@@ -37,6 +39,7 @@ impl EventKind {
             Self::SessionOpened => "session_opened",
             Self::Authenticated => "authenticated",
             Self::AuthenticationRequired => "authentication_required",
+            Self::ExternalRefBound => "external_ref_bound",
         }
     }
 }
@@ -62,6 +65,13 @@ pub enum IntakeError {
     MissingCustomerId,
     #[error("no such session")]
     UnknownSession,
+    #[error("no such conversation")]
+    UnknownConversation,
+    /// The words say what a ref may hold.
+    #[error("external_ref {0}")]
+    InvalidExternalRef(&'static str),
+    #[error("this external_ref already names another conversation of this connection")]
+    ExternalRefTaken,
     #[error(transparent)]
     Internal(#[from] GatewayError),
 }
@@ -130,19 +140,30 @@ impl Gateway {
     }
 
     /// Opens a session; with a customer, it joins their one conversation.
+    /// `external_ref`, the desk's id for this chat, then names the
+    /// conversation too.
     pub async fn open_session(
         &self,
         channel: &str,
         connection: &str,
         handoff: CustomerHandoff,
+        external_ref: Option<&str>,
     ) -> Result<(String, String, bool), IntakeError> {
         let connection = self.connection(connection)?;
+        if let Some(problem) = external_ref.and_then(external_ref_problem) {
+            return Err(IntakeError::InvalidExternalRef(problem));
+        }
         let session_id = random_id("ses_")?;
         let new_id = random_id("cnv_")?;
         let t = self.now();
         let identified = handoff.customer_id.is_some() || handoff.token.is_some();
         if !identified {
+            self.ref_free_for(connection.name(), external_ref, None).await?;
             self.store.anonymous_conversation(&new_id, connection.name(), t).await?;
+            if let Some(external_ref) = external_ref {
+                self.bind_channel_ref(connection.name(), channel, &new_id, external_ref)
+                    .await?;
+            }
             self.store
                 .insert_session(&session_id, &new_id, channel, false, t)
                 .await?;
@@ -151,10 +172,15 @@ impl Gateway {
             return Ok((session_id, new_id, false));
         }
         let (key, expires) = self.customer_key(connection, &handoff).await?;
+        self.ref_free_for(connection.name(), external_ref, Some(&key)).await?;
         let conversation = self
             .store
             .customer_conversation(&new_id, connection.name(), &key, t)
             .await?;
+        if let Some(external_ref) = external_ref {
+            self.bind_channel_ref(connection.name(), channel, &conversation, external_ref)
+                .await?;
+        }
         self.store
             .insert_session(&session_id, &conversation, channel, true, t)
             .await?;
@@ -164,6 +190,113 @@ impl Gateway {
         self.record_event(&conversation, Some(&session_id), EventKind::SessionOpened)
             .await;
         Ok((session_id, conversation, true))
+    }
+
+    /// Names the conversation of a session with the desk's `external_ref`,
+    /// as its channel says. Returns the conversation.
+    pub async fn bind_session_ref(&self, session_id: &str, external_ref: &str) -> Result<String, IntakeError> {
+        if let Some(problem) = external_ref_problem(external_ref) {
+            return Err(IntakeError::InvalidExternalRef(problem));
+        }
+        let (conversation, channel, connection, _) = self
+            .store
+            .session(session_id)
+            .await?
+            .ok_or(IntakeError::UnknownSession)?;
+        self.bind_channel_ref(&connection, &channel, &conversation, external_ref)
+            .await?;
+        self.record_event(&conversation, Some(session_id), EventKind::ExternalRefBound)
+            .await;
+        Ok(conversation)
+    }
+
+    /// Refuses a ref that names a conversation other than the customer's
+    /// (`key`; none: a new, anonymous one) before anything is made for a
+    /// session that would then be refused. Binding checks again.
+    async fn ref_free_for(
+        &self,
+        connection: &str,
+        external_ref: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<(), IntakeError> {
+        let Some(external_ref) = external_ref else {
+            return Ok(());
+        };
+        let Some(owner) = self.store.external_ref_owner(connection, external_ref).await? else {
+            return Ok(());
+        };
+        let customers = match key {
+            Some(key) => self.store.customer_conversation_id(connection, key).await?,
+            None => None,
+        };
+        if customers.as_deref() == Some(owner.as_str()) {
+            Ok(())
+        } else {
+            Err(IntakeError::ExternalRefTaken)
+        }
+    }
+
+    /// A channel's word never moves a ref that names another conversation:
+    /// the customer's side could otherwise put itself behind a ticket that
+    /// is someone else's.
+    async fn bind_channel_ref(
+        &self,
+        connection: &str,
+        channel: &str,
+        conversation: &str,
+        external_ref: &str,
+    ) -> Result<(), IntakeError> {
+        let bound = self
+            .store
+            .bind_external_ref(
+                connection,
+                external_ref,
+                conversation,
+                store::Binder::Channel,
+                &format!("channel:{channel}"),
+                self.now(),
+            )
+            .await?;
+        if bound {
+            Ok(())
+        } else {
+            Err(IntakeError::ExternalRefTaken)
+        }
+    }
+
+    /// Names a conversation with the desk's `external_ref`, as an agent (or
+    /// the desk's backend, with its token) says: moved here if it named
+    /// another conversation. Returns the conversation's connection.
+    pub async fn bind_agent_ref(
+        &self,
+        agent: &str,
+        conversation: &str,
+        external_ref: &str,
+    ) -> Result<String, IntakeError> {
+        if let Some(problem) = external_ref_problem(external_ref) {
+            return Err(IntakeError::InvalidExternalRef(problem));
+        }
+        if !is_random_id(conversation, "cnv_") {
+            return Err(IntakeError::UnknownConversation);
+        }
+        let context = self
+            .store
+            .action_context(conversation)
+            .await?
+            .ok_or(IntakeError::UnknownConversation)?;
+        self.store
+            .bind_external_ref(
+                &context.connection,
+                external_ref,
+                conversation,
+                store::Binder::Agent,
+                &format!("agent:{agent}"),
+                self.now(),
+            )
+            .await?;
+        tracing::info!(agent, conversation, "an agent bound an external ref");
+        self.record_event(conversation, None, EventKind::ExternalRefBound).await;
+        Ok(context.connection.clone())
     }
 
     /// Authenticates a session (anonymous → customer), or gives an
@@ -636,6 +769,23 @@ fn replay(kept: &str, status: u16) -> Result<(ActionResult, bool), ActionError> 
             error: kept.error,
         }),
     }
+}
+
+/// The longest external ref: room for any desk's ids, URNs included.
+pub const MAX_EXTERNAL_REF_LEN: usize = 128;
+
+/// What is wrong with `external_ref`, if anything: 1 to 128 letters,
+/// digits and `-_.:/#@+=`. Nothing that needs escaping in a URL query, a
+/// log line or HTML, and nothing invisible.
+pub fn external_ref_problem(external_ref: &str) -> Option<&'static str> {
+    if external_ref.is_empty() || external_ref.len() > MAX_EXTERNAL_REF_LEN {
+        return Some("must be 1 to 128 characters");
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/#@+=".contains(&b);
+    if !external_ref.bytes().all(allowed) {
+        return Some("may hold only letters, digits and - _ . : / # @ + =");
+    }
+    None
 }
 
 /// Who runs an action.

@@ -35,6 +35,8 @@ pub enum ProblemType {
     IdempotencyKeyInFlight,
     IdentifierNotOpaque,
     IdentityMismatch,
+    InvalidExternalRef,
+    ExternalRefTaken,
     CustomerTokenExpired,
     InvalidCustomerToken,
     IdentityProviderUnavailable,
@@ -79,6 +81,8 @@ impl ProblemType {
         Self::IdempotencyKeyInFlight,
         Self::IdentifierNotOpaque,
         Self::IdentityMismatch,
+        Self::InvalidExternalRef,
+        Self::ExternalRefTaken,
         Self::CustomerTokenExpired,
         Self::InvalidCustomerToken,
         Self::IdentityProviderUnavailable,
@@ -125,6 +129,8 @@ impl ProblemType {
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdentifierNotOpaque => "identifier_not_opaque",
             Self::IdentityMismatch => "identity_mismatch",
+            Self::InvalidExternalRef => "invalid_external_ref",
+            Self::ExternalRefTaken => "external_ref_taken",
             Self::CustomerTokenExpired => "customer_token_expired",
             Self::InvalidCustomerToken => "invalid_customer_token",
             Self::IdentityProviderUnavailable => "identity_provider_unavailable",
@@ -182,6 +188,10 @@ impl ProblemType {
                 "The customer identifier must be opaque: it must not reveal who the customer is."
             }
             Self::IdentityMismatch => "The customer token belongs to another customer.",
+            Self::InvalidExternalRef => "The desk's reference must be 1 to 128 letters, digits or - _ . : / # @ + =.",
+            Self::ExternalRefTaken => {
+                "The desk's reference already names another customer's conversation; an agent can move it to this one."
+            }
             Self::CustomerTokenExpired => "The customer's login has expired.",
             Self::InvalidCustomerToken => "The customer token is not valid.",
             Self::IdentityProviderUnavailable => {

@@ -6,6 +6,7 @@
 mod contexts;
 mod copy;
 pub mod engine;
+mod external_refs;
 mod idempotency;
 mod instances;
 #[cfg(any(test, feature = "test-support"))]
@@ -22,6 +23,7 @@ use self::contexts::{ChangeHook, ContextCache};
 pub use self::copy::CopyReport;
 use self::engine::{Db, on_pool};
 pub use self::engine::{Engine, StoreOptions, redacted_url};
+pub use self::external_refs::{Binder, ExternalRefRow};
 pub use self::idempotency::{Claim, IDEMPOTENCY_TTL_SECS};
 pub use self::instances::{HEARTBEAT, Instance, InstanceRow, STALE_AFTER_SECS};
 use crate::GatewayError;
@@ -154,6 +156,69 @@ where
         reason: r.get(at + 14),
         act: r.get(at + 15),
     }
+}
+
+/// A listing of conversations with their channels and their token's state
+/// in one read (a console lists a page on every event), for `$db`'s
+/// dialect, ending in `$tail` (its WHERE and ORDER BY): static SQL text,
+/// as sqlx takes it. Rows are read with [`listing_row`].
+macro_rules! listing_sql {
+    ($db:expr, $tail:literal) => {
+        match $db {
+            $crate::store::engine::Db::Sqlite(_) => {
+                concat!($crate::store::listing_head!("group_concat(DISTINCT s.channel)"), $tail)
+            }
+            $crate::store::engine::Db::Postgres(_) => {
+                concat!(
+                    $crate::store::listing_head!("string_agg(DISTINCT s.channel, ',')"),
+                    $tail
+                )
+            }
+        }
+    };
+}
+/// [`listing_sql`] up to its tail, with `$channels` aggregating the channels.
+macro_rules! listing_head {
+    ($channels:literal) => {
+        concat!(
+            "SELECT c.id, c.connection, c.customer_key, c.created_at, c.last_activity_at, (SELECT ",
+            $channels,
+            " FROM sessions s WHERE s.conversation_id = c.id),
+                t.conversation_id IS NOT NULL, t.expires_at, t.rejected
+             FROM conversations c LEFT JOIN customer_tokens t ON t.conversation_id = c.id "
+        )
+    };
+}
+pub(crate) use listing_head;
+pub(crate) use listing_sql;
+
+/// A conversation and its token's state from a row of [`listing_sql`].
+fn listing_row<R: sqlx::Row>(r: &R) -> (ConversationSummary, Option<TokenStatus>)
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<bool>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let channels: Option<String> = r.get(5);
+    let summary = ConversationSummary {
+        id: r.get(0),
+        connection: r.get(1),
+        customer_id: r.get(2),
+        created_at: r.get(3),
+        last_activity_at: r.get(4),
+        channels: channels
+            .map(|c| c.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+    };
+    let token = r.get::<bool, _>(6).then(|| TokenStatus {
+        expires_at: r.get(7),
+        rejected: r.get::<Option<bool>, _>(8).unwrap_or(false),
+    });
+    (summary, token)
 }
 
 impl Store {
@@ -306,6 +371,8 @@ impl Store {
                     for statement in [
                         "UPDATE sessions SET conversation_id = $1 WHERE conversation_id = $2",
                         "UPDATE events SET conversation_id = $1 WHERE conversation_id = $2",
+                        // The desk's refs follow the visitor into the customer's conversation.
+                        "UPDATE external_refs SET conversation_id = $1 WHERE conversation_id = $2",
                     ] {
                         sqlx::query(statement).bind(into).bind(from).execute(&mut *tx).await?;
                     }
@@ -493,25 +560,11 @@ impl Store {
         before: Option<(i64, String)>,
     ) -> Result<Vec<(ConversationSummary, Option<TokenStatus>)>, GatewayError> {
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
-        // The token's state comes in the same read: a console lists a page on every event.
-        macro_rules! listing {
-            ($channels:literal) => {
-                concat!(
-                    "SELECT c.id, c.connection, c.customer_key, c.created_at, c.last_activity_at,
-                        (SELECT ",
-                    $channels,
-                    " FROM sessions s WHERE s.conversation_id = c.id),
-                        t.conversation_id IS NOT NULL, t.expires_at, t.rejected
-                 FROM conversations c LEFT JOIN customer_tokens t ON t.conversation_id = c.id
-                 WHERE c.last_activity_at < $1 OR (c.last_activity_at = $2 AND c.id < $3 AND $4 != '')
-                 ORDER BY c.last_activity_at DESC, c.id DESC LIMIT $5"
-                )
-            };
-        }
-        let sql = match self.db {
-            Db::Sqlite(_) => listing!("group_concat(DISTINCT s.channel)"),
-            Db::Postgres(_) => listing!("string_agg(DISTINCT s.channel, ',')"),
-        };
+        let sql = listing_sql!(
+            self.db,
+            "WHERE c.last_activity_at < $1 OR (c.last_activity_at = $2 AND c.id < $3 AND $4 != '')
+             ORDER BY c.last_activity_at DESC, c.id DESC LIMIT $5"
+        );
         Ok(on_pool!(&self.db, pool => sqlx::query(sql)
             .bind(at)
             .bind(at)
@@ -520,25 +573,8 @@ impl Store {
             .bind(limit)
             .fetch_all(pool)
             .await?
-            .into_iter()
-            .map(|r| {
-                let channels: Option<String> = r.get(5);
-                let summary = ConversationSummary {
-                    id: r.get(0),
-                    connection: r.get(1),
-                    customer_id: r.get(2),
-                    created_at: r.get(3),
-                    last_activity_at: r.get(4),
-                    channels: channels
-                        .map(|c| c.split(',').map(str::to_string).collect())
-                        .unwrap_or_default(),
-                };
-                let token = r.get::<bool, _>(6).then(|| TokenStatus {
-                    expires_at: r.get(7),
-                    rejected: r.get::<Option<bool>, _>(8).unwrap_or(false),
-                });
-                (summary, token)
-            })
+            .iter()
+            .map(listing_row)
             .collect()))
     }
 
@@ -974,6 +1010,25 @@ pub(crate) mod tests {
             .add_event("cnv_anon", Some("ses_1"), "session_opened", 103)
             .await
             .unwrap();
+        // Refs of both: the visitor's follow them into the customer's conversation.
+        for (r, conversation, binder, at) in [
+            ("ZD-1", "cnv_a", Binder::Agent, 102),
+            ("chat/7", "cnv_anon", Binder::Channel, 103),
+        ] {
+            assert!(
+                store
+                    .bind_external_ref("acme", r, conversation, binder, "channel:web", at)
+                    .await
+                    .unwrap()
+            );
+        }
+        // A channel cannot move a ref bound elsewhere; an agent can.
+        assert!(
+            !store
+                .bind_external_ref("acme", "ZD-1", "cnv_anon", Binder::Channel, "channel:web", 103)
+                .await
+                .unwrap()
+        );
         store.join("ses_1", "cnv_anon", "cnv_a", 104).await.unwrap();
         store.put_token("cnv_a", b"sealed", Some(10_000), 105).await.unwrap();
         store.insert_agent("ann", "admin", b"digest-ann", 106).await.unwrap();
@@ -998,8 +1053,27 @@ pub(crate) mod tests {
         assert_eq!(sessions.len(), 1);
         assert!(sessions[0].authenticated);
         assert_eq!(events[0].kind, "session_opened");
-        // The anonymous conversation went into the customer's.
+        // The anonymous conversation went into the customer's, with its ref.
         assert!(store.conversation("cnv_anon").await.unwrap().is_none());
+        let refs: Vec<String> = store
+            .external_refs(cnv)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.external_ref)
+            .collect();
+        assert_eq!(refs, ["ZD-1", "chat/7"]);
+        let found = store.conversations_by_ref("chat/7", Some("acme")).await.unwrap();
+        assert_eq!(found.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), [cnv]);
+        assert_eq!(found[0].0.channels, vec!["web".to_string()]);
+        assert_eq!(store.conversations_by_ref("chat/7", None).await.unwrap().len(), 1);
+        assert!(
+            store
+                .conversations_by_ref("chat/7", Some("other"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let listed = store.conversations(10, None).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0.channels, vec!["web".to_string()]);
@@ -1065,6 +1139,7 @@ pub(crate) mod tests {
                 events: 1,
                 agents: 1,
                 console_sessions: 1,
+                external_refs: 2,
                 audit: 2,
             }
         );

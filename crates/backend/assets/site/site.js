@@ -177,7 +177,7 @@
       .catch((e) => {
         if (e.status === 401) {
           forget();
-          setText($("chat-error"), "Your session with Acme has ended. Sign in again to keep chatting.");
+          setText($("chat-error"), "Your session with Acme has ended. Sign in again to reconnect.");
         } else {
           // No fresh login this time: the SDK reports it and asks again later.
           callback(null);
@@ -198,7 +198,7 @@
             if (!tx.session && site.username) renderState(window.Deskbridge.getState());
           });
           window.Deskbridge.on("error", (e) => {
-            if (e.where !== "events") setText($("chat-error"), `The chat could not reach deskbridge (${e.code}).`);
+            if (e.where !== "events") setText($("chat-error"), `This page could not reach deskbridge (${e.code}).`);
           });
           resolve();
         };
@@ -334,7 +334,7 @@
       if (seq !== tx.seq) return;
       if (e.problem === "customer_auth_required") {
         tx.session = null; // tried again once the chat has a fresh login
-        txStatus("Waiting for the chat to renew your login…");
+        txStatus("Waiting for deskbridge to renew your login…");
       } else {
         txStatus(`Your transactions could not be loaded (${e.problem || e.message}).`, "error");
       }
@@ -352,7 +352,7 @@
     show($("tx-account"), false);
     show(document.querySelector(".tx-table"), false);
     $("tx-refresh").disabled = true;
-    txStatus("Loaded through the chat once it has your login.");
+    txStatus("Loaded through deskbridge once it has your login.");
   }
 
   const STATUS_TEXT = { idle: "Not started", connecting: "Connecting…", connected: "Connected" };
@@ -390,7 +390,7 @@
     const el = $("token-ttl");
     if (!site.exp) return void (el.textContent = "—");
     const left = Math.round(site.exp - Date.now() / 1000);
-    el.textContent = left > 0 ? `${left} s` : "expired (renewed when the chat asks)";
+    el.textContent = left > 0 ? `${left} s` : "expired (renewed when deskbridge asks)";
   }
 
   // --- start ---------------------------------------------------------------------------
@@ -409,12 +409,12 @@
       const res = await fetch("/demo/config.json", { credentials: "same-origin" });
       site.config = await res.json();
     } catch (e) {
-      setText($("chat-error"), "The chat is not available right now.");
+      setText($("chat-error"), "deskbridge is not available right now.");
       return;
     }
     $("chat-open").disabled = false;
     $("console-link").href = `${site.config.gateway_url.replace(/\/+$/, "")}/console`;
-    loadSdk().catch((e) => setText($("chat-error"), `The chat could not be loaded from ${site.config.gateway_url}.`));
+    loadSdk().catch((e) => setText($("chat-error"), `deskbridge could not be loaded from ${site.config.gateway_url}.`));
     // After a reload: the site session (cookie) may still be there. Only ask
     // when this tab signed in, so a first visit makes no failing request.
     const remembered = sessionStorage.getItem(SIGNED_IN_HINT);

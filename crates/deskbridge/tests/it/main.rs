@@ -11,6 +11,7 @@ mod cluster;
 mod company_limits;
 mod customer_algorithms;
 mod demo;
+mod external_refs;
 mod gateway_actions;
 mod gateway_attacks;
 mod gateway_cli;

@@ -1,12 +1,16 @@
 // deskbridge agent console: sign-in, the live conversation list, one
 // conversation with its customer card, and the admin view. Plain ES2020, no
 // build step; served by the gateway under a strict CSP (no inline code or style).
+// The same script is the embeddable customer card (/card, `data-mode="card"`):
+// one conversation's card and actions, inside a desk's sidebar, found by the
+// desk's own ticket id; see "embedded card mode" below and docs/agent-card.md.
 "use strict";
 
 (() => {
   const SIGNED_IN_HINT = "deskbridge.console.signedIn"; // not a credential: only "try /me first"
   const CHANNELS = ["web", "ios", "android"];
-  const EVENT_KINDS = ["session_opened", "authenticated", "authentication_required"];
+  const EVENT_KINDS = ["session_opened", "authenticated", "authentication_required", "external_ref_bound"];
+  const CARD = document.body.dataset.mode === "card";
 
   const S = {
     agent: null,
@@ -28,6 +32,10 @@
     listTimer: null,
     detailTimer: null,
     connectionsLoaded: false,
+    token: null, // card mode: the agent token the desk handed over (memory only)
+    ref: null, // card mode: the desk's ticket id, and its connection if given
+    refConnection: null,
+    liveAbort: null,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -163,7 +171,8 @@
   async function api(path, opts = {}) {
     const method = opts.method || "GET";
     const headers = { accept: "application/json", ...(opts.headers || {}) };
-    if (method !== "GET" && S.csrf) headers["x-csrf-token"] = S.csrf;
+    if (S.token) headers.authorization = `Bearer ${S.token}`;
+    else if (method !== "GET" && S.csrf) headers["x-csrf-token"] = S.csrf;
     if (opts.body !== undefined) headers["content-type"] = "application/json";
     let res;
     try {
@@ -328,6 +337,7 @@
   }
 
   function signedOut(message) {
+    if (CARD) return cardSignedOut(message);
     stopLive();
     S.agent = null;
     S.csrf = null;
@@ -371,12 +381,15 @@
   function stopLive() {
     if (S.es) S.es.close();
     S.es = null;
+    if (S.liveAbort) S.liveAbort.abort();
+    S.liveAbort = null;
     clearTimeout(S.liveTimer);
   }
 
   function startLive() {
     stopLive();
     setLive(S.liveDown ? "reconnecting" : "connecting");
+    if (S.token) return startTokenLive();
     const es = new EventSource("/v1/events");
     S.es = es;
     es.onopen = () => {
@@ -428,6 +441,9 @@
       return;
     }
     const kind = ev.kind || name;
+    // A card whose ticket names no conversation yet, or whose ref may have
+    // moved, looks it up again.
+    if (CARD && (!S.current || kind === "external_ref_bound")) return scheduleLookup();
     scheduleList();
     if (S.route.view !== "conversation" || !S.current) return;
     if (ev.conversation_id === S.current.id) {
@@ -435,6 +451,7 @@
     } else if (ev.session_id && S.current.sessions.some((s) => s.id === ev.session_id)) {
       // A session of this (anonymous) conversation signed in: the conversation
       // was folded into the customer's. Follow it.
+      if (CARD) return scheduleLookup();
       location.replace(`#/c/${encodeURIComponent(ev.conversation_id)}`);
     }
   }
@@ -456,7 +473,7 @@
 
   let listSeq = 0;
   async function refreshList() {
-    if (!S.agent) return;
+    if (!S.agent || CARD) return;
     const seq = ++listSeq;
     const limit = Math.min(200, Math.max(50, S.shown));
     try {
@@ -499,6 +516,7 @@
   }
 
   function renderList() {
+    if (CARD) return;
     const ul = $("conversation-list");
     const existing = new Map([...ul.children].map((li) => [li.dataset.conversationId, li]));
     S.conversations.forEach((c, i) => {
@@ -620,7 +638,7 @@
   function buildDetailSkeleton(id) {
     const body = $("detail-body");
     body.replaceChildren(
-      h("div", { id: "detail-head", class: "detail-head" }, h("a", { class: "back-link", href: "#/" }, "← Conversations"), h("h2", { id: "detail-heading", tabindex: "-1", "data-testid": "detail-title" }, "Loading…")),
+      h("div", { id: "detail-head", class: "detail-head" }, CARD ? null : h("a", { class: "back-link", href: "#/" }, "← Conversations"), h("h2", { id: "detail-heading", tabindex: "-1", "data-testid": "detail-title" }, "Loading…")),
       h(
         "div",
         { class: "detail-grid" },
@@ -659,9 +677,11 @@
     if (!head) return;
     const heading = $("detail-heading");
     heading.textContent = customerLabel(d);
-    const admin = S.agent && S.agent.role === "admin";
-    head.replaceChildren(
-      h("a", { class: "back-link", href: "#/" }, "← Conversations"),
+    const admin = !CARD && S.agent && S.agent.role === "admin";
+    const refs = (d.external_refs || []).map((r) => r.external_ref);
+    // replaceChildren would write a null as the text "null": left out instead.
+    const parts = [
+      CARD ? null : h("a", { class: "back-link", href: "#/" }, "← Conversations"),
       h("div", { class: "detail-title-row" }, heading, authPill(d)),
       h(
         "dl",
@@ -670,10 +690,12 @@
         d.customer_id ? h("div", {}, h("dt", {}, "Customer ID"), h("dd", {}, h("code", { title: d.customer_id }, shortId(d.customer_id)))) : null,
         h("div", {}, h("dt", {}, "Connection"), h("dd", {}, d.connection)),
         h("div", {}, h("dt", {}, "Started"), h("dd", {}, timeEl(d.created_at))),
-        h("div", {}, h("dt", {}, "Channels"), h("dd", { class: "badges" }, (d.channels || []).map(channelBadge)))
+        h("div", {}, h("dt", {}, "Channels"), h("dd", { class: "badges" }, (d.channels || []).map(channelBadge))),
+        refs.length ? h("div", {}, h("dt", {}, "Desk refs"), h("dd", { "data-testid": "detail-external-refs" }, refs.join(", "))) : null
       ),
-      admin ? h("a", { class: "subtle-link", href: `#/admin?conversation=${encodeURIComponent(d.id)}`, "data-testid": "detail-audit-link" }, "Audit log for this conversation") : null
-    );
+      admin ? h("a", { class: "subtle-link", href: `#/admin?conversation=${encodeURIComponent(d.id)}`, "data-testid": "detail-audit-link" }, "Audit log for this conversation") : null,
+    ];
+    head.replaceChildren(...parts.filter(Boolean));
   }
 
   function renderTimeline(d) {
@@ -699,6 +721,7 @@
         const earlier = events.slice(i + 1).some((e) => e.kind === "authenticated" || e.kind === "authentication_required");
         text = earlier ? "Login refreshed" : "Signed in";
       } else if (ev.kind === "authentication_required") text = "Login expired: asked the customer's app for a fresh one";
+      else if (ev.kind === "external_ref_bound") text = "Linked to a desk conversation";
       else text = words(ev.kind);
       return h(
         "li",
@@ -716,6 +739,7 @@
 
   function setCard(state, data) {
     S.card.state = state;
+    if (CARD) tellCardState(state, data);
     const card = $("customer-card");
     if (!card) return;
     card.dataset.state = state;
@@ -1010,7 +1034,14 @@
 
   async function runAction(convId, name, input, key) {
     const path = `/v1/conversations/${encodeURIComponent(convId)}/actions/${encodeURIComponent(name)}`;
-    return api(path, { method: "POST", body: { input }, headers: key ? { "idempotency-key": key } : undefined });
+    try {
+      const r = await api(path, { method: "POST", body: { input }, headers: key ? { "idempotency-key": key } : undefined });
+      tellHost({ type: "deskbridge:action", action: name, outcome: "ok", status: r && r.meta ? r.meta.status : undefined, external_ref: S.ref });
+      return r;
+    } catch (p) {
+      tellHost({ type: "deskbridge:action", action: name, outcome: p.slug, external_ref: S.ref });
+      throw p;
+    }
   }
 
   function problemView(p) {
@@ -1757,7 +1788,205 @@
 
   // --- start ------------------------------------------------------------------------------------------
 
+  // --- embedded card mode ------------------------------------------------------------------------
+  // /card?host=<desk origin>: a desk's sidebar frames this page, and the
+  // gateway let only that origin frame it (CSP frame-ancestors). The desk
+  // hands over the agent's token (or relies on a console sign-in) and its own
+  // ticket id by postMessage; the card listens to its parent at that origin
+  // only, and writes to that origin only. The contract is in docs/agent-card.md.
+
+  const HOST = CARD ? new URLSearchParams(location.search).get("host") : null;
+  const CARD_PROTOCOL = 1;
+
+  function tellHost(msg) {
+    if (!CARD || !HOST || window.parent === window) return;
+    window.parent.postMessage({ ...msg, version: CARD_PROTOCOL }, HOST);
+  }
+
+  function tellCardState(state, data) {
+    const d = S.current || {};
+    const name = S.card.profile && S.card.profile.name ? String(S.card.profile.name) : null;
+    tellHost({
+      type: "deskbridge:state",
+      state,
+      external_ref: S.ref,
+      conversation_id: d.id || null,
+      customer_name: state === "ready" ? name : null,
+      problem: data && data.problem ? data.problem.slug : undefined,
+    });
+  }
+
+  function cardNotice(text, state) {
+    const el = $("card-notice");
+    setText(el, text);
+    el.dataset.state = state || "";
+  }
+
+  function bootCard() {
+    if (!HOST || window.parent === window) {
+      cardNotice("This card opens inside a desk's sidebar, not on its own.", "standalone");
+      return;
+    }
+    window.addEventListener("message", onHostMessage);
+    setInterval(tick, 30000);
+    // The desk sizes its frame to the card.
+    let height = 0;
+    new ResizeObserver(() => {
+      const now = Math.ceil(document.documentElement.scrollHeight);
+      if (now !== height) tellHost({ type: "deskbridge:resize", height: (height = now) });
+    }).observe(document.body);
+    $("live").hidden = false;
+    tellHost({ type: "deskbridge:ready" });
+  }
+
+  async function onHostMessage(e) {
+    // Only the desk that frames the card, at the origin the gateway let frame it.
+    if (e.source !== window.parent || e.origin !== HOST) return;
+    const m = e.data;
+    if (!m || typeof m !== "object") return;
+    if (m.type === "deskbridge:sign-out") return cardSignedOut("The desk signed out.");
+    if (m.type !== "deskbridge:open") return;
+    if (typeof m.external_ref !== "string" || !m.external_ref) {
+      tellHost({ type: "deskbridge:state", state: "invalid", detail: "deskbridge:open needs an external_ref" });
+      return;
+    }
+    const tokenGiven = typeof m.token === "string" && m.token !== "";
+    const newCredential = tokenGiven && m.token !== S.token;
+    if (newCredential) {
+      stopLive();
+      S.token = m.token;
+      S.agent = null;
+      actionLists.clear();
+    }
+    S.ref = m.external_ref;
+    S.refConnection = typeof m.connection === "string" && m.connection ? m.connection : null;
+    $("card-ref").textContent = S.ref;
+    if (!S.agent) {
+      cardNotice("Signing in…", "signing_in");
+      try {
+        // A token says who it is at /v1/me; a console sign-in (the desk on
+        // the gateway's own site) at /console/api/me, with its CSRF token.
+        if (S.token) S.agent = await api("/v1/me", { quiet: true });
+        else {
+          const me = await api("/console/api/me", { quiet: true });
+          S.agent = me.agent;
+          S.csrf = me.csrf_token;
+        }
+      } catch (p) {
+        return cardSignedOut(p.status === 401 ? "" : sentence(p));
+      }
+      startLive();
+    }
+    lookup();
+  }
+
+  let lookupTimer = null;
+  function scheduleLookup() {
+    clearTimeout(lookupTimer);
+    lookupTimer = setTimeout(lookup, 150);
+  }
+
+  let lookupSeq = 0;
+  async function lookup() {
+    if (!S.agent || !S.ref) return;
+    const seq = ++lookupSeq;
+    const q = new URLSearchParams({ external_ref: S.ref });
+    if (S.refConnection) q.set("connection", S.refConnection);
+    let r;
+    try {
+      r = await api(`/v1/conversations?${q}`);
+    } catch (p) {
+      if (seq !== lookupSeq || p.status === 401) return;
+      cardNotice(sentence(p), "error");
+      tellHost({ type: "deskbridge:state", state: "error", external_ref: S.ref, problem: p.slug });
+      return;
+    }
+    if (seq !== lookupSeq) return;
+    const found = (r.conversations || [])[0];
+    if (!found) {
+      S.current = null;
+      S.route = { view: "conversation", id: null, query: new URLSearchParams() };
+      $("detail-body").replaceChildren();
+      $("detail-body").hidden = true;
+      cardNotice(`No conversation is linked to ${S.ref} yet. It shows here as soon as the customer's chat, or an agent, names it.`, "not_found");
+      tellHost({ type: "deskbridge:state", state: "not_found", external_ref: S.ref, conversation_id: null });
+      return;
+    }
+    cardNotice("", "");
+    S.route = { view: "conversation", id: found.id, query: new URLSearchParams() };
+    openConversation(found.id);
+  }
+
+  function cardSignedOut(message) {
+    stopLive();
+    S.token = null;
+    S.agent = null;
+    S.csrf = null;
+    S.current = null;
+    S.card = { convId: null, state: "idle", seq: S.card.seq + 1, loading: false };
+    S.actions = { convId: null, views: [] };
+    actionLists.clear();
+    $("detail-body").replaceChildren();
+    $("detail-body").hidden = true;
+    setLive("down");
+    cardNotice(message || "The desk's agent credential is not valid (or has expired). The desk must hand over a fresh one.", "signed_out");
+    tellHost({ type: "deskbridge:state", state: "signed_out", external_ref: S.ref, conversation_id: null });
+  }
+
+  // EventSource cannot send a header: with a token, the stream is read with fetch.
+  async function startTokenLive() {
+    const ctrl = new AbortController();
+    S.liveAbort = ctrl;
+    try {
+      const res = await fetch("/v1/events", {
+        headers: { accept: "text/event-stream", authorization: `Bearer ${S.token}` },
+        signal: ctrl.signal,
+        cache: "no-store",
+      });
+      if (res.status === 401) return signedOut("");
+      if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+      setLive("live");
+      S.liveBackoff = 1000;
+      if (S.liveDown) {
+        // Events are not replayed: catch up on what happened meanwhile.
+        S.liveDown = false;
+        scheduleLookup();
+      }
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let name = "message";
+          const data = [];
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event:")) name = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          }
+          if (data.length) onGatewayEvent(name, data.join("\n"));
+        }
+      }
+    } catch (e) {
+      if (ctrl.signal.aborted) return;
+    }
+    if (S.liveAbort !== ctrl) return;
+    // Ended (a restart, a revoked token) or failed: again, a little later each time.
+    S.liveDown = true;
+    setLive("reconnecting");
+    clearTimeout(S.liveTimer);
+    S.liveTimer = setTimeout(() => {
+      if (S.liveAbort === ctrl) startTokenLive();
+    }, S.liveBackoff);
+    S.liveBackoff = Math.min(S.liveBackoff * 2, 30000);
+  }
+
   async function boot() {
+    if (CARD) return bootCard();
     $("signin-form").addEventListener("submit", submitSignin);
     $("signin-mode").addEventListener("click", () => setTokenMode(!tokenMode));
     $("signout").addEventListener("click", signOut);

@@ -51,6 +51,32 @@ pub(super) async fn agent_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// Who a credential is.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Me {
+    name: String,
+    /// `agent`, `supervisor`, `admin`, `bot`, or another role of `[agents]`.
+    role: String,
+}
+
+/// The calling agent: what an embedded card, or a desk holding an agent
+/// token, shows and decides by (the console reads `/console/api/me`).
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "agent",
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The agent", body = Me),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn me(State(g): State<Shared>, headers: HeaderMap) -> Result<Json<Me>, Problem> {
+    let (name, role) = agent(&g, &headers).await?;
+    Ok(Json(Me { name, role }))
+}
+
 /// The calling agent: (name, role), within its rate limit.
 pub(super) async fn agent(g: &Gateway, headers: &HeaderMap) -> Result<(String, String), Problem> {
     let (name, role) = authenticate_agent(g, headers).await?;
@@ -101,6 +127,11 @@ pub(super) struct Page {
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only the conversations this desk ref (a chat or ticket id) names:
+    /// at most one per connection, and no paging.
+    external_ref: Option<String>,
+    /// With `external_ref`: only on this connection.
+    connection: Option<String>,
 }
 
 /// A conversation with the state of its customer's token.
@@ -130,9 +161,11 @@ pub(super) struct ConversationDetail {
     auth_state: &'static str,
     sessions: Vec<SessionRow>,
     events: Vec<EventRow>,
+    /// The desk refs (chat or ticket ids) that name it, oldest first.
+    external_refs: Vec<ExternalRefRow>,
 }
 
-/// Conversations, most recently active first.
+/// Conversations, most recently active first; or the ones a desk ref names.
 #[utoipa::path(
     get,
     path = "/v1/conversations",
@@ -140,8 +173,8 @@ pub(super) struct ConversationDetail {
     params(Page),
     security(("agent_token" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "A page of conversations", body = ConversationList),
-        (status = 400, description = "`invalid_request`: the cursor is not valid", body = ProblemBody, content_type = PROBLEM),
+        (status = 200, description = "A page of conversations; with `external_ref`, the conversations it names (none: an empty list)", body = ConversationList),
+        (status = 400, description = "`invalid_request`: the cursor is not valid, or `connection` without `external_ref`; `invalid_external_ref`", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
         (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
         (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
@@ -153,6 +186,23 @@ pub(super) async fn list_conversations(
     Params(page): Params<Page>,
 ) -> Result<Json<ConversationList>, Problem> {
     agent(&g, &headers).await?;
+    if let Some(external_ref) = &page.external_ref {
+        if let Some(problem) = crate::conversations::external_ref_problem(external_ref) {
+            return Err(IntakeError::InvalidExternalRef(problem).into());
+        }
+        let rows = g
+            .store
+            .conversations_by_ref(external_ref, page.connection.as_deref())
+            .await?;
+        return Ok(Json(listed(&g, rows, None)));
+    }
+    if page.connection.is_some() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            ProblemType::InvalidRequest,
+            "connection filters a lookup by external_ref: send both",
+        ));
+    }
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let before = match page.cursor {
         Some(c) => {
@@ -174,6 +224,14 @@ pub(super) async fn list_conversations(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|(r, _)| format!("{}:{}", r.last_activity_at, r.id)))
         .flatten();
+    Ok(Json(listed(&g, rows, next)))
+}
+
+fn listed(
+    g: &Gateway,
+    rows: Vec<(ConversationSummary, Option<crate::store::TokenStatus>)>,
+    next_cursor: Option<String>,
+) -> ConversationList {
     let now = g.now();
     let conversations = rows
         .into_iter()
@@ -182,9 +240,47 @@ pub(super) async fn list_conversations(
             auth_state: crate::auth_state_of(token, now),
         })
         .collect();
-    Ok(Json(ConversationList {
+    ConversationList {
         conversations,
-        next_cursor: next,
+        next_cursor,
+    }
+}
+
+/// Names a conversation with a desk ref (the desk's chat or ticket id),
+/// so the desk finds it by the id it holds. A ref that named another
+/// conversation of the connection moves here: the agent's word wins over
+/// a channel's.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/external-refs",
+    tag = "agent",
+    params(("id", description = "The conversation id")),
+    request_body = BindExternalRef,
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The ref names the conversation", body = ExternalRefBound),
+        (status = 400, description = "`invalid_request`: a malformed body; `invalid_external_ref`", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`csrf_token_invalid`: signed in with the console cookie, without its `x-csrf-token`", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`not_found`: no such conversation", body = ProblemBody, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`store_unavailable`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn bind_conversation_ref(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<BindExternalRef>,
+) -> Result<Json<ExternalRefBound>, Problem> {
+    let (name, _) = agent(&g, &headers).await?;
+    g.bind_agent_ref(&name, &id, &body.external_ref).await?;
+    Ok(Json(ExternalRefBound {
+        conversation_id: id,
+        external_ref: body.external_ref,
     }))
 }
 
@@ -215,11 +311,13 @@ pub(super) async fn get_conversation(
         .await?
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "no such conversation"))?;
     let auth_state = g.auth_state(&id).await?;
+    let external_refs = g.store.external_refs(&id).await?;
     Ok(Json(ConversationDetail {
         summary,
         auth_state,
         sessions,
         events,
+        external_refs,
     }))
 }
 

@@ -23,6 +23,28 @@ pub(super) struct OpenSession {
     /// The customer's identifier, for an opaque connection.
     customer_id: Option<String>,
     auth: Option<AuthHandoff>,
+    /// The desk's own id for this chat or ticket: agents and desks find
+    /// the conversation by it (`GET /v1/conversations?external_ref=`).
+    /// 1-128 letters, digits and `-_.:/#@+=`; refused with
+    /// `external_ref_taken` when it names another conversation already.
+    #[schema(example = "zd-48213")]
+    external_ref: Option<String>,
+}
+
+/// The desk's id for the session's chat or ticket.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BindExternalRef {
+    /// 1-128 letters, digits and `-_.:/#@+=`.
+    #[schema(example = "zd-48213")]
+    pub(super) external_ref: String,
+}
+
+/// A conversation and the ref that now names it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ExternalRefBound {
+    pub(super) conversation_id: String,
+    pub(super) external_ref: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -150,10 +172,11 @@ pub(super) async fn check_origin(
     security(("app_key" = [])),
     responses(
         (status = 201, description = "The session is open", body = SessionOpened),
-        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id; `invalid_customer_token`: a token that cannot travel where the connection sends it", body = ProblemBody, content_type = PROBLEM),
+        (status = 400, description = "`invalid_request`: a malformed body, or a missing token or customer id; `invalid_customer_token`: a token that cannot travel where the connection sends it; `invalid_external_ref`", body = ProblemBody, content_type = PROBLEM),
         (status = 401, description = "`invalid_app_key`, `identity_mismatch`, `invalid_customer_token` or `customer_token_expired`", body = ProblemBody, content_type = PROBLEM),
         (status = 403, description = "`origin_not_allowed`: the browser's origin may not use this channel", body = ProblemBody, content_type = PROBLEM),
         (status = 404, description = "`unknown_connection`", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`external_ref_taken`: the external_ref names another conversation of this connection", body = ProblemBody, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
         (status = 422, description = "`identifier_not_opaque`", body = ProblemBody, content_type = PROBLEM),
@@ -174,7 +197,12 @@ pub(super) async fn open_session(
             .map_err(|wait| Problem::rate_limited(wait, "too many sessions opened from this address"))?;
     }
     let (session_id, conversation_id, authenticated) = g
-        .open_session(&body.channel, &body.connection, handoff(body.customer_id, body.auth))
+        .open_session(
+            &body.channel,
+            &body.connection,
+            handoff(body.customer_id, body.auth),
+            body.external_ref.as_deref(),
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -228,6 +256,47 @@ pub(super) async fn authenticate_session(
         session_id: id,
         conversation_id,
         authenticated: true,
+    }))
+}
+
+/// Names the session's conversation with the desk's own id for its chat or
+/// ticket, when the channel learns it after the session opened.
+///
+/// A channel never moves a ref that names another conversation (an agent can).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/external-refs",
+    tag = "channel",
+    params(("id", description = "The session id")),
+    request_body = BindExternalRef,
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The ref names the session's conversation", body = ExternalRefBound),
+        (status = 400, description = "`invalid_request`: a malformed body; `invalid_external_ref`", body = ProblemBody, content_type = PROBLEM),
+        (status = 401, description = "`invalid_app_key`", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`origin_not_allowed`", body = ProblemBody, content_type = PROBLEM),
+        (status = 404, description = "`unknown_session`", body = ProblemBody, content_type = PROBLEM),
+        (status = 409, description = "`external_ref_taken`: the ref names another conversation of this connection", body = ProblemBody, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = ProblemBody, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: send application/json", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the session's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+        (status = 500, description = "`internal`", body = ProblemBody, content_type = PROBLEM),
+        (status = 503, description = "`store_unavailable`", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn bind_session_ref(
+    State(g): State<Shared>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Json<ExternalRefBound>, Problem> {
+    // As for authenticating: the session, its channel's key, then the body.
+    let (_, channel) = session_within_rate(&g, &id).await?;
+    authorize_channel(&g, &channel, request.headers())?;
+    let Body(body) = <Body<BindExternalRef> as axum::extract::FromRequest<Shared>>::from_request(request, &g).await?;
+    let conversation_id = g.bind_session_ref(&id, &body.external_ref).await?;
+    Ok(Json(ExternalRefBound {
+        conversation_id,
+        external_ref: body.external_ref,
     }))
 }
 

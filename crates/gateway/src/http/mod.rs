@@ -27,7 +27,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use crate::connector::ActionError;
 use crate::limits::{RetryAfter, StreamHolder};
 use crate::problem::ProblemType;
-use crate::store::{AuditRecord, ConversationSummary, EventRow, SessionRow};
+use crate::store::{AuditRecord, ConversationSummary, EventRow, ExternalRefRow, SessionRow};
 use crate::{CustomerHandoff, Gateway, IntakeError};
 
 mod agent;
@@ -60,10 +60,13 @@ const PROBLEM: &str = "application/problem+json";
         open_session,
         authenticate_session,
         check_origin,
+        bind_session_ref,
         session_events,
         agent_events,
+        me,
         list_conversations,
         get_conversation,
+        bind_conversation_ref,
         run_action,
         reveal_value,
         list_actions,
@@ -141,6 +144,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
     let channel = Router::new()
         .route("/v1/sessions", post(open_session))
         .route("/v1/sessions/{id}/authenticate", post(authenticate_session))
+        .route("/v1/sessions/{id}/external-refs", post(bind_session_ref))
         .route("/v1/sessions/{id}/events", get(session_events))
         .route("/v1/sessions/{id}/actions/{action}", post(run_customer_action))
         .method_not_allowed_fallback(method_not_allowed)
@@ -158,8 +162,10 @@ pub(crate) fn router(gateway: Shared) -> Router {
         );
     Router::new()
         .route("/v1/events", get(agent_events))
+        .route("/v1/me", get(me))
         .route("/v1/conversations", get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation))
+        .route("/v1/conversations/{id}/external-refs", post(bind_conversation_ref))
         .route("/v1/conversations/{id}/actions/{action}", post(run_action))
         .route("/v1/conversations/{id}/actions/{action}/reveal", post(reveal_value))
         .route("/v1/connections/{name}/actions", get(list_actions))

@@ -157,6 +157,9 @@ impl From<IntakeError> for Problem {
                 (StatusCode::BAD_REQUEST, ProblemType::InvalidRequest)
             }
             IntakeError::UnknownSession => (StatusCode::NOT_FOUND, ProblemType::UnknownSession),
+            IntakeError::UnknownConversation => (StatusCode::NOT_FOUND, ProblemType::NotFound),
+            IntakeError::InvalidExternalRef(_) => (StatusCode::BAD_REQUEST, ProblemType::InvalidExternalRef),
+            IntakeError::ExternalRefTaken => (StatusCode::CONFLICT, ProblemType::ExternalRefTaken),
             IntakeError::Internal(crate::GatewayError::StoreUnavailable(cause)) => {
                 return Self::store_unavailable(cause);
             }

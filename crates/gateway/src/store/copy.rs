@@ -19,6 +19,7 @@ pub struct CopyReport {
     pub events: u64,
     pub agents: u64,
     pub console_sessions: u64,
+    pub external_refs: u64,
     pub audit: u64,
 }
 
@@ -28,13 +29,14 @@ type Token = (String, Vec<u8>, Option<i64>, bool, i64);
 type Event = (String, Option<String>, String, i64);
 type Agent = (String, String, Vec<u8>, i64, Option<String>);
 type ConsoleSession = (Vec<u8>, String, i64, i64);
+type ExternalRef = (String, String, String, String, i64);
 
 /// Audit records are read and written this many at a time.
 const AUDIT_PAGE: i64 = MAX_AUDIT_ROWS as i64;
 
 impl Store {
     /// Copies every conversation, session, customer token (sealed), event,
-    /// agent, console sign-in and audit record into `to`, which must hold
+    /// agent, console sign-in, external ref and audit record into `to`, which must hold
     /// none yet. The audit log and events keep their order. All or nothing:
     /// one transaction on `to`. Instances are not copied: they register
     /// when they start.
@@ -75,6 +77,12 @@ impl Store {
         )
         .fetch_all(pool)
         .await?);
+        let external_refs: Vec<ExternalRef> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT connection, external_ref, conversation_id, bound_by, created_at FROM external_refs
+             ORDER BY connection, external_ref",
+        )
+        .fetch_all(pool)
+        .await?);
         let mut report = CopyReport {
             conversations: conversations.len() as u64,
             sessions: sessions.len() as u64,
@@ -82,6 +90,7 @@ impl Store {
             events: events.len() as u64,
             agents: agents.len() as u64,
             console_sessions: console_sessions.len() as u64,
+            external_refs: external_refs.len() as u64,
             audit: 0,
         };
         on_pool!(&to.db, pool => {
@@ -119,6 +128,12 @@ impl Store {
             for s in console_sessions {
                 sqlx::query("INSERT INTO console_sessions (digest, agent, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(s.0).bind(s.1).bind(s.2).bind(s.3)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for r in external_refs {
+                sqlx::query("INSERT INTO external_refs (connection, external_ref, conversation_id, bound_by, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(r.0).bind(r.1).bind(r.2).bind(r.3).bind(r.4)
                     .execute(&mut *tx)
                     .await?;
             }
