@@ -42,6 +42,13 @@ pub struct VerifiedCustomer {
     pub expires_at: Option<u64>,
 }
 
+/// A verified JWT: its header's `typ` and its claims.
+#[derive(Debug, Clone)]
+pub struct VerifiedJwt {
+    pub typ: Option<String>,
+    pub claims: serde_json::Value,
+}
+
 pub struct JwtVerifier {
     config: IdentityConfig,
     http: reqwest::Client,
@@ -151,6 +158,23 @@ impl JwtVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<VerifiedCustomer, IdentityError> {
+        let claims = self.verify_jwt(token).await?.claims;
+        let customer_key = claims
+            .get(&self.config.claim)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| IdentityError::Invalid("the identifier claim is missing".into()))?
+            .to_string();
+        Ok(VerifiedCustomer {
+            customer_key,
+            expires_at: claims.get("exp").and_then(|v| v.as_u64()),
+        })
+    }
+
+    /// Any JWT of this issuer and audience, verified as a customer token is
+    /// (the gateway's agent sign-in by identity provider reads its other
+    /// claims): its header's `typ` and its claims.
+    pub async fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, IdentityError> {
         let invalid = |m: &str| IdentityError::Invalid(m.to_string());
         if token.len() > 8192 {
             return Err(invalid("too long"));
@@ -206,15 +230,9 @@ impl JwtVerifier {
         {
             return Err(invalid("issued in the future"));
         }
-        let customer_key = claims
-            .get(&self.config.claim)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("the identifier claim is missing"))?
-            .to_string();
-        Ok(VerifiedCustomer {
-            customer_key,
-            expires_at: claims.get("exp").and_then(|v| v.as_u64()),
+        Ok(VerifiedJwt {
+            typ: header.typ,
+            claims,
         })
     }
 }

@@ -94,6 +94,8 @@ pub struct ConsoleConfig {
     pub session_ttl_secs: u64,
     /// Throttling of failed console sign-ins, per agent name and per address.
     pub throttle: login::ThrottleConfig,
+    /// `[console.oidc]`: agents sign in at the company's identity provider.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -102,6 +104,7 @@ impl Default for ConsoleConfig {
             secure_cookies: true,
             session_ttl_secs: 8 * 3600,
             throttle: login::ThrottleConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -323,6 +326,19 @@ impl GatewayConfig {
         }
         for (key, problem) in self.console.throttle.problems() {
             fail(format!("console.throttle.{key}"), problem.into());
+        }
+        if let Some(oidc) = &self.console.oidc {
+            for (key, problem) in oidc.problems(&self.agents) {
+                fail(format!("console.oidc.{key}"), problem);
+            }
+            for (key, secret) in [
+                ("client_secret", &oidc.client_secret),
+                ("private_key", &oidc.private_key),
+            ] {
+                if let Some(secret) = secret {
+                    check_secret(format!("console.oidc.{key}"), secret, &mut fail, &mut warnings);
+                }
+            }
         }
         for (key, problem) in self.audit.problems() {
             fail(format!("audit.{key}"), problem.into());
