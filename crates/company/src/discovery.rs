@@ -16,15 +16,9 @@ pub struct ServerMetadata {
     #[serde(default)]
     pub grant_types_supported: Vec<String>,
     /// Where the issuer publishes its signing keys (the gateway verifies
-    /// agents' access tokens and ID tokens with them).
+    /// agents' access tokens with them).
     #[serde(default)]
     pub jwks_uri: Option<String>,
-    /// Where the console sends agents to sign in (OpenID Connect).
-    #[serde(default)]
-    pub authorization_endpoint: Option<String>,
-    /// RP-initiated logout, where the provider offers it.
-    #[serde(default)]
-    pub end_session_endpoint: Option<String>,
 }
 
 fn basic_only() -> Vec<String> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clock::Clock;
 use serde::Deserialize;
 
-use crate::config::{IdentityConfig, IdentityMode, Opacity, SecretSource};
+use crate::config::{IdentityConfig, IdentityMode, Opacity};
 use crate::discovery::ServerMetadata;
 use crate::identity::{IdentityError, JwtVerifier};
 
@@ -20,15 +20,9 @@ use crate::identity::{IdentityError, JwtVerifier};
 pub struct OidcConfig {
     /// The provider's issuer URL (its metadata is read from there).
     pub issuer: String,
+    /// The console's client at the provider: its ID tokens are addressed
+    /// to it, so it may not be `api_audience`.
     pub client_id: String,
-    /// The client's secret at the provider (`client_secret_post`)…
-    pub client_secret: Option<SecretSource>,
-    /// …or its private key (`private_key_jwt`), PEM, EC P-256 or RSA.
-    pub private_key: Option<SecretSource>,
-    /// The `kid` of `private_key` as the provider knows it.
-    pub private_key_id: Option<String>,
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
     /// The claim (a string or an array of strings) whose values `role_map` maps.
     #[serde(default = "default_role_claim")]
     pub role_claim: String,
@@ -42,13 +36,6 @@ pub struct OidcConfig {
     pub api_audience: Option<String>,
     /// The provider's JWKS; default: its metadata's `jwks_uri`.
     pub jwks_url: Option<String>,
-    /// The provider's name on the console's "Sign in with …" button.
-    #[serde(default = "default_display_name")]
-    pub display_name: String,
-}
-
-fn default_scopes() -> Vec<String> {
-    vec!["openid".into(), "profile".into(), "email".into()]
 }
 
 fn default_role_claim() -> String {
@@ -57,10 +44,6 @@ fn default_role_claim() -> String {
 
 fn default_name_claim() -> String {
     "sub".into()
-}
-
-fn default_display_name() -> String {
-    "your identity provider".into()
 }
 
 impl OidcConfig {
@@ -79,12 +62,6 @@ impl OidcConfig {
         }
         if self.client_id.is_empty() {
             problems.push(("client_id".into(), "must not be empty".into()));
-        }
-        if self.client_secret.is_some() && self.private_key.is_some() {
-            problems.push((
-                "private_key".into(),
-                "give client_secret or private_key, not both".into(),
-            ));
         }
         if self.role_map.is_empty() {
             problems.push((
