@@ -19,6 +19,12 @@
 #    same listener (client_auth = "request"), both client_secret_basic:
 #      https       no client certificate
 #      mtls        with a client certificate
+# 3. A fresh TLS handshake (what a token fetch or call pays when no pooled
+#    connection is left): curl, a new process each time (no session
+#    resumption), to the backend's listener, with and without the client
+#    certificate, HANDSHAKES times each, interleaved; the time from TCP
+#    connected to TLS established (curl's time_appconnect - time_connect).
+#    The client side is curl's OpenSSL, the server side the backend's rustls.
 #
 #   bench/credentials.sh                  # build the working tree, 5 rounds
 #   DESKBRIDGE_BIN=/path/to/deskbridge bench/credentials.sh
@@ -28,6 +34,7 @@
 #   DURATION                  wrk -d of each timed run (10s)
 #   WARMUP                    untimed run per target (3s; 0 for none)
 #   THREADS, CONNECTIONS      wrk -t/-c of the action pass (2, 64)
+#   HANDSHAKES                fresh handshakes per kind (200)
 #   RESULTS_DIR, REV, DESKBRIDGE_BIN   as in bench/gateway.sh
 #
 # wrk, the backend and the gateway share this machine's CPUs.
@@ -40,6 +47,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
+HANDSHAKES=${HANDSHAKES:-200}
 
 METHODS=(basic jwt mtls-basic tlsauth)
 PATHS=(https mtls)
@@ -238,6 +246,20 @@ for round in $(seq 1 "$RUNS"); do
   for path in "${PATHS[@]}"; do action "$path" "$round" "$DURATION"; done
 done
 
+# Fresh handshakes, interleaved so drift spreads over both kinds.
+handshake_us() { # extra curl args...: µs from TCP connected to TLS established
+  curl -sS -o /dev/null -w '%{time_connect} %{time_appconnect}\n' "$@" "$BACKEND_URL/healthz" \
+    | awk '{ printf "%.0f\n", ($2 - $1) * 1e6 }'
+}
+log "fresh TLS handshakes: $HANDSHAKES with and $HANDSHAKES without the client certificate"
+for _ in $(seq 1 "$HANDSHAKES"); do
+  handshake_us >>"$RESULTS_DIR/handshake-server.txt"
+  handshake_us --cert "$PKI/gateway.pem" --key "$PKI/gateway.key" >>"$RESULTS_DIR/handshake-client-cert.txt"
+done
+percentile() { # p (0-100): of the numbers on stdin
+  sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int((NR - 1) * p / 100) + 1; print v[i] }'
+}
+
 # --- summary ------------------------------------------------------------------
 
 # One value per round: field $2 of target $1 minus that of target $3 (for
@@ -300,6 +322,21 @@ signed() { awk -v v="$1" 'BEGIN { printf (v == 0 ? "%.0f" : "%+.0f"), v }'; }
       "$(per_request "action-$path" gateway_cpu_s | median)" \
       "$(per_request "action-$path" backend_cpu_s | median)" \
       "$(values "action-$path" non200 | sum_field)"
+  done
+  echo
+  echo "A fresh TLS handshake to the backend (curl, a new process each, no resumption; TCP connected to TLS established), $HANDSHAKES of each, interleaved."
+  echo
+  echo "| handshake | p50 | p90 | p50 − server only |"
+  echo "|---|---:|---:|---:|"
+  base=$(percentile 50 <"$RESULTS_DIR/handshake-server.txt")
+  for kind in server client-cert; do
+    case $kind in
+      server) what="server certificate only" ;;
+      client-cert) what="with the client certificate (mutual TLS)" ;;
+    esac
+    p50=$(percentile 50 <"$RESULTS_DIR/handshake-$kind.txt")
+    printf '| %s | %s µs | %s µs | %s µs |\n' "$what" "$p50" "$(percentile 90 <"$RESULTS_DIR/handshake-$kind.txt")" \
+      "$(signed $((p50 - base)))"
   done
   echo
   echo "Conditions: wrk, the backend (HTTPS, client_auth = \"request\") and the gateway on the machine's $(nproc) CPUs" \

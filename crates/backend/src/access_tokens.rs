@@ -2,7 +2,8 @@
 //!
 //! A token is `dbat_` + base64url(payload ‖ HMAC-SHA256(payload)): it verifies
 //! with one MAC and no database read, survives restarts (the key derives from
-//! the server secret), and is revocable by its `jti` (RFC 7009).
+//! the server secret), and is revocable by its `jti` (RFC 7009). A token
+//! from a token exchange (RFC 8693) also names its customer and the actor.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -33,6 +34,19 @@ pub(crate) struct Grant {
     pub expires_at: u64,
     #[serde(rename = "j")]
     pub jti: String,
+    /// Token exchange: the customer the token acts for, and who acts.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
+}
+
+/// RFC 8693 §4.1: the token's subject is the customer; `act` names who acts
+/// for them (an agent or a bot of the platform), if anyone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Delegation {
+    #[serde(rename = "u")]
+    pub customer_id: String,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 impl Grant {
@@ -86,6 +100,7 @@ impl AccessTokens {
         scope: &str,
         now_ms: u64,
         ttl: u64,
+        delegation: Option<Delegation>,
     ) -> Result<(String, Grant), BackendError> {
         // Rounded up, so a token lives at least `ttl` seconds, never less.
         let expires_at = (now_ms + ttl * 1000).div_ceil(1000);
@@ -95,6 +110,7 @@ impl AccessTokens {
             issued_at_ms: now_ms,
             expires_at,
             jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>()?),
+            delegation,
         };
         let mut bytes = serde_json::to_vec(&grant).map_err(|e| BackendError::Internal(e.to_string()))?;
         let mac = secrets.digest(Purpose::AccessToken, &bytes);

@@ -72,11 +72,17 @@ fn token_key(token: &str) -> [u8; 32] {
 impl State {
     /// The customer id in a valid customer JWT.
     pub(crate) fn verify_customer_jwt(&self, token: &str) -> Result<String, CustomerAuthError> {
+        self.verify_customer_jwt_until(token)
+            .map(|(customer_id, _)| customer_id)
+    }
+
+    /// The customer id in a valid customer JWT, and its `exp`.
+    pub(crate) fn verify_customer_jwt_until(&self, token: &str) -> Result<(String, u64), CustomerAuthError> {
         let now = self.now();
         let cache_key = token_key(token);
         if let Some((customer_id, exp)) = self.verified.get(&cache_key) {
             return if exp > now {
-                Ok(customer_id)
+                Ok((customer_id, exp))
             } else {
                 Err(CustomerAuthError::Expired)
             };
@@ -130,7 +136,7 @@ impl State {
         if claims.exp <= now {
             return Err(CustomerAuthError::Expired);
         }
-        Ok(claims.sub)
+        Ok((claims.sub, claims.exp))
     }
 
     /// The customer id of a live session cookie. A store failure is an

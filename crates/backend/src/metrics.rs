@@ -20,6 +20,8 @@ pub(crate) struct ApiOutcome {
 pub(crate) struct Metrics {
     registry: Registry,
     pub access_tokens_issued: Counter,
+    /// Tokens issued by a token exchange (RFC 8693).
+    pub access_tokens_exchanged: Counter,
     pub customer_logins: Family<Outcome, Counter>,
     pub profile_requests: Family<Outcome, Counter>,
     /// The data APIs after `/getprofile` (transactions, card block).
@@ -34,6 +36,12 @@ impl Metrics {
             "access_tokens_issued",
             "System access tokens issued by /access_token",
             access_tokens_issued.clone(),
+        );
+        let access_tokens_exchanged = Counter::default();
+        registry.register(
+            "access_tokens_exchanged",
+            "Access tokens issued by a token exchange at /access_token, for a customer and an actor",
+            access_tokens_exchanged.clone(),
         );
         let customer_logins = Family::<Outcome, Counter>::default();
         registry.register("customer_logins", "Customer logins by outcome", customer_logins.clone());
@@ -52,6 +60,7 @@ impl Metrics {
         Self {
             registry,
             access_tokens_issued,
+            access_tokens_exchanged,
             customer_logins,
             profile_requests,
             data_requests,

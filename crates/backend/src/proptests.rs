@@ -15,7 +15,7 @@ use proptest::sample::select;
 use proptest::test_runner::{RngSeed, TestRunner};
 use serde_json::{Value, json};
 
-use crate::access_tokens::{AccessTokens, TokenRejection};
+use crate::access_tokens::{AccessTokens, Delegation, TokenRejection};
 use crate::config::BackendConfig;
 use crate::crypto::Secrets;
 use crate::customer_auth::CustomerAuthError;
@@ -136,7 +136,14 @@ fn access_tokens_verify_as_issued_and_refuse_any_change() {
         any::<char>(),
     );
     let result = runner.run(&strategy, |(client, scope, ttl, at, replacement)| {
-        let (token, grant) = tokens.issue(&secrets, &client, &scope, now_ms, ttl).unwrap();
+        // Every other token comes from a token exchange: a customer and an actor.
+        let delegation = (ttl % 2 == 0).then(|| Delegation {
+            customer_id: format!("cus_{scope}"),
+            actor: (ttl % 4 == 0).then(|| format!("agent:{client}")),
+        });
+        let (token, grant) = tokens
+            .issue(&secrets, &client, &scope, now_ms, ttl, delegation)
+            .unwrap();
         prop_assert_eq!(tokens.verify(&secrets, &token, now_ms / 1000), Ok(grant.clone()));
         prop_assert_eq!(
             tokens.verify(&secrets, &token, grant.expires_at),

@@ -159,6 +159,9 @@ pub struct ActionOptions {
     /// `--allow-writes`: call `kind = "write"` actions too, each call with
     /// a fresh `Idempotency-Key`. Off, their rules are skipped.
     pub allow_writes: bool,
+    /// `--provoke-limits`: when the company answered no 429 by itself, make
+    /// one with failed logins of a made-up user, to judge its `Retry-After`.
+    pub provoke_limits: bool,
 }
 
 /// The plan and the state of one check of one connection.
@@ -233,7 +236,7 @@ impl Checker {
             return Err(CheckError::NoTestUsers);
         }
         let plans = inputs::plans(conn, &actions.inputs, actions.allow_writes)?;
-        let context = rules::Context::new(conn.clone(), login_url, unique, plans)?;
+        let context = rules::Context::new(conn.clone(), login_url, unique, plans, actions.provoke_limits)?;
         let plan = rules::plan(conn)
             .into_iter()
             .filter(|r| groups.contains(&r.group()))

@@ -11,12 +11,16 @@ use clock::{Clock, SystemClock};
 use company::action;
 use company::assertion::AssertionSigner;
 use company::config::{
-    ActionKind, ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, PlacedToken, SystemAuthConfig,
+    ActionKind, ClientAuthMethod, ConnectionConfig, CustomerAuthPlacement, IdentityMode, OauthClient, PlacedToken,
+    SystemAuthConfig,
 };
+use company::system_token::{Exchange, Grant};
 use contract::{AccessTokenResponse, Refused};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, SET_COOKIE};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, SET_COOKIE,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
@@ -29,6 +33,27 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
 const LONG_LIFETIME_SECS: u64 = 24 * 3600;
 /// The grant type nobody supports.
 const UNKNOWN_GRANT: &str = "urn:deskbridge:unknown";
+/// The most failed logins `--provoke-limits` makes (of one made-up user).
+const MAX_PROVOKING_LOGINS: u32 = 8;
+
+/// The actor `check` names in a token exchange.
+const CHECK_ACTOR: &str = "agent:deskbridge-check";
+
+/// What a token request of the check asks for.
+#[derive(Clone, Copy)]
+enum Asked<'a> {
+    /// The connection's own grant: client credentials, or for token
+    /// exchange the first test customer's token (changed, when `forged`)
+    /// with `scope`.
+    Configured { scope: Option<&'a str>, forged: bool },
+    /// A grant type nobody supports.
+    UnknownGrant,
+}
+
+const CONFIGURED: Asked<'static> = Asked::Configured {
+    scope: None,
+    forged: false,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Rule {
@@ -47,8 +72,12 @@ pub(crate) enum Rule {
     SystemNoStore,
     SystemAuthMethods,
     SystemReplayedAssertion,
+    SystemExchangeForgedSubject,
+    SystemExchangeOutOfScope,
+    SystemForeignCertificate,
     Action(usize, Probe),
     TransportPlainHttp,
+    TransportRetryAfter,
 }
 
 impl Rule {
@@ -68,9 +97,12 @@ impl Rule {
             | Self::SystemUnknownGrant
             | Self::SystemNoStore
             | Self::SystemAuthMethods
-            | Self::SystemReplayedAssertion => Group::System,
+            | Self::SystemReplayedAssertion
+            | Self::SystemExchangeForgedSubject
+            | Self::SystemExchangeOutOfScope
+            | Self::SystemForeignCertificate => Group::System,
             Self::Action(..) => Group::Action,
-            Self::TransportPlainHttp => Group::Transport,
+            Self::TransportPlainHttp | Self::TransportRetryAfter => Group::Transport,
         }
     }
 }
@@ -133,17 +165,28 @@ pub(crate) fn plan(conn: &ConnectionConfig) -> Vec<Rule> {
         Rule::SystemAuthMethods,
     ];
     // Only a connection that signs assertions has one to replay.
-    if let SystemAuthConfig::Oauth2ClientCredentials {
-        auth_method: ClientAuthMethod::PrivateKeyJwt,
-        ..
-    } = conn.system_auth
+    if conn
+        .system_auth
+        .oauth()
+        .is_some_and(|c| c.auth_method == ClientAuthMethod::PrivateKeyJwt)
     {
         plan.push(Rule::SystemReplayedAssertion);
+    }
+    if let SystemAuthConfig::TokenExchange(_) = conn.system_auth {
+        plan.push(Rule::SystemExchangeForgedSubject);
+        plan.push(Rule::SystemExchangeOutOfScope);
+    }
+    // Only a connection that shows a client certificate has one to forge.
+    if conn.tls.as_ref().is_some_and(|t| t.client_cert.is_some()) {
+        plan.push(Rule::SystemForeignCertificate);
     }
     for i in 0..conn.actions.len() {
         plan.extend(PROBES.iter().map(|p| Rule::Action(i, *p)));
     }
     plan.push(Rule::TransportPlainHttp);
+    // Last: provoking a limit (with --provoke-limits) may hold this address
+    // back for a while, and no rule after it should pay for that.
+    plan.push(Rule::TransportRetryAfter);
     plan
 }
 
@@ -337,6 +380,40 @@ fn nonce() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// A header value as evidence: printable and short, else described.
+fn shown_header(value: &HeaderValue) -> String {
+    match value.to_str() {
+        Ok(text) if text.len() <= 64 => format!("{text:?}"),
+        Ok(text) => format!("{} characters", text.len()),
+        Err(_) => "(not text)".into(),
+    }
+}
+
+/// A client as the connection's, showing a self-signed certificate the
+/// company never issued. The key and certificate live in files only while
+/// the client is built (`client_tls` reads PEM files).
+fn foreign_certificate_client(tls: &company::egress::ConnectionTls) -> Result<reqwest::Client, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = rcgen::CertificateParams::new(vec!["deskbridge-check-foreign".to_string()])
+        .and_then(|p| p.self_signed(&key))
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (cert_file, key_file) = (dir.path().join("foreign.pem"), dir.path().join("foreign.key"));
+    std::fs::write(&cert_file, cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key_file, key.serialize_pem()).map_err(|e| e.to_string())?;
+    let foreign = company::egress::ConnectionTls {
+        ca_file: tls.ca_file.clone(),
+        client_cert: Some(cert_file),
+        client_key: Some(key_file),
+    };
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_backend_preconfigured(company::egress::client_tls(Some(&foreign))?)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn human(secs: u64) -> String {
     match secs {
         s if s >= 3600 && s.is_multiple_of(3600) => format!("{} h", s / 3600),
@@ -436,11 +513,17 @@ pub(crate) struct Context {
     unknown_user: Option<Result<Reply, String>>,
     jwks: Option<Result<JwkSet, String>>,
     tokens: HashMap<ClientAuthMethod, Result<Reply, String>>,
+    /// Token exchange: the token per scope asked for.
+    exchanged: HashMap<Option<String>, Result<String, String>>,
     replies: HashMap<(usize, Probe), Result<Reply, CallError>>,
     /// Per action: the input it is called with, or why it is not called.
     plans: Vec<Plan>,
     /// Credentials obtained while checking, redacted from the evidence.
     obtained: Vec<SecretString>,
+    /// Every 429 and 503 answer seen, with its `Retry-After`.
+    limited: std::sync::Mutex<Vec<(u16, Option<HeaderValue>)>>,
+    /// `--provoke-limits`: make a 429 when none came by itself.
+    provoke_limits: bool,
 }
 
 impl Context {
@@ -449,6 +532,7 @@ impl Context {
         login_url: Option<String>,
         users: Vec<TestUser>,
         plans: Vec<Plan>,
+        provoke_limits: bool,
     ) -> Result<Self, CheckError> {
         let resolve = |s: &company::config::SecretSource, at: &str| {
             s.resolve()
@@ -456,13 +540,20 @@ impl Context {
         };
         let mut signer = None;
         let (client_secret, static_token) = match &conn.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials {
+            SystemAuthConfig::Oauth2ClientCredentials(OauthClient {
                 client_secret,
                 private_key,
                 key_id,
                 client_id,
                 ..
-            } => {
+            })
+            | SystemAuthConfig::TokenExchange(OauthClient {
+                client_secret,
+                private_key,
+                key_id,
+                client_id,
+                ..
+            }) => {
                 if let Some(key) = private_key {
                     let pem = resolve(key, "system_auth.private_key")?;
                     signer = Some(
@@ -508,9 +599,12 @@ impl Context {
             unknown_user: None,
             jwks: None,
             tokens: HashMap::new(),
+            exchanged: HashMap::new(),
             replies: HashMap::new(),
             plans,
             obtained: Vec::new(),
+            limited: std::sync::Mutex::default(),
+            provoke_limits,
         })
     }
 
@@ -520,8 +614,8 @@ impl Context {
         all.extend(self.client_secret.iter().cloned());
         // A token endpoint may echo the Basic credential back, encoded as
         // sent; matched without its padding, which an echo may drop.
-        if let (SystemAuthConfig::Oauth2ClientCredentials { client_id, .. }, Some(secret)) =
-            (&self.conn.system_auth, &self.client_secret)
+        if let (Some(OauthClient { client_id, .. }), Some(secret)) =
+            (self.conn.system_auth.oauth(), &self.client_secret)
         {
             let encoded = company::system_token::basic_credentials(client_id, secret.expose_secret());
             all.push(SecretString::from(encoded.trim_end_matches('=')));
@@ -553,8 +647,12 @@ impl Context {
             Rule::SystemNoStore => "system.no_store".into(),
             Rule::SystemAuthMethods => "system.auth_methods".into(),
             Rule::SystemReplayedAssertion => "system.replayed_assertion_refused".into(),
+            Rule::SystemExchangeForgedSubject => "system.exchange_forged_subject_refused".into(),
+            Rule::SystemExchangeOutOfScope => "system.exchanged_token_out_of_scope_refused".into(),
             Rule::Action(i, probe) => format!("action.{}.{}", self.action_name(i), probe.name()),
             Rule::TransportPlainHttp => "transport.plain_http".into(),
+            Rule::TransportRetryAfter => "transport.retry_after_well_formed".into(),
+            Rule::SystemForeignCertificate => "system.foreign_certificate_refused".into(),
         }
     }
 
@@ -575,6 +673,8 @@ impl Context {
             Rule::SystemUnknownGrant => "Answer a grant_type other than client_credentials with 400 {\"error\":\"unsupported_grant_type\"}.".into(),
             Rule::SystemNoStore => "Send Cache-Control: no-store on token responses (RFC 6749 §5.1).".into(),
             Rule::SystemAuthMethods => "Accept both client_secret_basic and client_secret_post, or set system_auth.auth_method to the one that works.".into(),
+            Rule::SystemExchangeForgedSubject => "Verify the subject_token of a token exchange as a customer token and refuse a forged one with 400 {\"error\":\"invalid_grant\"} (RFC 8693 §2.2.2).".into(),
+            Rule::SystemExchangeOutOfScope => "Issue an exchanged token with only the scope asked for, and refuse it with 403 insufficient_scope on an API that needs another scope.".into(),
             Rule::SystemReplayedAssertion => "Remember each client assertion's jti until its exp and refuse it when it comes again (RFC 7523 §3, item 7): a copied assertion must not get a second token.".into(),
             Rule::Action(i, probe) => {
                 let (method, path) = self
@@ -594,6 +694,8 @@ impl Context {
                 }
             }
             Rule::TransportPlainHttp => "Use https:// for every company URL that is not on loopback.".into(),
+            Rule::TransportRetryAfter => "Send Retry-After with every 429 (and with a 503 that knows when it ends), as delta-seconds (\"30\") or an IMF-fixdate (RFC 9110 §10.2.3): the gateway pauses calls for exactly that long.".into(),
+            Rule::SystemForeignCertificate => "Accept only client certificates issued by your CA (or registered by thumbprint for the client), and refuse any other at the TLS handshake or with 401.".into(),
         }
     }
 
@@ -614,11 +716,15 @@ impl Context {
             Rule::SystemNoStore => self.system_no_store().await,
             Rule::SystemAuthMethods => self.system_auth_methods().await,
             Rule::SystemReplayedAssertion => self.system_replayed_assertion().await,
+            Rule::SystemExchangeForgedSubject => self.system_exchange_forged_subject().await,
+            Rule::SystemExchangeOutOfScope => self.system_exchange_out_of_scope().await,
             Rule::Action(i, _) if let Some(Err(why)) = self.plans.get(i) => skip(why.clone()),
             Rule::Action(i, Probe::Succeeds) => self.action_succeeds(i).await,
             Rule::Action(i, Probe::Distinguishable) => self.action_distinguishable(i).await,
             Rule::Action(i, probe) => self.action_refuses(i, probe).await,
             Rule::TransportPlainHttp => self.transport_plain_http(),
+            Rule::TransportRetryAfter => self.transport_retry_after().await,
+            Rule::SystemForeignCertificate => self.system_foreign_certificate().await,
         }
     }
 
@@ -628,6 +734,13 @@ impl Context {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        if matches!(status, 429 | 503) {
+            let retry_after = headers.get(RETRY_AFTER).cloned();
+            self.limited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((status, retry_after));
+        }
         let body = response.bytes().await.map_err(transport_error)?;
         Ok(Reply {
             status,
@@ -1159,7 +1272,7 @@ impl Context {
 
     fn oauth(&self) -> Result<(), Verdict> {
         match &self.conn.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(()),
+            SystemAuthConfig::Oauth2ClientCredentials(_) | SystemAuthConfig::TokenExchange(_) => Ok(()),
             SystemAuthConfig::StaticBearer { .. } => Err(skip(
                 "system_auth kind = \"static_bearer\": there is no token endpoint to check",
             )),
@@ -1168,16 +1281,53 @@ impl Context {
     }
 
     fn configured_method(&self) -> ClientAuthMethod {
-        match &self.conn.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials { auth_method, .. } => *auth_method,
-            _ => ClientAuthMethod::ClientSecretBasic,
-        }
+        self.conn
+            .system_auth
+            .oauth()
+            .map_or(ClientAuthMethod::ClientSecretBasic, |c| c.auth_method)
+    }
+
+    fn exchanges(&self) -> bool {
+        matches!(self.conn.system_auth, SystemAuthConfig::TokenExchange(_))
     }
 
     /// A token request as the gateway makes it, with the given method,
-    /// secret and grant type. With `private_key_jwt`, `secret` is the
-    /// client assertion; `None` signs a new one, as the gateway would.
-    async fn token_request(&mut self, method: ClientAuthMethod, secret: &str, grant: &str) -> Result<Reply, String> {
+    /// secret and grant. With `private_key_jwt`, `secret` is the client
+    /// assertion; empty signs a new one, as the gateway would.
+    async fn token_request(
+        &mut self,
+        method: ClientAuthMethod,
+        secret: &str,
+        asked: Asked<'_>,
+    ) -> Result<Reply, String> {
+        let subject = match asked {
+            Asked::Configured { forged, .. } if self.exchanges() => {
+                self.ensure_logins().await;
+                let credential = self.customer_credential().ok_or_else(|| self.no_token())?;
+                Some(SecretString::from(match forged {
+                    true => tamper(&credential),
+                    false => credential.token().to_string(),
+                }))
+            }
+            _ => None,
+        };
+        let subject_type = self
+            .conn
+            .system_auth
+            .oauth()
+            .and_then(|c| c.subject_token_type)
+            .unwrap_or_default()
+            .uri();
+        let grant = match (asked, &subject) {
+            (Asked::UnknownGrant, _) => Grant::Other(UNKNOWN_GRANT),
+            (Asked::Configured { scope, .. }, Some(subject)) => Grant::TokenExchange(Exchange {
+                subject,
+                subject_type,
+                actor: Some(CHECK_ACTOR),
+                scope,
+            }),
+            (Asked::Configured { .. }, None) => Grant::ClientCredentials,
+        };
         let endpoint = self.endpoint().await?;
         let assertion;
         let secret = match (&self.signer, method) {
@@ -1190,29 +1340,25 @@ impl Context {
             }
             _ => secret,
         };
-        let request = company::system_token::token_request(
-            &self.http,
-            &self.conn.system_auth,
-            &endpoint,
-            method,
-            secret,
-            grant,
-            AUTH_TIMEOUT,
-        )
-        .map_err(|e| e.to_string())?;
+        let Some(client) = self.conn.system_auth.oauth() else {
+            return Err("not an OAuth connection".into());
+        };
+        let request =
+            company::system_token::token_request(&self.http, client, &endpoint, method, secret, grant, AUTH_TIMEOUT)
+                .map_err(|e| e.to_string())?;
         self.send(request).await
     }
 
     /// `token_url`, or the token endpoint the issuer's metadata names.
     async fn endpoint(&mut self) -> Result<String, String> {
         if self.endpoint.is_none() {
-            let found = match &self.conn.system_auth {
-                SystemAuthConfig::Oauth2ClientCredentials {
+            let found = match self.conn.system_auth.oauth() {
+                Some(OauthClient {
                     token_url: Some(url), ..
-                } => Ok(url.clone()),
-                SystemAuthConfig::Oauth2ClientCredentials {
+                }) => Ok(url.clone()),
+                Some(OauthClient {
                     issuer: Some(issuer), ..
-                } => company::discovery::discover(&self.http, issuer, AUTH_TIMEOUT)
+                }) => company::discovery::discover(&self.http, issuer, AUTH_TIMEOUT)
                     .await
                     .map(|m| m.token_endpoint)
                     .map_err(|e| format!("discovery: {e}")),
@@ -1227,9 +1373,7 @@ impl Context {
     async fn token(&mut self, method: ClientAuthMethod) -> Result<Reply, String> {
         if !self.tokens.contains_key(&method) {
             let secret = self.client_secret.clone().unwrap_or_else(|| SecretString::from(""));
-            let result = self
-                .token_request(method, secret.expose_secret(), "client_credentials")
-                .await;
+            let result = self.token_request(method, secret.expose_secret(), CONFIGURED).await;
             if let Ok(reply) = &result
                 && let Some(token) = reply
                     .json()
@@ -1299,7 +1443,7 @@ impl Context {
             },
             _ => format!("deskbridge-check-wrong-secret-{}", nonce()),
         };
-        let reply = match self.token_request(method, &wrong, "client_credentials").await {
+        let reply = match self.token_request(method, &wrong, CONFIGURED).await {
             Ok(r) => r,
             Err(e) => return fail(format!("{}: {e}", method_name(method))),
         };
@@ -1321,7 +1465,10 @@ impl Context {
         }
         let method = self.configured_method();
         let secret = self.client_secret.clone().unwrap_or_else(|| SecretString::from(""));
-        let reply = match self.token_request(method, secret.expose_secret(), UNKNOWN_GRANT).await {
+        let reply = match self
+            .token_request(method, secret.expose_secret(), Asked::UnknownGrant)
+            .await
+        {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
@@ -1418,7 +1565,7 @@ impl Context {
         let method = ClientAuthMethod::PrivateKeyJwt;
         let mut replies = Vec::new();
         for _ in 0..2 {
-            match self.token_request(method, &assertion, "client_credentials").await {
+            match self.token_request(method, &assertion, CONFIGURED).await {
                 Ok(reply) => {
                     if let Some(token) = reply
                         .json()
@@ -1448,16 +1595,190 @@ impl Context {
         }
     }
 
+    /// Token exchange: the first test customer's token exchanged for one
+    /// with `scope` (none: the connection's), once per scope.
+    async fn exchanged_token(&mut self, scope: Option<String>) -> Result<String, String> {
+        if !self.exchanged.contains_key(&scope) {
+            let method = self.configured_method();
+            let secret = self.client_secret.clone().unwrap_or_else(|| SecretString::from(""));
+            let asked = Asked::Configured {
+                scope: scope.as_deref(),
+                forged: false,
+            };
+            let result = self
+                .token_request(method, secret.expose_secret(), asked)
+                .await
+                .and_then(|reply| issued_token(&reply).map(|t| t.access_token));
+            if let Ok(token) = &result {
+                self.obtained.push(SecretString::from(token.clone()));
+            }
+            self.exchanged.insert(scope.clone(), result);
+        }
+        self.exchanged
+            .get(&scope)
+            .cloned()
+            .unwrap_or_else(|| Err("not exchanged".into()))
+    }
+
+    async fn system_exchange_forged_subject(&mut self) -> Verdict {
+        let method = self.configured_method();
+        let secret = self.client_secret.clone().unwrap_or_else(|| SecretString::from(""));
+        let asked = Asked::Configured {
+            scope: None,
+            forged: true,
+        };
+        let reply = match self.token_request(method, secret.expose_secret(), asked).await {
+            Ok(r) => r,
+            Err(e) => return skip(e),
+        };
+        if let Ok(token) = issued_token(&reply) {
+            self.obtained.push(SecretString::from(token.access_token));
+        }
+        let evidence = format!(
+            "a customer token with a changed signature as subject_token: {}",
+            reply.describe()
+        );
+        match (reply.status, reply.error_code().as_deref()) {
+            (400, Some("invalid_grant")) => pass(evidence),
+            (s, _) if (200..300).contains(&s) => fail(format!("{evidence}: a forged customer token was exchanged")),
+            (400 | 401 | 403, _) => warn(format!("{evidence}; expected 400 invalid_grant")),
+            _ => fail(format!("{evidence}; expected 400 invalid_grant")),
+        }
+    }
+
+    /// An exchanged token asked for one action's scope, sent to an action
+    /// that needs another.
+    async fn system_exchange_out_of_scope(&mut self) -> Verdict {
+        let fallback = self.conn.system_auth.oauth().and_then(|c| c.scope.clone());
+        let scoped: Vec<(usize, String)> = self
+            .conn
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matches!(self.plans.get(*i), Some(Ok(_)) | None))
+            .filter_map(|(i, a)| a.scope.clone().or(fallback.clone()).map(|s| (i, s)))
+            .collect();
+        let pair = scoped.iter().find_map(|(_, scope_a)| {
+            scoped
+                .iter()
+                .find(|(_, scope_b)| {
+                    !scope_a
+                        .split_whitespace()
+                        .any(|s| scope_b.split_whitespace().any(|t| t == s))
+                })
+                .map(|(b, _)| (scope_a.clone(), *b))
+        });
+        let Some((scope, other)) = pair else {
+            return skip("no two actions have scopes that do not overlap: set `scope` on the actions");
+        };
+        let name = self.action_name(other).to_string();
+        match self.call(other, Probe::Succeeds).await {
+            Ok(r) if r.is_success() => {}
+            _ => {
+                return skip(format!(
+                    "the call with its own exchanged token did not succeed; see action.{name}.succeeds"
+                ));
+            }
+        }
+        let token = match self.exchanged_token(Some(scope.clone())).await {
+            Ok(t) => t,
+            Err(e) => return fail(format!("scope {scope}: {e}")),
+        };
+        let shown = printable_token(&scope.replace(' ', "+")).unwrap_or_else(|| "?".into());
+        let reply = match self.call_with(other, Probe::Succeeds, Some(token)).await {
+            Ok(r) => r,
+            Err(e) => return fail(e.text().to_string()),
+        };
+        let evidence = format!(
+            "a token exchanged for scope {shown}, sent to {name}: {}",
+            reply.describe()
+        );
+        match reply.status {
+            403 => pass(evidence),
+            401 => warn(format!("{evidence}; RFC 6750 §3.1 says 403 insufficient_scope")),
+            s if (200..300).contains(&s) => fail(format!("{evidence}: accepted outside its scope")),
+            _ => fail(format!("{evidence}; expected 403 insufficient_scope")),
+        }
+    }
+
+    /// A call the client certificate guards, with a certificate the company
+    /// never issued: the token request with `tls_client_auth`, else the
+    /// first action. The same call with the configured certificate must
+    /// succeed first, so a refusal is the certificate's.
+    async fn system_foreign_certificate(&mut self) -> Verdict {
+        let Some(tls) = self.conn.tls.clone() else {
+            return skip("no [connections.tls] client certificate");
+        };
+        let foreign = match foreign_certificate_client(&tls) {
+            Ok(c) => c,
+            Err(e) => return fail(format!("cannot build a client with a foreign certificate: {e}")),
+        };
+        let method = self.configured_method();
+        let (what, genuine, forged) = if method == ClientAuthMethod::TlsClientAuth {
+            let genuine = self.token(method).await.map(|r| r.is_success());
+            let saved = std::mem::replace(&mut self.http, foreign);
+            let forged = self.token_request(method, "", CONFIGURED).await;
+            self.http = saved;
+            ("the token request", genuine, forged)
+        } else {
+            if self.conn.actions.is_empty() {
+                return skip("no action to call");
+            }
+            let genuine = self.call(0, Probe::Succeeds).await.map(|r| r.is_success());
+            let bearer = match self.bearer(0).await {
+                Ok(b) => b,
+                Err(e) => return skip(e),
+            };
+            let saved = std::mem::replace(&mut self.http, foreign);
+            let forged = self.call_with(0, Probe::Succeeds, bearer).await;
+            self.http = saved;
+            let name = self.action_name(0).to_string();
+            (
+                if name == "?" { "an action" } else { "the first action" },
+                genuine.map_err(|e| e.text().to_string()),
+                forged.map_err(|e| e.text().to_string()),
+            )
+        };
+        if !matches!(genuine, Ok(true)) {
+            return skip(format!(
+                "{what} does not succeed with the configured certificate either; see system.token_issued and the action rules"
+            ));
+        }
+        match forged {
+            Err(e) => pass(format!(
+                "{what} with a self-signed certificate: refused at the TLS handshake ({e})"
+            )),
+            Ok(r) if r.is_success() => fail(format!(
+                "{what} with a self-signed certificate: {}: accepted",
+                r.describe()
+            )),
+            Ok(r) if (400..500).contains(&r.status) => {
+                pass(format!("{what} with a self-signed certificate: {}", r.describe()))
+            }
+            Ok(r) => fail(format!(
+                "{what} with a self-signed certificate: {}; expected a refusal",
+                r.describe()
+            )),
+        }
+    }
+
     // ---- action.* ----
 
-    /// The bearer token of an action call, if the connection uses one.
-    async fn bearer(&mut self) -> Result<Option<String>, String> {
+    /// The bearer token of a call of action `i`, if the connection uses one.
+    async fn bearer(&mut self, i: usize) -> Result<Option<String>, String> {
         match &self.conn.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials { .. } => self
+            SystemAuthConfig::Oauth2ClientCredentials(_) => self
                 .access_token()
                 .await
                 .map(Some)
                 .map_err(|e| format!("no system token ({e}); see system.token_issued")),
+            SystemAuthConfig::TokenExchange(_) => {
+                let scope = self.conn.actions.get(i).and_then(|a| a.scope.clone());
+                self.exchanged_token(scope)
+                    .await
+                    .map(Some)
+                    .map_err(|e| format!("no exchanged token ({e}); see system.token_issued"))
+            }
             SystemAuthConfig::StaticBearer { .. } => {
                 Ok(self.static_token.as_ref().map(|t| t.expose_secret().to_string()))
             }
@@ -1475,17 +1796,23 @@ impl Context {
     }
 
     async fn call_uncached(&mut self, i: usize, probe: Probe) -> Result<Reply, CallError> {
+        let bearer = match probe {
+            Probe::MissingBearer => None,
+            Probe::WrongBearer => Some(format!("deskbridge-check-invalid-{}", nonce())),
+            _ => self.bearer(i).await.map_err(CallError::Missing)?,
+        };
+        self.call_with(i, probe, bearer).await
+    }
+
+    /// Action `i` called with `bearer` and, as `probe` says, the API key
+    /// and the customer's token.
+    async fn call_with(&mut self, i: usize, probe: Probe, bearer: Option<String>) -> Result<Reply, CallError> {
         let spec = self
             .conn
             .actions
             .get(i)
             .cloned()
             .ok_or_else(|| CallError::Failed("no such action".into()))?;
-        let bearer = match probe {
-            Probe::MissingBearer => None,
-            Probe::WrongBearer => Some(format!("deskbridge-check-invalid-{}", nonce())),
-            _ => self.bearer().await.map_err(CallError::Missing)?,
-        };
         let api_key = match (probe, &self.api_key) {
             (Probe::MissingApiKey, _) | (_, None) => None,
             (Probe::WrongApiKey, Some((name, _))) => {
@@ -1498,6 +1825,8 @@ impl Context {
             .customer_credential()
             .ok_or_else(|| CallError::Missing(self.no_token()))?;
         let customer = match probe {
+            // An exchanged token names the customer: none goes beside it.
+            _ if self.exchanges() => None,
             Probe::MissingCustomerToken => None,
             Probe::TamperedCustomerToken => Some(tamper(&credential)),
             _ => Some(credential.token().to_string()),
@@ -1591,6 +1920,12 @@ impl Context {
         if matches!(probe, Probe::MissingApiKey | Probe::WrongApiKey) && self.api_key.is_none() {
             return skip("no [connections.api_key] configured");
         }
+        if matches!(probe, Probe::MissingCustomerToken | Probe::TamperedCustomerToken) && self.exchanges() {
+            return skip(
+                "token exchange: the exchanged token names the customer and no customer token is sent; \
+                 see system.exchange_forged_subject_refused",
+            );
+        }
         let name = self.action_name(i).to_string();
         match self.call(i, Probe::Succeeds).await {
             Ok(r) if r.is_success() => {}
@@ -1619,6 +1954,9 @@ impl Context {
         let name = self.action_name(i).to_string();
         if self.conn.system_auth == SystemAuthConfig::None {
             return skip("system_auth kind = \"none\": there is no system-token refusal to compare");
+        }
+        if self.exchanges() {
+            return skip("token exchange: the company is sent one token, so there are no two refusals to tell apart");
         }
         match self.call(i, Probe::Succeeds).await {
             Ok(r) if r.is_success() => {}
@@ -1673,13 +2011,71 @@ impl Context {
 
     // ---- transport.* ----
 
+    /// Every 429 and 503 the company answered during the check, and with
+    /// `--provoke-limits` failed logins of a made-up user until one comes.
+    async fn transport_retry_after(&mut self) -> Verdict {
+        let seen = |this: &Self| this.limited.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut provoked = None;
+        if seen(self).is_empty() && self.provoke_limits {
+            let user = format!("deskbridge-check-nobody-{}", nonce());
+            let password = format!("wrong-{}", nonce());
+            let mut tries = 0;
+            while tries < MAX_PROVOKING_LOGINS && seen(self).is_empty() {
+                tries += 1;
+                if let Err(e) = self.post_login(&user, &password).await {
+                    return skip(format!("the login endpoint: {e}"));
+                }
+            }
+            provoked = Some(tries);
+        }
+        let limited = seen(self);
+        if limited.is_empty() {
+            return match provoked {
+                Some(tries) => warn(format!(
+                    "{tries} failed logins of one made-up user were not limited (no 429): logins are not throttled"
+                )),
+                None => skip(
+                    "no 429 or 503 came during the check; --provoke-limits makes one with failed logins of a made-up user",
+                ),
+            };
+        }
+        let now = SystemClock.now();
+        let mut bad = Vec::new();
+        let mut missing_429 = 0;
+        for (status, value) in &limited {
+            match value {
+                None if *status == 429 => missing_429 += 1,
+                None => {}
+                Some(v) if company::connector::retry_after(v, now).is_none() => {
+                    bad.push(format!("HTTP {status} Retry-After: {}", shown_header(v)));
+                }
+                Some(_) => {}
+            }
+        }
+        let how = match provoked {
+            Some(tries) => format!(" (after {tries} failed logins of a made-up user)"),
+            None => String::new(),
+        };
+        let evidence = format!("{} answer(s) 429 or 503{how}", limited.len());
+        if !bad.is_empty() {
+            return fail(format!(
+                "{evidence}; not delta-seconds or an HTTP date: {}",
+                bad.join(", ")
+            ));
+        }
+        if missing_429 > 0 {
+            return warn(format!("{evidence}; {missing_429} 429(s) without Retry-After"));
+        }
+        pass(format!("{evidence}, each Retry-After delta-seconds or an HTTP date"))
+    }
+
     fn transport_plain_http(&self) -> Verdict {
         let mut urls = vec![
             ("base_url", Some(self.conn.base_url.as_str())),
             ("customer_login_url", self.login_url.as_deref()),
             ("identity.jwks_url", self.conn.identity.jwks_url.as_deref()),
         ];
-        if let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.conn.system_auth {
+        if let Some(OauthClient { token_url, issuer, .. }) = self.conn.system_auth.oauth() {
             urls.push(("system_auth.token_url", token_url.as_deref()));
             urls.push(("system_auth.issuer", issuer.as_deref()));
         }

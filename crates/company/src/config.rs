@@ -120,40 +120,94 @@ fn default_max_concurrency() -> usize {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SystemAuthConfig {
-    Oauth2ClientCredentials {
-        /// The token endpoint; found from `issuer` when left out.
-        token_url: Option<String>,
-        /// The authorization server: its metadata (RFC 8414, or OpenID
-        /// discovery) gives the token endpoint and the methods it takes.
-        issuer: Option<String>,
-        client_id: String,
-        /// For `client_secret_basic` and `client_secret_post`.
-        client_secret: Option<SecretSource>,
-        #[serde(default)]
-        auth_method: ClientAuthMethod,
-        /// For `private_key_jwt`: a PEM private key, EC P-256 (signs ES256)
-        /// or RSA (signs RS256).
-        private_key: Option<SecretSource>,
-        /// For `private_key_jwt`: the `kid` of the assertions' header, the
-        /// key's id at the company.
-        key_id: Option<String>,
-        #[serde(default)]
-        grant_type_in: GrantTypeIn,
-        scope: Option<String>,
-        audience: Option<String>,
-        resource: Option<String>,
-        /// Lifetime assumed when the token response says none and the token
-        /// is not a JWT with `exp`.
-        #[serde(default = "default_token_lifetime")]
-        default_expires_in_secs: u64,
-        /// How the company says this token expired, besides `401
-        /// invalid_token`: then it is renewed and the call sent once more.
-        expired_when: Option<ExpiredWhen>,
-    },
+    /// One token for the platform (RFC 6749 §4.4), sent with the customer's.
+    Oauth2ClientCredentials(OauthClient),
+    /// Per action, the customer's token exchanged (RFC 8693) for one that
+    /// names the acting agent or bot in `act` and holds only the action's
+    /// `scope`: the company sees one token, "agent X acting for customer Y".
+    TokenExchange(OauthClient),
     StaticBearer {
         token: SecretSource,
     },
     None,
+}
+
+impl SystemAuthConfig {
+    /// The OAuth client, for either grant.
+    pub fn oauth(&self) -> Option<&OauthClient> {
+        match self {
+            Self::Oauth2ClientCredentials(client) | Self::TokenExchange(client) => Some(client),
+            Self::StaticBearer { .. } | Self::None => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Oauth2ClientCredentials(_) => "oauth2_client_credentials",
+            Self::TokenExchange(_) => "token_exchange",
+            Self::StaticBearer { .. } => "static_bearer",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The platform as an OAuth client of the company's token endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OauthClient {
+    /// The token endpoint; found from `issuer` when left out.
+    pub token_url: Option<String>,
+    /// The authorization server: its metadata (RFC 8414, or OpenID
+    /// discovery) gives the token endpoint and the methods it takes.
+    pub issuer: Option<String>,
+    pub client_id: String,
+    /// For `client_secret_basic` and `client_secret_post`.
+    pub client_secret: Option<SecretSource>,
+    #[serde(default)]
+    pub auth_method: ClientAuthMethod,
+    /// For `private_key_jwt`: a PEM private key, EC P-256 (signs ES256)
+    /// or RSA (signs RS256).
+    pub private_key: Option<SecretSource>,
+    /// For `private_key_jwt`: the `kid` of the assertions' header, the
+    /// key's id at the company.
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub grant_type_in: GrantTypeIn,
+    /// Client credentials: the scope asked for. Token exchange: the scope
+    /// of an action that names none.
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    /// Token exchange: what the customer's token is, as the company's
+    /// token endpoint names it.
+    pub subject_token_type: Option<SubjectTokenType>,
+    /// Lifetime assumed when the token response says none and the token
+    /// is not a JWT with `exp`.
+    #[serde(default = "default_token_lifetime")]
+    pub default_expires_in_secs: u64,
+    /// How the company says this token expired, besides `401
+    /// invalid_token`: then it is renewed and the call sent once more.
+    pub expired_when: Option<ExpiredWhen>,
+}
+
+/// RFC 8693 §3 token type identifiers a customer's token may be.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectTokenType {
+    #[default]
+    Jwt,
+    AccessToken,
+    IdToken,
+}
+
+impl SubjectTokenType {
+    pub fn uri(self) -> &'static str {
+        match self {
+            Self::Jwt => "urn:ietf:params:oauth:token-type:jwt",
+            Self::AccessToken => "urn:ietf:params:oauth:token-type:access_token",
+            Self::IdToken => "urn:ietf:params:oauth:token-type:id_token",
+        }
+    }
 }
 
 fn default_token_lifetime() -> u64 {
@@ -451,6 +505,9 @@ pub struct ActionConfig {
     /// This action's own limit for each call, for slow company operations;
     /// default: the connection's `timeout_ms`.
     pub timeout_ms: Option<u64>,
+    /// With token exchange: the scope the exchanged token is narrowed to;
+    /// default: `system_auth.scope`.
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -650,18 +707,37 @@ pub fn check_connections(
         if let Some(u) = &c.customer_login_url {
             check_url(u, at("customer_login_url"), fail);
         }
+        if let SystemAuthConfig::Oauth2ClientCredentials(OauthClient {
+            subject_token_type: Some(_),
+            ..
+        }) = &c.system_auth
+        {
+            fail(
+                at("system_auth.subject_token_type"),
+                "only used with kind = \"token_exchange\"".into(),
+            );
+        }
+        if !matches!(c.system_auth, SystemAuthConfig::TokenExchange(_)) {
+            for (j, _) in c.actions.iter().enumerate().filter(|(_, a)| a.scope.is_some()) {
+                fail(
+                    format!("connections[{i}].actions[{j}].scope"),
+                    "only used when system_auth has kind = \"token_exchange\"".into(),
+                );
+            }
+        }
         match &c.system_auth {
-            SystemAuthConfig::Oauth2ClientCredentials {
-                token_url,
-                issuer,
-                client_id,
-                client_secret,
-                auth_method,
-                private_key,
-                key_id,
-                expired_when,
-                ..
-            } => {
+            SystemAuthConfig::Oauth2ClientCredentials(client) | SystemAuthConfig::TokenExchange(client) => {
+                let OauthClient {
+                    token_url,
+                    issuer,
+                    client_id,
+                    client_secret,
+                    auth_method,
+                    private_key,
+                    key_id,
+                    expired_when,
+                    ..
+                } = client;
                 if let Some(e) = expired_when {
                     e.problems(at("system_auth.expired_when"), fail);
                 }

@@ -33,7 +33,7 @@ use crate::config::{ActionConfig, ActionKind, ConnectionConfig, IdentityMode, Pl
 use crate::identity::JwtVerifier;
 use crate::metrics::{ActionLabels, ConnectionLabel, Metrics};
 use crate::share::{LimitShare, SharedAdmission, TokenShare};
-use crate::system_token::{Bearer, TokenDeps, TokenError, TokenSource, challenge_error, describe_transport};
+use crate::system_token::{Bearer, Exchange, TokenDeps, TokenError, TokenSource, challenge_error, describe_transport};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Why an action did not produce data. Each maps to one problem type.
@@ -233,6 +233,9 @@ struct Target {
 pub struct ActionRequest {
     pub input: Map<String, Value>,
     pub idempotency_key: Option<String>,
+    /// Who acts, as a token exchange names them (`agent:NAME`,
+    /// `bot:NAME`); none when the customer runs the action.
+    pub actor: Option<String>,
 }
 
 /// How long the breaker first stays open.
@@ -446,17 +449,25 @@ impl Connection {
         trace: TraceId,
     ) -> Result<(Box<RawValue>, u16), ActionError> {
         let (spec, target) = (&self.config.actions[index], &self.targets[index]);
+        let exchanged = matches!(self.config.system_auth, SystemAuthConfig::TokenExchange(_));
         let call = Call {
             target,
             spec,
             request,
-            customer_token,
+            // An exchanged token carries the customer: no second token goes.
+            customer_token: customer_token.filter(|_| !exchanged),
             trace,
         };
         self.company_admits().await?;
         let _admission = self.breaker_admits()?;
         let _permit = self.permits.acquire().await.map_err(|_| ActionError::CircuitOpen)?;
-        let mut bearer = self.system_token().await?;
+        let credential = || async {
+            match exchanged {
+                true => self.exchanged_token(spec, request, customer_token).await.map(Some),
+                false => self.system_token().await,
+            }
+        };
+        let mut bearer = credential().await?;
         let mut reply = self.send(&call, bearer.as_deref()).await;
         if spec.method == "GET" && spec.kind == ActionKind::Read && matches!(reply, Err(ActionError::Unreachable(_))) {
             // Only a safe method is retried, once, after a jittered pause;
@@ -473,7 +484,7 @@ impl Connection {
             // write is sent again too: the company refused it before doing
             // anything, and it carries the same idempotency key.
             self.tokens.purge(rejected).await;
-            bearer = self.system_token().await?;
+            bearer = credential().await?;
             reply = self.send(&call, bearer.as_deref()).await;
         }
         if let Ok(r) = &reply
@@ -635,10 +646,7 @@ impl Connection {
         let scheme = challenge.split_whitespace().next();
         let mut refused = whose_refusal(status, code.as_deref(), scheme, challenge_error(challenge).as_deref());
         // The company's own words for "expired" win, whatever the status.
-        if let SystemAuthConfig::Oauth2ClientCredentials {
-            expired_when: Some(expired),
-            ..
-        } = &self.config.system_auth
+        if let Some(expired) = self.config.system_auth.oauth().and_then(|c| c.expired_when.as_ref())
             && expired.matches(status, &answer.body)
         {
             refused = Some(Refused::SystemToken);
@@ -669,6 +677,35 @@ impl Connection {
     async fn system_token(&self) -> Result<Option<Arc<Bearer>>, ActionError> {
         match self.tokens.get().await {
             Ok(bearer) => Ok(bearer),
+            Err(TokenError::Unavailable(cause)) => Err(ActionError::SystemTokenUnavailable {
+                retry_after: crate::RetryAfter::from_wait(self.tokens.retry_in().unwrap_or(Duration::from_secs(1))),
+                cause,
+            }),
+            Err(refused) => Err(ActionError::TokenEndpoint(refused)),
+        }
+    }
+
+    /// The customer's token exchanged for one naming the actor, with the
+    /// action's scope. A subject the company refuses is a login to renew.
+    async fn exchanged_token(
+        &self,
+        spec: &ActionConfig,
+        request: &ActionRequest,
+        customer_token: Option<&SecretString>,
+    ) -> Result<Arc<Bearer>, ActionError> {
+        let client = self.config.system_auth.oauth();
+        let subject = customer_token.ok_or(ActionError::CustomerAuthRequired)?;
+        let exchange = Exchange {
+            subject,
+            subject_type: client.and_then(|c| c.subject_token_type).unwrap_or_default().uri(),
+            actor: request.actor.as_deref(),
+            scope: spec.scope.as_deref(),
+        };
+        match self.tokens.exchange(exchange).await {
+            Ok(bearer) => Ok(bearer),
+            Err(TokenError::Refused { error, .. }) if error == "invalid_grant" => {
+                Err(ActionError::CustomerAuthRequired)
+            }
             Err(TokenError::Unavailable(cause)) => Err(ActionError::SystemTokenUnavailable {
                 retry_after: crate::RetryAfter::from_wait(self.tokens.retry_in().unwrap_or(Duration::from_secs(1))),
                 cause,
@@ -781,11 +818,18 @@ impl Connection {
         let mut steps = Vec::new();
         let started = Instant::now();
         let token = self.tokens.fetch_now().await;
+        let detail = match (&token, &self.config.system_auth) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(()), SystemAuthConfig::TokenExchange(_)) => {
+                Some("not fetched: token exchange issues a token per action, for a customer's token".to_string())
+            }
+            (Ok(()), _) => None,
+        };
         steps.push(serde_json::json!({
             "step": "system_token",
             "ok": token.is_ok(),
             "latency_ms": started.elapsed().as_millis() as u64,
-            "detail": token.as_ref().err().map(ToString::to_string),
+            "detail": detail,
         }));
         let started = Instant::now();
         let reached = self

@@ -3,6 +3,7 @@
 //! expiry, fetched by one caller at a time however many wait on it, and
 //! backed off when the token endpoint fails, so it is never hammered.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +14,7 @@ use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::assertion::AssertionSigner;
-use crate::config::{ClientAuthMethod, GrantTypeIn, SecretSource, SystemAuthConfig};
+use crate::config::{ClientAuthMethod, GrantTypeIn, OauthClient, SecretSource, SystemAuthConfig};
 use crate::metrics::Metrics;
 use crate::share::{SharedToken, TokenShare};
 
@@ -100,9 +101,54 @@ pub enum TokenError {
 struct State {
     /// The token this process last saw (the share's, or its own fetch).
     current: Option<Arc<SystemToken>>,
+    /// Token exchange: the tokens issued per customer token, actor and scope.
+    exchanged: HashMap<ExchangeKey, Arc<SystemToken>>,
     /// After a failed fetch: no new attempt before this instant.
     retry_after: Option<(SystemTime, TokenError)>,
     backoff: Duration,
+}
+
+/// What one exchanged token was issued for. It holds the customer's token
+/// itself, so a hit is an exact match (a digest collision could hand one
+/// customer's token to another); it lives in memory only, like the token.
+#[derive(PartialEq, Eq, Hash)]
+struct ExchangeKey {
+    subject: String,
+    actor: Option<String>,
+    scope: Option<String>,
+}
+
+/// The most exchanged tokens kept per connection; past it, expired ones go
+/// first, then any.
+const MAX_EXCHANGED: usize = 10_000;
+
+/// One RFC 8693 exchange: the customer's token for one naming the actor.
+#[derive(Clone, Copy)]
+pub struct Exchange<'a> {
+    pub subject: &'a SecretString,
+    pub subject_type: &'a str,
+    /// `agent:NAME` or `bot:NAME`; none when the customer acts.
+    pub actor: Option<&'a str>,
+    pub scope: Option<&'a str>,
+}
+
+/// The grant a token request asks for.
+#[derive(Clone, Copy)]
+pub enum Grant<'a> {
+    ClientCredentials,
+    TokenExchange(Exchange<'a>),
+    /// Any other `grant_type` (what `check` probes a refusal with).
+    Other(&'a str),
+}
+
+impl Grant<'_> {
+    fn grant_type(&self) -> &str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::TokenExchange(_) => contract::token_exchange::GRANT_TYPE,
+            Self::Other(grant) => grant,
+        }
+    }
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -150,13 +196,20 @@ impl TokenSource {
         } = deps;
         let mut signer = None;
         let (secret, fixed) = match &config {
-            SystemAuthConfig::Oauth2ClientCredentials {
+            SystemAuthConfig::Oauth2ClientCredentials(OauthClient {
                 client_secret,
                 private_key,
                 key_id,
                 client_id,
                 ..
-            } => {
+            })
+            | SystemAuthConfig::TokenExchange(OauthClient {
+                client_secret,
+                private_key,
+                key_id,
+                client_id,
+                ..
+            }) => {
                 if let Some(key) = private_key {
                     let pem = key.resolve()?;
                     signer = Some(AssertionSigner::new(pem.expose_secret(), key_id.clone(), client_id)?);
@@ -177,6 +230,7 @@ impl TokenSource {
             timeout,
             state: Mutex::new(State {
                 current: None,
+                exchanged: HashMap::new(),
                 retry_after: None,
                 backoff: MIN_BACKOFF,
             }),
@@ -196,7 +250,69 @@ impl TokenSource {
             SystemAuthConfig::None => Ok(None),
             SystemAuthConfig::StaticBearer { .. } => Ok(self.fixed.clone()),
             SystemAuthConfig::Oauth2ClientCredentials { .. } => Ok(Some(self.oauth_token().await?.bearer.clone())),
+            SystemAuthConfig::TokenExchange(_) => Err(TokenError::Unavailable(
+                "token exchange needs the customer's token: see TokenSource::exchange".into(),
+            )),
         }
+    }
+
+    /// Token exchange: a token for `exchange`, cached per customer token,
+    /// actor and scope until shortly before it expires. Failures of the
+    /// endpoint itself back off as fetches do; a refused subject does not
+    /// (it is one customer's, not everyone's).
+    pub async fn exchange(&self, exchange: Exchange<'_>) -> Result<Arc<Bearer>, TokenError> {
+        let key = ExchangeKey {
+            subject: exchange.subject.expose_secret().to_string(),
+            actor: exchange.actor.map(str::to_string),
+            scope: exchange.scope.map(str::to_string),
+        };
+        let now = self.clock.now();
+        {
+            let state = self.lock();
+            if let Some(token) = state.exchanged.get(&key)
+                && now < token.expires_at
+            {
+                self.metrics.token_cache_hits.inc();
+                return Ok(token.bearer.clone());
+            }
+            if let Some((until, error)) = &state.retry_after
+                && now < *until
+            {
+                return Err(error.clone());
+            }
+        }
+        let token = match Box::pin(self.request_token(Grant::TokenExchange(exchange))).await {
+            Ok(token) => Arc::new(token),
+            Err(error) => {
+                self.metrics.token_fetch(&self.connection, "error");
+                if matches!(error, TokenError::Unavailable(_)) {
+                    let mut state = self.lock();
+                    let wait = state.backoff;
+                    state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                    state.retry_after = Some((self.clock.now() + wait, error.clone()));
+                }
+                tracing::warn!(connection = %self.connection, error = %error, "token exchange failed");
+                return Err(error);
+            }
+        };
+        self.metrics.token_fetch(&self.connection, "ok");
+        let mut state = self.lock();
+        state.retry_after = None;
+        state.backoff = MIN_BACKOFF;
+        if state.exchanged.len() >= MAX_EXCHANGED {
+            state.exchanged.retain(|_, t| now < t.expires_at);
+            if state.exchanged.len() >= MAX_EXCHANGED
+                && let Some(any) = state.exchanged.keys().next().map(|k| ExchangeKey {
+                    subject: k.subject.clone(),
+                    actor: k.actor.clone(),
+                    scope: k.scope.clone(),
+                })
+            {
+                state.exchanged.remove(&any);
+            }
+        }
+        state.exchanged.insert(key, token.clone());
+        Ok(token.bearer.clone())
     }
 
     /// How long until the token endpoint is tried again, after a failure.
@@ -312,7 +428,10 @@ impl TokenSource {
                 self.share.release(lease).await;
                 result
             }
-            SystemAuthConfig::StaticBearer { .. } | SystemAuthConfig::None => Ok(()),
+            // An exchange needs a customer's token, which a probe has not.
+            SystemAuthConfig::TokenExchange(_) | SystemAuthConfig::StaticBearer { .. } | SystemAuthConfig::None => {
+                Ok(())
+            }
         }
     }
 
@@ -323,6 +442,7 @@ impl TokenSource {
         let purged = {
             let mut state = self.lock();
             // The same token is the same allocation: no secret is compared.
+            state.exchanged.retain(|_, t| !Arc::ptr_eq(&t.bearer, rejected));
             match &state.current {
                 Some(t) if Arc::ptr_eq(&t.bearer, rejected) => {
                     let id = t.id;
@@ -339,7 +459,7 @@ impl TokenSource {
 
     async fn fetch(&self) -> Result<Arc<SystemToken>, TokenError> {
         let started = std::time::Instant::now();
-        let result = self.request_token().await;
+        let result = self.request_token(Grant::ClientCredentials).await;
         let token = {
             let mut state = self.lock();
             match result {
@@ -369,7 +489,7 @@ impl TokenSource {
     /// `token_url`, or the token endpoint the issuer's metadata names
     /// (fetched once; a failure is retried with the next token request).
     pub async fn token_endpoint(&self) -> Result<&str, TokenError> {
-        let SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, .. } = &self.config else {
+        let Some(OauthClient { token_url, issuer, .. }) = self.config.oauth() else {
             return Err(TokenError::Unavailable("not an OAuth connection".into()));
         };
         let found = self
@@ -388,12 +508,14 @@ impl TokenSource {
         Ok(found)
     }
 
-    async fn request_token(&self) -> Result<SystemToken, TokenError> {
-        let SystemAuthConfig::Oauth2ClientCredentials {
-            auth_method,
-            default_expires_in_secs,
-            ..
-        } = &self.config
+    async fn request_token(&self, grant: Grant<'_>) -> Result<SystemToken, TokenError> {
+        let Some(
+            client @ OauthClient {
+                auth_method,
+                default_expires_in_secs,
+                ..
+            },
+        ) = self.config.oauth()
         else {
             return Err(TokenError::Unavailable("not an OAuth connection".into()));
         };
@@ -414,11 +536,11 @@ impl TokenSource {
             .unwrap_or_default();
         let request = token_request(
             &self.http,
-            &self.config,
+            client,
             endpoint,
             *auth_method,
             credential,
-            "client_credentials",
+            grant,
             self.timeout,
         )
         .map_err(|e| TokenError::Unavailable(e.to_string()))?;
@@ -483,48 +605,61 @@ impl TokenSource {
 /// Why a token request could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenRequestError {
-    #[error("not an OAuth connection")]
-    NotOauth,
     #[error("token_url: {0}")]
     TokenUrl(String),
     #[error("the client id or secret cannot go in a header")]
     Header,
 }
 
-/// The client-credentials token request to `token_url` as the gateway
-/// sends it (and `check` probes it): `grant` in the body or the query, as configured,
-/// with scope, audience and resource, and the client authenticated by
-/// `method` with `secret`: the client secret, or for `private_key_jwt` a
-/// signed client assertion.
+/// The token request to `token_url` as the gateway sends it (and `check`
+/// probes it): the grant type in the body or the query, as configured, with
+/// scope, audience and resource, and the client authenticated by `method`
+/// with `secret`: the client secret, or for `private_key_jwt` a signed
+/// client assertion. A token exchange adds the customer's token as the
+/// subject, the actor, and the action's scope.
 pub fn token_request(
     http: &reqwest::Client,
-    config: &SystemAuthConfig,
+    client: &OauthClient,
     token_url: &str,
     method: ClientAuthMethod,
     secret: &str,
-    grant: &str,
+    grant: Grant<'_>,
     timeout: Duration,
 ) -> Result<reqwest::RequestBuilder, TokenRequestError> {
-    let SystemAuthConfig::Oauth2ClientCredentials {
+    let OauthClient {
         client_id,
         grant_type_in,
         scope,
         audience,
         resource,
         ..
-    } = config
-    else {
-        return Err(TokenRequestError::NotOauth);
-    };
+    } = client;
     let mut url = reqwest::Url::parse(token_url).map_err(|e| TokenRequestError::TokenUrl(e.to_string()))?;
     let mut form: Vec<(&str, &str)> = Vec::new();
     match grant_type_in {
         GrantTypeIn::Query => {
-            url.query_pairs_mut().append_pair("grant_type", grant);
+            url.query_pairs_mut().append_pair("grant_type", grant.grant_type());
         }
-        GrantTypeIn::Body => form.push(("grant_type", grant)),
+        GrantTypeIn::Body => form.push(("grant_type", grant.grant_type())),
     }
-    for (name, value) in [("scope", scope), ("audience", audience), ("resource", resource)] {
+    let scope = match grant {
+        Grant::TokenExchange(exchange) => {
+            form.push(("subject_token", exchange.subject.expose_secret()));
+            form.push(("subject_token_type", exchange.subject_type));
+            form.push(("requested_token_type", contract::token_exchange::ACCESS_TOKEN));
+            if let Some(actor) = exchange.actor {
+                form.push(("actor_token", actor));
+                form.push(("actor_token_type", contract::token_exchange::ACTOR));
+            }
+            exchange.scope.or(scope.as_deref())
+        }
+        Grant::ClientCredentials | Grant::Other(_) => scope.as_deref(),
+    };
+    for (name, value) in [
+        ("scope", scope),
+        ("audience", audience.as_deref()),
+        ("resource", resource.as_deref()),
+    ] {
         if let Some(v) = value {
             form.push((name, v));
         }
@@ -712,7 +847,7 @@ mod clock_tests {
     }
 
     fn source(url: &str, share: Arc<dyn TokenShare>, clock: Arc<ManualClock>) -> TokenSource {
-        let config = SystemAuthConfig::Oauth2ClientCredentials {
+        let config = SystemAuthConfig::Oauth2ClientCredentials(OauthClient {
             token_url: Some(url.to_string()),
             issuer: None,
             client_id: "deskbridge".into(),
@@ -724,9 +859,10 @@ mod clock_tests {
             scope: None,
             audience: None,
             resource: None,
+            subject_token_type: None,
             default_expires_in_secs: 300,
             expired_when: None,
-        };
+        });
         let deps = TokenDeps {
             http: reqwest::Client::new(),
             timeout: Duration::from_secs(5),

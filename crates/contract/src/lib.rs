@@ -21,6 +21,20 @@ pub mod paths {
     pub const AUTHORIZATION_SERVER_METADATA: &str = "/.well-known/oauth-authorization-server";
 }
 
+/// RFC 8693 token exchange: the grant, and the token types this product uses.
+pub mod token_exchange {
+    pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+    pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+    pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+    /// The acting agent or bot, named by the platform: `agent:alice`,
+    /// `bot:triage`. A token type of our own (RFC 8693 §3 allows any URI):
+    /// the platform is the authenticated client the company already trusts
+    /// with its customers' tokens, so a signature of that same client over
+    /// the name would prove nothing more.
+    pub const ACTOR: &str = "urn:deskbridge:token-type:actor";
+}
+
 /// Header names of the three credentials on a backend call.
 pub mod headers {
     /// Carries the end customer's token, `JWT <jwt>`.
@@ -80,6 +94,9 @@ pub struct AccessTokenResponse {
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -104,6 +121,8 @@ pub enum OAuthErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+    /// RFC 8707 §2 / RFC 8693 §2.2.2: an audience or resource refused.
+    InvalidTarget,
 }
 
 /// The error codes a token endpoint may answer that an OAuth registry
@@ -311,6 +330,10 @@ pub struct BlockedCard {
     pub block_reason: String,
     /// ISO 8601 in UTC.
     pub blocked_at: String,
+    /// Who blocked it for the customer, when the call came with an
+    /// exchanged token naming an actor (`agent:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -37,6 +37,11 @@ pub(crate) struct CheckArgs {
     /// Idempotency-Key: they change data at the company.
     #[arg(long)]
     allow_writes: bool,
+    /// When the company answers no 429 by itself, make one with failed
+    /// logins of a made-up user (at most 8), to judge its Retry-After. A
+    /// throttle per address may then hold this machine back for a while.
+    #[arg(long)]
+    provoke_limits: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,6 +139,7 @@ async fn check(args: CheckArgs) -> Result<u8, String> {
     let actions = ActionOptions {
         inputs,
         allow_writes: args.allow_writes,
+        provoke_limits: args.provoke_limits,
     };
     let checker = Checker::with_options(&config.connections, args.connection.as_deref(), users, &groups, actions)
         .map_err(|e| e.to_string())?;

@@ -192,12 +192,12 @@ async fn check_store(options: &StoreOptions) -> anyhow::Result<()> {
 /// For a connection that names its `issuer`: its metadata, and whether
 /// the server lists the configured client authentication method.
 async fn check_discovery(connection: &gateway::config::ConnectionConfig) -> anyhow::Result<()> {
-    let gateway::config::SystemAuthConfig::Oauth2ClientCredentials {
+    let Some(gateway::config::OauthClient {
         issuer: Some(issuer),
         auth_method,
         token_url,
         ..
-    } = &connection.system_auth
+    }) = connection.system_auth.oauth()
     else {
         return Ok(());
     };
@@ -215,6 +215,23 @@ async fn check_discovery(connection: &gateway::config::ConnectionConfig) -> anyh
             "connection {name}: the issuer lists {:?} as its client authentication methods, not the configured {method:?}",
             metadata.token_endpoint_auth_methods_supported
         );
+    }
+    if matches!(
+        connection.system_auth,
+        gateway::config::SystemAuthConfig::TokenExchange(_)
+    ) && !metadata
+        .grant_types_supported
+        .iter()
+        .any(|g| g == contract::token_exchange::GRANT_TYPE)
+    {
+        // RFC 8414 §2: an absent list means the server did not say, which
+        // is no refusal; a list without the grant is.
+        if !metadata.grant_types_supported.is_empty() {
+            bail!(
+                "connection {name}: the issuer does not list the token exchange grant among {:?}",
+                metadata.grant_types_supported
+            );
+        }
     }
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -316,6 +316,10 @@ impl Gateway {
                 ),
             },
         };
+        let exchanged = self
+            .connections
+            .get(&connection)
+            .is_some_and(|c| matches!(c.config.system_auth, config::SystemAuthConfig::TokenExchange(_)));
         let record = AuditRecord {
             at: self.now(),
             agent: runner.name.clone(),
@@ -354,6 +358,7 @@ impl Gateway {
             input_digest: digest,
             revealed: reveal.map(|r| r.pointer.clone()),
             reason: reveal.map(|r| r.reason.clone()),
+            act: exchanged.then(|| runner.actor()).flatten(),
         };
         if audit::is_repeatable_refusal(&record.outcome) {
             self.metrics.refusal(&record.outcome);
@@ -420,6 +425,7 @@ impl Gateway {
         let request = connector::ActionRequest {
             input,
             idempotency_key: ask.idempotency_key.clone(),
+            actor: runner.actor(),
         };
         let result = match spec.kind {
             ActionKind::Read => self.read(connection, context, spec, &request, &token, trace).await,
@@ -654,6 +660,16 @@ impl Runner {
             name,
             role: Some(role),
             caller,
+        }
+    }
+
+    /// Who acts, as a token exchange names them to the company; a
+    /// customer acts for themselves and is named by their own token.
+    pub fn actor(&self) -> Option<String> {
+        match self.caller {
+            Caller::Agent => Some(format!("agent:{}", self.name)),
+            Caller::Bot => Some(format!("bot:{}", self.name)),
+            Caller::Customer => None,
         }
     }
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use crate::config::{
-    ClientAuthMethod, CustomerAuthPlacement, GatewayConfig, GrantTypeIn, SecretSource, SystemAuthConfig,
+    ClientAuthMethod, CustomerAuthPlacement, GatewayConfig, GrantTypeIn, OauthClient, SecretSource, SystemAuthConfig,
 };
 use crate::connector::{error_code, map_response, raw_pointer, set_pointer};
 use crate::identity::IdentityError;
@@ -658,7 +658,7 @@ fn token_endpoint(rt: &Runtime) -> TokenEndpoint {
 }
 
 fn token_source(url: &str) -> TokenSource {
-    let config = SystemAuthConfig::Oauth2ClientCredentials {
+    let config = SystemAuthConfig::Oauth2ClientCredentials(OauthClient {
         token_url: Some(url.to_string()),
         issuer: None,
         client_id: "deskbridge".into(),
@@ -670,9 +670,10 @@ fn token_source(url: &str) -> TokenSource {
         scope: None,
         audience: None,
         resource: None,
+        subject_token_type: None,
         default_expires_in_secs: 300,
         expired_when: None,
-    };
+    });
     let metrics = Arc::new(Metrics::default());
     // As the gateway's own client: redirects are answers, not followed.
     let http = reqwest::Client::builder()

@@ -108,6 +108,10 @@ pub struct AuditRecord {
     /// A reveal: the reason the agent stated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Token exchange: the actor the company's token named (`agent:NAME`,
+    /// `bot:NAME`), as the company will have it in its `act` claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
 }
 
 /// Who holds an agent token, and when that token expires (Unix seconds).
@@ -149,7 +153,7 @@ impl AgentTokenRow {
 macro_rules! audit_columns {
     () => {
         "at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count, \
-         caller, input_fields, input_digest, revealed, reason"
+         caller, input_fields, input_digest, revealed, reason, act"
     };
 }
 pub(crate) use audit_columns;
@@ -182,6 +186,7 @@ where
         input_digest: r.get(at + 12),
         revealed: r.get(at + 13),
         reason: r.get(at + 14),
+        act: r.get(at + 15),
     }
 }
 
@@ -936,20 +941,20 @@ fn audit_insert_sql(db: &Db) -> &'static str {
     match db {
         Db::Sqlite(_) => {
             "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count,
-                                caller, input_fields, input_digest, revealed, reason)
+                                caller, input_fields, input_digest, revealed, reason, act)
              SELECT value ->> 'at', value ->> 'agent', value ->> 'conversation_id', value ->> 'connection',
                     value ->> 'action', value ->> 'outcome', value ->> 'status', value ->> 'latency_ms',
                     value ->> 'trace_id', value ->> 'count', value ->> 'caller', value -> 'input_fields',
-                    value ->> 'input_digest', value ->> 'revealed', value ->> 'reason'
+                    value ->> 'input_digest', value ->> 'revealed', value ->> 'reason', value ->> 'act'
              FROM json_each($1) ORDER BY key"
         }
         Db::Postgres(_) => {
             "INSERT INTO audit (at, agent, conversation_id, connection, action, outcome, status, latency_ms, trace_id, count,
-                                caller, input_fields, input_digest, revealed, reason)
+                                caller, input_fields, input_digest, revealed, reason, act)
              SELECT (r ->> 'at')::bigint, r ->> 'agent', r ->> 'conversation_id', r ->> 'connection',
                     r ->> 'action', r ->> 'outcome', (r ->> 'status')::bigint, (r ->> 'latency_ms')::bigint,
                     r ->> 'trace_id', (r ->> 'count')::bigint, r ->> 'caller', (r -> 'input_fields')::text,
-                    r ->> 'input_digest', r ->> 'revealed', r ->> 'reason'
+                    r ->> 'input_digest', r ->> 'revealed', r ->> 'reason', r ->> 'act'
              FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS rows(r, n) ORDER BY n"
         }
     }
@@ -989,6 +994,7 @@ pub(crate) mod tests {
             input_digest: (i % 2 == 0).then(|| format!("{i:064x}")),
             revealed: (i % 4 == 1).then(|| format!("/accounts/{i}/id")),
             reason: (i % 4 == 1).then(|| format!("reason {text}")),
+            act: (i % 5 == 2).then(|| format!("agent:{text}")),
         }
     }
 

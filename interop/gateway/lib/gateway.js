@@ -39,7 +39,10 @@ const toml = (value) => JSON.stringify(value); // a JSON string is a valid TOML 
 function connectionToml(c, env, dir) {
   const secretVar = `INTEROP_SECRET_${c.name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
   let credential;
-  if (c.privatePem) {
+  if (c.authMethod === 'tls_client_auth') {
+    // The client certificate of [connections.tls] is the whole credential.
+    credential = [];
+  } else if (c.privatePem) {
     // private_key_jwt: the key in a file of its own, as an operator would keep it.
     const keyFile = join(dir, `${c.name}.pem`);
     writeFileSync(keyFile, c.privatePem, { mode: 0o600 });
@@ -52,6 +55,9 @@ function connectionToml(c, env, dir) {
     '[[connections]]',
     `name = ${toml(c.name)}`,
     `base_url = ${toml(c.baseUrl)}`,
+    ...(c.tls
+      ? ['[connections.tls]', `ca_file = ${toml(c.tls.caFile)}`, `client_cert = ${toml(c.tls.clientCert)}`, `client_key = ${toml(c.tls.clientKey)}`]
+      : []),
     '[connections.system_auth]',
     'kind = "oauth2_client_credentials"',
     `token_url = ${toml(c.tokenUrl)}`,

@@ -127,6 +127,7 @@ async fn block_now(
         status: card.status,
         block_reason: card.block_reason.unwrap_or_default(),
         blocked_at: card.blocked_at.map(utc_timestamp).unwrap_or_default(),
+        acted_by: caller.actor.clone(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! The three credentials every customer-data API checks, in this order:
 //! system bearer token (401 `invalid_token`), API key (403), customer token
 //! (401 with a customer-specific code), so a caller always knows *whose*
-//! credential failed.
+//! credential failed. A token from a token exchange names its customer
+//! itself: then no separate customer token is read.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use contract::{ApiErrorCode, CustomerAuthBody, headers as h};
@@ -9,6 +10,7 @@ use contract::{ApiErrorCode, CustomerAuthBody, headers as h};
 use super::oauth::REALM;
 use super::{cookie, has_content_type};
 use crate::State;
+use crate::access_tokens::Grant;
 use crate::config::SessionMode;
 use crate::customer_auth::CustomerAuthError;
 use crate::error::HttpError;
@@ -26,6 +28,8 @@ pub(crate) struct Caller {
     /// The OAuth client of the system token: idempotency keys are its own.
     pub client_id: String,
     pub customer_id: String,
+    /// With an exchanged token: who acts for the customer (`agent:NAME`).
+    pub actor: Option<String>,
 }
 
 /// A refusal, with the outcome label the metrics count it by.
@@ -34,10 +38,17 @@ pub(crate) type Failure = (&'static str, HttpError);
 /// Checks all three credentials for `need`; the customer's token may also
 /// come in the JSON `body` (field `customer_auth`).
 pub(crate) async fn authorize(state: &State, headers: &HeaderMap, body: &[u8], need: Need) -> Result<Caller, Failure> {
-    let client_id = check_system_token(state, headers, need.scope)?;
+    let grant = check_system_token(state, headers, need.scope)?;
     check_api_key(state, headers, need.api).await?;
-    let customer_id = customer_identity(state, headers, body).await?;
-    Ok(Caller { client_id, customer_id })
+    let (customer_id, actor) = match grant.delegation {
+        Some(delegation) => (delegation.customer_id, delegation.actor),
+        None => (customer_identity(state, headers, body).await?, None),
+    };
+    Ok(Caller {
+        client_id: grant.client_id,
+        customer_id,
+        actor,
+    })
 }
 
 fn bearer_error(error: Option<&str>, description: &str) -> Failure {
@@ -51,7 +62,7 @@ fn bearer_error(error: Option<&str>, description: &str) -> Failure {
     )
 }
 
-fn check_system_token(state: &State, headers: &HeaderMap, scope: &str) -> Result<String, Failure> {
+fn check_system_token(state: &State, headers: &HeaderMap, scope: &str) -> Result<Grant, Failure> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         // RFC 6750 §3.1: no error code when the request has no credentials.
         return Err(bearer_error(
@@ -85,7 +96,7 @@ fn check_system_token(state: &State, headers: &HeaderMap, scope: &str) -> Result
             )),
         ));
     }
-    Ok(grant.client_id)
+    Ok(grant)
 }
 
 async fn check_api_key(state: &State, headers: &HeaderMap, api: &str) -> Result<(), Failure> {

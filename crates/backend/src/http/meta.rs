@@ -28,7 +28,10 @@ pub(crate) async fn metadata(Extract(state): Extract<Arc<State>>) -> Json<Author
         token_endpoint: url(paths::ACCESS_TOKEN),
         jwks_uri: url(paths::JWKS),
         response_types_supported: Vec::new(),
-        grant_types_supported: vec![GRANT_CLIENT_CREDENTIALS.into()],
+        grant_types_supported: vec![
+            GRANT_CLIENT_CREDENTIALS.into(),
+            contract::token_exchange::GRANT_TYPE.into(),
+        ],
         token_endpoint_auth_methods_supported: {
             let mut methods = vec![
                 "client_secret_basic".to_string(),

@@ -10,6 +10,7 @@ mod demo_site;
 mod meta;
 pub(crate) mod oauth;
 pub(crate) mod profile;
+mod token_exchange;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,5 +1,5 @@
-//! `POST /access_token` (RFC 6749 §4.4, client credentials) and `POST /revoke`
-//! (RFC 7009). Clients authenticate with HTTP Basic or form fields, or with
+//! `POST /access_token` (RFC 6749 §4.4, client credentials; RFC 8693 token
+//! exchange, in `token_exchange.rs`) and `POST /revoke` (RFC 7009). Clients authenticate with HTTP Basic or form fields, or with
 //! a signed client assertion (`client_assertion.rs`); secrets
 //! are checked as keyed digests in constant time, with no password hash on
 //! the path (they are 256-bit random values: see docs/security.md).
@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use contract::{AccessTokenResponse, OAuthErrorCode};
+use contract::{AccessTokenResponse, OAuthErrorCode, token_exchange};
 
 use super::{Body, FORM, Params, has_content_type};
 use crate::crypto::{Purpose, digests_equal};
@@ -197,12 +197,19 @@ pub(crate) async fn access_token(
         (None, None) => return Err(invalid_request("grant_type is required".into())),
     };
     let client = authenticate_client(&state, &headers, &form, certificate.as_ref().map(|c| &c.0)).await?;
-    if grant_type != GRANT_CLIENT_CREDENTIALS {
-        return Err(HttpError::oauth(
-            OAuthErrorCode::UnsupportedGrantType,
-            format!("only the {GRANT_CLIENT_CREDENTIALS} grant is supported"),
-        ));
-    }
+    let exchange = match grant_type.as_str() {
+        GRANT_CLIENT_CREDENTIALS => None,
+        token_exchange::GRANT_TYPE => Some(super::token_exchange::delegation(&state, &form)?),
+        _ => {
+            return Err(HttpError::oauth(
+                OAuthErrorCode::UnsupportedGrantType,
+                format!(
+                    "the grants supported are {GRANT_CLIENT_CREDENTIALS} and {}",
+                    token_exchange::GRANT_TYPE
+                ),
+            ));
+        }
+    };
     // RFC 6749 §3.1: a parameter is sent once; in both places, neither wins.
     let requested = match (form.get("scope"), query.get("scope")) {
         (Some(_), Some(_)) => {
@@ -213,15 +220,28 @@ pub(crate) async fn access_token(
         (body, query) => body.or(query),
     };
     let scope = granted_scope(requested, &client.scopes)?;
-    let ttl = state.config.access_token_ttl_secs;
-    let (token, _) = state.access_tokens.issue(
-        &state.secrets,
-        &client.client_id,
-        &scope,
-        state.clock.unix_millis() as u64,
-        ttl,
-    )?;
-    state.metrics.access_tokens_issued.inc();
+    let now_ms = state.clock.unix_millis() as u64;
+    let (ttl, delegation) = match exchange {
+        None => (state.config.access_token_ttl_secs, None),
+        // Never past the customer's own token, nor past a few minutes.
+        Some((delegation, subject_exp)) => (
+            state
+                .config
+                .access_token_ttl_secs
+                .min(super::token_exchange::MAX_EXCHANGED_TTL_SECS)
+                .min(subject_exp.saturating_sub(now_ms / 1000))
+                .max(1),
+            Some(delegation),
+        ),
+    };
+    let exchanged = delegation.is_some();
+    let (token, _) = state
+        .access_tokens
+        .issue(&state.secrets, &client.client_id, &scope, now_ms, ttl, delegation)?;
+    match exchanged {
+        true => state.metrics.access_tokens_exchanged.inc(),
+        false => state.metrics.access_tokens_issued.inc(),
+    };
     let body = AccessTokenResponse {
         token_type: "Bearer".into(),
         access_token: token,
@@ -229,6 +249,7 @@ pub(crate) async fn access_token(
         issued_at: Some(state.clock.unix_millis().to_string()),
         client_id: Some(client.client_id),
         scope: Some(scope),
+        issued_token_type: exchanged.then(|| token_exchange::ACCESS_TOKEN.to_string()),
     };
     let mut response = Json(body).into_response();
     super::no_store(&mut response);

@@ -873,7 +873,10 @@ async fn discovery_documents_describe_the_server() {
     assert_eq!(meta["issuer"], ISSUER);
     assert_eq!(meta["token_endpoint"], b.url("/access_token"));
     assert_eq!(meta["jwks_uri"], b.url("/.well-known/jwks.json"));
-    assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        meta["grant_types_supported"],
+        json!(["client_credentials", contract::token_exchange::GRANT_TYPE])
+    );
     assert_eq!(
         meta["response_types_supported"],
         json!([]),

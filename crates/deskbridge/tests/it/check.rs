@@ -99,6 +99,7 @@ fn rule_ids(actions: &[&str]) -> Vec<String> {
         }
     }
     ids.push("transport.plain_http".into());
+    ids.push("transport.retry_after_well_formed".into());
     ids
 }
 
@@ -126,6 +127,7 @@ async fn the_reference_backend_passes_every_rule_and_no_secret_is_printed() {
             &bruno_arg,
             "--format",
             "json",
+            "--provoke-limits",
         ],
         &[],
     )
@@ -150,8 +152,14 @@ async fn the_reference_backend_passes_every_rule_and_no_secret_is_printed() {
         "{}",
         evidence["action.getprofile.distinguishable"]
     );
-    assert!(stderr.contains("checking 1/31: login.test_users"), "{stderr}");
-    assert!(stderr.contains("31 rules: 31 pass, 0 warn, 0 fail, 0 skip"), "{stderr}");
+    assert!(stderr.contains("checking 1/32: login.test_users"), "{stderr}");
+    assert!(stderr.contains("32 rules: 32 pass, 0 warn, 0 fail, 0 skip"), "{stderr}");
+    // The backend's login throttle answered the made-up user with a Retry-After in seconds.
+    assert!(
+        evidence["transport.retry_after_well_formed"].contains("failed logins of a made-up user"),
+        "{}",
+        evidence["transport.retry_after_well_formed"]
+    );
 
     // The table, piped: plain and aligned; the test users from the environment.
     let users = format!("{alice_arg},{bruno_arg}");
@@ -165,7 +173,7 @@ async fn the_reference_backend_passes_every_rule_and_no_secret_is_printed() {
     assert!(!table_out.contains('\x1b'), "no colour when piped");
     assert!(table_out.contains("pass  identifier.opaque  "), "{table_out}");
     assert!(
-        table_out.ends_with("31 rules: 31 pass, 0 warn, 0 fail, 0 skip\n"),
+        table_out.ends_with("32 rules: 31 pass, 0 warn, 0 fail, 1 skip\n"),
         "{table_out}"
     );
 
@@ -207,6 +215,10 @@ struct Faults {
     /// A wrong API key gets a plain `401 {"error":"unauthorized"}`, as a
     /// customer's failure would.
     api_key_refused_like_a_customer: bool,
+    /// Token exchange: any subject token is exchanged, verified or not.
+    exchanges_forged_subjects: bool,
+    /// Token exchange: an exchanged token works for every scope.
+    ignores_exchanged_scope: bool,
 }
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-fake-password-1"), ("bruno", "bruno-fake-password-2")];
@@ -222,6 +234,19 @@ struct Company {
     verifying: DecodingKey,
     jwk: Jwk,
     tokens: Mutex<HashSet<String>>,
+    /// Exchanged tokens: their customer and scope.
+    exchanged: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl Company {
+    fn customer(&self, jwt: &str) -> Option<String> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&["deskbridge"]);
+        validation.set_required_spec_claims::<&str>(&[]);
+        let data = jsonwebtoken::decode::<Value>(jwt, &self.verifying, &validation).ok()?;
+        data.claims["sub"].as_str().map(str::to_string)
+    }
 }
 
 fn now() -> u64 {
@@ -305,6 +330,25 @@ async fn access_token(
             .insert(header::WWW_AUTHENTICATE, "Basic realm=\"fake\"".parse().unwrap());
         return r;
     }
+    if form.get("grant_type").map(String::as_str) == Some(contract::token_exchange::GRANT_TYPE) {
+        let subject = form.get("subject_token").map_or("", String::as_str);
+        let customer = match c.faults.exchanges_forged_subjects {
+            true => Some("cus_anyone".to_string()),
+            false => c.customer(subject),
+        };
+        let Some(customer) = customer else {
+            return error(StatusCode::BAD_REQUEST, "invalid_grant");
+        };
+        let scope = form.get("scope").cloned().unwrap_or_default();
+        let token = format!("fake-xt-{}", random());
+        c.exchanged.lock().unwrap().insert(token.clone(), (customer, scope));
+        return (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({"token_type": "Bearer", "access_token": token, "expires_in": 300,
+                              "issued_token_type": contract::token_exchange::ACCESS_TOKEN})),
+        )
+            .into_response();
+    }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
     }
@@ -317,7 +361,17 @@ async fn access_token(
         .into_response()
 }
 
+/// `/getprofile` (scope `profile:read` for an exchanged token).
 async fn getprofile(State(c): State<Arc<Company>>, headers: HeaderMap) -> Response {
+    data_api(&c, &headers, "profile:read")
+}
+
+/// `/getbalance`, the same with scope `balance:read`.
+async fn getbalance(State(c): State<Arc<Company>>, headers: HeaderMap) -> Response {
+    data_api(&c, &headers, "balance:read")
+}
+
+fn data_api(c: &Company, headers: &HeaderMap, scope: &str) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let refuse = |code: &str, challenge: &str| {
         if c.faults.same_errors {
@@ -329,6 +383,16 @@ async fn getprofile(State(c): State<Arc<Company>>, headers: HeaderMap) -> Respon
         r
     };
     let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    let exchanged = bearer.and_then(|t| c.exchanged.lock().unwrap().get(t).cloned());
+    if let Some((customer, granted)) = exchanged {
+        if !c.faults.ignores_exchanged_scope && !granted.split(' ').any(|s| s == scope) {
+            return error(StatusCode::FORBIDDEN, "insufficient_scope");
+        }
+        if header("api-key") != Some(API_KEY) {
+            return error(StatusCode::FORBIDDEN, "invalid_api_key");
+        }
+        return axum::Json(json!({"customer_id": customer, "name": "A. Customer"})).into_response();
+    }
     if !bearer.is_some_and(|t| c.tokens.lock().unwrap().contains(t)) {
         return refuse("invalid_token", "Bearer realm=\"fake\", error=\"invalid_token\"");
     }
@@ -338,15 +402,11 @@ async fn getprofile(State(c): State<Arc<Company>>, headers: HeaderMap) -> Respon
         _ if c.faults.api_key_refused_like_a_customer => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
         _ => return error(StatusCode::FORBIDDEN, "invalid_api_key"),
     }
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.set_issuer(&[&c.issuer]);
-    validation.set_audience(&["deskbridge"]);
-    validation.set_required_spec_claims::<&str>(&[]);
-    let claims = header("customer-auth")
+    let customer = header("customer-auth")
         .and_then(|v| v.strip_prefix("JWT "))
-        .and_then(|jwt| jsonwebtoken::decode::<Value>(jwt, &c.verifying, &validation).ok());
-    match claims {
-        Some(data) => axum::Json(json!({"customer_id": data.claims["sub"], "name": "A. Customer"})).into_response(),
+        .and_then(|jwt| c.customer(jwt));
+    match customer {
+        Some(customer) => axum::Json(json!({"customer_id": customer, "name": "A. Customer"})).into_response(),
         None => refuse(
             "invalid_customer_token",
             "JWT realm=\"customer\", error=\"invalid_customer_token\"",
@@ -373,6 +433,7 @@ async fn fake_company(faults: Faults) -> String {
         verifying,
         jwk,
         tokens: Mutex::new(HashSet::new()),
+        exchanged: Mutex::new(HashMap::new()),
     });
     let app = axum::Router::new()
         .route("/customer_authenticate", post(customer_authenticate))
@@ -382,6 +443,7 @@ async fn fake_company(faults: Faults) -> String {
         )
         .route("/access_token", post(access_token))
         .route("/getprofile", post(getprofile))
+        .route("/getbalance", post(getbalance))
         .with_state(company);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
@@ -433,10 +495,10 @@ async fn an_api_key_refusal_that_reads_as_the_customers_is_warned_about() {
     };
     let out = check_fake_company(faults, &[]).await;
     for (id, status, evidence) in outcomes(&out) {
-        let expected = if id == "action.getprofile.distinguishable" {
-            "warn"
-        } else {
-            "pass"
+        let expected = match id.as_str() {
+            "action.getprofile.distinguishable" => "warn",
+            "transport.retry_after_well_formed" => "skip",
+            _ => "pass",
         };
         assert_eq!(status, expected, "{id}: {evidence}");
         if status == "warn" {
@@ -495,7 +557,12 @@ async fn each_planted_fault_fails_exactly_its_rule() {
         let ids: Vec<&str> = results.iter().map(|(id, _, _)| id.as_str()).collect();
         assert_eq!(ids, rule_ids(&["getprofile"]), "{faults:?}");
         for (id, status, evidence) in &results {
-            let expected = if Some(id.as_str()) == broken { "fail" } else { "pass" };
+            let expected = match id.as_str() {
+                id if Some(id) == broken => "fail",
+                // The fake company limits nothing, and nothing provokes it here.
+                "transport.retry_after_well_formed" => "skip",
+                _ => "pass",
+            };
             assert_eq!(status, expected, "{faults:?}: {id}: {evidence}");
         }
         assert_eq!(
@@ -742,8 +809,11 @@ async fn only_system_needs_no_test_users() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let ids: Vec<String> = outcomes(&out).into_iter().map(|(id, _, _)| id).collect();
-    assert_eq!(ids.len(), 6, "{ids:?}");
-    assert_eq!(ids.last().map(String::as_str), Some("transport.plain_http"));
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert_eq!(
+        ids.last().map(String::as_str),
+        Some("transport.retry_after_well_formed")
+    );
 
     // A group that logs in still needs test users and customer_login_url.
     let out = run_check(&["--config", file, "--only", "system,login"], &[]).await;
@@ -880,5 +950,110 @@ async fn actions_take_their_inputs_and_writes_run_only_when_allowed() {
         assert_eq!(out.status.code(), Some(2), "{bad}: {stdout}{stderr}");
         assert!(stderr.starts_with("error: --action-input "), "{bad}: {stderr}");
         assert!(stdout.is_empty());
+    }
+}
+
+/// The fake company's configuration with token exchange: `getprofile` for
+/// `profile:read`, `getbalance` for `balance:read`.
+fn fake_exchange_toml(dir: &Path, url: &str) -> String {
+    fake_toml(dir, url)
+        .replace("kind = \"oauth2_client_credentials\"", "kind = \"token_exchange\"")
+        .replace(
+            "name = \"getprofile\"\npath = \"/getprofile\"\n",
+            "name = \"getprofile\"\npath = \"/getprofile\"\nscope = \"profile:read\"\n\
+             [[connections.actions]]\nname = \"getbalance\"\npath = \"/getbalance\"\nscope = \"balance:read\"\n",
+        )
+}
+
+/// Token exchange: the reference backend passes the exchange rules, and a
+/// company that exchanges forged subjects or ignores the scope fails
+/// exactly the rule for it.
+#[tokio::test]
+async fn token_exchange_rules_pass_on_the_backend_and_fail_on_their_faults() {
+    let (bdir, gdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = TestBackend::start(config(bdir.path())).await;
+    let seed = backend.seed().await;
+    let file = gdir.path().join("gateway.toml");
+    let toml = toml_with_inputs(gdir.path(), &backend, &seed)
+        .replace("kind = \"oauth2_client_credentials\"", "kind = \"token_exchange\"")
+        .replace(
+            "name = \"getprofile\"\npath = \"/getprofile\"\n",
+            "name = \"getprofile\"\npath = \"/getprofile\"\nscope = \"profile:read\"\n",
+        )
+        .replace(
+            "name = \"gettransactions\"\n",
+            "name = \"gettransactions\"\nscope = \"transactions:read\"\n",
+        );
+    std::fs::write(&file, toml).unwrap();
+    let (alice, bruno) = (&seed.users[0], &seed.users[1]);
+    let users = format!(
+        "{}:{},{}:{}",
+        alice.username, alice.password, bruno.username, bruno.password
+    );
+    let out = run_check(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--format",
+            "json",
+            "--action-input",
+            r#"gettransactions={"account_id": "acc-1001"}"#,
+        ],
+        &[("DESKBRIDGE_TEST_USERS", &users)],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let results: HashMap<String, (String, String)> =
+        outcomes(&out).into_iter().map(|(id, s, e)| (id, (s, e))).collect();
+    for rule in [
+        "system.token_issued",
+        "system.exchange_forged_subject_refused",
+        "system.exchanged_token_out_of_scope_refused",
+        "action.getprofile.succeeds",
+        "action.gettransactions.wrong_bearer",
+    ] {
+        assert_eq!(results[rule].0, "pass", "{rule}: {}", results[rule].1);
+    }
+    assert_eq!(results["action.getprofile.missing_customer_token"].0, "skip");
+    assert!(
+        !stdout.contains("eyJ") && !stdout.contains("dbat_"),
+        "a token was printed"
+    );
+
+    for (faults, broken) in [
+        (
+            Faults {
+                exchanges_forged_subjects: true,
+                ..Faults::default()
+            },
+            "system.exchange_forged_subject_refused",
+        ),
+        (
+            Faults {
+                ignores_exchanged_scope: true,
+                ..Faults::default()
+            },
+            "system.exchanged_token_out_of_scope_refused",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fake_company(faults).await;
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, fake_exchange_toml(dir.path(), &url)).unwrap();
+        let out = run_check(
+            &["--config", file.to_str().unwrap(), "--format", "json"],
+            &[
+                ("DESKBRIDGE_TEST_USERS", &fake_users()),
+                ("FAKE_CLIENT_SECRET", CLIENT_SECRET),
+            ],
+        )
+        .await;
+        let failed: Vec<String> = outcomes(&out)
+            .into_iter()
+            .filter(|(_, status, _)| status == "fail")
+            .map(|(id, _, _)| id)
+            .collect();
+        assert_eq!(failed, vec![broken.to_string()], "{faults:?}");
     }
 }

@@ -21,4 +21,5 @@ mod store_postgres;
 mod support;
 mod system_credentials;
 mod tls;
+mod token_exchange;
 mod web;

@@ -110,6 +110,20 @@ mode = "opaque"
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(said.contains("not the configured \"client_secret_basic\""), "{said}");
+    // Token exchange, from an issuer that lists grants without it.
+    std::fs::write(
+        &file,
+        config("client_secret_post").replace("kind = \"oauth2_client_credentials\"", "kind = \"token_exchange\""),
+    )
+    .unwrap();
+    let out = deskbridge()
+        .args(["config", "check", "--connect"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("does not list the token exchange grant"), "{said}");
     // An issuer that serves no metadata: both well-known places are named.
     let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = format!("http://{}", gone.local_addr().unwrap());

@@ -104,6 +104,11 @@ struct MtlsWorld {
 }
 
 async fn mtls_world() -> MtlsWorld {
+    mtls_world_with(|_| {}).await
+}
+
+/// The mutual-TLS world with the backend's configuration edited by `edit`.
+async fn mtls_world_with(edit: impl FnOnce(&mut backend::BackendConfig)) -> MtlsWorld {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let (server_ca, client_ca) = (Ca::new("Company server CA"), Ca::new("Company client CA"));
@@ -122,6 +127,7 @@ async fn mtls_world() -> MtlsWorld {
         thumbprint: backend::tls_clients::thumbprint(&gateway_cert.der),
         scopes: "profile:read".into(),
     }];
+    edit(&mut cfg);
     let backend = TestBackend::start(cfg).await;
     assert!(backend.url.starts_with("https://127.0.0.1:"), "{}", backend.url);
     let seed = backend.seed().await;
@@ -623,4 +629,71 @@ mode = "opaque"
         "{text}"
     );
     assert!(!text.contains("TOPSECRET"), "key material printed: {text}");
+}
+
+/// `deskbridge check` shows a certificate the company never issued: the
+/// backend refuses it at the handshake; a company that asks for a client
+/// certificate but takes any fails the rule.
+#[tokio::test]
+async fn check_refuses_a_company_that_takes_any_client_certificate() {
+    let check = |toml: String, dir: PathBuf, users: String| async move {
+        let file = dir.join("check.toml");
+        std::fs::write(&file, toml).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+            .args(["check", "--format", "json", "--config"])
+            .arg(&file)
+            .env("DESKBRIDGE_TEST_USERS", users)
+            .output()
+            .await
+            .unwrap();
+        let rules: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let rule = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "system.foreign_certificate_refused")
+            .cloned()
+            .unwrap_or_else(|| panic!("{rules}"));
+        (
+            rule["status"].as_str().unwrap().to_string(),
+            rule["evidence"].to_string(),
+        )
+    };
+    let users = |seed: &backend::admin::DemoSeed| {
+        seed.users
+            .iter()
+            .take(2)
+            .map(|u| format!("{}:{}", u.username, u.password))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+
+    // The backend takes only certificates of its client CA: refused at the handshake.
+    let w = mtls_world().await;
+    let (status, evidence) = check(w.gateway_toml(""), w.dir.clone(), users(&w.seed)).await;
+    assert_eq!(status, "pass", "{evidence}");
+    assert!(evidence.contains("TLS handshake"), "{evidence}");
+
+    // A backend that requests a certificate, trusts no CA for it and
+    // checks no thumbprint: the forged certificate gets the profile.
+    let w = mtls_world_with(|c| {
+        let tls = c.tls.as_mut().unwrap();
+        tls.client_ca = None;
+        tls.client_auth = serving::tls::ClientAuth::Request;
+        c.tls_clients.clear();
+    })
+    .await;
+    let toml = gateway_toml(&w.dir.join("gateway-data"), &w.backend, &w.seed).replace(
+        "[connections.system_auth]",
+        &format!(
+            "[connections.tls]\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[connections.system_auth]",
+            w.server_ca.write(&w.dir, "server-ca").display(),
+            w.gateway_cert.cert.display(),
+            w.gateway_cert.key.display()
+        ),
+    );
+    let (status, evidence) = check(toml, w.dir.clone(), users(&w.seed)).await;
+    assert_eq!(status, "fail", "{evidence}");
+    assert!(evidence.contains("accepted"), "{evidence}");
 }

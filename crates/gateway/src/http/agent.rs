@@ -644,12 +644,10 @@ pub(super) async fn list_connections(
                 "name": cfg.name,
                 "base_url": cfg.base_url,
                 "timeout_ms": cfg.timeout_ms,
-                "system_auth": match &cfg.system_auth {
-                    crate::config::SystemAuthConfig::Oauth2ClientCredentials { token_url, issuer, client_id, auth_method, .. } =>
-                        json!({"kind": "oauth2_client_credentials", "token_url": token_url, "issuer": issuer,
-                               "client_id": client_id, "auth_method": auth_method.as_str()}),
-                    crate::config::SystemAuthConfig::StaticBearer { .. } => json!({"kind": "static_bearer"}),
-                    crate::config::SystemAuthConfig::None => json!({"kind": "none"}),
+                "system_auth": match cfg.system_auth.oauth() {
+                    Some(client) => json!({"kind": cfg.system_auth.kind(), "token_url": client.token_url, "issuer": client.issuer,
+                               "client_id": client.client_id, "auth_method": client.auth_method.as_str()}),
+                    None => json!({"kind": cfg.system_auth.kind()}),
                 },
                 "api_key_header": cfg.api_key.as_ref().map(|k| k.header.clone()),
                 "customer_auth": {"in": format!("{:?}", cfg.customer_auth.placement).to_lowercase(), "name": cfg.customer_auth.name},
