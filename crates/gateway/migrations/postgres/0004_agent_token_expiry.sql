@@ -1,5 +1,5 @@
 -- Agent tokens expire, and a rotated token stays valid for an overlap the
--- administrator chooses (as SQLite's 0008). Times are Unix seconds; tokens
+-- administrator chooses (as SQLite's 0009). Times are Unix seconds; tokens
 -- are kept only as digests.
 ALTER TABLE agents ADD COLUMN token_expires_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN previous_token_digest BYTEA;
