@@ -18,6 +18,10 @@ pub struct ServerMetadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     #[serde(default)]
     pub grant_types_supported: Vec<String>,
+    /// Where the issuer publishes its signing keys (the gateway verifies
+    /// agents' access tokens with them).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
 }
 
 fn basic_only() -> Vec<String> {

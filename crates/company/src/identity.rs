@@ -44,6 +44,13 @@ pub struct VerifiedCustomer {
     pub expires_at: Option<u64>,
 }
 
+/// A verified JWT: its header's `typ` and its claims.
+#[derive(Debug, Clone)]
+pub struct VerifiedJwt {
+    pub typ: Option<String>,
+    pub claims: serde_json::Value,
+}
+
 pub struct JwtVerifier {
     config: IdentityConfig,
     http: reqwest::Client,
@@ -270,6 +277,8 @@ fn shown(name: &str) -> String {
 pub struct SignedToken<'a> {
     pub alg: SigningAlg,
     pub kid: Option<String>,
+    /// The header's `typ` (RFC 9068 access tokens say `at+jwt`).
+    pub typ: Option<String>,
     signing_input: &'a str,
     signature: &'a str,
     payload: &'a str,
@@ -313,10 +322,16 @@ impl<'a> SignedToken<'a> {
             Some(serde_json::Value::String(kid)) => Some(kid.clone()),
             Some(_) => return Err("its kid is not a string".into()),
         };
+        let typ = match header.get("typ") {
+            None => None,
+            Some(serde_json::Value::String(typ)) => Some(typ.clone()),
+            Some(_) => return Err("its typ is not a string".into()),
+        };
         let signing_input = &token[..header_len(token, payload)];
         Ok(Self {
             alg,
             kid,
+            typ,
             signing_input,
             signature,
             payload,
@@ -426,6 +441,23 @@ impl JwtVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<VerifiedCustomer, IdentityError> {
+        let claims = self.verify_jwt(token).await?.claims;
+        let customer_key = claims
+            .get(&self.config.claim)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| IdentityError::Invalid("the identifier claim is missing".into()))?
+            .to_string();
+        Ok(VerifiedCustomer {
+            customer_key,
+            expires_at: claims.get("exp").and_then(|v| v.as_u64()),
+        })
+    }
+
+    /// Any JWT of this issuer and audience, verified as a customer token is
+    /// (the gateway's agent sign-in by identity provider reads its other
+    /// claims): its header's `typ` and its claims.
+    pub async fn verify_jwt(&self, token: &str) -> Result<VerifiedJwt, IdentityError> {
         let invalid = |m: &str| IdentityError::Invalid(m.to_string());
         if token.len() > 8192 {
             return Err(invalid("too long"));
@@ -475,15 +507,9 @@ impl JwtVerifier {
         {
             return Err(invalid("issued in the future"));
         }
-        let customer_key = claims
-            .get(&self.config.claim)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("the identifier claim is missing"))?
-            .to_string();
-        Ok(VerifiedCustomer {
-            customer_key,
-            expires_at: claims.get("exp").and_then(|v| v.as_u64()),
+        Ok(VerifiedJwt {
+            typ: signed.typ,
+            claims: serde_json::Value::Object(claims),
         })
     }
 }

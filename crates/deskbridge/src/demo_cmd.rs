@@ -273,7 +273,14 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     private_file(&secrets.join("api_key"), || Ok(seed.api_keys[0].key.clone()))?;
 
-    let toml = gateway_toml(dir, &backend_url, &args.allow_origins, &seed, &secrets, &args.card_origins);
+    let toml = gateway_toml(
+        dir,
+        &backend_url,
+        &args.allow_origins,
+        &seed,
+        &secrets,
+        &args.card_origins,
+    );
     std::fs::write(dir.join("gateway.toml"), &toml).context("cannot write gateway.toml")?;
     let config = GatewayConfig::parse(&toml)
         .map_err(|p| anyhow::anyhow!(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;

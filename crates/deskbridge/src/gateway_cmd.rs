@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -67,12 +68,40 @@ pub(crate) enum AgentCommand {
         /// Also set the agent's console password, read from stdin (at least 12 characters).
         #[arg(long)]
         password: bool,
+        /// How long the token lives: 90d, 12h, 45m, 30s.
+        #[arg(long, default_value = "90d", value_parser = gateway::agents::parse_lifetime)]
+        ttl: Duration,
         #[arg(long, env = "DESKBRIDGE_CONFIG")]
         config: PathBuf,
     },
     /// Remove an agent: its token and console sessions stop working.
     Remove {
         name: String,
+        #[arg(long, env = "DESKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Agents' API tokens: rotate one, list them with their expiry.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Give an agent a new token, printed once. The old one keeps working
+    /// for the overlap (never past its own expiry), then is refused.
+    Rotate {
+        name: String,
+        /// How long the old token stays valid: 1h, 7d, or 0 to end it now.
+        #[arg(long, value_parser = gateway::agents::parse_lifetime)]
+        overlap: Duration,
+        /// How long the new token lives.
+        #[arg(long, default_value = "90d", value_parser = gateway::agents::parse_lifetime)]
+        ttl: Duration,
+        #[arg(long, env = "DESKBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Every agent's tokens with their expiry, as JSON lines (never a token's value).
+    List {
         #[arg(long, env = "DESKBRIDGE_CONFIG")]
         config: PathBuf,
     },
@@ -271,13 +300,33 @@ pub(crate) async fn store(command: StoreCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
-    let (name, role, password, config) = match command {
+    let (name, role, password, ttl, config) = match command {
         AgentCommand::Add {
             name,
             role,
             password,
+            ttl,
             config,
-        } => (name, role, password, config),
+        } => (name, role, password, ttl, config),
+        AgentCommand::Token(TokenCommand::Rotate {
+            name,
+            overlap,
+            ttl,
+            config,
+        }) => {
+            let gateway = Gateway::open(load(&config)?).await?;
+            let token = gateway.rotate_agent_token(&name, ttl, overlap).await?;
+            writeln!(std::io::stdout().lock(), "{token}")?;
+            return Ok(());
+        }
+        AgentCommand::Token(TokenCommand::List { config }) => {
+            let gateway = Gateway::open(load(&config)?).await?;
+            let mut out = std::io::stdout().lock();
+            for token in gateway.agent_tokens().await? {
+                writeln!(out, "{}", serde_json::to_string(&token)?)?;
+            }
+            return Ok(());
+        }
         AgentCommand::Remove { name, config } => {
             let gateway = Gateway::open(load(&config)?).await?;
             if !gateway.remove_agent(&name).await? {
@@ -295,7 +344,7 @@ pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
         bail!("{problem}");
     }
     let gateway = Gateway::open(load(&config)?).await?;
-    let token = gateway.add_agent(&name, &role).await?;
+    let token = gateway.add_agent_for(&name, &role, ttl).await?;
     if let Some(password) = password {
         gateway.set_agent_password(&name, &password).await?;
     }

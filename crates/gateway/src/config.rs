@@ -97,6 +97,8 @@ pub struct ConsoleConfig {
     /// The origins (`scheme://host[:port]`) of the desks whose pages may
     /// frame the customer card at `/card`; none: no page may.
     pub card_origins: Vec<String>,
+    /// `[console.oidc]`: agents sign in at the company's identity provider.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -106,13 +108,9 @@ impl Default for ConsoleConfig {
             session_ttl_secs: 8 * 3600,
             throttle: login::ThrottleConfig::default(),
             card_origins: Vec::new(),
+            oidc: None,
         }
     }
-}
-
-/// Whether `origin` is an origin as a browser serializes it: `scheme://host[:port]`.
-fn is_origin(origin: &str) -> bool {
-    Url::parse(origin).is_ok_and(|u| u.origin().ascii_serialization() == origin)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,6 +338,11 @@ impl GatewayConfig {
         }
         for (key, problem) in self.console.throttle.problems() {
             fail(format!("console.throttle.{key}"), problem.into());
+        }
+        if let Some(oidc) = &self.console.oidc {
+            for (key, problem) in oidc.problems(&self.agents) {
+                fail(format!("console.oidc.{key}"), problem);
+            }
         }
         for (key, problem) in self.audit.problems() {
             fail(format!("audit.{key}"), problem.into());

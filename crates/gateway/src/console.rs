@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use crate::agents::AgentToken;
 use crate::http::{Body, Problem};
 use crate::problem::ProblemType;
 use crate::vault::random_id;
@@ -403,6 +404,8 @@ pub fn password_problem(password: &str) -> Option<String> {
 pub enum SignInError {
     #[error("the name or password is not correct")]
     InvalidCredentials,
+    #[error("this agent token has expired; ask an administrator for a new one")]
+    TokenExpired,
     #[error("too many failed sign-ins; try again in {0} s")]
     Throttled(u64),
     #[error(transparent)]
@@ -414,6 +417,9 @@ impl From<SignInError> for Problem {
         match e {
             SignInError::InvalidCredentials => {
                 Problem::new(StatusCode::UNAUTHORIZED, ProblemType::InvalidCredentials, e.to_string())
+            }
+            SignInError::TokenExpired => {
+                Problem::new(StatusCode::UNAUTHORIZED, ProblemType::AgentTokenExpired, e.to_string())
             }
             SignInError::Throttled(wait) => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -477,8 +483,10 @@ impl Gateway {
             .reserve(None, address, t)
             .map_err(SignInError::Throttled)?;
         match self.agent(token.trim()).await? {
-            Some(agent) => Ok(agent),
-            None => {
+            AgentToken::Valid(name, role) => Ok((name, role)),
+            // It was a real token: no guessing to throttle.
+            AgentToken::Expired => Err(SignInError::TokenExpired),
+            AgentToken::Unknown => {
                 attempt.failed(t);
                 self.coordination.sign_in_failed(throttle, None, address).await;
                 Err(SignInError::InvalidCredentials)

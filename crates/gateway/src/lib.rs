@@ -12,6 +12,7 @@ mod coordination;
 mod http;
 pub mod limits;
 pub mod metrics;
+pub mod oidc;
 pub mod problem;
 #[cfg(test)]
 mod proptests;
@@ -140,7 +141,9 @@ pub struct Gateway {
     /// Set when shutdown begins, so long-lived event streams end and the
     /// graceful shutdown is not held open by them.
     closing: tokio::sync::watch::Sender<bool>,
-    agents: std::sync::RwLock<HashMap<Vec<u8>, (String, String, std::time::SystemTime)>>,
+    agents: std::sync::RwLock<HashMap<Vec<u8>, (store::TokenHolder, std::time::SystemTime)>>,
+    /// The identity provider agents sign in at, if `[console.oidc]` names one.
+    agent_idp: Option<oidc::AgentIdp>,
     /// Console passwords (Argon2id) and throttling of failed console sign-ins.
     passwords: login::PasswordHasher,
     console_throttle: login::LoginThrottle,
@@ -240,6 +243,11 @@ impl Gateway {
             .await
             .map_err(|e| GatewayError::Crypto(e.to_string()))?;
         let console_throttle = login::LoginThrottle::new(config.console.throttle.clone());
+        let agent_idp = config
+            .console
+            .oidc
+            .clone()
+            .map(|oidc| oidc::AgentIdp::new(oidc, &config.agents, http.clone(), clock.clone()));
         let (events, _) = broadcast::channel(1024);
         let audit = AuditTrail::start(store.clone(), metrics.clone(), config.audit);
         let rates = Rates::new(&config.limits);
@@ -257,6 +265,7 @@ impl Gateway {
             streams,
             closing: tokio::sync::watch::channel(false).0,
             agents: std::sync::RwLock::default(),
+            agent_idp,
             passwords,
             console_throttle,
             clock,

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 pub enum ProblemType {
     InvalidRequest,
     Unauthorized,
+    AgentTokenExpired,
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -59,6 +60,7 @@ impl ProblemType {
     pub const ALL: &[Self] = &[
         Self::InvalidRequest,
         Self::Unauthorized,
+        Self::AgentTokenExpired,
         Self::Forbidden,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -107,6 +109,7 @@ impl ProblemType {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::Unauthorized => "unauthorized",
+            Self::AgentTokenExpired => "agent_token_expired",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -160,6 +163,9 @@ impl ProblemType {
         match self {
             Self::InvalidRequest => "The request was not understood: the detail says what to fix.",
             Self::Unauthorized => "Not signed in, or the credential is not valid.",
+            Self::AgentTokenExpired => {
+                "This agent token has expired. An administrator issues a new one (deskbridge agent token rotate)."
+            }
             Self::Forbidden => "Your role does not allow this.",
             Self::NotFound => "This no longer exists.",
             Self::MethodNotAllowed => "This endpoint does not accept that method.",

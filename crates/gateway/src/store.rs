@@ -116,6 +116,40 @@ pub struct AuditRecord {
     pub act: Option<String>,
 }
 
+/// Who holds an agent token, and when that token expires (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHolder {
+    pub name: String,
+    pub role: String,
+    pub expires_at: i64,
+}
+
+/// One agent token as an administrator sees it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AgentTokenRow {
+    pub agent: String,
+    pub role: String,
+    /// The first 8 hex digits of the token's SHA-256: tells two tokens of
+    /// one agent apart, and says nothing of the token.
+    pub id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// True for a rotated-out token still valid for its overlap.
+    pub previous: bool,
+}
+
+impl AgentTokenRow {
+    fn new(agent: &str, role: &str, digest: &[u8], expires_at: i64, previous: bool) -> Self {
+        Self {
+            agent: agent.to_string(),
+            role: role.to_string(),
+            id: digest.iter().take(4).map(|b| format!("{b:02x}")).collect(),
+            expires_at,
+            previous,
+        }
+    }
+}
+
 /// The columns an audit record is read from, in [`audit_row`]'s order (a
 /// macro: sqlx takes only static SQL text, which `concat!` makes).
 macro_rules! audit_columns {
@@ -644,29 +678,102 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    pub async fn insert_agent(&self, name: &str, role: &str, digest: &[u8], now: i64) -> Result<(), GatewayError> {
+    /// Creates an agent, or gives it a new role and token: its previous
+    /// token, and the one before, stop working at once.
+    pub async fn insert_agent(
+        &self,
+        name: &str,
+        role: &str,
+        digest: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), GatewayError> {
         on_pool!(&self.db, pool => sqlx::query(
-            "INSERT INTO agents (name, role, token_digest, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT(name) DO UPDATE SET role = excluded.role, token_digest = excluded.token_digest",
+            "INSERT INTO agents (name, role, token_digest, created_at, token_expires_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, token_digest = excluded.token_digest,
+                 token_expires_at = excluded.token_expires_at,
+                 previous_token_digest = NULL, previous_token_expires_at = NULL",
         )
         .bind(name)
         .bind(role)
         .bind(digest)
         .bind(now)
+        .bind(expires_at)
         .execute(pool)
         .await
             .map(drop)?);
         Ok(())
     }
 
-    pub async fn agent_by_digest(&self, digest: &[u8]) -> Result<Option<(String, String)>, GatewayError> {
+    /// Gives an agent a new token that expires at `expires_at`; its current
+    /// token stays valid until `previous_until` (never past its own expiry),
+    /// and the one it replaced before stops working. False if there is no
+    /// such agent.
+    pub async fn rotate_agent_token(
+        &self,
+        name: &str,
+        digest: &[u8],
+        expires_at: i64,
+        previous_until: i64,
+    ) -> Result<bool, GatewayError> {
+        let updated = on_pool!(&self.db, pool => sqlx::query(
+            "UPDATE agents SET previous_token_digest = token_digest,
+                 previous_token_expires_at = CASE WHEN token_expires_at < $1 THEN token_expires_at ELSE $2 END,
+                 token_digest = $3, token_expires_at = $4
+             WHERE name = $5",
+        )
+        .bind(previous_until)
+        .bind(previous_until)
+        .bind(digest)
+        .bind(expires_at)
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(updated > 0)
+    }
+
+    /// The agent that holds the token of this digest, current or previous,
+    /// with that token's expiry (expired or not: the caller says which).
+    pub async fn agent_by_digest(&self, digest: &[u8]) -> Result<Option<TokenHolder>, GatewayError> {
         on_pool!(&self.db, pool => {
-            let row = sqlx::query("SELECT name, role FROM agents WHERE token_digest = $1")
-                .bind(digest)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| (r.get(0), r.get(1))))
+            let row = sqlx::query(
+                "SELECT name, role, CASE WHEN token_digest = $1 THEN token_expires_at ELSE previous_token_expires_at END
+                 FROM agents WHERE token_digest = $2 OR previous_token_digest = $3",
+            )
+            .bind(digest)
+            .bind(digest)
+            .bind(digest)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| TokenHolder {
+                name: r.get(0),
+                role: r.get(1),
+                expires_at: r.get::<Option<i64>, _>(2).unwrap_or(0),
+            }))
         })
+    }
+
+    /// Every agent's tokens, by name: the current one even once expired
+    /// (an administrator renews it), a previous one while its overlap lasts.
+    pub async fn agent_tokens(&self, now: i64) -> Result<Vec<AgentTokenRow>, GatewayError> {
+        type Row = (String, String, Vec<u8>, i64, Option<Vec<u8>>, Option<i64>);
+        let rows: Vec<Row> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT name, role, token_digest, token_expires_at, previous_token_digest, previous_token_expires_at
+             FROM agents ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut tokens = Vec::with_capacity(rows.len());
+        for (name, role, digest, expires_at, previous, previous_expires_at) in rows {
+            tokens.push(AgentTokenRow::new(&name, &role, &digest, expires_at, false));
+            if let (Some(digest), Some(expires_at)) = (previous, previous_expires_at)
+                && expires_at > now
+            {
+                tokens.push(AgentTokenRow::new(&name, &role, &digest, expires_at, true));
+            }
+        }
+        Ok(tokens)
     }
 
     /// (role, password hash) of an agent.
@@ -1031,7 +1138,10 @@ pub(crate) mod tests {
         );
         store.join("ses_1", "cnv_anon", "cnv_a", 104).await.unwrap();
         store.put_token("cnv_a", b"sealed", Some(10_000), 105).await.unwrap();
-        store.insert_agent("ann", "admin", b"digest-ann", 106).await.unwrap();
+        store
+            .insert_agent("ann", "admin", b"digest-ann", 106, 9_000)
+            .await
+            .unwrap();
         store.set_agent_password("ann", "$argon2id$hash").await.unwrap();
         store
             .insert_console_session(b"cookie", "ann", 107, 5_000)
@@ -1088,7 +1198,11 @@ pub(crate) mod tests {
         assert_eq!(context.token.as_ref().unwrap().ciphertext, b"sealed");
         assert_eq!(
             store.agent_by_digest(b"digest-ann").await.unwrap(),
-            Some(("ann".into(), "admin".into()))
+            Some(TokenHolder {
+                name: "ann".into(),
+                role: "admin".into(),
+                expires_at: 9_000
+            })
         );
         assert_eq!(
             store.agent_password("ann").await.unwrap(),
@@ -1117,6 +1231,34 @@ pub(crate) mod tests {
             assert!(store.token(&cnv).await.unwrap().unwrap().ciphertext.is_empty());
             store.delete_agent_sessions("ann").await.unwrap();
             assert_eq!(store.console_session_agent(b"cookie", 200).await.unwrap(), None);
+            // A rotation: the old token lives on for the overlap, never past
+            // its own expiry; a second rotation ends the first token at once.
+            assert!(
+                store
+                    .rotate_agent_token("ann", b"digest-ann-2", 20_000, 1_000)
+                    .await
+                    .unwrap()
+            );
+            async fn expiry(store: &Store, digest: &[u8]) -> Option<i64> {
+                store.agent_by_digest(digest).await.unwrap().map(|h| h.expires_at)
+            }
+            assert_eq!(expiry(&store, b"digest-ann").await, Some(1_000));
+            assert_eq!(expiry(&store, b"digest-ann-2").await, Some(20_000));
+            assert!(
+                store
+                    .rotate_agent_token("ann", b"digest-ann-3", 30_000, 99_000)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(expiry(&store, b"digest-ann").await, None);
+            assert_eq!(expiry(&store, b"digest-ann-2").await, Some(20_000));
+            let listed = store.agent_tokens(500).await.unwrap();
+            assert_eq!(
+                listed.iter().map(|t| (t.expires_at, t.previous)).collect::<Vec<_>>(),
+                vec![(30_000, false), (20_000, true)]
+            );
+            assert_eq!(store.agent_tokens(25_000).await.unwrap().len(), 1);
+            assert!(!store.rotate_agent_token("nobody", b"d", 1, 1).await.unwrap());
             assert_eq!(store.prune_audit(1_700_000_002).await.unwrap(), 1);
             assert_eq!(store.audit_rows().await.unwrap(), 1);
             store.close().await;

@@ -2,6 +2,8 @@
 //! Every test talks HTTP to real servers on 127.0.0.1:0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent_idp;
+mod agent_tokens;
 mod backend_attacks;
 mod backend_cli;
 mod backend_http;

@@ -102,10 +102,46 @@ pub(super) async fn authenticate_agent(g: &Gateway, headers: &HeaderMap) -> Resu
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(unauthorized)?;
-        return g.agent(token.trim()).await?.ok_or_else(unauthorized);
+        let token = token.trim();
+        if let Some(idp) = g.agent_idp.as_ref().filter(|idp| idp.takes_api_tokens())
+            && !token.starts_with("dbg_")
+        {
+            return idp_agent(idp, token).await;
+        }
+        return match g.agent(token).await? {
+            AgentToken::Valid(name, role) => Ok((name, role)),
+            AgentToken::Expired => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                ProblemType::AgentTokenExpired,
+                "this agent token has expired; an administrator issues a new one (deskbridge agent token rotate)",
+            )),
+            AgentToken::Unknown => Err(unauthorized()),
+        };
     }
     let session = crate::console::session_cookie(headers).ok_or_else(unauthorized)?;
     g.console_agent(session).await?.ok_or_else(unauthorized)
+}
+
+/// The agent an identity provider's access token names, with its role.
+async fn idp_agent(idp: &crate::oidc::AgentIdp, token: &str) -> Result<(String, String), Problem> {
+    use crate::oidc::AgentIdpError;
+    match idp.api_agent(token).await {
+        Ok(agent) => Ok((agent.name, agent.role)),
+        Err(e) => Err(match e {
+            AgentIdpError::Invalid(_) => {
+                Problem::new(StatusCode::UNAUTHORIZED, ProblemType::Unauthorized, e.to_string())
+            }
+            AgentIdpError::Expired => {
+                Problem::new(StatusCode::UNAUTHORIZED, ProblemType::AgentTokenExpired, e.to_string())
+            }
+            AgentIdpError::Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemType::IdentityProviderUnavailable,
+                e.to_string(),
+            ),
+            AgentIdpError::NoRole(_) => Problem::new(StatusCode::FORBIDDEN, ProblemType::Forbidden, e.to_string()),
+        }),
+    }
 }
 
 pub(super) async fn admin(g: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
@@ -802,4 +838,34 @@ pub(super) async fn list_audit(
         )
         .await?;
     Ok(Json(AuditList { records }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct AgentTokenList {
+    tokens: Vec<AgentTokenRow>,
+}
+
+/// Every agent's tokens with their expiry: the current one (even once
+/// expired, so it can be renewed) and a rotated-out one while its overlap
+/// lasts. Never a token's value.
+#[utoipa::path(
+    get,
+    path = "/v1/agent-tokens",
+    tag = "admin",
+    security(("agent_token" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Agent tokens, by agent name", body = AgentTokenList),
+        (status = 401, description = "`unauthorized`: no valid agent token or console sign-in; `agent_token_expired`: the token has expired", body = ProblemBody, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: this needs the admin role", body = ProblemBody, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited`: over the agent's request rate (`Retry-After`)", body = ProblemBody, content_type = PROBLEM),
+    )
+)]
+pub(super) async fn list_agent_tokens(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<AgentTokenList>, Problem> {
+    admin(&g, &headers).await?;
+    Ok(Json(AgentTokenList {
+        tokens: g.agent_tokens().await?,
+    }))
 }

@@ -24,10 +24,11 @@ use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use crate::agents::AgentToken;
 use crate::connector::ActionError;
 use crate::limits::{RetryAfter, StreamHolder};
 use crate::problem::ProblemType;
-use crate::store::{AuditRecord, ConversationSummary, EventRow, ExternalRefRow, SessionRow};
+use crate::store::{AgentTokenRow, AuditRecord, ConversationSummary, EventRow, ExternalRefRow, SessionRow};
 use crate::{CustomerHandoff, Gateway, IntakeError};
 
 mod agent;
@@ -74,6 +75,7 @@ const PROBLEM: &str = "application/problem+json";
         list_connections,
         probe_connection,
         list_audit,
+        list_agent_tokens,
         problem_types,
         healthz,
         ready,
@@ -172,6 +174,7 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .route("/v1/connections", get(list_connections))
         .route("/v1/connections/{name}/probe", post(probe_connection))
         .route("/v1/audit", get(list_audit))
+        .route("/v1/agent-tokens", get(list_agent_tokens))
         .route_layer(axum::middleware::from_fn(crate::console::require_csrf))
         .route("/v1/problem-types", get(problem_types))
         .route("/healthz", get(healthz))

@@ -27,7 +27,16 @@ type Conversation = (String, String, Option<String>, i64, i64);
 type Session = (String, String, String, bool, i64);
 type Token = (String, Vec<u8>, Option<i64>, bool, i64);
 type Event = (String, Option<String>, String, i64);
-type Agent = (String, String, Vec<u8>, i64, Option<String>);
+type Agent = (
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    Option<String>,
+    i64,
+    Option<Vec<u8>>,
+    Option<i64>,
+);
 type ConsoleSession = (Vec<u8>, String, i64, i64);
 type ExternalRef = (String, String, String, String, i64);
 
@@ -68,7 +77,8 @@ impl Store {
         .fetch_all(pool)
         .await?);
         let agents: Vec<Agent> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT name, role, token_digest, created_at, password_hash FROM agents ORDER BY name",
+            "SELECT name, role, token_digest, created_at, password_hash, token_expires_at, previous_token_digest, \
+             previous_token_expires_at FROM agents ORDER BY name",
         )
         .fetch_all(pool)
         .await?);
@@ -120,8 +130,9 @@ impl Store {
                     .await?;
             }
             for a in agents {
-                sqlx::query("INSERT INTO agents (name, role, token_digest, created_at, password_hash) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(a.0).bind(a.1).bind(a.2).bind(a.3).bind(a.4)
+                sqlx::query("INSERT INTO agents (name, role, token_digest, created_at, password_hash, token_expires_at, \
+                             previous_token_digest, previous_token_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                    .bind(a.0).bind(a.1).bind(a.2).bind(a.3).bind(a.4).bind(a.5).bind(a.6).bind(a.7)
                     .execute(&mut *tx)
                     .await?;
             }
