@@ -317,6 +317,19 @@ impl<'a> SignedToken<'a> {
         if header.contains_key("crit") {
             return Err("it names critical header extensions".into());
         }
+        // Every registered header parameter must have its registered type
+        // (`cty` a string, `x5c` strings, `jwk` a key…): read as jsonwebtoken
+        // reads a header, with `alg` given as the computation it names (it
+        // knows no `Ed25519`), so no ill-typed header passes here that a
+        // verifier of the other kind would refuse.
+        let mut typed = header.clone();
+        typed.insert(
+            "alg".into(),
+            serde_json::to_value(alg.verifier()).map_err(|e| e.to_string())?,
+        );
+        if serde_json::from_value::<jsonwebtoken::Header>(serde_json::Value::Object(typed)).is_err() {
+            return Err("a registered header parameter has the wrong type".into());
+        }
         let kid = match header.get("kid") {
             None => None,
             Some(serde_json::Value::String(kid)) => Some(kid.clone()),

@@ -963,6 +963,7 @@ async fn the_gateway_serves_its_openapi_document() {
         ("get", "/v1/connections/{name}/actions"),
         ("post", "/v1/sessions/{id}/actions/{action}"),
         ("get", "/v1/channels/{channel}/origin"),
+        ("get", "/v1/agent-tokens"),
         // Each configured action has an operation of its own, with its input.
         ("post", "/v1/conversations/{id}/actions/getprofile"),
         ("post", "/v1/conversations/{id}/actions/summary"),
