@@ -151,10 +151,7 @@ fn key(kind: &str, kid: &str) -> (EncodingKey, Value) {
 }
 
 fn claims() -> Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = backend::Clock::unix_secs(&backend::SystemClock);
     json!({
         "iss": ISSUER,
         "aud": "deskbridge",

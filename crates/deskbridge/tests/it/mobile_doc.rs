@@ -131,7 +131,11 @@ async fn every_exchange_in_the_mobile_guide_is_what_the_gateway_does() {
         ("password".into(), user.password.clone()),
     ]);
     let blocks = http_blocks(DOC);
-    assert!(blocks.len() >= 12 && blocks.len() % 2 == 0, "{} blocks", blocks.len());
+    assert!(
+        blocks.len() >= 12 && blocks.len().is_multiple_of(2),
+        "{} blocks",
+        blocks.len()
+    );
     for pair in blocks.chunks(2) {
         let (request, answer) = (&pair[0], &pair[1]);
         let (head, body) = split(request);
