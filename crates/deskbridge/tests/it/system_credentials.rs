@@ -87,12 +87,16 @@ mode = "opaque"
             data = dir.path().display()
         )
     };
-    std::fs::write(&file, config("client_secret_post")).unwrap();
-    let out = deskbridge()
-        .args(["config", "check", "--connect"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    // `config check --connect` of `text`, as the file.
+    let connect = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        deskbridge()
+            .args(["config", "check", "--connect"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = connect(config("client_secret_post"));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -101,26 +105,14 @@ mode = "opaque"
         )),
         "{said}"
     );
-    std::fs::write(&file, config("client_secret_basic")).unwrap();
-    let out = deskbridge()
-        .args(["config", "check", "--connect"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = connect(config("client_secret_basic"));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(said.contains("not the configured \"client_secret_basic\""), "{said}");
     // Token exchange, from an issuer that lists grants without it.
-    std::fs::write(
-        &file,
+    let out = connect(
         config("client_secret_post").replace("kind = \"oauth2_client_credentials\"", "kind = \"token_exchange\""),
-    )
-    .unwrap();
-    let out = deskbridge()
-        .args(["config", "check", "--connect"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(said.contains("does not list the token exchange grant"), "{said}");
@@ -128,12 +120,7 @@ mode = "opaque"
     let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = format!("http://{}", gone.local_addr().unwrap());
     drop(gone);
-    std::fs::write(&file, config("client_secret_post").replace(&issuer, &nowhere)).unwrap();
-    let out = deskbridge()
-        .args(["config", "check", "--connect"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = connect(config("client_secret_post").replace(&issuer, &nowhere));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
