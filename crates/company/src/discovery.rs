@@ -22,6 +22,17 @@ pub struct ServerMetadata {
     /// agents' access tokens with them).
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// OpenID Connect: where a signed-in user's claims are read.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    /// OpenID Connect RP-Initiated Logout: where the browser ends its
+    /// session at the provider.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// RFC 9207: the provider names itself (`iss`) on every redirect back,
+    /// so an answer without it is not its own.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 fn basic_only() -> Vec<String> {

@@ -1,4 +1,5 @@
-//! The agent console: sign-in (password or agent token) into an HttpOnly,
+//! The agent console: sign-in (password, agent token, or at the company's
+//! identity provider: `idp`) into an HttpOnly,
 //! SameSite=Strict session cookie, CSRF protection for requests the cookie
 //! authenticates, and the static files of the console and of the web SDK,
 //! embedded in the binary so nothing loads from anywhere but the gateway.
@@ -23,6 +24,8 @@ use crate::problem::ProblemType;
 use crate::vault::random_id;
 use crate::{Gateway, GatewayError, agent_token_digest};
 
+pub(crate) mod idp;
+
 pub const SESSION_COOKIE: &str = "deskbridge_console";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -33,7 +36,7 @@ const CONSOLE_CSS: &str = include_str!("../assets/console/console.css");
 const SDK_JS: &str = include_str!("../assets/sdk/deskbridge.js");
 
 /// Nothing but the gateway itself: no CDN, no inline script or style.
-const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub(crate) const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                            connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Longest name, password or token looked at; longer ones are refused
@@ -64,6 +67,9 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/sdk/deskbridge.js", get(sdk))
         .route(SDK_PATH, get(versioned_sdk))
         .route("/console/api/login", post(login))
+        .route("/console/api/sign-in", get(idp::options))
+        .route("/console/oidc/login", get(idp::begin))
+        .route("/console/oidc/callback", get(idp::finish))
         .route("/console/api/me", get(me))
         .route(
             "/console/api/logout",
@@ -283,6 +289,13 @@ pub(crate) async fn login(
     // Proxies are not trusted: behind one, every sign-in shares its address.
     let address = connect.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(c)| c.0.ip());
     let agent = match (&body.username, &body.password, &body.token) {
+        (Some(_), Some(_), None) if !g.passwords_allowed() => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                ProblemType::Forbidden,
+                "password sign-in is turned off: sign in at the company's identity provider",
+            ));
+        }
         (Some(name), Some(password), None) => {
             if name.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
                 return Err(Problem::new(
@@ -375,20 +388,48 @@ fn signed_out() -> Problem {
     security(("console_session" = []), ()),
     params(("x-csrf-token" = Option<String>, Header, description = "The session's CSRF token, with the session's cookie")),
     responses(
+        (status = 200, description = "Signed out of a sign-in at the identity provider: the browser goes on to `provider_logout_url` to end the provider's session too", body = ProviderLogout),
         (status = 204, description = "Signed out"),
         (status = 403, description = "`csrf_token_invalid`", body = crate::http::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn logout(State(g): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
+    let mut id_token = None;
     if let Some(session) = session_cookie(&headers) {
-        g.store.delete_console_session(&agent_token_digest(session)).await?;
+        id_token = g.store.delete_console_session(&agent_token_digest(session)).await?;
     }
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    let provider_logout = match (id_token, &g.agent_idp) {
+        (Some(sealed), Some(idp)) => {
+            // A hint that no longer opens (a new token key) is left out:
+            // the provider then asks its user to confirm.
+            let hint = g.vault.open_sealed(&sealed, idp::ID_TOKEN_CONTEXT).ok();
+            idp.logout_url(hint.as_ref()).await
+        }
+        _ => None,
+    };
+    let mut response = match provider_logout {
+        Some(url) => Json(ProviderLogout {
+            provider_logout_url: url,
+        })
+        .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_set_cookie("", 0, g.config.console.secure_cookies),
     );
     Ok(response)
+}
+
+/// Where the browser ends the agent's session at the identity provider.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProviderLogout {
+    /// The provider's end-session endpoint (RP-Initiated Logout), which
+    /// sends the browser back to the console.
+    provider_logout_url: String,
 }
 
 /// What is wrong with a new console password, if anything.
@@ -433,6 +474,12 @@ impl From<SignInError> for Problem {
 }
 
 impl Gateway {
+    /// Whether agents may sign in to the console with a local password:
+    /// yes, unless `[console.oidc] passwords = false`.
+    pub fn passwords_allowed(&self) -> bool {
+        self.config.console.oidc.as_ref().is_none_or(|oidc| oidc.passwords)
+    }
+
     /// Checks an agent's password, throttling failures per name and address.
     pub async fn sign_in_with_password(
         &self,

@@ -247,7 +247,9 @@ impl Gateway {
             .console
             .oidc
             .clone()
-            .map(|oidc| oidc::AgentIdp::new(oidc, &config.agents, http.clone(), clock.clone()));
+            .map(|oidc| oidc::AgentIdp::new(oidc, &config.agents, http.clone(), clock.clone()))
+            .transpose()
+            .map_err(GatewayError::Config)?;
         let (events, _) = broadcast::channel(1024);
         let audit = AuditTrail::start(store.clone(), metrics.clone(), config.audit);
         let rates = Rates::new(&config.limits);

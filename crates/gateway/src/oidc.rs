@@ -1,14 +1,21 @@
 //! Agents known to the company's own identity provider (`[console.oidc]`):
-//! its JWT access tokens on the agent API (RFC 9068), their roles from a
-//! claim through `role_map`. The provider's keys are verified as customer
-//! tokens are (`company::identity`), from its JWKS.
+//! console sign-in at the provider (OpenID Connect authorization code flow
+//! with PKCE, `state`, `nonce` and the RFC 9207 `iss` check; RP-initiated
+//! logout), and its JWT access tokens on the agent API (RFC 9068); roles
+//! from a claim through `role_map`. The provider's keys are verified as
+//! customer tokens are (`company::identity`), from its JWKS.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clock::Clock;
-use serde::Deserialize;
+use company::assertion::AssertionSigner;
+use company::config::SecretSource;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{IdentityConfig, IdentityMode, Opacity};
 use crate::discovery::ServerMetadata;
@@ -36,6 +43,39 @@ pub struct OidcConfig {
     pub api_audience: Option<String>,
     /// The provider's JWKS; default: its metadata's `jwks_uri`.
     pub jwks_url: Option<String>,
+    /// The console's redirect URI as registered at the provider
+    /// (`https://<gateway>/console/oidc/callback`). Set, agents sign in to
+    /// the console at the provider.
+    pub redirect_url: Option<String>,
+    /// The console's client secret at the provider (`client_secret_basic`,
+    /// or `client_secret_post` where the provider takes only that).
+    pub client_secret: Option<SecretSource>,
+    /// Instead of a secret: a PEM private key (EC P-256 or RSA) that signs
+    /// `private_key_jwt` client assertions. Neither: a public client (PKCE).
+    pub private_key: Option<SecretSource>,
+    /// The `kid` of the assertions' header.
+    pub key_id: Option<String>,
+    /// The scopes the console asks for; `openid` is required.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The provider's name on the console's button ("Sign in with …");
+    /// default: the issuer's host.
+    pub display_name: Option<String>,
+    /// Where the provider sends the browser back after signing out (to be
+    /// registered there); default: the console, on `redirect_url`'s origin.
+    pub post_logout_redirect_url: Option<String>,
+    /// Whether agents may still sign in to the console with a local
+    /// password; `false` once everyone signs in at the provider.
+    #[serde(default = "default_passwords")]
+    pub passwords: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+
+fn default_passwords() -> bool {
+    true
 }
 
 fn default_role_claim() -> String {
@@ -77,6 +117,47 @@ impl OidcConfig {
                 ));
             }
         }
+        for (key, url) in [
+            ("redirect_url", &self.redirect_url),
+            ("post_logout_redirect_url", &self.post_logout_redirect_url),
+        ] {
+            if let Some(url) = url
+                && reqwest::Url::parse(url).map_or(true, |u| u.scheme() != "https" && !is_loopback(&u))
+            {
+                problems.push((key.into(), "must be an https URL (http only on loopback)".into()));
+            }
+        }
+        let signs_in = self.redirect_url.is_some();
+        if !signs_in {
+            for (key, set) in [
+                ("client_secret", self.client_secret.is_some()),
+                ("private_key", self.private_key.is_some()),
+                ("passwords", !self.passwords),
+            ] {
+                if set {
+                    problems.push((
+                        key.into(),
+                        "is for console sign-in at the provider: set redirect_url, the console's callback registered there (https://<gateway>/console/oidc/callback)".into(),
+                    ));
+                }
+            }
+        }
+        if self.client_secret.is_some() && self.private_key.is_some() {
+            problems.push((
+                "private_key".into(),
+                "set client_secret or private_key, not both".into(),
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            problems.push(("scopes".into(), "must include \"openid\"".into()));
+        }
+        if let Some(bad) = self
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            problems.push(("scopes".into(), format!("{bad:?} is not one scope")));
+        }
         if self
             .api_audience
             .as_ref()
@@ -90,6 +171,21 @@ impl OidcConfig {
             ));
         }
         problems
+    }
+}
+
+/// An OAuth error code as the provider sent it, if it is one (RFC 6749
+/// §5.2 characters, at most 64); never its free text into a page or a log.
+fn oauth_error_code(error: &str) -> String {
+    let plain = !error.is_empty()
+        && error.len() <= 64
+        && error
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e));
+    if plain {
+        error.to_string()
+    } else {
+        "an unreadable error code".into()
     }
 }
 
@@ -112,6 +208,12 @@ pub enum AgentIdpError {
         "none of this agent's values of the claim {0:?} maps to a deskbridge role; an administrator adds the group to [console.oidc] role_map"
     )]
     NoRole(String),
+    /// The browser's way back from the provider is not the sign-in it began.
+    #[error("the sign-in did not complete: {0}")]
+    SignIn(String),
+    /// The provider said no (an `error` on the way back, or its token endpoint).
+    #[error("the identity provider refused the sign-in: {0}")]
+    Refused(String),
 }
 
 /// An agent as the provider's token names it.
@@ -136,7 +238,89 @@ pub struct AgentIdp {
     /// each cost it a request.
     metadata_failed: std::sync::Mutex<Option<(tokio::time::Instant, String)>>,
     api_tokens: tokio::sync::OnceCell<JwtVerifier>,
+    id_tokens: tokio::sync::OnceCell<JwtVerifier>,
+    client_auth: ClientAuth,
 }
+
+/// How the console proves itself at the provider's token endpoint.
+enum ClientAuth {
+    Secret(SecretString),
+    Key(AssertionSigner),
+    /// A public client: PKCE alone binds the code to this sign-in.
+    Public,
+}
+
+/// A console sign-in begun in a browser: sealed into a cookie of its own
+/// (so any instance of the gateway can finish it) until the provider sends
+/// the browser back.
+#[derive(Serialize, Deserialize)]
+pub struct PendingSignIn {
+    state: String,
+    nonce: String,
+    verifier: String,
+    expires_at: u64,
+}
+
+/// How long a browser may take at the provider.
+pub const SIGN_IN_LIFETIME: Duration = Duration::from_secs(600);
+
+impl PendingSignIn {
+    /// New random `state`, `nonce` and PKCE verifier (32 bytes each).
+    pub fn begin(now_secs: u64) -> Result<Self, crate::GatewayError> {
+        let random = || crate::vault::random_id("");
+        Ok(Self {
+            state: random()?,
+            nonce: random()?,
+            verifier: random()?,
+            expires_at: now_secs + SIGN_IN_LIFETIME.as_secs(),
+        })
+    }
+}
+
+/// What the provider's redirect back carries (its query).
+#[derive(Debug, Default)]
+pub struct Callback {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Callback {
+    /// From the callback's query string; of a parameter sent twice, the
+    /// first counts (and no other parameter matters).
+    pub fn from_query(query: &str) -> Self {
+        let mut back = Self::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "code" => &mut back.code,
+                "state" => &mut back.state,
+                "iss" => &mut back.iss,
+                "error" => &mut back.error,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| value.into_owned());
+        }
+        back
+    }
+}
+
+/// A finished sign-in: the agent, and its ID token (for the provider's
+/// logout, `id_token_hint`).
+pub struct SignedIn {
+    pub agent: IdpAgent,
+    pub id_token: SecretString,
+}
+
+/// The provider's token response, as far as sign-in reads it.
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// How long the provider's endpoints may take to answer.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the provider's metadata may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -149,12 +333,27 @@ impl AgentIdp {
         agents: &crate::config::AgentsConfig,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        let client_auth = match (&config.client_secret, &config.private_key) {
+            (Some(secret), _) => ClientAuth::Secret(
+                secret
+                    .resolve()
+                    .map_err(|e| format!("console.oidc.client_secret: {e}"))?,
+            ),
+            (None, Some(pem)) => {
+                let pem = pem.resolve().map_err(|e| format!("console.oidc.private_key: {e}"))?;
+                ClientAuth::Key(
+                    AssertionSigner::new(pem.expose_secret(), config.key_id.clone(), &config.client_id)
+                        .map_err(|e| format!("console.oidc.private_key: {e}"))?,
+                )
+            }
+            (None, None) => ClientAuth::Public,
+        };
         // `[agents] roles` run from the least to the most; admin is above all.
         let mut ranks: Vec<String> = agents.roles.iter().rev().cloned().collect();
         ranks.insert(0, crate::agents::ADMIN_ROLE.to_string());
         ranks.push(crate::agents::BOT_ROLE.to_string());
-        Self {
+        Ok(Self {
             config,
             http,
             clock,
@@ -162,7 +361,9 @@ impl AgentIdp {
             metadata: tokio::sync::OnceCell::new(),
             metadata_failed: std::sync::Mutex::new(None),
             api_tokens: tokio::sync::OnceCell::new(),
-        }
+            id_tokens: tokio::sync::OnceCell::new(),
+            client_auth,
+        })
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -243,6 +444,296 @@ impl AgentIdp {
             return Err(AgentIdpError::Invalid("its typ is not at+jwt".into()));
         }
         self.agent_of(&verified.claims)
+    }
+
+    /// Whether agents sign in to the console at the provider.
+    pub fn signs_in(&self) -> bool {
+        self.config.redirect_url.is_some()
+    }
+
+    /// The provider's name for people: "Sign in with …".
+    pub fn display_name(&self) -> String {
+        self.config.display_name.clone().unwrap_or_else(|| {
+            reqwest::Url::parse(&self.config.issuer)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| self.config.issuer.clone())
+        })
+    }
+
+    /// Where the browser goes to sign in: the provider's authorization
+    /// endpoint, asked for a code (S256 PKCE) for this pending sign-in.
+    pub async fn authorization_url(&self, pending: &PendingSignIn) -> Result<String, AgentIdpError> {
+        let metadata = self.metadata().await?;
+        let endpoint = metadata.authorization_endpoint.as_deref().ok_or_else(|| {
+            AgentIdpError::Unavailable("the provider's metadata names no authorization_endpoint".into())
+        })?;
+        let mut url = reqwest::Url::parse(endpoint)
+            .map_err(|e| AgentIdpError::Unavailable(format!("its authorization_endpoint is not a URL: {e}")))?;
+        let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            pending.verifier.as_bytes(),
+        ));
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("redirect_uri", self.config.redirect_url.as_deref().unwrap_or_default())
+            .append_pair("scope", &self.config.scopes.join(" "))
+            .append_pair("state", &pending.state)
+            .append_pair("nonce", &pending.nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(url.into())
+    }
+
+    /// Finishes a sign-in from the provider's redirect back: the `state`
+    /// this browser was given, the issuer (RFC 9207), the code exchanged
+    /// with the PKCE verifier, the ID token verified (signature, `iss`,
+    /// `aud`, `exp`, `nonce`, `azp`), and the agent's role from its claims,
+    /// read from the userinfo endpoint where the ID token leaves them out.
+    pub async fn sign_in(&self, back: &Callback, pending: &PendingSignIn) -> Result<SignedIn, AgentIdpError> {
+        use subtle::ConstantTimeEq;
+        if self.clock.unix_secs() > pending.expires_at {
+            return Err(AgentIdpError::SignIn(format!(
+                "it took longer than {} minutes; start again",
+                SIGN_IN_LIFETIME.as_secs() / 60
+            )));
+        }
+        let state = back.state.as_deref().unwrap_or_default();
+        if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
+            return Err(AgentIdpError::SignIn(
+                "the answer is not for the sign-in this browser began (state)".into(),
+            ));
+        }
+        let metadata = self.metadata().await?;
+        // RFC 9207: checked on errors too, so no other provider can speak
+        // for this one.
+        match &back.iss {
+            Some(iss) if iss.trim_end_matches('/') != self.config.issuer.trim_end_matches('/') => {
+                return Err(AgentIdpError::SignIn(
+                    "the answer names another issuer (RFC 9207 iss)".into(),
+                ));
+            }
+            None if metadata.authorization_response_iss_parameter_supported => {
+                return Err(AgentIdpError::SignIn(
+                    "the answer does not name its issuer, which this provider always does (RFC 9207 iss)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(error) = &back.error {
+            return Err(AgentIdpError::Refused(oauth_error_code(error)));
+        }
+        let code = back
+            .code
+            .as_deref()
+            .ok_or_else(|| AgentIdpError::SignIn("the answer carries neither a code nor an error".into()))?;
+        let tokens = self.redeem(code, &pending.verifier).await?;
+        let id_token = tokens.id_token.ok_or_else(|| {
+            AgentIdpError::Refused("its token endpoint issued no id_token (is openid among the scopes?)".into())
+        })?;
+        let verifier = self
+            .id_tokens
+            .get_or_try_init(|| self.verifier(&self.config.client_id))
+            .await?;
+        let verified = verifier.verify_jwt(&id_token).await.map_err(|e| match e {
+            IdentityError::Invalid(why) => AgentIdpError::SignIn(format!("its ID token is not valid: {why}")),
+            IdentityError::Expired => AgentIdpError::SignIn("its ID token has expired".into()),
+            IdentityError::KeysUnavailable(why) => AgentIdpError::Unavailable(why),
+        })?;
+        if verified
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.to_ascii_lowercase().contains("at+jwt"))
+        {
+            return Err(AgentIdpError::SignIn(
+                "it sent an access token where the ID token goes".into(),
+            ));
+        }
+        let mut claims = verified.claims;
+        let nonce = claims
+            .get("nonce")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        if !bool::from(nonce.as_bytes().ct_eq(pending.nonce.as_bytes())) {
+            return Err(AgentIdpError::SignIn(
+                "its ID token is not for this sign-in (nonce)".into(),
+            ));
+        }
+        // OpenID Connect Core §3.1.3.7: with more than one audience, the
+        // token must have been issued to this client.
+        let several = claims
+            .get("aud")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|a| a.len() > 1);
+        match claims.get("azp").and_then(serde_json::Value::as_str) {
+            Some(azp) if azp != self.config.client_id => {
+                return Err(AgentIdpError::SignIn(
+                    "its ID token was issued to another client (azp)".into(),
+                ));
+            }
+            None if several => {
+                return Err(AgentIdpError::SignIn(
+                    "its ID token has several audiences and no azp".into(),
+                ));
+            }
+            _ => {}
+        }
+        let absent = |c: &serde_json::Value, name: &str| c.get(name).is_none_or(serde_json::Value::is_null);
+        let missing = |c: &serde_json::Value| absent(c, &self.config.role_claim) || absent(c, &self.config.name_claim);
+        if missing(&claims)
+            && let (Some(endpoint), Some(access_token)) = (&metadata.userinfo_endpoint, &tokens.access_token)
+        {
+            self.add_userinfo(&mut claims, endpoint, access_token).await?;
+        }
+        let agent = self.agent_of(&claims)?;
+        Ok(SignedIn {
+            agent,
+            id_token: SecretString::from(id_token),
+        })
+    }
+
+    /// The code exchanged for tokens at the provider's token endpoint.
+    async fn redeem(&self, code: &str, verifier: &str) -> Result<TokenResponse, AgentIdpError> {
+        let metadata = self.metadata().await?;
+        let endpoint = &metadata.token_endpoint;
+        let redirect = self.config.redirect_url.as_deref().unwrap_or_default();
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code.into()),
+            ("redirect_uri", redirect.into()),
+            ("code_verifier", verifier.into()),
+        ];
+        let mut request = self.http.post(endpoint).timeout(PROVIDER_TIMEOUT);
+        match &self.client_auth {
+            ClientAuth::Secret(secret) => {
+                let methods = &metadata.token_endpoint_auth_methods_supported;
+                if methods.iter().any(|m| m == "client_secret_basic")
+                    || !methods.iter().any(|m| m == "client_secret_post")
+                {
+                    let basic =
+                        company::system_token::basic_credentials(&self.config.client_id, secret.expose_secret());
+                    let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {basic}"))
+                        .map_err(|_| AgentIdpError::SignIn("the client id or secret cannot go in a header".into()))?;
+                    value.set_sensitive(true);
+                    request = request.header(reqwest::header::AUTHORIZATION, value);
+                } else {
+                    form.push(("client_id", self.config.client_id.clone()));
+                    form.push(("client_secret", secret.expose_secret().to_string()));
+                }
+            }
+            ClientAuth::Key(signer) => {
+                let assertion = signer
+                    .sign(self.clock.unix_secs(), endpoint)
+                    .map_err(AgentIdpError::SignIn)?;
+                form.push(("client_id", self.config.client_id.clone()));
+                form.push(("client_assertion_type", company::assertion::JWT_BEARER.into()));
+                form.push(("client_assertion", assertion));
+            }
+            ClientAuth::Public => form.push(("client_id", self.config.client_id.clone())),
+        }
+        let answer = request.form(&form).send().await.map_err(|e| {
+            AgentIdpError::Unavailable(format!(
+                "its token endpoint: {}",
+                company::system_token::describe_transport(&e)
+            ))
+        })?;
+        let status = answer.status();
+        if status.is_server_error() {
+            return Err(AgentIdpError::Unavailable(format!(
+                "its token endpoint answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        if !status.is_success() {
+            let error = answer
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|b| b.get("error").and_then(serde_json::Value::as_str).map(oauth_error_code))
+                .unwrap_or_else(|| "no error code".into());
+            return Err(AgentIdpError::Refused(format!(
+                "its token endpoint answered HTTP {}: {error}",
+                status.as_u16()
+            )));
+        }
+        answer
+            .json()
+            .await
+            .map_err(|_| AgentIdpError::Refused("its token endpoint's answer is not a token response".into()))
+    }
+
+    /// The userinfo endpoint's claims (OpenID Connect Core §5.3), for the
+    /// same `sub` only, added where the ID token has none.
+    async fn add_userinfo(
+        &self,
+        claims: &mut serde_json::Value,
+        endpoint: &str,
+        access_token: &str,
+    ) -> Result<(), AgentIdpError> {
+        let answer = self
+            .http
+            .get(endpoint)
+            .bearer_auth(access_token)
+            .timeout(PROVIDER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| {
+                AgentIdpError::Unavailable(format!(
+                    "its userinfo endpoint: {}",
+                    company::system_token::describe_transport(&e)
+                ))
+            })?;
+        if !answer.status().is_success() {
+            return Err(AgentIdpError::Unavailable(format!(
+                "its userinfo endpoint answered HTTP {}",
+                answer.status().as_u16()
+            )));
+        }
+        let info: serde_json::Map<String, serde_json::Value> = answer
+            .json()
+            .await
+            .map_err(|_| AgentIdpError::Refused("its userinfo is not a JSON object".into()))?;
+        if info.get("sub") != claims.get("sub") {
+            return Err(AgentIdpError::SignIn(
+                "its userinfo names another subject than the ID token".into(),
+            ));
+        }
+        if let Some(claims) = claims.as_object_mut() {
+            for (name, value) in info {
+                let slot = claims.entry(name).or_insert(serde_json::Value::Null);
+                if slot.is_null() {
+                    *slot = value;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the browser ends its session at the provider (RP-Initiated
+    /// Logout 1.0), when the provider offers it: with the ID token as the
+    /// hint, and the console as where to come back.
+    pub async fn logout_url(&self, id_token: Option<&SecretString>) -> Option<String> {
+        let endpoint = self.metadata().await.ok()?.end_session_endpoint.as_deref()?;
+        let mut url = reqwest::Url::parse(endpoint).ok()?;
+        let back = match &self.config.post_logout_redirect_url {
+            Some(url) => url.clone(),
+            None => reqwest::Url::parse(self.config.redirect_url.as_deref()?)
+                .ok()?
+                .join("/console/")
+                .ok()?
+                .into(),
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(hint) = id_token {
+                query.append_pair("id_token_hint", hint.expose_secret());
+            }
+            query
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("post_logout_redirect_uri", &back);
+        }
+        Some(url.into())
     }
 
     /// The agent the claims of a verified token name, and its role.

@@ -839,9 +839,13 @@ impl Store {
         now: i64,
     ) -> Result<Option<(String, String)>, GatewayError> {
         on_pool!(&self.db, pool => {
+            // Local agents take their role as it is now; agents of the
+            // identity provider, as their claims gave it at sign-in.
             let row = sqlx::query(
                 "SELECT a.name, a.role FROM console_sessions s JOIN agents a ON a.name = s.agent
-                 WHERE s.digest = $1 AND s.expires_at > $2",
+                 WHERE s.digest = $1 AND s.expires_at > $2
+                 UNION ALL
+                 SELECT agent, role FROM console_idp_sessions WHERE digest = $1 AND expires_at > $2",
             )
             .bind(digest)
             .bind(now)
@@ -851,12 +855,50 @@ impl Store {
         })
     }
 
-    pub async fn delete_console_session(&self, digest: &[u8]) -> Result<(), GatewayError> {
-        on_pool!(&self.db, pool => sqlx::query("DELETE FROM console_sessions WHERE digest = $1")
+    /// Ends a console session; for a sign-in at the identity provider,
+    /// gives back its sealed ID token (for the provider's logout).
+    pub async fn delete_console_session(&self, digest: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        on_pool!(&self.db, pool => {
+            sqlx::query("DELETE FROM console_sessions WHERE digest = $1")
+                .bind(digest)
+                .execute(pool)
+                .await?;
+            let id_token = sqlx::query_scalar("DELETE FROM console_idp_sessions WHERE digest = $1 RETURNING id_token")
+                .bind(digest)
+                .fetch_optional(pool)
+                .await?;
+            Ok(id_token)
+        })
+    }
+
+    /// A console session of an agent who signed in at the identity
+    /// provider, with the role its claims gave and its sealed ID token.
+    pub async fn insert_idp_console_session(
+        &self,
+        digest: &[u8],
+        agent: &crate::oidc::IdpAgent,
+        sealed_id_token: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), GatewayError> {
+        on_pool!(&self.db, pool => {
+            sqlx::query("DELETE FROM console_idp_sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query(
+                "INSERT INTO console_idp_sessions (digest, agent, role, id_token, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
             .bind(digest)
+            .bind(&agent.name)
+            .bind(&agent.role)
+            .bind(sealed_id_token)
+            .bind(now)
+            .bind(expires_at)
             .execute(pool)
-            .await
-            .map(drop)?);
+            .await?;
+        });
         Ok(())
     }
 

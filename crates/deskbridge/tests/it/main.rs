@@ -11,6 +11,7 @@ mod check;
 mod check_login;
 mod cluster;
 mod company_limits;
+mod console_idp;
 mod customer_algorithms;
 mod demo;
 mod external_refs;

@@ -362,12 +362,40 @@
 
   async function signOut() {
     stopLive();
+    let provider = null;
     try {
-      await api("/console/api/logout", { method: "POST", quiet: true });
+      provider = await api("/console/api/logout", { method: "POST", quiet: true });
     } catch (e) {
       /* signed out on this side either way */
     }
     signedOut("You have signed out.");
+    // Signed in at the company's identity provider: end that session too;
+    // the provider sends the browser back to the console.
+    if (provider && provider.provider_logout_url) location.assign(provider.provider_logout_url);
+  }
+
+  // How agents sign in here: a password form, the company's identity
+  // provider, or both (GET /console/api/sign-in).
+  async function loadSignInOptions() {
+    let options;
+    try {
+      options = await api("/console/api/sign-in", { quiet: true });
+    } catch (e) {
+      return;
+    }
+    const provider = options && options.provider;
+    if (provider) {
+      $("signin-provider-button").textContent = `Sign in with ${provider.name}`;
+      $("signin-provider-button").setAttribute("href", provider.url);
+    }
+    show($("signin-provider"), Boolean(provider));
+    if (options && options.passwords === false) {
+      // Only the provider (or an agent token) signs agents in.
+      setTokenMode(true);
+      $("signin-mode").hidden = true;
+      if (!$("app").hidden) return;
+      $("signin-provider-button").focus();
+    }
   }
 
   // --- live events ---------------------------------------------------------------
@@ -2007,11 +2035,20 @@
     });
     setInterval(tick, 30000);
 
+    loadSignInOptions();
     let hinted = false;
     try {
       hinted = localStorage.getItem(SIGNED_IN_HINT) === "1";
     } catch (e) {
       hinted = false;
+    }
+    // Back from the identity provider, signed in: take the session.
+    const query = new URLSearchParams(location.search);
+    if (query.has("signed_in")) {
+      hinted = true;
+      query.delete("signed_in");
+      const rest = query.toString();
+      history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
     }
     // Only ask /me when this browser signed in before: a signed-out visit then
     // makes no failing request.

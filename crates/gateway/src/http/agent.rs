@@ -128,7 +128,8 @@ async fn idp_agent(idp: &crate::oidc::AgentIdp, token: &str) -> Result<(String, 
     match idp.api_agent(token).await {
         Ok(agent) => Ok((agent.name, agent.role)),
         Err(e) => Err(match e {
-            AgentIdpError::Invalid(_) => {
+            // (Sign-in failures do not happen on the API; they are refusals all the same.)
+            AgentIdpError::Invalid(_) | AgentIdpError::SignIn(_) | AgentIdpError::Refused(_) => {
                 Problem::new(StatusCode::UNAUTHORIZED, ProblemType::Unauthorized, e.to_string())
             }
             AgentIdpError::Expired => {

@@ -84,6 +84,9 @@ const PROBLEM: &str = "application/problem+json";
         crate::console::login,
         crate::console::me,
         crate::console::logout,
+        crate::console::idp::options,
+        crate::console::idp::begin,
+        crate::console::idp::finish,
     ),
     modifiers(&SecuritySchemes),
     tags(

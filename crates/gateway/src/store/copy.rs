@@ -38,6 +38,7 @@ type Agent = (
     Option<i64>,
 );
 type ConsoleSession = (Vec<u8>, String, i64, i64);
+type IdpSession = (Vec<u8>, String, String, Vec<u8>, i64, i64);
 type ExternalRef = (String, String, String, String, i64);
 
 /// Audit records are read and written this many at a time.
@@ -45,7 +46,7 @@ const AUDIT_PAGE: i64 = MAX_AUDIT_ROWS as i64;
 
 impl Store {
     /// Copies every conversation, session, customer token (sealed), event,
-    /// agent, console sign-in, external ref and audit record into `to`, which must hold
+    /// agent, console sign-in (local or at the identity provider), external ref and audit record into `to`, which must hold
     /// none yet. The audit log and events keep their order. All or nothing:
     /// one transaction on `to`. Instances are not copied: they register
     /// when they start.
@@ -87,6 +88,12 @@ impl Store {
         )
         .fetch_all(pool)
         .await?);
+        // Sign-ins at the identity provider count as console sign-ins.
+        let idp_sessions: Vec<IdpSession> = on_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT digest, agent, role, id_token, created_at, expires_at FROM console_idp_sessions ORDER BY digest",
+        )
+        .fetch_all(pool)
+        .await?);
         let external_refs: Vec<ExternalRef> = on_pool!(&self.db, pool => sqlx::query_as(
             "SELECT connection, external_ref, conversation_id, bound_by, created_at FROM external_refs
              ORDER BY connection, external_ref",
@@ -99,7 +106,7 @@ impl Store {
             customer_tokens: tokens.len() as u64,
             events: events.len() as u64,
             agents: agents.len() as u64,
-            console_sessions: console_sessions.len() as u64,
+            console_sessions: (console_sessions.len() + idp_sessions.len()) as u64,
             external_refs: external_refs.len() as u64,
             audit: 0,
         };
@@ -139,6 +146,13 @@ impl Store {
             for s in console_sessions {
                 sqlx::query("INSERT INTO console_sessions (digest, agent, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(s.0).bind(s.1).bind(s.2).bind(s.3)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for s in idp_sessions {
+                sqlx::query("INSERT INTO console_idp_sessions (digest, agent, role, id_token, created_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(s.0).bind(s.1).bind(s.2).bind(s.3).bind(s.4).bind(s.5)
                     .execute(&mut *tx)
                     .await?;
             }
