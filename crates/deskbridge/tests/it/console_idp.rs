@@ -36,6 +36,9 @@ struct Issued {
 
 #[derive(Default)]
 struct ProviderState {
+    /// Set: the console proves itself with `private_key_jwt` signed by
+    /// this key's pair, not with the secret.
+    client_key: Option<jsonwebtoken::DecodingKey>,
     codes: HashMap<String, Issued>,
     userinfo: HashMap<String, Value>,
     /// The token endpoint's refusals, for the tests to see.
@@ -54,21 +57,46 @@ struct SignInProvider {
 
 type Shared = (Arc<Mutex<ProviderState>>, String);
 
+/// Whether the token request authenticates the console: its secret
+/// (`client_secret_basic`), or an assertion signed by its key, addressed to
+/// this token endpoint (RFC 7523).
+fn client_authenticated(
+    state: &ProviderState,
+    issuer: &str,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> bool {
+    let Some(key) = &state.client_key else {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+        );
+        return headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+    };
+    if headers.contains_key("authorization")
+        || form.get("client_assertion_type").map(String::as_str) != Some(gateway::assertion::JWT_BEARER)
+    {
+        return false;
+    }
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+    validation.set_audience(&[format!("{issuer}/token")]);
+    validation.set_issuer(&[CLIENT_ID]);
+    validation.sub = Some(CLIENT_ID.into());
+    let assertion = form.get("client_assertion").map(String::as_str).unwrap_or_default();
+    jsonwebtoken::decode::<Value>(assertion, key, &validation).is_ok()
+}
+
 async fn token_endpoint(
-    State((state, _issuer)): State<Shared>,
+    State((state, issuer)): State<Shared>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> (StatusCode, axum::Json<Value>) {
     let mut state = state.lock().unwrap();
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
-    );
     let refuse = |state: &mut ProviderState, status: StatusCode, error: &str| {
         state.refusals.push(error.to_string());
         (status, axum::Json(json!({ "error": error })))
     };
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+    if !client_authenticated(&state, &issuer, &headers, &form) {
         return refuse(&mut state, StatusCode::UNAUTHORIZED, "invalid_client");
     }
     if form.get("grant_type").map(String::as_str) != Some("authorization_code")
@@ -571,6 +599,81 @@ async fn passwords_turned_off_leave_the_provider_and_agent_tokens() {
     )
     .await;
     g.stop().await;
+}
+
+#[tokio::test]
+async fn a_sign_in_begun_on_one_instance_finishes_on_another_with_a_private_key() {
+    let provider = SignInProvider::start().await;
+    // The console's key pair: the provider knows its public half.
+    let der = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+        .unwrap()
+        .to_pkcs8v1()
+        .unwrap();
+    let public = Jwk::from_encoding_key(&EncodingKey::from_ec_der(der.as_ref()), Algorithm::ES256).unwrap();
+    provider.state.lock().unwrap().client_key = Some(jsonwebtoken::DecodingKey::from_jwk(&public).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("console.pem");
+    std::fs::write(&key_file, crate::customer_algorithms::pem(der.as_ref())).unwrap();
+    let credential = format!(
+        "private_key = {{ file = \"{}\" }}\nkey_id = \"console-1\"",
+        key_file.display()
+    );
+    // Two instances on one store and one token key.
+    let toml = oidc_toml(dir.path(), &provider.issuer, &credential)
+        .replace(&format!("client_secret = \"{CLIENT_SECRET}\""), "");
+    let (one, two) = (TestGateway::start(&toml).await, TestGateway::start(&toml).await);
+    let now = backend::SystemClock.unix_secs();
+
+    let begun = begin(&one).await;
+    let code = provider.issue(&begun, now, json!({}), json!({}));
+    let state = begun.param("state");
+    let r = back(
+        &two,
+        &[("code", &code), ("state", &state), ("iss", &provider.issuer)],
+        Some(&begun.cookie),
+    )
+    .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    assert!(provider.refusals().is_empty(), "{:?}", provider.refusals());
+    let session = set_cookie(&r, "deskbridge_console").unwrap();
+    let session = session.split(';').next().unwrap();
+    // The session is the store's: the first instance knows it too.
+    let me = body_json(
+        client()
+            .get(one.url("/console/api/me"))
+            .header("cookie", session)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me["agent"]["name"], "ana@example.com");
+
+    // An assertion is what proves the console: without the key, refused.
+    provider.state.lock().unwrap().client_key = Some(
+        jsonwebtoken::DecodingKey::from_jwk(&{
+            let other =
+                aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .unwrap()
+                    .to_pkcs8v1()
+                    .unwrap();
+            Jwk::from_encoding_key(&EncodingKey::from_ec_der(other.as_ref()), Algorithm::ES256).unwrap()
+        })
+        .unwrap(),
+    );
+    let begun = begin(&two).await;
+    let code = provider.issue(&begun, now, json!({}), json!({}));
+    let state = begun.param("state");
+    let r = back(
+        &one,
+        &[("code", &code), ("state", &state), ("iss", &provider.issuer)],
+        Some(&begun.cookie),
+    )
+    .await;
+    refused_page(r, 502, "did not sign you in").await;
+    assert_eq!(provider.refusals(), ["invalid_client"]);
+    one.stop().await;
+    two.stop().await;
 }
 
 #[test]
