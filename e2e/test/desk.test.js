@@ -268,6 +268,17 @@ describe('agent console, web SDK and demo site', { timeout: 300_000 }, () => {
     for (const latency of await connection.locator(tid('probe-latency')).allTextContents()) assert.match(latency, /^\d+ ms$/);
     assert.equal(await connection.locator(tid('probe-summary')).getAttribute('data-ok'), 'true');
 
+    // Every agent's token, with when it expires (never the token itself).
+    await page.locator(tid('token-row')).first().waitFor();
+    const tokens = await page
+      .locator(tid('token-row'))
+      .evaluateAll((els) => els.map((e) => [e.dataset.agent, e.dataset.state, e.querySelector('[data-testid=token-expiry]').textContent]));
+    const admins = tokens.filter(([name]) => name === demo.agent.username);
+    assert.equal(admins.length, 1, JSON.stringify(tokens));
+    assert.equal(admins[0][1], 'ok');
+    assert.match(admins[0][2], /^in \d+ days$/);
+    assert.ok(!(await page.locator(tid('tokens-table')).textContent()).includes('dbg_'), 'no token value on the page');
+
     await page.locator(tid('audit-agent')).fill('viewer');
     await page.locator(tid('audit-apply')).click();
     await eventually('audit rows for viewer', async () => {

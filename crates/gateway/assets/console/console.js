@@ -1594,6 +1594,7 @@
       return;
     }
     if (!S.connectionsLoaded) loadConnections();
+    loadAgentTokens();
     $("audit-agent").value = query.get("agent") || "";
     $("audit-conversation").value = query.get("conversation") || "";
     const limit = query.get("limit") || "100";
@@ -1688,6 +1689,50 @@
       button.disabled = false;
       button.textContent = "Probe again";
     }
+  }
+
+  // When a token expires, said from now: "in 12 days", "expired".
+  function untilText(ts) {
+    const secs = ts - Date.now() / 1000;
+    if (secs <= 0) return "expired";
+    if (secs < 3600) return `in ${Math.max(1, Math.round(secs / 60))} min`;
+    if (secs < 2 * 86400) return `in ${Math.round(secs / 3600)} h`;
+    return `in ${Math.round(secs / 86400)} days`;
+  }
+
+  // Fourteen days: time enough to rotate a desk's token before it stops working.
+  const EXPIRY_WARNING_SECS = 14 * 86400;
+
+  async function loadAgentTokens() {
+    try {
+      const r = await api("/v1/agent-tokens");
+      setText($("tokens-error"), "");
+      const tokens = r.tokens || [];
+      $("token-rows").replaceChildren(...tokens.map(tokenRow));
+      show($("tokens-empty"), tokens.length === 0);
+    } catch (p) {
+      if (p.status === 403) renderAdminForbidden();
+      else if (p.status !== 401) setText($("tokens-error"), `The agent tokens could not be loaded. ${sentence(p)}`);
+    }
+  }
+
+  function tokenRow(t) {
+    const left = t.expires_at - Date.now() / 1000;
+    const state = left <= 0 ? "expired" : left < EXPIRY_WARNING_SECS ? "soon" : "ok";
+    return h(
+      "tr",
+      { "data-testid": "token-row", "data-agent": t.agent, "data-expires-at": t.expires_at, "data-state": state, "data-previous": String(Boolean(t.previous)) },
+      h("td", {}, t.agent),
+      h("td", {}, t.role),
+      h("td", {}, h("code", {}, t.id), t.previous ? h("span", { class: "muted" }, " rotating out") : null),
+      h(
+        "td",
+        {},
+        h("time", { datetime: new Date(t.expires_at * 1000).toISOString(), title: absolute(t.expires_at) }, absolute(t.expires_at)),
+        " ",
+        h("span", { class: `pill ${state === "ok" ? "outcome-ok" : "outcome-fail"}`, "data-testid": "token-expiry" }, untilText(t.expires_at))
+      )
+    );
   }
 
   let auditSeq = 0;
