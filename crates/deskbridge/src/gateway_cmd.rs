@@ -74,7 +74,9 @@ pub(crate) enum AgentCommand {
         #[arg(long, env = "DESKBRIDGE_CONFIG")]
         config: PathBuf,
     },
-    /// Remove an agent: its token and console sessions stop working.
+    /// Remove an agent: its token and console sessions stop working. For an
+    /// agent of the identity provider ([console.oidc]), ends its console
+    /// sessions.
     Remove {
         name: String,
         #[arg(long, env = "DESKBRIDGE_CONFIG")]
@@ -329,10 +331,22 @@ pub(crate) async fn agent(command: AgentCommand) -> anyhow::Result<()> {
         }
         AgentCommand::Remove { name, config } => {
             let gateway = Gateway::open(load(&config)?).await?;
-            if !gateway.remove_agent(&name).await? {
-                bail!("no agent named {name:?}");
+            let removed = gateway.remove_agent(&name).await?;
+            let mut out = std::io::stdout().lock();
+            match removed {
+                gateway::agents::Removed { agent: true, .. } => writeln!(out, "removed {name}")?,
+                // An agent of the identity provider: it has no token here,
+                // and signs in again only if the provider still says so.
+                gateway::agents::Removed {
+                    agent: false,
+                    sessions: 1..,
+                } => writeln!(
+                    out,
+                    "signed {name} out of the console ({} session(s) of the identity provider);                      take the agent out of the provider's mapped groups to keep it out",
+                    removed.sessions
+                )?,
+                _ => bail!("no agent named {name:?}, and no console session of that name"),
             }
-            writeln!(std::io::stdout().lock(), "removed {name}")?;
             return Ok(());
         }
     };

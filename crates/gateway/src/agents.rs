@@ -78,6 +78,15 @@ impl Gateway {
     }
 }
 
+/// What `remove_agent` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Whether there was a gateway agent (with a token) of that name.
+    pub agent: bool,
+    /// Console sessions ended, local or at the identity provider.
+    pub sessions: u64,
+}
+
 /// How long an agent lookup is remembered.
 const AGENT_CACHE_TTL: Duration = Duration::from_secs(5);
 
@@ -215,14 +224,14 @@ impl Gateway {
         Ok(self.now() + lifetime.as_secs() as i64)
     }
 
-    /// Removes an agent: its token and console sessions stop working here
-    /// at once, and on the other instances as soon as they hear of it.
-    /// False if there was no such agent.
-    pub async fn remove_agent(&self, name: &str) -> Result<bool, GatewayError> {
-        let removed = self.store.delete_agent(name).await?;
-        self.store.delete_agent_sessions(name).await?;
+    /// Removes an agent: its token and console sessions (also those signed
+    /// in at the identity provider under this name) stop working here at
+    /// once, and on the other instances as soon as they hear of it.
+    pub async fn remove_agent(&self, name: &str) -> Result<Removed, GatewayError> {
+        let agent = self.store.delete_agent(name).await?;
+        let sessions = self.store.delete_agent_sessions(name).await?;
         self.agent_changed(name).await;
-        Ok(removed)
+        Ok(Removed { agent, sessions })
     }
 
     async fn agent_changed(&self, name: &str) {

@@ -902,14 +902,20 @@ impl Store {
         Ok(())
     }
 
-    /// Ends every console session of an agent (its credentials changed).
-    pub async fn delete_agent_sessions(&self, name: &str) -> Result<(), GatewayError> {
-        on_pool!(&self.db, pool => sqlx::query("DELETE FROM console_sessions WHERE agent = $1")
-            .bind(name)
-            .execute(pool)
-            .await
-            .map(drop)?);
-        Ok(())
+    /// Ends every console session of an agent (its credentials changed, or
+    /// it was removed), signed in here or at the identity provider; the
+    /// number of sessions ended.
+    pub async fn delete_agent_sessions(&self, name: &str) -> Result<u64, GatewayError> {
+        on_pool!(&self.db, pool => {
+            let mut ended = 0;
+            for sql in [
+                "DELETE FROM console_sessions WHERE agent = $1",
+                "DELETE FROM console_idp_sessions WHERE agent = $1",
+            ] {
+                ended += sqlx::query(sql).bind(name).execute(pool).await?.rows_affected();
+            }
+            Ok(ended)
+        })
     }
 
     /// Writes up to [`MAX_AUDIT_ROWS`] audit records with one statement:

@@ -457,6 +457,22 @@ async fn an_agent_signs_in_at_the_provider_gets_the_mapped_role_and_signs_out_th
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // An administrator ends a provider agent's sessions at once (`agent remove`).
+    let removed = g.gateway.remove_agent("olga").await.unwrap();
+    assert_eq!(
+        removed,
+        gateway::agents::Removed {
+            agent: false,
+            sessions: 1
+        }
+    );
+    let r = client()
+        .get(g.url("/v1/audit"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 401, "unauthorized").await;
     g.stop().await;
 }
 
