@@ -2,20 +2,28 @@
 //! company is sent one token that says "agent X acting for customer Y",
 //! with only the action's scope.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::{Value, json};
 
 use crate::gateway_flow::{World, expect_problem, world_configured};
-use crate::support::{backend_counter, client, json as body_json};
+use crate::support::{backend_counter, client, json as body_json, spawn_company};
 
 /// The test world with `kind = "token_exchange"`, the profile read narrowed
 /// to `profile:read` and a card block to `cards:write`; `one_clock` as for
 /// `world_configured`.
 async fn exchange_world(one_clock: bool) -> World {
+    exchange_world_then(one_clock, |toml| toml).await
+}
+
+/// `exchange_world`, its gateway configuration then changed by `then`.
+async fn exchange_world_then(one_clock: bool, then: impl FnOnce(String) -> String) -> World {
     world_configured(
         |_| {},
         one_clock,
         |toml| {
-            toml.replace("kind = \"oauth2_client_credentials\"", "kind = \"token_exchange\"")
+            then(toml.replace("kind = \"oauth2_client_credentials\"", "kind = \"token_exchange\"")
                 .replace(
                     "scope = \"profile:read\"",
                     "scope = \"profile:read transactions:read cards:write\"",
@@ -36,7 +44,7 @@ input.reason = { type = "string", enum = ["lost", "stolen"], default = "lost" }
 body = { "/reason" = "reason" }
 [[channels]]"#,
                     1,
-                )
+                ))
         },
     )
     .await
@@ -275,4 +283,50 @@ async fn the_backend_exchanges_only_a_valid_customer_token_for_its_scope() {
             "the token is not echoed"
         );
     }
+}
+
+#[tokio::test]
+async fn an_exchange_endpoint_that_is_down_backs_off_and_callers_hear_unavailable() {
+    // The company's token endpoint answers 503 to everything, counting.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let down = spawn_company(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { axum::http::StatusCode::SERVICE_UNAVAILABLE }
+    }))
+    .await;
+    let w = exchange_world_then(false, |toml| {
+        toml.lines()
+            .map(|line| {
+                if line.starts_with("token_url = ") {
+                    format!("token_url = \"{down}/token\"")
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+    let (session, _) = w.customer_session(0, "web").await;
+    let conversation = session["conversation_id"].as_str().unwrap();
+
+    let r = run(&w, &w.agent, conversation, "getprofile", json!({}), None).await;
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body = expect_problem(r, 503, "system_token_unavailable").await;
+    assert!(!body.to_string().contains("eyJ"), "no token in the answer: {body}");
+    let tried = asked.load(Ordering::SeqCst);
+    assert!(tried >= 1);
+    // Within the back-off, callers are answered without asking again.
+    for _ in 0..3 {
+        let r = run(&w, &w.agent, conversation, "getprofile", json!({}), None).await;
+        expect_problem(r, 503, "system_token_unavailable").await;
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), tried, "the endpoint is not hammered");
+    // Nothing reached the company's API without a token.
+    assert_eq!(
+        backend_counter(&w.backend, "deskbridge_access_tokens_exchanged_total").await,
+        0
+    );
 }
