@@ -216,17 +216,26 @@ client_id = "deskbridge-console"
 role_map = { "cx" = "wizard" }
 api_audience = "deskbridge-console"
 "#;
+    assert_config_problems(
+        text,
+        &[
+            "console.oidc.issuer: must be https",
+            "console.oidc.role_map.cx: \"wizard\" is not a role",
+            "console.oidc.api_audience: must be the agent API's own audience",
+        ],
+    );
+}
+
+/// `config check` of `text` names each problem of `expected` (`key: start
+/// of the message`).
+pub(crate) fn assert_config_problems(text: &str, expected: &[&str]) {
     let config = gateway::GatewayConfig::parse(text).unwrap_or_else(|p| panic!("{p:?}"));
     let problems: Vec<String> = config
         .check()
         .iter()
         .map(|p| format!("{}: {}", p.path, p.message))
         .collect();
-    for expected in [
-        "console.oidc.issuer: must be https",
-        "console.oidc.role_map.cx: \"wizard\" is not a role",
-        "console.oidc.api_audience: must be the agent API's own audience",
-    ] {
+    for expected in expected {
         assert!(
             problems.iter().any(|p| p.starts_with(expected)),
             "{expected}: {problems:?}"

@@ -303,6 +303,27 @@ async fn back(g: &TestGateway, query: &[(&str, &str)], cookie: Option<&str>) -> 
     request.send().await.unwrap()
 }
 
+/// The user signs in at the provider for `begun` (its ID token with
+/// `claims` over the usual ones), and the browser comes back to `g` with
+/// the code, the state and the provider's `iss`.
+async fn come_back(
+    g: &TestGateway,
+    provider: &SignInProvider,
+    begun: &Begun,
+    now: u64,
+    claims: Value,
+    userinfo: Value,
+) -> reqwest::Response {
+    let code = provider.issue(begun, now, claims, userinfo);
+    let state = begun.param("state");
+    back(
+        g,
+        &[("code", &code), ("state", &state), ("iss", &provider.issuer)],
+        Some(&begun.cookie),
+    )
+    .await
+}
+
 /// A page that says why, and sets no console session.
 async fn refused_page(r: reqwest::Response, status: u16, says: &str) -> String {
     assert_eq!(r.status(), status);
@@ -431,20 +452,13 @@ async fn an_agent_signs_in_at_the_provider_gets_the_mapped_role_and_signs_out_th
     // Roles from userinfo, where the ID token leaves the groups out; an
     // admin group maps to admin.
     let begun = begin(&g).await;
-    let code = provider.issue(
+    let r = come_back(
+        &g,
+        &provider,
         &begun,
         now,
         json!({"groups": null, "preferred_username": null}),
         json!({"sub": "u-4711", "preferred_username": "olga", "groups": ["cx-admins"]}),
-    );
-    let r = back(
-        &g,
-        &[
-            ("code", &code),
-            ("state", &begun.param("state")),
-            ("iss", &provider.issuer),
-        ],
-        Some(&begun.cookie),
     )
     .await;
     assert_eq!(r.status(), 303);
@@ -535,10 +549,8 @@ async fn a_way_back_that_is_not_this_browsers_sign_in_is_refused_with_a_clear_pa
         (json!({"exp": now - 120}), "expired"),
     ] {
         let begun = begin(&g).await;
-        let code = provider.issue(&begun, now, claims.clone(), json!({}));
-        let state = begun.param("state");
-        let q = [("code", code.as_str()), ("state", &state), ("iss", &iss)];
-        refused_page(back(&g, &q, Some(&begun.cookie)).await, 400, says).await;
+        let r = come_back(&g, &provider, &begun, now, claims, json!({})).await;
+        refused_page(r, 400, says).await;
     }
 
     // The provider's refusal, with markup in its error code: shown as text.
@@ -556,24 +568,26 @@ async fn a_way_back_that_is_not_this_browsers_sign_in_is_refused_with_a_clear_pa
 
     // A user whose groups map to no role: signed in there, refused here.
     let begun = begin(&g).await;
-    let code = provider.issue(&begun, now, json!({"groups": ["staff", "sales"]}), json!({}));
-    let state = begun.param("state");
-    let q = [("code", code.as_str()), ("state", &state), ("iss", &iss)];
-    refused_page(back(&g, &q, Some(&begun.cookie)).await, 403, "role_map").await;
+    let r = come_back(
+        &g,
+        &provider,
+        &begun,
+        now,
+        json!({"groups": ["staff", "sales"]}),
+        json!({}),
+    )
+    .await;
+    refused_page(r, 403, "role_map").await;
     // Nor may a bot's group sign in to the console.
     let begun = begin(&g).await;
-    let code = provider.issue(&begun, now, json!({"groups": ["robots"]}), json!({}));
-    let state = begun.param("state");
-    let q = [("code", code.as_str()), ("state", &state), ("iss", &iss)];
-    refused_page(back(&g, &q, Some(&begun.cookie)).await, 400, "bot role").await;
+    let r = come_back(&g, &provider, &begun, now, json!({"groups": ["robots"]}), json!({})).await;
+    refused_page(r, 400, "bot role").await;
 
     // Ten minutes to sign in at the provider, no more.
     let begun = begin(&g).await;
-    let code = provider.issue(&begun, now, json!({}), json!({}));
     clock.advance(Duration::from_secs(601));
-    let state = begun.param("state");
-    let q = [("code", code.as_str()), ("state", &state), ("iss", &iss)];
-    refused_page(back(&g, &q, Some(&begun.cookie)).await, 400, "longer than 10 minutes").await;
+    let r = come_back(&g, &provider, &begun, now, json!({}), json!({})).await;
+    refused_page(r, 400, "longer than 10 minutes").await;
     // Every code above was redeemed with the console's secret and the
     // right PKCE verifier: the refusals were the gateway's own.
     assert!(provider.refusals().is_empty(), "{:?}", provider.refusals());
@@ -641,14 +655,7 @@ async fn a_sign_in_begun_on_one_instance_finishes_on_another_with_a_private_key(
     let now = backend::SystemClock.unix_secs();
 
     let begun = begin(&one).await;
-    let code = provider.issue(&begun, now, json!({}), json!({}));
-    let state = begun.param("state");
-    let r = back(
-        &two,
-        &[("code", &code), ("state", &state), ("iss", &provider.issuer)],
-        Some(&begun.cookie),
-    )
-    .await;
+    let r = come_back(&two, &provider, &begun, now, json!({}), json!({})).await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
     assert!(provider.refusals().is_empty(), "{:?}", provider.refusals());
     let session = set_cookie(&r, "deskbridge_console").unwrap();
@@ -678,14 +685,7 @@ async fn a_sign_in_begun_on_one_instance_finishes_on_another_with_a_private_key(
         .unwrap(),
     );
     let begun = begin(&two).await;
-    let code = provider.issue(&begun, now, json!({}), json!({}));
-    let state = begun.param("state");
-    let r = back(
-        &one,
-        &[("code", &code), ("state", &state), ("iss", &provider.issuer)],
-        Some(&begun.cookie),
-    )
-    .await;
+    let r = come_back(&one, &provider, &begun, now, json!({}), json!({})).await;
     refused_page(r, 502, "did not sign you in").await;
     assert_eq!(provider.refusals(), ["invalid_client"]);
     one.stop().await;
@@ -704,22 +704,14 @@ scopes = ["profile", "two words"]
 role_map = { "cx" = "agent" }
 passwords = false
 "#;
-    let config = gateway::GatewayConfig::parse(text).unwrap_or_else(|p| panic!("{p:?}"));
-    let problems: Vec<String> = config
-        .check()
-        .iter()
-        .map(|p| format!("{}: {}", p.path, p.message))
-        .collect();
-    for expected in [
-        "console.oidc.client_secret: is for console sign-in at the provider: set redirect_url",
-        "console.oidc.passwords: is for console sign-in at the provider",
-        "console.oidc.private_key: set client_secret or private_key, not both",
-        "console.oidc.scopes: must include \"openid\"",
-        "console.oidc.scopes: \"two words\" is not one scope",
-    ] {
-        assert!(
-            problems.iter().any(|p| p.starts_with(expected)),
-            "{expected}: {problems:?}"
-        );
-    }
+    crate::agent_idp::assert_config_problems(
+        text,
+        &[
+            "console.oidc.client_secret: is for console sign-in at the provider: set redirect_url",
+            "console.oidc.passwords: is for console sign-in at the provider",
+            "console.oidc.private_key: set client_secret or private_key, not both",
+            "console.oidc.scopes: must include \"openid\"",
+            "console.oidc.scopes: \"two words\" is not one scope",
+        ],
+    );
 }
