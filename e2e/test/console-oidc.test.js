@@ -100,6 +100,14 @@ describe('console sign-in at the identity provider', { timeout: 120_000 }, () =>
     await screenshot(page, 'console-oidc-no-role');
     const me = await page.evaluate(async () => (await fetch('/console/api/me')).status);
     assert.equal(me, 401, 'no console session');
+    // Sign out at the provider, and in again as someone with a role.
+    await page.getByTestId('sign-in-switch').click();
+    await page.waitForURL(`${gateway.idp.issuer}/**`);
+    await page.getByRole('button', { name: /yes, sign me out/i }).click();
+    await page.waitForURL(`${gateway.url}/console/**`);
+    await page.getByTestId('signin-provider').click();
+    await signInAtProvider(page, 'ana');
+    await page.getByTestId('agent-name').filter({ hasText: 'ana' }).waitFor();
     await closeChecked(w);
   });
 });

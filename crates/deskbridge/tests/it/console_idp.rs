@@ -577,7 +577,13 @@ async fn a_way_back_that_is_not_this_browsers_sign_in_is_refused_with_a_clear_pa
         json!({}),
     )
     .await;
-    refused_page(r, 403, "role_map").await;
+    let page = refused_page(r, 403, "role_map").await;
+    // With a way to sign out there, and in as someone else.
+    let switch = format!(
+        "href=\"{}/session/end?client_id={CLIENT_ID}&amp;post_logout_redirect_uri=",
+        provider.issuer
+    );
+    assert!(page.contains(&switch), "{page}");
     // Nor may a bot's group sign in to the console.
     let begun = begin(&g).await;
     let r = come_back(&g, &provider, &begun, now, json!({"groups": ["robots"]}), json!({})).await;

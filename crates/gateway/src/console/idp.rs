@@ -89,7 +89,7 @@ pub(crate) async fn begin(State(g): State<Shared>) -> Result<Response, Problem> 
     let pending = PendingSignIn::begin(g.now() as u64)?;
     let to = match idp.authorization_url(&pending).await {
         Ok(url) => url,
-        Err(e) => return Ok(outcome_page(idp, &e)),
+        Err(e) => return Ok(outcome_page(idp, &e, None)),
     };
     let sealed = serde_json::to_string(&pending)
         .map_err(|e| crate::GatewayError::Io(e.to_string()))
@@ -156,6 +156,7 @@ pub(crate) async fn finish(
                     &AgentIdpError::Invalid(
                         "its groups map to the bot role, which may not sign in to the console".into(),
                     ),
+                    None,
                 )
             } else {
                 let session = random_id("dbc_")?;
@@ -185,7 +186,13 @@ pub(crate) async fn finish(
         }
         Err(e) => {
             tracing::warn!(reason = %e, "console sign-in at the identity provider failed");
-            outcome_page(idp, &e)
+            // Signed in there as someone without a role: a way to sign out
+            // there, and in as someone else.
+            let switch = match e {
+                AgentIdpError::NoRole(_) => idp.logout_url(None).await,
+                _ => None,
+            };
+            outcome_page(idp, &e, switch.as_deref())
         }
     };
     // A pending sign-in is used once, whatever came of it.
@@ -221,8 +228,10 @@ fn pending_cookie(value: &str, max_age: u64, g: &Gateway) -> HeaderValue {
 
 const OUTCOME_HTML: &str = include_str!("../../assets/console/sign-in.html");
 
-/// A page that says why the sign-in did not complete, and what to do.
-fn outcome_page(idp: &AgentIdp, e: &AgentIdpError) -> Response {
+/// A page that says why the sign-in did not complete, and what to do; with
+/// `switch`, a link that ends the provider's session (to sign in there as
+/// someone else).
+fn outcome_page(idp: &AgentIdp, e: &AgentIdpError, switch: Option<&str>) -> Response {
     let provider = idp.display_name();
     let (status, title, advice) = match e {
         AgentIdpError::NoRole(claim) => (
@@ -251,7 +260,16 @@ fn outcome_page(idp: &AgentIdp, e: &AgentIdpError) -> Response {
     let page = OUTCOME_HTML
         .replace("{title}", &escape(&title))
         .replace("{detail}", &escape(&e.to_string()))
-        .replace("{advice}", &escape(&advice));
+        .replace("{advice}", &escape(&advice))
+        .replace(
+            "<!-- {switch} -->",
+            &switch.map_or_else(String::new, |url| {
+                format!(
+                    r#"<a class="button wide" href="{}" data-testid="sign-in-switch">Sign in as someone else</a>"#,
+                    escape(url)
+                )
+            }),
+        );
     let mut response = (status, page).into_response();
     let headers = response.headers_mut();
     headers.insert(
