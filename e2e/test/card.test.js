@@ -11,7 +11,10 @@
 //   4. origins: a desk whose origin is not configured gets no card; one that
 //      claims a configured origin it does not have is refused by the
 //      browser (frame-ancestors); another origin's frame posting a forged
-//      `deskbridge:open` is ignored; the card opened on its own does nothing.
+//      `deskbridge:open` is ignored; the card opened on its own does nothing;
+//   5. the company's page (examples/web-sdk, the web SDK) hands its chat
+//      widget's id to the SDK, at load (`externalRef`) and later
+//      (`setExternalRef`): the desk's card finds that customer by it.
 // The tests share one demo and run in order.
 
 import { after, before, describe, test } from 'node:test';
@@ -20,6 +23,7 @@ import { join } from 'node:path';
 import { freePort, startDemo } from '../lib/demo.js';
 import { startDeskHost } from '../lib/desk-host.js';
 import { eventually, launch, newWatchedContext, screenshot, SCREENSHOTS } from '../lib/browser.js';
+import { startSite } from '../lib/site.js';
 
 const tid = (id) => `[data-testid="${id}"]`;
 
@@ -30,6 +34,7 @@ let stranger; // the same desk page on an origin that is not configured
 let agent; // the browser of an agent at the desk
 let token;
 let alice; // her conversation
+let site; // the company's own web site, with the web SDK
 
 const cardFrame = (page) => page.frameLocator(tid('host-card-frame'));
 const hostState = (page) => page.locator(tid('host-card-state')).getAttribute('data-state');
@@ -44,9 +49,15 @@ async function jwtOf(username) {
 
 describe('the customer card inside a third-party desk', { timeout: 300_000 }, () => {
   before(async () => {
-    const [deskPort, strangerPort] = [await freePort(), await freePort()];
+    const [deskPort, strangerPort, sitePort] = [await freePort(), await freePort(), await freePort()];
     const deskOrigin = `http://127.0.0.1:${deskPort}`;
-    demo = await startDemo({ ttl: 600, logPath: join(SCREENSHOTS, 'demo-card.log'), cardOrigins: [deskOrigin] });
+    demo = await startDemo({
+      ttl: 600,
+      logPath: join(SCREENSHOTS, 'demo-card.log'),
+      cardOrigins: [deskOrigin],
+      allowOrigins: [`http://127.0.0.1:${sitePort}`],
+    });
+    site = await startSite(demo, sitePort);
     token = demo.agentToken('desk-bot-agent', 'agent');
     const config = {
       gateway: demo.gatewayUrl,
@@ -55,6 +66,9 @@ describe('the customer card inside a third-party desk', { timeout: 300_000 }, ()
       tickets: [
         { ref: 'HD-1001', subject: 'Card payment declined' },
         { ref: 'HD-2002', subject: 'Question about a transfer' },
+        // Chats of the company's web site: the widget's chat id is the ticket's.
+        { ref: 'HD-3003', subject: 'Web chat: card limit' },
+        { ref: 'HD-4004', subject: 'Web chat: a new payee' },
       ],
       forged_ref: 'HD-1001',
     };
@@ -71,6 +85,7 @@ describe('the customer card inside a third-party desk', { timeout: 300_000 }, ()
     await browser?.close();
     await desk?.close();
     await stranger?.close();
+    await site?.stop();
     await demo?.stop();
   });
 
@@ -173,6 +188,46 @@ describe('the customer card inside a third-party desk', { timeout: 300_000 }, ()
       await page.locator(`${tid('card-notice')}[data-state="standalone"]`).waitFor();
     } finally {
       await context.close();
+    }
+  });
+
+  test("5. the company's page hands its chat id to the web SDK; the desk's card finds the customer by it", async () => {
+    const customer = await newWatchedContext(browser);
+    try {
+      // Chen chats on the company's site; the chat widget's id is HD-3003.
+      const shop = await customer.page();
+      await shop.goto(`${site.url}/?chat=HD-3003`);
+      await shop.locator(`${tid('signin')}:not([hidden])`).waitFor();
+      await shop.locator(tid('username')).fill('chen');
+      await shop.locator(tid('password')).fill(demo.password('chen'));
+      await shop.locator(tid('signin-submit')).click();
+      await shop.locator(`${tid('status')}[data-status="connected"][data-login="authenticated"]`).waitFor();
+      await eventually('the SDK bound the ref', async () => (await shop.locator(tid('external-ref')).textContent()) === 'HD-3003');
+      const chen = await shop.evaluate(() => window.Deskbridge.getState());
+
+      // The desk opens the ticket of that chat: the card shows chen.
+      const page = agent.page;
+      const card = cardFrame(page);
+      await page.locator(`${tid('host-ticket')}[data-ref="HD-3003"]`).click();
+      await eventually('chen in the card', async () => (await card.locator(tid('customer-name')).textContent()) === 'Chen Wei');
+      assert.equal(await card.locator(tid('detail-conversation-id')).textContent(), chen.conversationId);
+      assert.equal(await card.locator(tid('card-ref')).textContent(), 'HD-3003');
+      await eventually('the desk hears chen', async () => (await page.locator(tid('host-card-customer')).textContent()) === 'Chen Wei');
+      await screenshot(page, 'card-by-sdk-ref');
+
+      // A ticket whose chat learns its id only later: the card waits, and
+      // fills in as soon as the page hands the id to the SDK.
+      await page.locator(`${tid('host-ticket')}[data-ref="HD-4004"]`).click();
+      await card.locator(`${tid('card-notice')}[data-state="not_found"]`).waitFor();
+      await shop.evaluate(() => window.Deskbridge.setExternalRef('HD-4004'));
+      await card.locator(`${tid('customer-card')}[data-state="ready"]`).waitFor();
+      assert.equal(await card.locator(tid('customer-name')).textContent(), 'Chen Wei');
+      assert.equal(await card.locator(tid('card-ref')).textContent(), 'HD-4004');
+      assert.match(await card.locator(tid('detail-external-refs')).textContent(), /HD-3003[\s\S]*HD-4004|HD-4004[\s\S]*HD-3003/);
+      assert.deepEqual(await shop.evaluate(() => window.example.errors), []);
+      assertNoProblems(agent, customer);
+    } finally {
+      await customer.context.close();
     }
   });
 });
