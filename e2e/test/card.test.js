@@ -14,7 +14,12 @@
 //      `deskbridge:open` is ignored; the card opened on its own does nothing;
 //   5. the company's page (examples/web-sdk, the web SDK) hands its chat
 //      widget's id to the SDK, at load (`externalRef`) and later
-//      (`setExternalRef`): the desk's card finds that customer by it.
+//      (`setExternalRef`): the desk's card finds that customer by it;
+//   6. the same desk with the card as the gateway's custom element
+//      (<deskbridge-card>, e2e/desk-host/element.html): a ticket sets its
+//      external-ref, the card's state and actions come as DOM events, the
+//      token given as a property is nowhere in the DOM, and a token
+//      attribute opens the card again.
 // The tests share one demo and run in order.
 
 import { after, before, describe, test } from 'node:test';
@@ -229,6 +234,50 @@ describe('the customer card inside a third-party desk', { timeout: 300_000 }, ()
     } finally {
       await customer.context.close();
     }
+  });
+
+  test('6. <deskbridge-card>: attributes open the card, its news comes as DOM events, the token stays out of the DOM', async () => {
+    const page = agent.page;
+    // Step (d) below: a token the gateway refuses, on purpose.
+    agent.expect(/\/v1\/me$/, 401);
+    await page.goto(`${desk.origin}/element.html`);
+    const card = page.frameLocator(`${tid('host-card')} iframe`);
+    await card.locator(`${tid('customer-card')}[data-state="ready"]`).waitFor();
+    assert.equal(await card.locator(tid('customer-name')).textContent(), 'Alice Martin');
+    assert.equal(await card.locator(tid('card-ref')).textContent(), 'HD-1001');
+    await eventually('the desk hears ready (a DOM event)', async () => (await hostState(page)) === 'ready');
+    assert.equal(await page.locator(tid('host-card-customer')).textContent(), 'Alice Martin');
+    assert.equal((await page.locator(tid('host-card')).evaluate((el) => el.state)).customer_name, 'Alice Martin');
+    // The element sized its frame to the card.
+    const height = await page.locator(`${tid('host-card')} iframe`).evaluate((f) => f.getBoundingClientRect().height);
+    assert.ok(height > 300, `frame height ${height}`);
+    // (a) The token, given as a property, is in no attribute nor in the page's markup.
+    assert.equal(await page.locator(tid('host-card')).getAttribute('token'), null);
+    assert.equal(await page.evaluate((t) => document.documentElement.outerHTML.includes(t), token), false);
+
+    // (b) A ticket sets external-ref: the card opens again, on bruno.
+    await page.locator(`${tid('host-ticket')}[data-ref="HD-2002"]`).click();
+    await eventually('bruno in the card', async () => (await card.locator(tid('customer-name')).textContent()) === 'Bruno Keller');
+    await eventually('the desk hears bruno', async () => (await page.locator(tid('host-card-customer')).textContent()) === 'Bruno Keller');
+
+    // (c) An action in the card: the desk hears it as a DOM event.
+    const tx = card.locator(`${tid('action-card')}[data-action="gettransactions"]`);
+    await tx.locator(`${tid('action-field')}[data-field="account_id"]`).fill('acc-2001');
+    await tx.locator(tid('action-run')).click();
+    await tx.locator(tid('result-table')).first().waitFor();
+    await eventually('the desk hears of the action', async () => (await page.locator(tid('host-card-action')).textContent()) === 'gettransactions: ok');
+    await screenshot(page, 'card-element-in-desk');
+
+    // (d) The token attribute: a refused one signs the card out, the right one brings it back.
+    await page.locator(tid('host-card')).evaluate((el) => {
+      el.token = null;
+      el.setAttribute('token', 'dbg_not-a-token');
+    });
+    await eventually('the desk hears signed_out', async () => (await hostState(page)) === 'signed_out');
+    await page.locator(tid('host-card')).evaluate((el, t) => el.setAttribute('token', t), token);
+    await eventually('ready again', async () => (await hostState(page)) === 'ready');
+    assert.equal(await card.locator(tid('customer-name')).textContent(), 'Bruno Keller');
+    assertNoProblems(agent);
   });
 });
 
