@@ -16,7 +16,9 @@
 //   7. `setExternalRef` after load binds it to the open session, and before
 //      the session opens it goes with the opening;
 //   8. a ref another conversation holds, or a malformed one, reaches the page
-//      as an error event; the chat goes on without it.
+//      as an error event; the chat goes on without it;
+//   9. a ref the gateway could not be reached for is kept, through a
+//      reload, and bound once the gateway answers.
 // The tests share one demo and one example site, and run in order.
 
 import { after, before, describe, test } from 'node:test';
@@ -433,6 +435,37 @@ describe("web SDK: the chat widget's id (externalRef)", { timeout: 300_000 }, ()
         }
       });
       assert.equal(thrown, 'TypeError');
+      assertNoProblems(w);
+    } finally {
+      await w.context.close();
+    }
+  });
+
+  test('9. a ref the gateway could not be reached for is kept through a reload, and bound once it answers', async () => {
+    const w = await newWatchedContext(browser);
+    // The browser's own report of the requests cut below.
+    w.expect(/\/external-refs$/, 'net::ERR_FAILED');
+    try {
+      const page = await w.page();
+      await page.goto(`${site.url}/`);
+      const opened = await stateWhere(page, 'anonymous chat', (s) => s.status === 'connected');
+      // The network between the page and the gateway fails for this call.
+      await page.route('**/external-refs', (route) => route.abort('failed'));
+      await page.evaluate(() => window.Deskbridge.setExternalRef('W-9001'));
+      assert.deepEqual(await page.evaluate(() => window.example.errors), ['external_ref:network_error']);
+      assert.equal((await stateOf(page)).externalRef, null);
+
+      // A reload while it still fails: the ref comes back from the stored
+      // session (the page does not give it again), and is tried again.
+      await page.reload();
+      await eventually('tried again after the reload', async () => (await page.evaluate(() => window.example.errors)).includes('external_ref:network_error'));
+      assert.equal((await stateOf(page)).sessionId, opened.sessionId);
+
+      // The network is back: a retry binds it.
+      await page.unroute('**/external-refs');
+      const bound = await stateWhere(page, 'bound', (s) => s.externalRef === 'W-9001');
+      assert.equal(bound.sessionId, opened.sessionId);
+      assert.deepEqual(await conversationsByRef('W-9001'), [opened.conversationId]);
       assertNoProblems(w);
     } finally {
       await w.context.close();
