@@ -36,6 +36,12 @@ export interface LoadOptions {
   customerHint?: string;
   /** Without it the session is anonymous. */
   contextProvider?: ContextProvider;
+  /**
+   * The desk's id for this chat: the chat or ticket id of the company's chat
+   * widget. Sent as the session opens (or bound to a resumed session); agents
+   * and desks find the conversation by it. See setExternalRef.
+   */
+  externalRef?: string;
 }
 
 export interface CustomerOptions {
@@ -59,6 +65,8 @@ export interface DeskbridgeState {
   authenticated: boolean;
   /** "expired": the login expired and a fresh one is being fetched. */
   login: Login;
+  /** The external ref the gateway bound to the session's conversation (the latest, if several). */
+  externalRef: string | null;
   refreshCount: number;
 }
 
@@ -81,7 +89,8 @@ export interface GatewayEvent {
 }
 
 export interface ErrorEvent {
-  where: "open" | "authenticate" | "refresh" | "events";
+  /** "external_ref": the ref from load() or setExternalRef() (external_ref_taken, invalid_external_ref, …). */
+  where: "open" | "authenticate" | "refresh" | "events" | "external_ref";
   /** The gateway's problem slug, no_token, network_error or http_<status>. */
   code: string;
   /** The HTTP status; 0 without an answer. */
@@ -122,6 +131,14 @@ export interface RunOptions {
 export declare const version: string;
 export declare function load(options: LoadOptions): void;
 export declare function setCustomer(options: CustomerOptions): Promise<void>;
+/**
+ * Names the session's conversation with the desk's id for this chat (the
+ * chat widget's chat or ticket id), once the page learns it. Bound at once on
+ * an open session, else sent when it opens; resolves when that is done (or
+ * kept for later). A refusal (external_ref_taken, invalid_external_ref) is an
+ * `error` event with where "external_ref"; the session goes on without it.
+ */
+export declare function setExternalRef(ref: string): Promise<void>;
 export declare function clear(): void;
 /** May be called before load(); returns a function that unsubscribes. */
 export declare function on<K extends keyof EventMap>(name: K, listener: (detail: EventMap[K]) => void): () => void;
@@ -132,6 +149,7 @@ declare const Deskbridge: {
   version: typeof version;
   load: typeof load;
   setCustomer: typeof setCustomer;
+  setExternalRef: typeof setExternalRef;
   clear: typeof clear;
   on: typeof on;
   getState: typeof getState;

@@ -20,7 +20,7 @@ cp "$source" "$build/deskbridge.js"
 # The ES module: the same code, its Deskbridge exported instead of left global.
 {
   cat "$source"
-  printf '\nexport default Deskbridge;\nexport const { version, load, setCustomer, clear, on, getState, run } = Deskbridge;\n'
+  printf '\nexport default Deskbridge;\nexport const { version, load, setCustomer, setExternalRef, clear, on, getState, run } = Deskbridge;\n'
 } > "$build/deskbridge.mjs"
 cp "$here/deskbridge.d.ts" "$build/deskbridge.d.ts"
 cp "$here/README.md" "$build/README.md"

@@ -1,6 +1,7 @@
 // The sample host page: a third-party desk (e2e/desk-host/) that frames the
-// deskbridge customer card in its sidebar. Served here, by the test
-// harness, never by the gateway: its own origin is the point.
+// deskbridge customer card in its sidebar (index.html: by the postMessage
+// contract; element.html: as the gateway's <deskbridge-card>). Served here,
+// by the test harness, never by the gateway: its own origin is the point.
 
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -13,6 +14,8 @@ const FILES = {
   '/desk.css': ['desk.css', 'text/css; charset=utf-8'],
   '/intruder.html': ['intruder.html', 'text/html; charset=utf-8'],
   '/intruder.js': ['intruder.js', 'text/javascript; charset=utf-8'],
+  '/element.html': ['element.html', 'text/html; charset=utf-8'],
+  '/element.js': ['element.js', 'text/javascript; charset=utf-8'],
 };
 
 /**

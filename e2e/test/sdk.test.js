@@ -9,7 +9,16 @@
 //   4. switching customers without clear(): by the hint, by the token, and
 //      a site session that lapsed;
 //   5. three tabs of one customer: one of them asks the company for a fresh
-//      token, the others take it; each shows the login expired meanwhile.
+//      token, the others take it; each shows the login expired meanwhile;
+//   6. the chat widget's id as `externalRef` at load: an agent finds the
+//      conversation by it over HTTP, it follows the visitor's sign-in, and a
+//      reload keeps it;
+//   7. `setExternalRef` after load binds it to the open session, and before
+//      the session opens it goes with the opening;
+//   8. a ref another conversation holds, or a malformed one, reaches the page
+//      as an error event; the chat goes on without it;
+//   9. a ref the gateway could not be reached for is kept, through a
+//      reload, and bound once the gateway answers.
 // The tests share one demo and one example site, and run in order.
 
 import { after, before, describe, test } from 'node:test';
@@ -27,6 +36,7 @@ const WORKSPACE_VERSION = readFileSync(resolve(E2E_ROOT, '..', 'Cargo.toml'), 'u
 let demo;
 let site;
 let browser;
+let agentToken; // an agent of the desk, to look conversations up by ref
 
 function assertNoProblems(...watched) {
   assert.deepEqual(watched.flatMap((w) => w.problems), [], 'browser console errors or uncaught exceptions');
@@ -49,6 +59,7 @@ describe('web SDK on a page of its own', { timeout: 300_000 }, () => {
     demo = await startDemo({ ttl: TTL, logPath: join(SCREENSHOTS, 'demo-sdk.log'), allowOrigins: [`http://127.0.0.1:${port}`] });
     site = await startSite(demo, port);
     browser = await launch();
+    agentToken = demo.agentToken('sdk-ref-agent', 'agent');
   });
 
   after(async () => {
@@ -249,6 +260,212 @@ describe('web SDK on a page of its own', { timeout: 300_000 }, () => {
       const sessions = await Promise.all(tabs.map((t) => stateOf(t)));
       assert.equal(new Set(sessions.map((s) => s.sessionId)).size, 3, 'a session per tab');
       assert.equal(new Set(sessions.map((s) => s.conversationId)).size, 1, 'one conversation');
+      assertNoProblems(w);
+    } finally {
+      await w.context.close();
+    }
+  });
+});
+
+/** What an agent finds by a desk ref: GET /v1/conversations?external_ref=, over HTTP. */
+async function conversationsByRef(ref) {
+  const res = await fetch(`${demo.gatewayUrl}/v1/conversations?external_ref=${encodeURIComponent(ref)}&connection=acme`, {
+    headers: { authorization: `Bearer ${agentToken}` },
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.json()).conversations.map((c) => c.id);
+}
+
+/** Waits until the page's state satisfies `ok`, and returns it. */
+async function stateWhere(page, what, ok) {
+  return eventually(what, async () => {
+    const s = await stateOf(page);
+    return ok(s) && s;
+  });
+}
+
+describe("web SDK: the chat widget's id (externalRef)", { timeout: 300_000 }, () => {
+  before(async () => {
+    const port = await freePort();
+    demo = await startDemo({ ttl: 600, logPath: join(SCREENSHOTS, 'demo-sdk-ref.log'), allowOrigins: [`http://127.0.0.1:${port}`] });
+    site = await startSite(demo, port);
+    browser = await launch();
+    agentToken = demo.agentToken('sdk-ref-agent', 'agent');
+  });
+
+  after(async () => {
+    await browser?.close();
+    await site?.stop();
+    await demo?.stop();
+  });
+
+  test('6. externalRef at load: an agent finds the conversation by it; it follows the sign-in; a reload keeps it', async () => {
+    const w = await newWatchedContext(browser);
+    try {
+      const page = await w.page();
+      const opens = [];
+      page.on('request', (r) => /\/v1\/sessions$/.test(r.url()) && r.method() === 'POST' && opens.push(JSON.parse(r.postData())));
+      await page.goto(`${site.url}/?chat=W-6001`);
+      const anonymous = await stateWhere(page, 'the ref bound', (s) => s.status === 'connected' && s.externalRef === 'W-6001');
+      assert.equal(anonymous.login, 'anonymous');
+      assert.equal(opens.length, 1);
+      assert.equal(opens[0].external_ref, 'W-6001', 'sent with the session opening');
+      assert.equal(await page.locator(tid('external-ref')).textContent(), 'W-6001');
+      assert.deepEqual(await conversationsByRef('W-6001'), [anonymous.conversationId]);
+
+      // The visitor signs in: their conversation, ref included, becomes alice's.
+      await signIn(page, 'alice');
+      const alice = await stateOf(page);
+      assert.notEqual(alice.conversationId, anonymous.conversationId);
+      assert.equal(alice.externalRef, 'W-6001');
+      assert.deepEqual(await conversationsByRef('W-6001'), [alice.conversationId]);
+
+      // A reload of a page that no longer gives the ref keeps the session's.
+      await page.goto(`${site.url}/`);
+      await page.locator(`${tid('status')}[data-status="connected"][data-login="authenticated"]`).waitFor();
+      const reloaded = await stateOf(page);
+      assert.equal(reloaded.sessionId, alice.sessionId);
+      assert.equal(reloaded.externalRef, 'W-6001');
+      assert.equal(await page.locator(tid('external-ref')).textContent(), 'W-6001');
+      assert.deepEqual(await page.evaluate(() => window.example.errors), []);
+      assert.equal(opens.length, 1, 'no session opened again');
+      await page.locator(tid('signout')).click();
+      await stateWhere(page, 'signed out, without the ref', (s) => s.status === 'connected' && s.sessionId !== alice.sessionId);
+      assert.equal((await stateOf(page)).externalRef, null, "the signed-out customer's ref stays with her conversation");
+      assert.deepEqual(await conversationsByRef('W-6001'), [alice.conversationId]);
+      assertNoProblems(w);
+    } finally {
+      await w.context.close();
+    }
+  });
+
+  test('7. setExternalRef: on the open session at once, before the opening with it; a reload keeps it', async () => {
+    const w = await newWatchedContext(browser);
+    try {
+      const page = await w.page();
+      const sent = [];
+      page.on('request', (r) => {
+        if (r.method() !== 'POST') return;
+        if (/\/v1\/sessions$/.test(r.url())) sent.push(`open:${JSON.parse(r.postData()).external_ref || ''}`);
+        if (/\/external-refs$/.test(r.url())) sent.push(`bind:${JSON.parse(r.postData()).external_ref}`);
+      });
+      await page.goto(`${site.url}/`);
+      await signIn(page, 'bruno');
+      const bruno = await stateOf(page);
+      assert.equal(bruno.externalRef, null);
+      // The chat widget learns its chat id after load.
+      const after = await page.evaluate(() => window.Deskbridge.setExternalRef('W-7001').then(() => window.Deskbridge.getState()));
+      assert.equal(after.externalRef, 'W-7001');
+      assert.equal(after.sessionId, bruno.sessionId, 'the same session');
+      assert.deepEqual(sent, ['open:', 'bind:W-7001']);
+      assert.deepEqual(await conversationsByRef('W-7001'), [bruno.conversationId]);
+      // Again the same ref: nothing to send.
+      await page.evaluate(() => window.Deskbridge.setExternalRef('W-7001'));
+      assert.deepEqual(sent, ['open:', 'bind:W-7001']);
+
+      // Given before the session opens: it goes with the opening. (Signed
+      // out of the site first, so the reload below stays anonymous.)
+      sent.length = 0;
+      const fresh = await page.evaluate(async () => {
+        const D = window.Deskbridge;
+        const config = await (await fetch('/config.json')).json();
+        await fetch('/logout', { method: 'POST' });
+        D.clear();
+        D.load({ gateway: config.gateway, appKey: config.appKey, channel: config.channel, connection: config.connection });
+        await D.setExternalRef('W-7002');
+        const end = Date.now() + 10_000;
+        while (D.getState().externalRef !== 'W-7002' || D.getState().status !== 'connected') {
+          if (Date.now() > end) throw new Error(JSON.stringify(D.getState()));
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        return D.getState();
+      });
+      assert.deepEqual(sent, ['open:W-7002']);
+      assert.deepEqual(await conversationsByRef('W-7002'), [fresh.conversationId]);
+
+      // The ref survives a reload with its session.
+      await page.reload();
+      const reloaded = await stateWhere(page, 'resumed', (s) => s.status === 'connected');
+      assert.equal(reloaded.sessionId, fresh.sessionId);
+      assert.equal(reloaded.externalRef, 'W-7002');
+      assert.deepEqual(sent, ['open:W-7002'], 'nothing sent again');
+      assert.deepEqual(await page.evaluate(() => window.example.errors), []);
+      assertNoProblems(w);
+    } finally {
+      await w.context.close();
+    }
+  });
+
+  test("8. a ref another conversation holds, or a malformed one, reaches the page as an error; the chat goes on", async () => {
+    const w = await newWatchedContext(browser);
+    // The gateway's refusals, on purpose.
+    w.expect(/\/v1\/sessions$/, 409);
+    w.expect(/\/external-refs$/, 409);
+    w.expect(/\/external-refs$/, 400);
+    try {
+      // Chen's app named the chat first.
+      const chen = await demo.openSession({ auth: { token: (await demo.customerLogin('chen')).JWT }, external_ref: 'W-8001' });
+      const page = await w.page();
+      await page.goto(`${site.url}/?chat=W-8001`);
+      const opened = await stateWhere(page, 'the chat open without the ref', (s) => s.status === 'connected');
+      await eventually('the error reached the page', async () => (await page.evaluate(() => window.example.errors)).length === 1);
+      assert.deepEqual(await page.evaluate(() => window.example.errors), ['external_ref:external_ref_taken']);
+      assert.match(await page.locator(tid('problem')).textContent(), /another conversation/);
+      assert.equal(opened.externalRef, null);
+      assert.equal(await page.locator(tid('external-ref')).textContent(), 'none');
+      assert.deepEqual(await conversationsByRef('W-8001'), [chen.conversation_id], "the ref still names chen's conversation");
+
+      // The same on the open session, and a ref that is not one.
+      await page.evaluate(() => window.Deskbridge.setExternalRef('W-8001'));
+      await page.evaluate(() => window.Deskbridge.setExternalRef('not a ref'));
+      const errors = await page.evaluate(() => window.example.errors);
+      assert.deepEqual(errors, ['external_ref:external_ref_taken', 'external_ref:external_ref_taken', 'external_ref:invalid_external_ref']);
+      const after = await stateOf(page);
+      assert.equal(after.status, 'connected');
+      assert.equal(after.sessionId, opened.sessionId, 'the chat goes on');
+      assert.equal(after.externalRef, null);
+      assert.deepEqual(await conversationsByRef('W-8001'), [chen.conversation_id]);
+      // Not a string: the page's own mistake, thrown at once.
+      const thrown = await page.evaluate(() => {
+        try {
+          window.Deskbridge.setExternalRef('');
+          return null;
+        } catch (e) {
+          return e.name;
+        }
+      });
+      assert.equal(thrown, 'TypeError');
+      assertNoProblems(w);
+    } finally {
+      await w.context.close();
+    }
+  });
+
+  test('9. a ref the gateway could not be reached for is kept through a reload, and bound once it answers', async () => {
+    const w = await newWatchedContext(browser);
+    // The browser's own report of the requests cut below.
+    w.expect(/\/external-refs$/, 'net::ERR_FAILED');
+    try {
+      const page = await w.page();
+      await page.goto(`${site.url}/`);
+      const opened = await stateWhere(page, 'anonymous chat', (s) => s.status === 'connected');
+      // The network between the page and the gateway fails for this call.
+      await page.route('**/external-refs', (route) => route.abort('failed'));
+      await page.evaluate(() => window.Deskbridge.setExternalRef('W-9001'));
+      assert.deepEqual(await page.evaluate(() => window.example.errors), ['external_ref:network_error']);
+      assert.equal((await stateOf(page)).externalRef, null);
+
+      // A reload while it still fails: the ref comes back from the stored
+      // session (the page does not give it again), and is tried again.
+      await page.reload();
+      await eventually('tried again after the reload', async () => (await page.evaluate(() => window.example.errors)).includes('external_ref:network_error'));
+      assert.equal((await stateOf(page)).sessionId, opened.sessionId);
+
+      // The network is back: a retry binds it.
+      await page.unroute('**/external-refs');
+      const bound = await stateWhere(page, 'bound', (s) => s.externalRef === 'W-9001');
+      assert.equal(bound.sessionId, opened.sessionId);
+      assert.deepEqual(await conversationsByRef('W-9001'), [opened.conversationId]);
       assertNoProblems(w);
     } finally {
       await w.context.close();

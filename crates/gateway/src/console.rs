@@ -34,6 +34,7 @@ const CARD_HTML: &str = include_str!("../assets/console/card.html");
 const CONSOLE_JS: &str = include_str!("../assets/console/console.js");
 const CONSOLE_CSS: &str = include_str!("../assets/console/console.css");
 const SDK_JS: &str = include_str!("../assets/sdk/deskbridge.js");
+const CARD_ELEMENT_JS: &str = include_str!("../assets/sdk/deskbridge-card.js");
 
 /// Nothing but the gateway itself: no CDN, no inline script or style.
 pub(crate) const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -66,6 +67,7 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/card", get(card))
         .route("/sdk/deskbridge.js", get(sdk))
         .route(SDK_PATH, get(versioned_sdk))
+        .route(CARD_ELEMENT_PATH, get(card_element))
         .route("/console/api/login", post(login))
         .route("/console/api/sign-in", get(idp::options))
         .route("/console/oidc/login", get(idp::begin))
@@ -153,9 +155,19 @@ async fn card(State(g): State<Shared>, axum::extract::RawQuery(query): axum::ext
     response
 }
 
+/// `<deskbridge-card>`, the customer card as a custom element for a desk's
+/// page: it frames `/card` and speaks its postMessage contract (version 1).
+pub const CARD_ELEMENT_PATH: &str = "/sdk/v1/deskbridge-card.js";
+
 /// The SDK is loaded by companies' pages on other origins.
 async fn sdk() -> Response {
     sdk_response("public, max-age=300")
+}
+
+/// Loaded by desks' pages on other origins, like the SDK; not pinned, so
+/// cached briefly.
+async fn card_element() -> Response {
+    script_response(CARD_ELEMENT_JS, "public, max-age=300")
 }
 
 /// A week, then a cheap revalidation by ETag: a gateway upgrade reaches
@@ -183,7 +195,12 @@ async fn versioned_sdk(headers: HeaderMap) -> Response {
 }
 
 fn sdk_response(cache: &'static str) -> Response {
-    let mut response = SDK_JS.into_response();
+    script_response(SDK_JS, cache)
+}
+
+/// A script for pages of other origins.
+fn script_response(body: &'static str, cache: &'static str) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -23,6 +23,7 @@
     el.dataset.status = s.status;
     el.dataset.login = s.login;
     el.dataset.reason = s.reason || "";
+    $("external-ref").textContent = s.externalRef || "none";
   });
   D.on("error", (e) => {
     seen.errors.push(`${e.where}:${e.code}`);
@@ -32,9 +33,14 @@
   D.on("refresh", () => (seen.refreshes += 1));
 
   let config;
+  // The company's chat widget's id for this chat (its chat or ticket id at
+  // the desk), here from ?chat=: the desk finds the conversation by it. A
+  // widget that learns it later calls D.setExternalRef(id) then.
+  let chatId = new URLSearchParams(location.search).get("chat");
 
   function start(me) {
     const options = { gateway: config.gateway, appKey: config.appKey, channel: config.channel, connection: config.connection };
+    if (chatId) options.externalRef = chatId;
     if (me) {
       options.customerHint = me.hint; // who the page says is signed in
       options.contextProvider = contextProvider;
@@ -66,6 +72,7 @@
   $("signout").addEventListener("click", async () => {
     await fetch("/logout", { method: "POST" });
     D.clear(); // forget the customer's session in this tab
+    chatId = null; // the widget's chat was the signed-out customer's
     show(null);
     start(null);
   });

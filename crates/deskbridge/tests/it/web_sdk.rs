@@ -1,6 +1,7 @@
 //! What the web SDK needs from the gateway, on real sockets: the origin
 //! check any page may call, the versioned SDK URL with its integrity value
-//! (the one in docs/web-sdk.md), and `deskbridge demo --allow-origin`.
+//! (the one in docs/web-sdk.md), `deskbridge demo --allow-origin`, and the
+//! card's custom element for desks' pages.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -144,6 +145,30 @@ async fn the_versioned_sdk_is_cached_long_and_its_integrity_is_the_documented_on
         docs.contains(&format!("integrity=\"{integrity}\"")),
         "docs/web-sdk.md must quote the SDK's integrity value: integrity=\"{integrity}\""
     );
+}
+
+/// `<deskbridge-card>` is served like the SDK, for desks' pages on other
+/// origins: a script any origin may load, and that defines the element.
+#[tokio::test]
+async fn the_card_element_is_served_to_pages_of_any_origin() {
+    let w = world_configured(|_| {}, false, |t| t).await;
+    let r = client()
+        .get(w.gateway.url(gateway::CARD_ELEMENT_PATH))
+        .header("origin", "https://desk.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let headers = r.headers().clone();
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    let cache = headers["cache-control"].to_str().unwrap();
+    assert!(cache.contains("max-age=300"), "{cache}");
+    let text = r.text().await.unwrap();
+    assert!(text.contains(r#"var NAME = "deskbridge-card";"#), "{text}");
+    assert!(text.contains("customElements.define(NAME"), "{text}");
 }
 
 fn free_port() -> u16 {

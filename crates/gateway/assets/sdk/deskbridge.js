@@ -19,6 +19,8 @@ var Deskbridge = (function (global) {
   var SHARED_SLACK_MS = 2000;
   // Errors no retry can cure: the page's configuration must change.
   var PERMANENT = { invalid_app_key: true, unknown_connection: true, origin_not_allowed: true };
+  // The gateway's refusals of an external ref: the ref is dropped, the session goes on.
+  var REF_REFUSED = { external_ref_taken: true, invalid_external_ref: true };
 
   var listeners = {};
   var config = null; // { gateway, appKey, channel, connection, customerId, customerHint, contextProvider }
@@ -31,7 +33,15 @@ var Deskbridge = (function (global) {
     conversationId: null,
     authenticated: false,
     login: "anonymous",
+    // The desk's id for this chat (its chat or ticket id) that the gateway
+    // bound to the session's conversation.
+    externalRef: null,
   };
+  // A ref the page gave that the gateway has not bound yet: sent with the
+  // session's opening, or on its own once the session is open.
+  var wantedRef = null;
+  var refRetryTimer = null;
+  var refRetryMs = BACKOFF_MIN_MS;
   // Who the page said the session's customer is (customerHint or customerId).
   var sessionHint = null;
   var expiredAt = 0;
@@ -86,6 +96,7 @@ var Deskbridge = (function (global) {
       conversationId: state.conversationId,
       authenticated: state.authenticated,
       login: state.login,
+      externalRef: state.externalRef,
       refreshCount: refreshCount,
     };
   }
@@ -124,6 +135,8 @@ var Deskbridge = (function (global) {
           // Whether a customer signed in on it, even if the login expired since.
           authenticated: state.login !== "anonymous",
           hint: sessionHint,
+          externalRef: state.externalRef,
+          pendingRef: wantedRef,
         })
       );
     } catch (e) {
@@ -443,10 +456,15 @@ var Deskbridge = (function (global) {
     return run;
   }
 
-  function adopt(gen, session, hint) {
+  // `opened`: a session just opened, with the ref it was opened with (or none).
+  function adopt(gen, session, hint, opened) {
     if (gen !== generation || !session) return;
     var moved = session.session_id !== state.sessionId;
     sessionHint = session.authenticated === true ? hint : null;
+    if (opened) {
+      if (opened.ref && wantedRef === opened.ref) wantedRef = null;
+      setState({ externalRef: opened.ref });
+    }
     setState({ sessionId: session.session_id, conversationId: session.conversation_id });
     setLogin(session.authenticated === true ? "authenticated" : "anonymous");
     saveStored();
@@ -454,13 +472,21 @@ var Deskbridge = (function (global) {
     if (moved || (!stream && !reconnectTimer)) connectStream();
   }
 
+  // The gateway forgot the session: the next one carries the chat's ref again.
+  function sessionGone() {
+    forgetStored();
+    if (!wantedRef) wantedRef = state.externalRef;
+    setState({ sessionId: null, conversationId: null, externalRef: null });
+  }
+
   // Another customer than the session's: the session is left, not continued.
+  // Its ref stays with its conversation; a ref not yet sent goes to the new one.
   function switchCustomer(gen, reason, ctx) {
     var previous = state.conversationId;
     closeStream();
     forgetStored();
     sessionHint = null;
-    setState({ sessionId: null, conversationId: null });
+    setState({ sessionId: null, conversationId: null, externalRef: null });
     setLogin("anonymous");
     emit("identity_changed", { reason: reason, previousConversationId: previous });
     return openSession(gen, ctx);
@@ -474,10 +500,12 @@ var Deskbridge = (function (global) {
       var body = authBody(ctx);
       body.channel = config.channel;
       body.connection = config.connection;
+      var ref = wantedRef;
+      if (ref) body.external_ref = ref;
       return post("/v1/sessions", body).then(
         function (session) {
           openNeedsRefresh = false;
-          adopt(gen, session, hint);
+          adopt(gen, session, hint, { ref: ref });
           if (gen === generation && config.contextProvider && !body.auth) {
             // The chat works anonymously meanwhile; the login is asked for again.
             reportError("open", noToken("the contextProvider gave no token"));
@@ -486,11 +514,81 @@ var Deskbridge = (function (global) {
           return session;
         },
         function (err) {
+          if (gen === generation && ref && REF_REFUSED[err.code]) {
+            // The chat goes on without the ref; the page hears why.
+            if (wantedRef === ref) wantedRef = null;
+            reportError("external_ref", err);
+            return openSession(gen, ctx || undefined);
+          }
           if (err.code === "customer_token_expired" || err.code === "invalid_customer_token") openNeedsRefresh = true;
           throw err;
         }
       );
     });
+  }
+
+  // Binds the ref the page gave to the open session's conversation
+  // (POST /v1/sessions/{id}/external-refs). Without a session, the ref
+  // waits for the session's opening.
+  function bindRef(gen) {
+    var ref = wantedRef;
+    if (gen !== generation || !ref || !state.sessionId) return Promise.resolve(null);
+    if (ref === state.externalRef) {
+      wantedRef = null;
+      return Promise.resolve(null);
+    }
+    var sessionId = state.sessionId;
+    return post("/v1/sessions/" + encodeURIComponent(sessionId) + "/external-refs", { external_ref: ref }).then(
+      function (bound) {
+        if (gen !== generation || state.sessionId !== sessionId) return bound;
+        if (wantedRef === ref) wantedRef = null;
+        refRetryMs = BACKOFF_MIN_MS;
+        setState({ externalRef: ref });
+        saveStored();
+        return bound;
+      },
+      function (err) {
+        if (gen !== generation) throw err;
+        if (err.code === "unknown_session") {
+          // The gateway forgot the session: a new one opens with the ref.
+          sessionGone();
+          closeStream();
+          setLogin("anonymous");
+          return openSession(gen);
+        }
+        if (REF_REFUSED[err.code] && wantedRef === ref) {
+          wantedRef = null;
+          saveStored();
+        }
+        throw err;
+      }
+    );
+  }
+
+  // Binds the waiting ref after what is under way; a refusal reaches the
+  // page as an error, a failure that may pass is tried again later.
+  function bindWantedRef() {
+    var gen = generation;
+    return enqueue(bindRef).then(
+      function () {},
+      function (err) {
+        if (gen !== generation) return;
+        if (err && REF_REFUSED[err.code]) return reportError("external_ref", err);
+        return reportFailure(gen, "external_ref", err).then(function (retry) {
+          if (retry) scheduleRefRetry(gen);
+        });
+      }
+    );
+  }
+
+  function scheduleRefRetry(gen) {
+    if (gen !== generation || refRetryTimer) return;
+    var delay = refRetryMs;
+    refRetryMs = Math.min(refRetryMs * 2, BACKOFF_MAX_MS);
+    refRetryTimer = setTimeout(function () {
+      refRetryTimer = null;
+      if (gen === generation && wantedRef) bindWantedRef();
+    }, delay);
   }
 
   // Opens a session unless one was opened meanwhile (by a 404 elsewhere).
@@ -515,8 +613,7 @@ var Deskbridge = (function (global) {
           if (gen !== generation) throw err;
           if (err.status === 404) {
             // The gateway forgot this session: start a new one with the login.
-            forgetStored();
-            setState({ sessionId: null, conversationId: null });
+            sessionGone();
             setLogin("anonymous");
             return openSession(gen);
           }
@@ -633,9 +730,9 @@ var Deskbridge = (function (global) {
       .then(function (res) {
         if (!current()) return null;
         if (res.status === 404) {
-          forgetStored();
           stream = null;
-          setState({ sessionId: null, conversationId: null, authenticated: false });
+          sessionGone();
+          setState({ authenticated: false });
           enqueue(ensureSession).catch(function (err) {
             // A superseded open is the replacing call's to make.
             reportFailure(gen, "open", err).then(function (retry) {
@@ -792,10 +889,12 @@ var Deskbridge = (function (global) {
       customerHint: optionalString(opts.customerHint),
       contextProvider: typeof opts.contextProvider === "function" ? opts.contextProvider : null,
     };
+    var givenRef = optionalString(opts.externalRef);
     // The same page mounting twice (React's StrictMode, a router): the
     // session under way goes on, with the newest contextProvider.
     if (config && sameChat(config, next) && state.status !== "failed" && state.status !== "idle") {
       config.contextProvider = next.contextProvider;
+      if (givenRef && givenRef !== state.externalRef && givenRef !== wantedRef) setExternalRef(givenRef);
       return;
     }
     if (config) reset(false);
@@ -811,10 +910,16 @@ var Deskbridge = (function (global) {
       emit("identity_changed", { reason: reason, previousConversationId: stored.conversationId || null });
       stored = null;
     }
+    // A ref given before load() (setExternalRef) counts as given to it.
+    givenRef = givenRef || wantedRef;
     if (stored) {
       sessionHint = stored.hint || null;
-      setState({ sessionId: stored.sessionId, conversationId: stored.conversationId || null });
+      var storedRef = typeof stored.externalRef === "string" ? stored.externalRef : null;
+      var pendingRef = typeof stored.pendingRef === "string" ? stored.pendingRef : null;
+      setState({ sessionId: stored.sessionId, conversationId: stored.conversationId || null, externalRef: storedRef });
       setLogin(stored.authenticated === true ? "authenticated" : "anonymous");
+      wantedRef = givenRef || pendingRef;
+      if (wantedRef === storedRef) wantedRef = null;
       if (config.contextProvider) {
         // The page's current login: it signs in a session opened
         // anonymously, and the gateway tells whether it is still the
@@ -827,11 +932,13 @@ var Deskbridge = (function (global) {
           });
         });
       }
+      if (wantedRef) bindWantedRef();
       connectStream();
       return;
     }
     sessionHint = null;
-    setState({ sessionId: null, conversationId: null });
+    wantedRef = givenRef;
+    setState({ sessionId: null, conversationId: null, externalRef: null });
     setLogin("anonymous");
     enqueue(openSession).catch(function (err) {
       reportFailure(gen, "open", err).then(function (retry) {
@@ -860,11 +967,29 @@ var Deskbridge = (function (global) {
       // The page names another customer than the session's.
       if (state.login !== "anonymous" && hint && sessionHint && hint !== sessionHint) return switchCustomer(g, "hint");
       return authenticate(g, false);
-    }).catch(function (err) {
-      return reportFailure(gen, "authenticate", err).then(function (retry) {
-        if (retry && err && err.code === "no_token") retryAuthenticate();
+    })
+      .catch(function (err) {
+        return reportFailure(gen, "authenticate", err).then(function (retry) {
+          if (retry && err && err.code === "no_token") retryAuthenticate();
+        });
+      })
+      .then(function () {
+        // A ref the page gave while the SDK had failed.
+        if (gen === generation && wantedRef && state.status !== "failed") return bindWantedRef();
       });
-    });
+  }
+
+  // The desk's id for this chat (the company's chat widget's chat or ticket
+  // id): agents and desks find the conversation by it. Bound at once to an
+  // open session, else sent when the session opens.
+  function setExternalRef(ref) {
+    if (typeof ref !== "string" || !ref) throw new TypeError("Deskbridge.setExternalRef: a ref (a non-empty string) is required");
+    if (ref === state.externalRef && !wantedRef) return Promise.resolve();
+    wantedRef = ref;
+    // Before load(): load() sends it. After a failure: load() or setCustomer() does.
+    if (!config || state.status === "failed") return Promise.resolve();
+    if (state.sessionId) saveStored();
+    return bindWantedRef();
   }
 
   function reset(keepNothing) {
@@ -883,6 +1008,11 @@ var Deskbridge = (function (global) {
     refreshFailures = 0;
     lastRefreshAt = 0;
     backoffMs = BACKOFF_MIN_MS;
+    if (refRetryTimer) {
+      clearTimeout(refRetryTimer);
+      refRetryTimer = null;
+    }
+    refRetryMs = BACKOFF_MIN_MS;
     if (keepNothing && config) forgetStored();
   }
 
@@ -892,7 +1022,8 @@ var Deskbridge = (function (global) {
     config = null;
     refreshCount = 0;
     sessionHint = null;
-    setState({ status: "idle", reason: null, sessionId: null, conversationId: null });
+    wantedRef = null;
+    setState({ status: "idle", reason: null, sessionId: null, conversationId: null, externalRef: null });
     setLogin("anonymous");
   }
 
@@ -977,6 +1108,7 @@ var Deskbridge = (function (global) {
     version: VERSION,
     load: load,
     setCustomer: setCustomer,
+    setExternalRef: setExternalRef,
     clear: clear,
     on: on,
     getState: getState,

@@ -8,7 +8,7 @@ const contextProvider: ContextProvider = (callback) => {
     .then((t: { JWT: string; expires_in: string }) => callback({ auth: { token: t.JWT, expiresIn: Number(t.expires_in) } }))
     .catch(() => callback(null));
 };
-const options: LoadOptions = { gateway: 'https://deskbridge.example.com', appKey: 'dbw_x', connection: 'acme', customerHint: 'u1', contextProvider };
+const options: LoadOptions = { gateway: 'https://deskbridge.example.com', appKey: 'dbw_x', connection: 'acme', customerHint: 'u1', contextProvider, externalRef: 'HD-1' };
 Deskbridge.load(options);
 const off = on('state', (s: DeskbridgeState) => {
   const expired: boolean = s.login === 'expired' && !s.authenticated;
@@ -16,7 +16,8 @@ const off = on('state', (s: DeskbridgeState) => {
   return expired || failed;
 });
 Deskbridge.on('identity_changed', (e) => e.reason === 'hint' && e.previousConversationId);
-Deskbridge.on('error', (e) => e.code.length + e.status);
+Deskbridge.on('error', (e) => e.code.length + e.status + (e.where === 'external_ref' ? 1 : 0));
+void Deskbridge.setExternalRef('zd-48213').then(() => Deskbridge.getState().externalRef?.length);
 off();
 const version: string = Deskbridge.version;
 void Deskbridge.setCustomer({ customerHint: version, contextProvider }).then(() => Deskbridge.getState().refreshCount);
