@@ -53,20 +53,24 @@ async function signIn(page, username) {
   await page.locator(`${tid('status')}[data-status="connected"][data-login="authenticated"]`).waitFor();
 }
 
-describe('web SDK on a page of its own', { timeout: 300_000 }, () => {
-  before(async () => {
-    const port = await freePort();
-    demo = await startDemo({ ttl: TTL, logPath: join(SCREENSHOTS, 'demo-sdk.log'), allowOrigins: [`http://127.0.0.1:${port}`] });
-    site = await startSite(demo, port);
-    browser = await launch();
-    agentToken = demo.agentToken('sdk-ref-agent', 'agent');
-  });
+/** A demo whose tokens live `ttl` seconds, allowing the site's origin; the site, a browser and an agent's token. */
+async function startWorld(ttl, log) {
+  const port = await freePort();
+  demo = await startDemo({ ttl, logPath: join(SCREENSHOTS, log), allowOrigins: [`http://127.0.0.1:${port}`] });
+  site = await startSite(demo, port);
+  browser = await launch();
+  agentToken = demo.agentToken('sdk-ref-agent', 'agent');
+}
 
-  after(async () => {
-    await browser?.close();
-    await site?.stop();
-    await demo?.stop();
-  });
+async function stopWorld() {
+  await browser?.close();
+  await site?.stop();
+  await demo?.stop();
+}
+
+describe('web SDK on a page of its own', { timeout: 300_000 }, () => {
+  before(() => startWorld(TTL, 'demo-sdk.log'));
+  after(stopWorld);
 
   test('1. the plain page: versioned SDK with the documented integrity, anonymous, signed in, a reload resumes', async () => {
     const w = await newWatchedContext(browser);
@@ -285,19 +289,8 @@ async function stateWhere(page, what, ok) {
 }
 
 describe("web SDK: the chat widget's id (externalRef)", { timeout: 300_000 }, () => {
-  before(async () => {
-    const port = await freePort();
-    demo = await startDemo({ ttl: 600, logPath: join(SCREENSHOTS, 'demo-sdk-ref.log'), allowOrigins: [`http://127.0.0.1:${port}`] });
-    site = await startSite(demo, port);
-    browser = await launch();
-    agentToken = demo.agentToken('sdk-ref-agent', 'agent');
-  });
-
-  after(async () => {
-    await browser?.close();
-    await site?.stop();
-    await demo?.stop();
-  });
+  before(() => startWorld(600, 'demo-sdk-ref.log'));
+  after(stopWorld);
 
   test('6. externalRef at load: an agent finds the conversation by it; it follows the sign-in; a reload keeps it', async () => {
     const w = await newWatchedContext(browser);
