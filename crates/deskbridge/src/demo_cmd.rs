@@ -378,6 +378,12 @@ impl Welcome<'_> {
             gateway::SDK_PATH,
             gateway::sdk_integrity()
         )?;
+        writeln!(
+            out,
+            "  card element   {gateway}{}   integrity {}",
+            gateway::CARD_ELEMENT_PATH,
+            gateway::card_element_integrity()
+        )?;
         for u in &seed.users {
             writeln!(out, "  customer       {:<8} password {}", u.username, u.password)?;
         }

@@ -142,6 +142,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         integrity = gateway::sdk_integrity(),
         "web SDK, for <script integrity>"
     );
+    tracing::info!(
+        path = gateway::CARD_ELEMENT_PATH,
+        integrity = gateway::card_element_integrity(),
+        "the <deskbridge-card> element, for <script integrity>"
+    );
     out.flush()?;
     drop(out);
     gateway.serve(listener, crate::shutdown_signal()).await?;

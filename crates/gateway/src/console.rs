@@ -99,14 +99,23 @@ pub const SDK_PATH: &str = "/sdk/v1/deskbridge.js";
 /// The SDK's Subresource Integrity value (`sha384-…`), for the `integrity`
 /// attribute of a page's `<script>`: the gateway prints it at start.
 pub fn sdk_integrity() -> &'static str {
-    static INTEGRITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, SDK_JS.as_bytes());
-        format!(
-            "sha384-{}",
-            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
-        )
-    });
+    static INTEGRITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| integrity_of(SDK_JS));
     &INTEGRITY
+}
+
+/// The `<deskbridge-card>` script's Subresource Integrity value, as
+/// [`sdk_integrity`] is the SDK's.
+pub fn card_element_integrity() -> &'static str {
+    static INTEGRITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| integrity_of(CARD_ELEMENT_JS));
+    &INTEGRITY
+}
+
+fn integrity_of(script: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, script.as_bytes());
+    format!(
+        "sha384-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
 }
 
 /// The customer card, for a desk's sidebar to frame: the console's own
@@ -161,13 +170,13 @@ pub const CARD_ELEMENT_PATH: &str = "/sdk/v1/deskbridge-card.js";
 
 /// The SDK is loaded by companies' pages on other origins.
 async fn sdk() -> Response {
-    sdk_response("public, max-age=300")
+    script_response(SDK_JS, "public, max-age=300")
 }
 
-/// Loaded by desks' pages on other origins, like the SDK; not pinned, so
-/// cached briefly.
-async fn card_element() -> Response {
-    script_response(CARD_ELEMENT_JS, "public, max-age=300")
+/// Loaded by desks' pages on other origins, and pinned by them, like the
+/// versioned SDK.
+async fn card_element(headers: HeaderMap) -> Response {
+    versioned(CARD_ELEMENT_JS, card_element_integrity(), &headers)
 }
 
 /// A week, then a cheap revalidation by ETag: a gateway upgrade reaches
@@ -175,7 +184,13 @@ async fn card_element() -> Response {
 const SDK_LONG_CACHE: &str = "public, max-age=604800, stale-while-revalidate=86400";
 
 async fn versioned_sdk(headers: HeaderMap) -> Response {
-    let etag = format!("\"{}\"", sdk_integrity());
+    versioned(SDK_JS, sdk_integrity(), &headers)
+}
+
+/// A script under its major version: cached for long, revalidated by its
+/// integrity value as the ETag.
+fn versioned(script: &'static str, integrity: &str, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{integrity}\"");
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes());
@@ -186,16 +201,12 @@ async fn versioned_sdk(headers: HeaderMap) -> Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(SDK_LONG_CACHE));
         response
     } else {
-        sdk_response(SDK_LONG_CACHE)
+        script_response(script, SDK_LONG_CACHE)
     };
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
-}
-
-fn sdk_response(cache: &'static str) -> Response {
-    script_response(SDK_JS, cache)
 }
 
 /// A script for pages of other origins.

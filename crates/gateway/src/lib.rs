@@ -39,7 +39,7 @@ use crate::audit::AuditTrail;
 pub use crate::config::GatewayConfig;
 use crate::config::{ChannelConfig, Opacity};
 use crate::connector::{ActionError, ActionResult, Connection};
-pub use crate::console::{CARD_ELEMENT_PATH, SDK_PATH, sdk_integrity};
+pub use crate::console::{CARD_ELEMENT_PATH, SDK_PATH, card_element_integrity, sdk_integrity};
 pub use crate::conversations::{
     ActionAnswer, ActionAsk, CustomerHandoff, Event, EventKind, IntakeError, Reveal, Runner, auth_state_of,
 };

@@ -164,11 +164,28 @@ async fn the_card_element_is_served_to_pages_of_any_origin() {
     assert_eq!(headers["access-control-allow-origin"], "*");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    // Pinned like the versioned SDK: cached for long, its integrity the
+    // ETag and the value docs/agent-card.md quotes.
     let cache = headers["cache-control"].to_str().unwrap();
-    assert!(cache.contains("max-age=300"), "{cache}");
+    assert!(cache.contains("max-age=604800"), "{cache}");
     let text = r.text().await.unwrap();
+    let integrity = integrity_of(text.as_bytes());
+    assert_eq!(integrity, gateway::card_element_integrity());
+    assert_eq!(headers["etag"].to_str().unwrap(), format!("\"{integrity}\""));
     assert!(text.contains(r#"var NAME = "deskbridge-card";"#), "{text}");
     assert!(text.contains("customElements.define(NAME"), "{text}");
+    let again = client()
+        .get(w.gateway.url(gateway::CARD_ELEMENT_PATH))
+        .header("if-none-match", format!("\"{integrity}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/agent-card.md")).unwrap();
+    assert!(
+        docs.contains(&format!("integrity=\"{integrity}\"")),
+        "docs/agent-card.md must quote the element's integrity value: integrity=\"{integrity}\""
+    );
 }
 
 fn free_port() -> u16 {
@@ -227,6 +244,13 @@ async fn the_demo_lets_the_pages_given_with_allow_origin_use_its_web_channel() {
     assert!(printed.contains("your page      http://localhost:5173 "), "{printed}");
     assert!(
         printed.contains(&format!("integrity {}", gateway::sdk_integrity())),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!(
+            "card element   http://127.0.0.1:{gateway}/sdk/v1/deskbridge-card.js   integrity {}",
+            gateway::card_element_integrity()
+        )),
         "{printed}"
     );
 
