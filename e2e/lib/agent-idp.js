@@ -36,7 +36,7 @@ function listen(server, port) {
 }
 
 /** oidc-provider, with the console as a confidential client (client_secret_basic). */
-export async function startAgentIdp({ redirectUri, postLogoutRedirectUri, clientSecret }) {
+export async function startAgentIdp({ redirectUri, postLogoutRedirectUri, backchannelLogoutUri, clientSecret }) {
   const server = createServer();
   await listen(server, 0);
   const issuer = `http://127.0.0.1:${server.address().port}`;
@@ -50,6 +50,9 @@ export async function startAgentIdp({ redirectUri, postLogoutRedirectUri, client
         response_types: ['code'],
         redirect_uris: [redirectUri],
         post_logout_redirect_uris: [postLogoutRedirectUri],
+        // The provider tells the console, server to server, when a session ends there.
+        backchannel_logout_uri: backchannelLogoutUri,
+        backchannel_logout_session_required: true,
       },
     ],
     cookies: { keys: [randomBytes(32).toString('base64url')] },
@@ -68,12 +71,17 @@ export async function startAgentIdp({ redirectUri, postLogoutRedirectUri, client
         }),
       },
     pkce: { required: () => true },
+    // The provider refuses to call loopback addresses (its SSRF guard); the
+    // gateway here is on loopback, as a real one is not.
+    fetch: (url, options) => globalThis.fetch(url, { ...options, dispatcher: undefined }),
     features: {
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
     },
   });
   provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error', err));
+  provider.on('backchannel.error', (_ctx, err) => console.error('oidc-provider backchannel.error', err));
   server.on('request', provider.callback());
   return {
     issuer,
@@ -96,6 +104,7 @@ export async function startIdpGateway() {
   const idp = await startAgentIdp({
     redirectUri: `${url}/console/oidc/callback`,
     postLogoutRedirectUri: `${url}/console/`,
+    backchannelLogoutUri: `${url}/console/oidc/backchannel-logout`,
     clientSecret,
   });
   const workdir = mkdtempSync(join(tmpdir(), 'deskbridge-e2e-idp-'));

@@ -82,6 +82,33 @@ describe('console sign-in at the identity provider', { timeout: 120_000 }, () =>
     await closeChecked(w);
   });
 
+  test('signing out at the provider, elsewhere, ends the console session (back-channel logout)', async () => {
+    const w = await newWatchedContext(browser);
+    allowProviderPageNoise(w);
+    // The console's own calls once its session has ended.
+    w.expect(/\/console\/api\/me/, 401);
+    w.expect(/\/v1\//, 401);
+    const page = await w.page();
+    await page.goto(`${gateway.url}/console/`);
+    await page.getByTestId('signin-provider').click();
+    await signInAtProvider(page, 'ana');
+    await page.getByTestId('agent-name').filter({ hasText: 'ana' }).waitFor();
+
+    // Another tab signs out at the provider itself, not through the console.
+    const elsewhere = await w.page();
+    await elsewhere.goto(`${gateway.idp.issuer}/session/end`);
+    await elsewhere.getByRole('button', { name: /yes, sign me out/i }).click();
+    await elsewhere.waitForLoadState();
+    // The provider told the gateway: the console's session is over.
+    let status = 200;
+    for (let i = 0; i < 50 && status === 200; i += 1) {
+      status = await page.evaluate(async () => (await fetch('/console/api/me')).status);
+      if (status === 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(status, 401, `the console session ended with the provider session; gateway log:\n${gateway.log()}`);
+    await closeChecked(w);
+  });
+
   test('a user whose groups map to no role is refused with a page that says why', async () => {
     const w = await newWatchedContext(browser);
     allowProviderPageNoise(w);

@@ -72,6 +72,7 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/console/api/sign-in", get(idp::options))
         .route("/console/oidc/login", get(idp::begin))
         .route("/console/oidc/callback", get(idp::finish))
+        .route("/console/oidc/backchannel-logout", post(idp::backchannel_logout))
         .route("/console/api/me", get(me))
         .route(
             "/console/api/logout",

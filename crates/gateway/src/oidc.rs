@@ -310,7 +310,23 @@ impl Callback {
 pub struct SignedIn {
     pub agent: IdpAgent,
     pub id_token: SecretString,
+    /// Who the provider says it is (`sub`), and the provider's session
+    /// (`sid`) when it names one: what its back-channel logout names.
+    pub subject: String,
+    pub sid: Option<String>,
 }
+
+/// Whose console sessions a verified back-channel logout token ends: the
+/// provider's session `sid`, else every session of `sub`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoggedOut {
+    Session(String),
+    Subject(String),
+}
+
+/// The `events` member that makes a JWT a logout token (OpenID Connect
+/// Back-Channel Logout 1.0 §2.4).
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// The provider's token response, as far as sign-in reads it.
 #[derive(Deserialize)]
@@ -587,10 +603,67 @@ impl AgentIdp {
             self.add_userinfo(&mut claims, endpoint, access_token).await?;
         }
         let agent = self.agent_of(&claims)?;
+        let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).map(str::to_string);
         Ok(SignedIn {
             agent,
             id_token: SecretString::from(id_token),
+            subject: text("sub").unwrap_or_default(),
+            sid: text("sid"),
         })
+    }
+
+    /// A back-channel logout token the provider posted (OpenID Connect
+    /// Back-Channel Logout 1.0 §2.6), verified as an ID token is (key,
+    /// `iss`, `aud` = client_id, `exp`), and then as a logout token: its
+    /// type, the logout event, a `jti`, no `nonce` (so no ID token passes
+    /// for one), and a `sid` or `sub` to say whose sessions end.
+    pub async fn logout_token(&self, token: &str) -> Result<LoggedOut, AgentIdpError> {
+        let verifier = self
+            .id_tokens
+            .get_or_try_init(|| self.verifier(&self.config.client_id))
+            .await?;
+        let verified = verifier.verify_jwt(token).await.map_err(|e| match e {
+            IdentityError::Invalid(why) => AgentIdpError::Invalid(why),
+            IdentityError::Expired => AgentIdpError::Expired,
+            IdentityError::KeysUnavailable(why) => AgentIdpError::Unavailable(why),
+        })?;
+        let typ = verified.typ.as_deref().map(str::to_ascii_lowercase);
+        if !matches!(
+            typ.as_deref(),
+            None | Some("logout+jwt" | "application/logout+jwt" | "jwt")
+        ) {
+            return Err(AgentIdpError::Invalid("its typ is not logout+jwt".into()));
+        }
+        let claims = &verified.claims;
+        if claims
+            .get("events")
+            .and_then(serde_json::Value::as_object)
+            .is_none_or(|events| {
+                !events
+                    .get(BACKCHANNEL_LOGOUT_EVENT)
+                    .is_some_and(serde_json::Value::is_object)
+            })
+        {
+            return Err(AgentIdpError::Invalid("it has no back-channel logout event".into()));
+        }
+        if claims.get("nonce").is_some() {
+            return Err(AgentIdpError::Invalid("it has a nonce, as an ID token does".into()));
+        }
+        if claims.get("jti").and_then(serde_json::Value::as_str).is_none() {
+            return Err(AgentIdpError::Invalid("it has no jti".into()));
+        }
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        match (text("sid"), text("sub")) {
+            (Some(sid), _) => Ok(LoggedOut::Session(sid)),
+            (None, Some(sub)) => Ok(LoggedOut::Subject(sub)),
+            (None, None) => Err(AgentIdpError::Invalid("it names neither sid nor sub".into())),
+        }
     }
 
     /// The code exchanged for tokens at the provider's token endpoint.

@@ -876,7 +876,7 @@ impl Store {
     pub async fn insert_idp_console_session(
         &self,
         digest: &[u8],
-        agent: &crate::oidc::IdpAgent,
+        signed_in: &crate::oidc::SignedIn,
         sealed_id_token: &[u8],
         now: i64,
         expires_at: i64,
@@ -887,19 +887,31 @@ impl Store {
                 .execute(pool)
                 .await?;
             sqlx::query(
-                "INSERT INTO console_idp_sessions (digest, agent, role, id_token, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO console_idp_sessions (digest, agent, role, id_token, created_at, expires_at, subject, sid)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(digest)
-            .bind(&agent.name)
-            .bind(&agent.role)
+            .bind(&signed_in.agent.name)
+            .bind(&signed_in.agent.role)
             .bind(sealed_id_token)
             .bind(now)
             .bind(expires_at)
+            .bind(&signed_in.subject)
+            .bind(&signed_in.sid)
             .execute(pool)
             .await?;
         });
         Ok(())
+    }
+
+    /// Ends the console sessions the provider's back-channel logout names;
+    /// how many there were.
+    pub async fn delete_logged_out_sessions(&self, who: &crate::oidc::LoggedOut) -> Result<u64, GatewayError> {
+        let (sql, value) = match who {
+            crate::oidc::LoggedOut::Session(sid) => ("DELETE FROM console_idp_sessions WHERE sid = $1", sid),
+            crate::oidc::LoggedOut::Subject(sub) => ("DELETE FROM console_idp_sessions WHERE subject = $1", sub),
+        };
+        on_pool!(&self.db, pool => Ok(sqlx::query(sql).bind(value).execute(pool).await?.rows_affected()))
     }
 
     /// Ends every console session of an agent (its credentials changed, or
@@ -1196,10 +1208,27 @@ pub(crate) mod tests {
             .await
             .unwrap();
         store
+            .insert_idp_console_session(b"idp-cookie", &olga(), b"sealed-id", 107, 5_000)
+            .await
+            .unwrap();
+        store
             .insert_audit(vec![record(1, "first", Some(200)), record(2, "second", None)])
             .await
             .unwrap();
         cnv
+    }
+
+    /// An agent signed in at the identity provider, in its session `sid-1`.
+    fn olga() -> crate::oidc::SignedIn {
+        crate::oidc::SignedIn {
+            agent: crate::oidc::IdpAgent {
+                name: "olga".into(),
+                role: "supervisor".into(),
+            },
+            id_token: secrecy::SecretString::from("eyJ.id.token"),
+            subject: "u-olga".into(),
+            sid: Some("sid-1".into()),
+        }
     }
 
     async fn read_back(store: &Store, cnv: &str) {
@@ -1260,6 +1289,11 @@ pub(crate) mod tests {
             store.console_session_agent(b"cookie", 200).await.unwrap(),
             Some(("ann".into(), "admin".into()))
         );
+        assert_eq!(
+            store.console_session_agent(b"idp-cookie", 200).await.unwrap(),
+            Some(("olga".into(), "supervisor".into()))
+        );
+        assert_eq!(store.console_session_agent(b"idp-cookie", 5_000).await.unwrap(), None);
         let audit = store.audit(Some("agent second"), None, 10).await.unwrap();
         assert_eq!(audit.len(), 1);
         assert_eq!(store.audit(None, None, 10).await.unwrap().len(), 2);
@@ -1279,6 +1313,25 @@ pub(crate) mod tests {
             assert!(store.token(&cnv).await.unwrap().unwrap().ciphertext.is_empty());
             store.delete_agent_sessions("ann").await.unwrap();
             assert_eq!(store.console_session_agent(b"cookie", 200).await.unwrap(), None);
+            // A sign-in at the provider ends at logout (giving back its
+            // sealed ID token), by its provider session, or by its subject.
+            use crate::oidc::LoggedOut;
+            assert_eq!(
+                store.delete_console_session(b"idp-cookie").await.unwrap(),
+                Some(b"sealed-id".to_vec())
+            );
+            assert_eq!(store.console_session_agent(b"idp-cookie", 200).await.unwrap(), None);
+            let olga = olga();
+            let sign_in = || store.insert_idp_console_session(b"idp-cookie", &olga, b"sealed-id", 300, 5_000);
+            sign_in().await.unwrap();
+            let sid_2 = LoggedOut::Session("sid-2".into());
+            assert_eq!(store.delete_logged_out_sessions(&sid_2).await.unwrap(), 0);
+            let sid_1 = LoggedOut::Session("sid-1".into());
+            assert_eq!(store.delete_logged_out_sessions(&sid_1).await.unwrap(), 1);
+            sign_in().await.unwrap();
+            let subject = LoggedOut::Subject("u-olga".into());
+            assert_eq!(store.delete_logged_out_sessions(&subject).await.unwrap(), 1);
+            assert_eq!(store.console_session_agent(b"idp-cookie", 400).await.unwrap(), None);
             // A rotation: the old token lives on for the overlap, never past
             // its own expiry; a second rotation ends the first token at once.
             assert!(
@@ -1328,7 +1381,7 @@ pub(crate) mod tests {
                 customer_tokens: 1,
                 events: 1,
                 agents: 1,
-                console_sessions: 1,
+                console_sessions: 2,
                 external_refs: 2,
                 audit: 2,
             }

@@ -212,6 +212,30 @@ impl SignInProvider {
         code
     }
 
+    /// A back-channel logout token (typ `logout+jwt`) with these claims
+    /// over the usual ones (`null` takes one out).
+    fn logout_token(&self, now: u64, claims: &Value) -> String {
+        let mut all = json!({
+            "iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
+            "jti": gateway::vault::random_id("jti-").unwrap(),
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        for (k, v) in claims.as_object().unwrap() {
+            all[k] = v.clone();
+        }
+        let all: serde_json::Map<String, Value> = all
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("idp-1".into());
+        header.typ = Some("logout+jwt".into());
+        jsonwebtoken::encode(&header, &all, &self.key).unwrap()
+    }
+
     fn refusals(&self) -> Vec<String> {
         self.state.lock().unwrap().refusals.clone()
     }
@@ -696,6 +720,121 @@ async fn a_sign_in_begun_on_one_instance_finishes_on_another_with_a_private_key(
     assert_eq!(provider.refusals(), ["invalid_client"]);
     one.stop().await;
     two.stop().await;
+}
+
+/// Signed in at the provider with an ID token of `claims`: the console
+/// session's `name=value`.
+async fn signed_in(g: &TestGateway, provider: &SignInProvider, now: u64, claims: Value) -> String {
+    let begun = begin(g).await;
+    let r = come_back(g, provider, &begun, now, claims, json!({})).await;
+    assert_eq!(r.status(), 303);
+    let session = set_cookie(&r, "deskbridge_console").unwrap();
+    session.split(';').next().unwrap().to_string()
+}
+
+/// The console session's status at `/console/api/me`: 200 or 401.
+async fn me_status(g: &TestGateway, session: &str) -> u16 {
+    let r = client()
+        .get(g.url("/console/api/me"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// The provider posts `logout_token` to the gateway's back-channel logout.
+async fn post_logout(g: &TestGateway, logout_token: &str) -> reqwest::Response {
+    client()
+        .post(g.url("/console/oidc/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={logout_token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_providers_back_channel_logout_ends_the_sessions_it_names_and_no_forged_token_does() {
+    let provider = SignInProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = TestGateway::start(&oidc_toml(dir.path(), &provider.issuer, "")).await;
+    let now = backend::SystemClock.unix_secs();
+    // Ana signed in twice (two sessions at the provider), Olga once.
+    let ana_a = signed_in(&g, &provider, now, json!({"sid": "sid-a"})).await;
+    let ana_b = signed_in(&g, &provider, now, json!({"sid": "sid-b"})).await;
+    let olga = signed_in(
+        &g,
+        &provider,
+        now,
+        json!({"sub": "u-olga", "preferred_username": "olga", "sid": "sid-o"}),
+    )
+    .await;
+
+    // Refused, and nothing ends: an ID token posted as a logout token (it
+    // has a nonce), no logout event, another audience, another issuer's
+    // key, neither sid nor sub, an expired one.
+    let other_key = SignInProvider::start().await;
+    let id_token = provider.id_token(now, "a-nonce", &json!({"sid": "sid-a"}));
+    for (token, says) in [
+        (id_token, "no back-channel logout event"),
+        (
+            provider.logout_token(now, &json!({"sid": "sid-a", "nonce": "n"})),
+            "nonce",
+        ),
+        (
+            provider.logout_token(now, &json!({"sid": "sid-a", "events": {}})),
+            "no back-channel logout event",
+        ),
+        (
+            provider.logout_token(now, &json!({"sid": "sid-a", "aud": "another-client"})),
+            "not valid",
+        ),
+        (
+            provider.logout_token(now, &json!({"sid": "sid-a", "jti": null})),
+            "no jti",
+        ),
+        (provider.logout_token(now, &json!({})), "neither sid nor sub"),
+        (provider.logout_token(now - 600, &json!({"sid": "sid-a"})), "expired"),
+        (
+            other_key.logout_token(now, &json!({"sid": "sid-a", "iss": provider.issuer})),
+            "not valid",
+        ),
+    ] {
+        let body = expect_problem(post_logout(&g, &token).await, 400, "invalid_request").await;
+        assert!(body["detail"].as_str().unwrap().contains(says), "{says}: {body}");
+        assert!(!body.to_string().contains(&token), "no token in the answer");
+    }
+    let r = client()
+        .post(g.url("/console/oidc/backchannel-logout"))
+        .json(&json!({"logout_token": provider.logout_token(now, &json!({"sid": "sid-a"}))}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 415, "unsupported_media_type").await;
+    expect_problem(post_logout(&g, "").await, 400, "invalid_request").await;
+    for session in [&ana_a, &ana_b, &olga] {
+        assert_eq!(me_status(&g, session).await, 200);
+    }
+
+    // One provider session ends: that console session alone.
+    let r = post_logout(
+        &g,
+        &provider.logout_token(now, &json!({"sid": "sid-a", "sub": "u-4711"})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(me_status(&g, &ana_a).await, 401);
+    assert_eq!(me_status(&g, &ana_b).await, 200);
+    // The subject alone: every session of it.
+    let r = post_logout(&g, &provider.logout_token(now, &json!({"sub": "u-4711"}))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(me_status(&g, &ana_b).await, 401);
+    assert_eq!(me_status(&g, &olga).await, 200);
+    // A session that is no more, or never was: 200 all the same.
+    let r = post_logout(&g, &provider.logout_token(now, &json!({"sid": "sid-a"}))).await;
+    assert_eq!(r.status(), 200);
+    g.stop().await;
 }
 
 #[test]

@@ -166,7 +166,7 @@ pub(crate) async fn finish(
                 g.store
                     .insert_idp_console_session(
                         &crate::agent_token_digest(&session),
-                        &signed_in.agent,
+                        &signed_in,
                         &sealed,
                         t,
                         t + ttl as i64,
@@ -199,6 +199,81 @@ pub(crate) async fn finish(
     response
         .headers_mut()
         .append(header::SET_COOKIE, pending_cookie("", 0, &g));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The provider ends sessions here, server to server (OpenID Connect
+/// Back-Channel Logout 1.0): the agent signed out at the provider, or was
+/// disabled there.
+#[utoipa::path(
+    post,
+    path = "/console/oidc/backchannel-logout",
+    tag = "console",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`logout_token=<JWT>`, signed by the provider"),
+    responses(
+        (status = 200, description = "The console sessions it names have ended (also when there were none)"),
+        (status = 400, description = "`invalid_request`: no logout token, or one that is not valid (the detail says why)", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: agents do not sign in at an identity provider here", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: send application/x-www-form-urlencoded", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`identity_provider_unavailable`: its keys could not be fetched", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn backchannel_logout(
+    State(g): State<Shared>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Problem> {
+    let idp = provider(&g)?;
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemType::UnsupportedMediaType,
+            "send application/x-www-form-urlencoded",
+        ));
+    }
+    let body = body.map_err(|e| {
+        let (status, kind, detail) = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemType::PayloadTooLarge,
+                "the body is too large",
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                ProblemType::InvalidRequest,
+                "the body could not be read",
+            )
+        };
+        Problem::new(status, kind, detail)
+    })?;
+    let token = form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "logout_token")
+        .map(|(_, value)| value.into_owned())
+        .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, ProblemType::InvalidRequest, "no logout_token"))?;
+    let who = idp.logout_token(&token).await.map_err(|e| match e {
+        AgentIdpError::Unavailable(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::IdentityProviderUnavailable,
+            e.to_string(),
+        ),
+        _ => Problem::new(
+            StatusCode::BAD_REQUEST,
+            ProblemType::InvalidRequest,
+            format!("the logout token is not valid: {e}"),
+        ),
+    })?;
+    let ended = g.store.delete_logged_out_sessions(&who).await?;
+    tracing::info!(sessions = ended, "back-channel logout from the identity provider");
+    let mut response = StatusCode::OK.into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

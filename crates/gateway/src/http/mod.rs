@@ -87,6 +87,7 @@ const PROBLEM: &str = "application/problem+json";
         crate::console::idp::options,
         crate::console::idp::begin,
         crate::console::idp::finish,
+        crate::console::idp::backchannel_logout,
     ),
     modifiers(&SecuritySchemes),
     tags(

@@ -38,7 +38,7 @@ type Agent = (
     Option<i64>,
 );
 type ConsoleSession = (Vec<u8>, String, i64, i64);
-type IdpSession = (Vec<u8>, String, String, Vec<u8>, i64, i64);
+type IdpSession = (Vec<u8>, String, String, Vec<u8>, i64, i64, String, Option<String>);
 type ExternalRef = (String, String, String, String, i64);
 
 /// Audit records are read and written this many at a time.
@@ -90,7 +90,7 @@ impl Store {
         .await?);
         // Sign-ins at the identity provider count as console sign-ins.
         let idp_sessions: Vec<IdpSession> = on_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT digest, agent, role, id_token, created_at, expires_at FROM console_idp_sessions ORDER BY digest",
+            "SELECT digest, agent, role, id_token, created_at, expires_at, subject, sid FROM console_idp_sessions ORDER BY digest",
         )
         .fetch_all(pool)
         .await?);
@@ -150,9 +150,9 @@ impl Store {
                     .await?;
             }
             for s in idp_sessions {
-                sqlx::query("INSERT INTO console_idp_sessions (digest, agent, role, id_token, created_at, expires_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(s.0).bind(s.1).bind(s.2).bind(s.3).bind(s.4).bind(s.5)
+                sqlx::query("INSERT INTO console_idp_sessions (digest, agent, role, id_token, created_at, expires_at, \
+                             subject, sid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                    .bind(s.0).bind(s.1).bind(s.2).bind(s.3).bind(s.4).bind(s.5).bind(s.6).bind(s.7)
                     .execute(&mut *tx)
                     .await?;
             }
