@@ -624,7 +624,7 @@ impl AgentIdp {
             .await?;
         let verified = verifier.verify_jwt(token).await.map_err(|e| match e {
             IdentityError::Invalid(why) => AgentIdpError::Invalid(why),
-            IdentityError::Expired => AgentIdpError::Expired,
+            IdentityError::Expired => AgentIdpError::Invalid("it has expired".into()),
             IdentityError::KeysUnavailable(why) => AgentIdpError::Unavailable(why),
         })?;
         let typ = verified.typ.as_deref().map(str::to_ascii_lowercase);

@@ -265,6 +265,16 @@ name_claim = "preferred_username"
     )
 }
 
+/// A provider, and a gateway whose console signs agents in there (with
+/// the default `[console.oidc]` of `oidc_toml`) on a clock of the test's.
+async fn world() -> (SignInProvider, Arc<clock::ManualClock>, TestGateway, tempfile::TempDir) {
+    let provider = SignInProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::new(clock::SystemClock.now()));
+    let g = TestGateway::start_with_clock(&oidc_toml(dir.path(), &provider.issuer, ""), clock.clone()).await;
+    (provider, clock, g, dir)
+}
+
 /// A sign-in the gateway began: where it sent the browser, and the cookie
 /// that carries it.
 struct Begun {
@@ -368,10 +378,7 @@ async fn refused_page(r: reqwest::Response, status: u16, says: &str) -> String {
 
 #[tokio::test]
 async fn an_agent_signs_in_at_the_provider_gets_the_mapped_role_and_signs_out_there_too() {
-    let provider = SignInProvider::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(clock::ManualClock::new(clock::SystemClock.now()));
-    let g = TestGateway::start_with_clock(&oidc_toml(dir.path(), &provider.issuer, ""), clock.clone()).await;
+    let (provider, clock, g, _dir) = world().await;
     let now = clock.unix_secs();
 
     // The console offers the provider beside passwords.
@@ -516,10 +523,7 @@ async fn an_agent_signs_in_at_the_provider_gets_the_mapped_role_and_signs_out_th
 
 #[tokio::test]
 async fn a_way_back_that_is_not_this_browsers_sign_in_is_refused_with_a_clear_page() {
-    let provider = SignInProvider::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(clock::ManualClock::new(clock::SystemClock.now()));
-    let g = TestGateway::start_with_clock(&oidc_toml(dir.path(), &provider.issuer, ""), clock.clone()).await;
+    let (provider, clock, g, _dir) = world().await;
     let now = clock.unix_secs();
     let iss = provider.issuer.clone();
 
@@ -795,7 +799,10 @@ async fn the_providers_back_channel_logout_ends_the_sessions_it_names_and_no_for
             "no jti",
         ),
         (provider.logout_token(now, &json!({})), "neither sid nor sub"),
-        (provider.logout_token(now - 600, &json!({"sid": "sid-a"})), "expired"),
+        (
+            provider.logout_token(now - 600, &json!({"sid": "sid-a"})),
+            "it has expired",
+        ),
         (
             other_key.logout_token(now, &json!({"sid": "sid-a", "iss": provider.issuer})),
             "not valid",
