@@ -305,6 +305,7 @@ pub(crate) struct ConsoleSession {
         (status = 200, description = "Signed in; the `deskbridge_console` cookie is set", body = ConsoleSession),
         (status = 400, description = "`invalid_request`: neither a name and password nor a token", body = crate::http::ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials`: the same answer for an unknown agent and a wrong password", body = crate::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: a bot's token, or a password while password sign-in is turned off (`[console.oidc] passwords = false`)", body = crate::http::ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = crate::http::ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = crate::http::ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_attempts`: see `Retry-After`", body = crate::http::ProblemBody, content_type = "application/problem+json"),
