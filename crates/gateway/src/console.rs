@@ -71,7 +71,7 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/console/api/login", post(login))
         .route("/console/api/sign-in", get(idp::options))
         .route("/console/oidc/login", get(idp::begin))
-        .route("/console/oidc/callback", get(idp::finish))
+        .route(crate::oidc::CALLBACK_PATH, get(idp::finish))
         .route("/console/oidc/backchannel-logout", post(idp::backchannel_logout))
         .route("/console/api/me", get(me))
         .route(

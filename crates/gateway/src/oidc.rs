@@ -70,6 +70,10 @@ pub struct OidcConfig {
     pub passwords: bool,
 }
 
+/// Where the provider sends the browser back: `redirect_url` ends with it
+/// (behind a proxy, after the gateway's own path prefix).
+pub const CALLBACK_PATH: &str = "/console/oidc/callback";
+
 fn default_scopes() -> Vec<String> {
     ["openid", "profile", "email"].map(String::from).to_vec()
 }
@@ -126,6 +130,14 @@ impl OidcConfig {
             {
                 problems.push((key.into(), "must be an https URL (http only on loopback)".into()));
             }
+        }
+        if let Some(url) = self.redirect_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok())
+            && !url.path().ends_with(CALLBACK_PATH)
+        {
+            problems.push((
+                "redirect_url".into(),
+                format!("must end with {CALLBACK_PATH}, where the gateway takes the provider's answer"),
+            ));
         }
         let signs_in = self.redirect_url.is_some();
         if !signs_in {

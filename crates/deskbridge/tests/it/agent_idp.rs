@@ -18,6 +18,19 @@ use crate::support::{TestBackend, TestGateway, client, config, gateway_toml, jso
 
 const AUDIENCE: &str = "https://deskbridge.test/api";
 
+/// A new EC P-256 key: its PKCS#8 DER, its signing key, and its public
+/// JWK under `kid`.
+pub(crate) fn es256_key(kid: &str) -> (Vec<u8>, EncodingKey, Jwk) {
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+        .unwrap()
+        .to_pkcs8v1()
+        .unwrap();
+    let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    (pkcs8.as_ref().to_vec(), key, jwk)
+}
+
 /// An identity provider: its discovery document and JWKS on a real socket,
 /// and a key to sign its tokens with.
 pub(crate) struct Provider {
@@ -27,14 +40,7 @@ pub(crate) struct Provider {
 
 impl Provider {
     pub(crate) async fn start() -> Self {
-        let pkcs8 =
-            aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                .unwrap()
-                .to_pkcs8v1()
-                .unwrap();
-        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-        jwk.common.key_id = Some("idp-1".into());
+        let (_, key, jwk) = es256_key("idp-1");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let metadata = json!({

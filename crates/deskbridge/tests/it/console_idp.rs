@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, StatusCode};
 use backend::Clock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -145,14 +144,7 @@ async fn userinfo_endpoint(State((state, _)): State<Shared>, headers: HeaderMap)
 
 impl SignInProvider {
     async fn start() -> Self {
-        let pkcs8 =
-            aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                .unwrap()
-                .to_pkcs8v1()
-                .unwrap();
-        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-        jwk.common.key_id = Some("idp-1".into());
+        let (_, key, jwk) = crate::agent_idp::es256_key("idp-1");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let metadata = json!({
@@ -669,15 +661,11 @@ async fn passwords_turned_off_leave_the_provider_and_agent_tokens() {
 async fn a_sign_in_begun_on_one_instance_finishes_on_another_with_a_private_key() {
     let provider = SignInProvider::start().await;
     // The console's key pair: the provider knows its public half.
-    let der = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-        .unwrap()
-        .to_pkcs8v1()
-        .unwrap();
-    let public = Jwk::from_encoding_key(&EncodingKey::from_ec_der(der.as_ref()), Algorithm::ES256).unwrap();
+    let (der, _, public) = crate::agent_idp::es256_key("console-1");
     provider.state.lock().unwrap().client_key = Some(jsonwebtoken::DecodingKey::from_jwk(&public).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("console.pem");
-    std::fs::write(&key_file, crate::customer_algorithms::pem(der.as_ref())).unwrap();
+    std::fs::write(&key_file, crate::customer_algorithms::pem(&der)).unwrap();
     let credential = format!(
         "private_key = {{ file = \"{}\" }}\nkey_id = \"console-1\"",
         key_file.display()
@@ -707,17 +695,8 @@ async fn a_sign_in_begun_on_one_instance_finishes_on_another_with_a_private_key(
     assert_eq!(me["agent"]["name"], "ana@example.com");
 
     // An assertion is what proves the console: without the key, refused.
-    provider.state.lock().unwrap().client_key = Some(
-        jsonwebtoken::DecodingKey::from_jwk(&{
-            let other =
-                aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                    .unwrap()
-                    .to_pkcs8v1()
-                    .unwrap();
-            Jwk::from_encoding_key(&EncodingKey::from_ec_der(other.as_ref()), Algorithm::ES256).unwrap()
-        })
-        .unwrap(),
-    );
+    let (_, _, other) = crate::agent_idp::es256_key("console-1");
+    provider.state.lock().unwrap().client_key = Some(jsonwebtoken::DecodingKey::from_jwk(&other).unwrap());
     let begun = begin(&two).await;
     let r = come_back(&one, &provider, &begun, now, json!({}), json!({})).await;
     refused_page(r, 502, "did not sign you in").await;
@@ -865,5 +844,13 @@ passwords = false
             "console.oidc.scopes: must include \"openid\"",
             "console.oidc.scopes: \"two words\" is not one scope",
         ],
+    );
+    // A callback the gateway does not serve.
+    crate::agent_idp::assert_config_problems(
+        &text.replace(
+            "passwords = false",
+            "redirect_url = \"https://desk.example.com/oidc/back\"",
+        ),
+        &["console.oidc.redirect_url: must end with /console/oidc/callback"],
     );
 }
