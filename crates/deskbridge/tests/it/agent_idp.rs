@@ -31,6 +31,20 @@ pub(crate) fn es256_key(kid: &str) -> (Vec<u8>, EncodingKey, Jwk) {
     (pkcs8.as_ref().to_vec(), key, jwk)
 }
 
+/// A provider's OpenID discovery document and its JWKS of one key, to
+/// which a test adds the endpoints it needs.
+pub(crate) fn discovery_routes<S: Clone + Send + Sync + 'static>(metadata: Value, jwk: Jwk) -> axum::Router<S> {
+    axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(metadata) }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move { axum::Json(json!({ "keys": [jwk] })) }),
+        )
+}
+
 /// An identity provider: its discovery document and JWKS on a real socket,
 /// and a key to sign its tokens with.
 pub(crate) struct Provider {
@@ -48,15 +62,7 @@ impl Provider {
             "token_endpoint": format!("{issuer}/token"),
             "jwks_uri": format!("{issuer}/jwks"),
         });
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(metadata) }),
-            )
-            .route(
-                "/jwks",
-                axum::routing::get(move || async move { axum::Json(json!({ "keys": [jwk] })) }),
-            );
+        let app = discovery_routes(metadata, jwk);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { issuer, key }
     }

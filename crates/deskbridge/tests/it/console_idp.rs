@@ -38,6 +38,8 @@ struct ProviderState {
     /// Set: the console proves itself with `private_key_jwt` signed by
     /// this key's pair, not with the secret.
     client_key: Option<jsonwebtoken::DecodingKey>,
+    /// Set: the token endpoint answers 503 to everything.
+    token_endpoint_down: bool,
     codes: HashMap<String, Issued>,
     userinfo: HashMap<String, Value>,
     /// The token endpoint's refusals, for the tests to see.
@@ -95,6 +97,12 @@ async fn token_endpoint(
         state.refusals.push(error.to_string());
         (status, axum::Json(json!({ "error": error })))
     };
+    if state.token_endpoint_down {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": "temporarily_unavailable" })),
+        );
+    }
     if !client_authenticated(&state, &issuer, &headers, &form) {
         return refuse(&mut state, StatusCode::UNAUTHORIZED, "invalid_client");
     }
@@ -158,15 +166,7 @@ impl SignInProvider {
             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
         });
         let state = Arc::new(Mutex::new(ProviderState::default()));
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(metadata) }),
-            )
-            .route(
-                "/jwks",
-                axum::routing::get(move || async move { axum::Json(json!({ "keys": [jwk] })) }),
-            )
+        let app = crate::agent_idp::discovery_routes(metadata, jwk)
             .route("/token", axum::routing::post(token_endpoint))
             .route("/me", axum::routing::get(userinfo_endpoint))
             .with_state((state.clone(), issuer.clone()));
@@ -820,6 +820,37 @@ async fn the_providers_back_channel_logout_ends_the_sessions_it_names_and_no_for
     // A session that is no more, or never was: 200 all the same.
     let r = post_logout(&g, &provider.logout_token(now, &json!({"sid": "sid-a"}))).await;
     assert_eq!(r.status(), 200);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_gets_a_page_and_a_503_not_a_sign_in() {
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    let dir = tempfile::tempdir().unwrap();
+    let g = TestGateway::start(&oidc_toml(dir.path(), &issuer, "")).await;
+    // The button leads to a page that says so, and no pending sign-in.
+    let r = no_redirects().get(g.url("/console/oidc/login")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(set_cookie(&r, "deskbridge_oidc").is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Acme SSO could not be reached"), "{page}");
+    assert!(!page.contains(CLIENT_SECRET));
+    // Its logout tokens cannot be checked: 503, so the provider tries again.
+    let token = SignInProvider::start()
+        .await
+        .logout_token(backend::SystemClock.unix_secs(), &json!({"sid": "s"}));
+    expect_problem(post_logout(&g, &token).await, 503, "identity_provider_unavailable").await;
+    g.stop().await;
+
+    // The provider is up but its token endpoint is not: the way back gets
+    // a page that says so, and no session.
+    let (provider, clock, g, _dir) = world().await;
+    let begun = begin(&g).await;
+    provider.state.lock().unwrap().token_endpoint_down = true;
+    let r = come_back(&g, &provider, &begun, clock.unix_secs(), json!({}), json!({})).await;
+    refused_page(r, 503, "Acme SSO could not be reached").await;
     g.stop().await;
 }
 
